@@ -1,0 +1,1 @@
+"""CLI sub-commands, one module per task (no Qt; heavy imports inside handlers)."""

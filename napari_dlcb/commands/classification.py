@@ -1,0 +1,372 @@
+"""``train classification``, ``predict classification`` and ``saliency`` verbs.
+
+Torch is imported inside the handlers only, so building the parser is cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_dlcb.errors import DlcbError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "find_image_folder",
+    "list_images",
+    "register",
+    "run_predict",
+    "run_saliency",
+    "run_train",
+]
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+SALIENCY_METHODS = ("integrated-gradients", "gradients", "smoothgrad", "gradcam", "occlusion")
+
+
+def register(train, predict, top) -> None:
+    """Add the classification verbs to the ``train``/``predict`` sub-parsers and ``saliency``."""
+    p = train.add_parser(
+        "classification",
+        help="fine-tune a cell classifier on an ImageFolder (one sub-folder per class)",
+        description="Fine-tune the crop classifier. DIR holds one sub-folder per class with "
+        "PNG or TIFF images; images of other sizes or channel counts are resized/padded.",
+    )
+    p.add_argument("--images", required=True, type=Path, help="ImageFolder: DIR/<class>/*.png|tif")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write")
+    p.add_argument(
+        "--base", default="builtin", help="builtin, none (random init) or a model folder"
+    )
+    p.add_argument(
+        "--mode",
+        default="full",
+        choices=["full", "linear"],
+        help="full: fine-tune all layers; linear: frozen features + linear head (fast)",
+    )
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=None, help="default 2e-3 (full) / 1e-2 (linear)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--input-size", type=int, default=None, help="crop side (default: the images')")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--val", type=Path, default=None, help="explicit validation ImageFolder")
+    p.add_argument("--balance", default="loss", choices=["loss", "sampler", "none"])
+    p.add_argument("--width", type=int, default=32, help="network width for --base none")
+    p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train)
+
+    q = predict.add_parser(
+        "classification",
+        help="classify every image in a folder (sub-folders included)",
+        description="Writes a TSV: path relative to DIR, predicted class, one probability "
+        "column per class (prob_<class>).",
+    )
+    q.add_argument("--model", required=True, type=Path, help="saved model folder")
+    q.add_argument("--images", required=True, type=Path, help="folder of images")
+    q.add_argument("--out", required=True, type=Path, help="output .tsv file")
+    q.add_argument("--tta", action="store_true", help="average the 8 rotations/flips")
+    q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    q.set_defaults(func=run_predict)
+
+    s = top.add_parser(
+        "saliency",
+        help="write a saliency/attribution map of a saved model for one image",
+        description="Writes a float32 TIFF on the image's grid. Works for classifiers and "
+        "segmentation models (for those the class logit is summed over the image).",
+    )
+    s.add_argument("--model", required=True, type=Path, help="saved model folder")
+    s.add_argument("--image", required=True, type=Path, help="PNG or TIFF image")
+    s.add_argument("--method", default="integrated-gradients", choices=SALIENCY_METHODS)
+    s.add_argument("--out", required=True, type=Path, help="output .tif")
+    s.add_argument("--target", default=None, help="class name or index (default: predicted)")
+    s.add_argument("--window", type=int, default=None, help="occlusion window (px)")
+    s.add_argument("--stride", type=int, default=None, help="occlusion stride (px)")
+    s.add_argument("--n-samples", type=int, default=16, help="SmoothGrad samples")
+    s.add_argument("--n-steps", type=int, default=32, help="integrated-gradients steps")
+    s.add_argument("--layer", default=None, help="Grad-CAM layer name")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.set_defaults(func=run_saliency)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """All PNG/TIFF files under ``folder`` (recursively, hidden entries skipped), sorted."""
+    return sorted(
+        f
+        for f in folder.rglob("*")
+        if f.is_file()
+        and f.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+    )
+
+
+def find_image_folder(folder: Path) -> tuple[list[str], list[Path], list[int]]:
+    """Read an ImageFolder layout: one sub-folder per class.
+
+    Parameters
+    ----------
+    folder : Path
+        ``folder/<class name>/**/*.png|tif|tiff``.
+
+    Returns
+    -------
+    classes : list of str
+        Sorted sub-folder names.
+    files : list of Path
+    labels : list of int
+        Class index of each file.
+
+    Raises
+    ------
+    DlcbError
+        Missing folder, no class sub-folders, a single class, or an empty class.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DlcbError(f"not a folder: {folder}")
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not subdirs:
+        raise DlcbError(
+            f"{folder} has no class sub-folders; expected one sub-folder per class (ImageFolder)"
+        )
+    classes, files, labels = [], [], []
+    for k, d in enumerate(subdirs):
+        found = list_images(d)
+        if not found:
+            raise DlcbError(f"class folder '{d.name}' in {folder} has no PNG or TIFF images")
+        classes.append(d.name)
+        files += found
+        labels += [k] * len(found)
+    if len(classes) < 2:
+        raise DlcbError(
+            f"{folder} has a single class ('{classes[0]}'); a classifier needs at least 2 "
+            "class sub-folders"
+        )
+    return classes, files, labels
+
+
+def _read_all(files: list[Path]) -> list[np.ndarray]:
+    from napari_dlcb.io.images import read_image
+
+    out = []
+    for f in files:
+        im = np.asarray(read_image(f))
+        if im.ndim not in (2, 3):
+            raise DlcbError(f"{f.name} is not a 2-D grey or RGB image (shape {im.shape})")
+        out.append(im)
+    return out
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handle ``train classification``."""
+    classes, files, labels = find_image_folder(args.images)
+    counts = np.bincount(labels, minlength=len(classes))
+    _say(
+        f"napari-dlcb: {len(files)} images in {len(classes)} classes ("
+        + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+        + f"), base {args.base}, mode {args.mode}"
+    )
+    images = _read_all(files)
+    val_images = val_labels = None
+    if args.val is not None:
+        vclasses, vfiles, vlabels = find_image_folder(args.val)
+        if vclasses != classes:
+            raise DlcbError(f"validation classes {vclasses} differ from training classes {classes}")
+        val_images, val_labels = _read_all(vfiles), vlabels
+
+    from napari_dlcb.training.classification import ClassificationTrainer
+    from napari_dlcb.training.events import EpochEnd, Finished, Started, Warning
+
+    trainer = ClassificationTrainer(
+        images,
+        labels,
+        classes,
+        base=args.base,
+        mode=args.mode,
+        input_size=args.input_size,
+        val_fraction=args.val_fraction,
+        val_images=val_images,
+        val_labels=val_labels,
+        augment=not args.no_augment,
+        balance=None if args.balance == "none" else args.balance,
+        width=args.width,
+        seed=args.seed,
+        device=args.device,
+    )
+    for note in trainer.notes:
+        _say(f"note: {note}")
+    t0 = time.perf_counter()
+    kwargs = {}
+    if args.early_stopping is not None:
+        kwargs["early_stopping"] = args.early_stopping
+    events = trainer.fit(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_time=None if args.max_minutes is None else args.max_minutes * 60,
+        **kwargs,
+    )
+    for ev in events:
+        if isinstance(ev, Started):
+            _say(
+                f"training on {ev.device}: {ev.n_train} train / {ev.n_val} validation images "
+                f"({trainer.input_size}x{trainer.input_size}), {ev.n_trainable:,} of "
+                f"{ev.n_params:,} parameters trainable"
+            )
+        elif isinstance(ev, EpochEnd):
+            mets = " ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
+            _say(
+                f"epoch {ev.epoch + 1}/{args.epochs} train_loss {ev.train_loss:.4f} "
+                f"val_loss {ev.val_loss:.4f} {mets} lr {ev.lr:.2g} {ev.seconds:.1f}s"
+                f"{' *' if ev.is_best else ''}"
+            )
+        elif isinstance(ev, Warning):
+            _say(f"warning: {ev.message}")
+        elif isinstance(ev, Finished):
+            _say(
+                f"finished ({ev.reason}) after {ev.epochs_run} epochs in "
+                f"{time.perf_counter() - t0:.0f}s; best epoch {ev.best_epoch + 1}, "
+                f"best score {ev.best_score:.4f}"
+            )
+    out = trainer.save(args.out)
+    _say(f"saved model to {out}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Handle ``predict classification``."""
+    import pandas as pd
+
+    from napari_dlcb.models import classifier as _classifier  # registers "cellclf"
+    from napari_dlcb.models.saved import load_model
+    from napari_dlcb.training.classification import predict_proba
+
+    del _classifier
+    folder = Path(args.images)
+    if not folder.is_dir():
+        raise DlcbError(f"not a folder: {folder}")
+    files = list_images(folder)
+    if not files:
+        raise DlcbError(f"no PNG or TIFF images in {folder}")
+    model, meta = load_model(args.model, device="cpu")
+    if meta.task != "classification":
+        raise DlcbError(f"{args.model} is a {meta.task} model, not a classifier")
+    probs, notes = predict_proba(model, meta, _read_all(files), tta=args.tta, device=args.device)
+    for note in notes:
+        _say(f"note: {note}")
+    table = pd.DataFrame(
+        {
+            "path": [f.relative_to(folder).as_posix() for f in files],
+            "predicted": [meta.classes[i] for i in probs.argmax(1)],
+        }
+    )
+    for k, name in enumerate(meta.classes):
+        table[f"prob_{name}"] = probs[:, k]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, sep="\t", index=False, float_format="%.6g")
+    _say(f"wrote {len(table)} predictions to {out}")
+    return 0
+
+
+def _resolve_target(target: str | None, classes: list[str]) -> int | str | None:
+    if target is None:
+        return None
+    if target in classes:
+        return target
+    try:
+        return int(target)
+    except ValueError:
+        raise DlcbError(
+            f"target class {target!r} does not exist; classes are: {', '.join(classes)}"
+        ) from None
+
+
+def run_saliency(args: argparse.Namespace) -> int:
+    """Handle ``saliency``."""
+    import tifffile
+
+    from napari_dlcb.data.normalize import Normalizer
+    from napari_dlcb.interpret.saliency import saliency
+    from napari_dlcb.io.images import read_image
+    from napari_dlcb.models import classifier as _classifier  # registers "cellclf"
+    from napari_dlcb.models.saved import load_model
+
+    del _classifier
+    model, meta = load_model(args.model, device="cpu")
+    image = np.asarray(read_image(args.image))
+    if image.ndim not in (2, 3):
+        raise DlcbError(f"{args.image.name} is not a 2-D grey or RGB image (shape {image.shape})")
+    target = _resolve_target(args.target, list(meta.classes))
+    if meta.task == "classification":
+        from napari_dlcb.training.classification import prepare_images
+
+        size = int(meta.extra.get("input_size") or 32)
+        prep = prepare_images([image], size=size, channels=int(meta.in_channels))
+        x = Normalizer.from_dict(meta.normalization)(prep.data[0], channel_axis=0)
+        for note in prep.notes:
+            _say(f"note: {note}; the map is resampled back to the image grid")
+    else:
+        from napari_dlcb.data.normalize import to_cyx
+
+        cyx = to_cyx(image)
+        if cyx.shape[0] != meta.in_channels:
+            raise DlcbError(
+                f"{args.image.name} has {cyx.shape[0]} channel(s); the model needs {meta.in_channels}"
+            )
+        x = Normalizer.from_dict(meta.normalization)(cyx, channel_axis=0)
+        prep = None
+    window = args.window or max(1, min(x.shape[-2:]) // 8)
+    res = saliency(
+        model,
+        x,
+        method=args.method,
+        target=target,
+        classes=list(meta.classes),
+        channel_axis=0,
+        layer=args.layer,
+        window=window,
+        stride=args.stride,
+        n_samples=args.n_samples,
+        n_steps=args.n_steps,
+        device=args.device,
+    )
+    smap = res.map
+    if prep is not None:
+        smap = _back_to_grid(smap, image.shape[:2])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(out, smap.astype(np.float32))
+    cls = meta.classes[res.target] if res.target < len(meta.classes) else str(res.target)
+    extra = ""
+    if "completeness_error" in res.extra:
+        extra = (
+            f"; completeness error {res.extra['completeness_error']:.3g} "
+            f"({100 * res.extra['relative_completeness_error']:.2f} % of the output change)"
+        )
+    _say(f"wrote {args.method} map for class '{cls}' to {out}{extra}")
+    return 0
+
+
+def _back_to_grid(smap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Undo :func:`prepare_images`' scale-and-pad for a (S, S) map."""
+    from skimage.transform import resize
+
+    h, w = shape
+    s = smap.shape[0]
+    if (h, w) == (s, s):
+        return smap
+    f = s / max(h, w)
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    r0, c0 = (s - nh) // 2, (s - nw) // 2
+    inner = smap[r0 : r0 + nh, c0 : c0 + nw]
+    return resize(inner, (h, w), order=1, preserve_range=True).astype(np.float32)

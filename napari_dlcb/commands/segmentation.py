@@ -1,0 +1,195 @@
+"""``napari-dlcb train segmentation`` and ``napari-dlcb predict segmentation``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from napari_dlcb.errors import DlcbError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def register(train, predict, top) -> None:
+    """Add the segmentation verbs to the ``train`` and ``predict`` sub-parsers."""
+    p = train.add_parser(
+        "segmentation",
+        help="fine-tune a U-Net on images + label images paired by file stem",
+        description="Fine-tune a pretrained segmentation model. Images are PNG/TIFF, 2-D grey "
+        "or RGB; labels are paired with images by file stem.",
+    )
+    p.add_argument("--images", required=True, type=Path, help="folder of images")
+    p.add_argument("--labels", required=True, type=Path, help="folder of label images")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write")
+    p.add_argument(
+        "--labels-kind", default="scribbles", choices=["scribbles", "classes", "instances"]
+    )
+    p.add_argument(
+        "--base",
+        default="builtin",
+        help="builtin, scratch, a saved model folder or a BioImage.IO package",
+    )
+    p.add_argument(
+        "--mode",
+        default="auto",
+        choices=["auto", "quick", "full"],
+        help="quick: frozen encoder, train decoder; full: all layers "
+        "(auto: quick for scribbles, full otherwise)",
+    )
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--samples-per-epoch", type=int, default=None)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--early-stopping", type=int, default=15, help="patience in epochs")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train)
+
+    q = predict.add_parser(
+        "segmentation",
+        help="segment every image in a folder with a saved model",
+        description="Writes <stem>.tif label images with the training label convention "
+        "(instance ids, or the original class values).",
+    )
+    q.add_argument("--model", required=True, type=Path, help="saved model folder")
+    q.add_argument("--images", required=True, type=Path, help="folder of images")
+    q.add_argument("--out", required=True, type=Path, help="output folder")
+    q.add_argument(
+        "--probabilities", action="store_true", help="also write <stem>_prob.tif (C, Y, X float32)"
+    )
+    q.add_argument("--tile", type=int, default=512)
+    q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    q.set_defaults(func=run_predict)
+
+
+def _list_images(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DlcbError(f"not a folder: {folder}")
+    files = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+            files.setdefault(f.stem, f)
+    if not files:
+        raise DlcbError(f"no PNG or TIFF images in {folder}")
+    return files
+
+
+def _pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
+    imgs, labs = _list_images(images), _list_images(labels)
+    missing = sorted(set(imgs) - set(labs))
+    extra = sorted(set(labs) - set(imgs))
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise DlcbError(f"no label image for {', '.join(missing[:3])}{more} in {labels}")
+    if extra:
+        raise DlcbError(f"label image(s) without an image: {', '.join(extra[:3])} in {images}")
+    return [(imgs[s], labs[s]) for s in sorted(imgs)]
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handle ``train segmentation``."""
+    from napari_dlcb.io.images import read_image
+
+    pairs = _pairs(args.images, args.labels)
+    images = [read_image(i) for i, _ in pairs]
+    labels = [read_image(lab) for _, lab in pairs]
+    for (ip, lp), im, lab in zip(pairs, images, labels):
+        if lab.ndim != 2:
+            raise DlcbError(f"label image {lp.name} is not a 2-D integer image")
+        if im.shape[:2] != lab.shape:
+            raise DlcbError(
+                f"label image {lp.name} has shape {lab.shape} but {ip.name} is {im.shape[:2]}"
+            )
+    from napari_dlcb.training.events import EpochEnd, Finished, Started, Warning
+    from napari_dlcb.training.segmentation import SegmentationTrainer
+
+    mode = args.mode
+    if mode == "auto":
+        mode = "quick" if args.labels_kind == "scribbles" else "full"
+    _say(
+        f"napari-dlcb: {len(pairs)} image pair(s), labels-kind {args.labels_kind}, "
+        f"base {args.base}, mode {mode}"
+    )
+    trainer = SegmentationTrainer(
+        images,
+        labels,
+        label_kind=args.labels_kind,
+        base=args.base,
+        mode=mode,
+        val_fraction=args.val_fraction,
+        patch_size=args.patch_size,
+        augment=not args.no_augment,
+        seed=args.seed,
+        device=args.device,
+    )
+    t0 = time.perf_counter()
+    events = trainer.fit(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        samples_per_epoch=args.samples_per_epoch,
+        early_stopping=args.early_stopping,
+        max_time=None if args.max_minutes is None else args.max_minutes * 60,
+        checkpoint_dir=args.out / "checkpoints",
+    )
+    for ev in events:
+        if isinstance(ev, Started):
+            _say(
+                f"training on {ev.device} ({'AMP' if ev.amp else 'fp32'}), "
+                f"{ev.n_trainable:,} of {ev.n_params:,} parameters trainable"
+            )
+        elif isinstance(ev, EpochEnd):
+            mets = " ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
+            _say(
+                f"epoch {ev.epoch + 1}/{args.epochs} train_loss {ev.train_loss:.4f} "
+                f"val_loss {ev.val_loss:.4f} {mets} lr {ev.lr:.2g} "
+                f"{ev.seconds:.1f}s ({ev.samples_per_s:.1f} patches/s){' *' if ev.is_best else ''}"
+            )
+        elif isinstance(ev, Warning):
+            _say(f"warning: {ev.message}")
+        elif isinstance(ev, Finished):
+            _say(
+                f"finished ({ev.reason}) after {ev.epochs_run} epochs in "
+                f"{time.perf_counter() - t0:.0f}s; best epoch {ev.best_epoch + 1}, "
+                f"best score {ev.best_score:.4f}"
+            )
+    out = trainer.save(args.out)
+    _say(f"saved model to {out}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Handle ``predict segmentation``."""
+    import numpy as np
+    import tifffile
+
+    from napari_dlcb.inference.segment import segment
+    from napari_dlcb.io.images import read_image
+    from napari_dlcb.models.saved import load_model
+
+    model, meta = load_model(args.model)
+    files = _list_images(args.images)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for k, (stem, path) in enumerate(sorted(files.items()), start=1):
+        image = read_image(path)
+        t0 = time.perf_counter()
+        prob, labels = segment((model, meta), image, tile=args.tile, device=args.device)
+        tifffile.imwrite(args.out / f"{stem}.tif", labels, compression="zlib")
+        if args.probabilities:
+            tifffile.imwrite(
+                args.out / f"{stem}_prob.tif", prob.astype(np.float32), compression="zlib"
+            )
+        n_obj = f", {int(labels.max())} objects" if meta.label_kind == "instances" else ""
+        _say(
+            f"[{k}/{len(files)}] {path.name} -> {stem}.tif ({time.perf_counter() - t0:.1f}s{n_obj})"
+        )
+    return 0

@@ -1,0 +1,1 @@
+"""napari-dlcb core: data (no Qt here)."""

@@ -1,0 +1,1 @@
+"""napari-dlcb core: inference (no Qt here)."""

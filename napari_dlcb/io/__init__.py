@@ -1,0 +1,1 @@
+"""napari-dlcb core: io (no Qt here)."""

@@ -1,0 +1,1 @@
+"""napari-dlcb core: models (no Qt here)."""

@@ -1,0 +1,1 @@
+"""napari-dlcb core: training (no Qt here)."""

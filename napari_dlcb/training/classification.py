@@ -1,0 +1,716 @@
+"""Train a crop classifier: images + class indices -> datasets -> ``fit``.
+
+This is what the classification CLI and the cell-classifier widget call. It
+turns a list of images of any size and channel count into a fixed-size,
+normalised tensor (statistics from the training images only), splits off a
+stratified validation set, handles class imbalance, augments, and runs the
+shared training engine in one of two modes:
+
+``"full"``
+    Fine-tune every layer of the (pretrained) :class:`CellClassifier`.
+``"linear"``
+    Use the pretrained network as a frozen feature extractor and train only a
+    linear head on cached features of the 8 dihedral copies of every crop:
+    seconds on a CPU, the "instant" mode of the cell-classifier widget.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_dlcb.data.normalize import Normalizer, to_cyx
+from napari_dlcb.errors import DlcbError
+from napari_dlcb.models.classifier import ARCH_NAME, CellClassifier, adapt_in_channels
+from napari_dlcb.training.engine import fit, resolve_device
+from napari_dlcb.training.events import Finished, TrainEvent
+
+__all__ = [
+    "BUILTIN_WEIGHTS",
+    "ClassificationTrainer",
+    "PreparedImages",
+    "confusion_matrix",
+    "load_base",
+    "predict_proba",
+    "prepare_images",
+]
+
+BUILTIN_WEIGHTS = (
+    Path(__file__).resolve().parents[1] / "models" / "weights" / "cellclf_nuclei.safetensors"
+)
+
+
+@dataclass
+class PreparedImages:
+    """Images brought to one size and channel count, shape (N, C, S, S) float32."""
+
+    data: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+def _fit_square(im: np.ndarray, size: int) -> np.ndarray:
+    """Scale (C, Y, X) so its longer side is ``size``, then edge-pad to square."""
+    from skimage.transform import resize
+
+    c, h, w = im.shape
+    if h == size and w == size:
+        return im
+    f = size / max(h, w)
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    if (nh, nw) != (h, w):
+        im = resize(im, (c, nh, nw), order=1, anti_aliasing=f < 1, preserve_range=True)
+    ph, pw = size - nh, size - nw
+    if ph or pw:
+        im = np.pad(im, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="edge")
+    return im
+
+
+def prepare_images(
+    images: Sequence[np.ndarray],
+    *,
+    size: int | None = None,
+    channels: int | None = None,
+    channel_axis: int | None = None,
+) -> PreparedImages:
+    """Bring images of any size and channel count to one (N, C, S, S) array.
+
+    Parameters
+    ----------
+    images : sequence of ndarray
+        2-D grey images, or RGB(A)/multichannel images (see ``channel_axis``).
+    size : int, optional
+        Output side length; default the most common longer side.
+    channels : int, optional
+        Output channel count; default the most common channel count. Grey
+        images are repeated to fill extra channels; surplus channels are dropped.
+    channel_axis : int, optional
+        Channel axis of 3-D images; None guesses (last axis of 3/4 = RGB(A)).
+
+    Returns
+    -------
+    PreparedImages
+        ``data`` (float32, not yet normalised) and ``notes``: one line per
+        kind of change made (resizing, padding, channel conversion), for the user.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = prepare_images([np.zeros((20, 20)), np.zeros((10, 20))], size=20)
+    >>> p.data.shape, len(p.notes)
+    ((2, 1, 20, 20), 1)
+    """
+    if len(images) == 0:
+        raise DlcbError("there are no images")
+    cyx = [to_cyx(im, channel_axis) for im in images]
+    counts = Counter(im.shape[0] for im in cyx)
+    c_out = int(channels) if channels is not None else counts.most_common(1)[0][0]
+    sides = Counter(max(im.shape[1:]) for im in cyx)
+    s_out = int(size) if size is not None else sides.most_common(1)[0][0]
+    notes: list[str] = []
+    n_resized = sum(1 for im in cyx if im.shape[1:] != (s_out, s_out))
+    if n_resized:
+        notes.append(
+            f"{n_resized} of {len(cyx)} images were not {s_out}x{s_out}: resized to a longer "
+            f"side of {s_out} px and edge-padded to square"
+        )
+    n_chan = sum(1 for im in cyx if im.shape[0] != c_out)
+    if n_chan:
+        notes.append(
+            f"{n_chan} of {len(cyx)} images did not have {c_out} channel(s): grey images were "
+            "repeated into every channel, extra channels dropped"
+        )
+    out = np.empty((len(cyx), c_out, s_out, s_out), np.float32)
+    for i, im in enumerate(cyx):
+        im = im.astype(np.float32, copy=False)
+        if im.shape[0] < c_out:
+            im = np.concatenate([im] + [im[:1]] * (c_out - im.shape[0]), axis=0)
+        out[i] = _fit_square(im[:c_out], s_out)
+    return PreparedImages(out, notes)
+
+
+def load_base(
+    base: str | Path | None, *, in_channels: int, n_classes: int, width: int = 32
+) -> tuple[CellClassifier, str | None, dict]:
+    """Create the network to fine-tune.
+
+    Parameters
+    ----------
+    base : {"builtin", "none"} or path or None
+        ``"builtin"``: the shipped pretrained weights; a path: a saved
+        classification model directory; ``"none"``/None: random initialisation.
+    in_channels, n_classes : int
+        What the new task needs; the first convolution and the head are adapted.
+    width : int
+        Width of a newly initialised network.
+
+    Returns
+    -------
+    model : CellClassifier
+    parent : str or None
+        What to record as ``ModelMeta.parent``.
+    info : dict
+        ``input_size`` and ``classes`` of the base, where known.
+    """
+    if base is None or str(base).lower() in ("none", "scratch", ""):
+        return CellClassifier(in_channels, n_classes, width=width), None, {}
+    if str(base) == "builtin":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        if not BUILTIN_WEIGHTS.exists():
+            raise DlcbError(
+                "the built-in classifier weights are missing; run scripts/pretrain_classifier.py"
+            )
+        with safe_open(str(BUILTIN_WEIGHTS), "pt") as fh:
+            meta = fh.metadata() or {}
+        arch = json.loads(meta["architecture"])
+        arch.pop("name", None)
+        model = CellClassifier(**arch)
+        model.load_state_dict(load_file(str(BUILTIN_WEIGHTS)))
+        info = {
+            "input_size": int(meta.get("input_size", 32)),
+            "classes": json.loads(meta["classes"]),
+        }
+        parent = "builtin:cellclf-nuclei"
+    else:
+        from napari_dlcb.models.saved import load_model
+
+        model, m = load_model(base)
+        if not isinstance(model, CellClassifier):
+            raise DlcbError(f"{base} is not a napari-dlcb cell classifier (task {m.task!r})")
+        info = {"input_size": m.extra.get("input_size"), "classes": list(m.classes)}
+        parent = str(base)
+    adapt_in_channels(model, in_channels)
+    if model.n_classes != n_classes:
+        model.reset_head(n_classes)
+    return model, parent, info
+
+
+class _CropDataset(torch.utils.data.Dataset):
+    def __init__(self, x: np.ndarray, y: np.ndarray, augment: Any | None, seed: int) -> None:
+        self.x, self.y = x, y
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        self._dummy = np.zeros(x.shape[-2:], np.int64)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        im = self.x[i]
+        if self.augment is not None:
+            im, _ = self.augment(im, self._dummy, self.rng)
+        return torch.from_numpy(np.ascontiguousarray(im, np.float32)), torch.tensor(int(self.y[i]))
+
+
+def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    out = []
+    for k in range(4):
+        r = torch.rot90(x, k, dims=(-2, -1))
+        out += [r, torch.flip(r, dims=(-1,))]
+    return out
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts ``C[i, j]`` of samples of true class ``i`` predicted as ``j``.
+
+    Examples
+    --------
+    >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 0, 1]), 2).tolist()
+    [[1, 0], [1, 1]]
+    """
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return cm
+
+
+def _metrics(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) -> dict[str, float]:
+    pred = torch.cat([o.argmax(1) for o in outs]).numpy()
+    true = torch.cat(list(tgts)).numpy()
+    k = int(outs[0].shape[1])
+    cm = confusion_matrix(true, pred, k)
+    per_class = np.diag(cm) / np.maximum(cm.sum(1), 1)
+    present = cm.sum(1) > 0
+    return {
+        "accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
+        "balanced_accuracy": float(per_class[present].mean()) if present.any() else 0.0,
+    }
+
+
+class ClassificationTrainer:
+    """Fine-tune a crop classifier; the one call behind the CLI and the widget.
+
+    Parameters
+    ----------
+    images : sequence of ndarray
+        Training crops (any size/channels; see :func:`prepare_images`).
+    labels : sequence of int
+        Class index of each image.
+    classes : sequence of str
+        Class names; index = output channel. Every class needs an image.
+    base : str or path or None
+        ``"builtin"`` (default), a saved model directory, or ``"none"``.
+    mode : {"full", "linear"}
+        Fine-tune everything, or train a linear head on frozen features.
+    input_size : int, optional
+        Crop side length; default the images' most common size.
+    val_fraction : float
+        Stratified share held out for validation (at least one per class
+        where a class has 2+ images); 0 disables.
+    val_images, val_labels : optional
+        An explicit validation set instead of ``val_fraction``.
+    augment : bool
+        Random flips, 90-degree rotations, zoom and intensity jitter.
+    balance : {"loss", "sampler", None}
+        Class-imbalance handling: inverse-frequency loss weights, a weighted
+        random sampler, or nothing.
+    channel_axis : int, optional
+        Channel axis of 3-D images.
+    seed : int
+        Seeds the split, the augmentation and the engine.
+    device : str
+        "auto", "cpu" or "cuda".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> ims = [rng.random((16, 16)) + (i % 2) for i in range(20)]
+    >>> tr = ClassificationTrainer(ims, [i % 2 for i in range(20)], ["a", "b"], base="none",
+    ...                            device="cpu")
+    >>> fin = tr.run(epochs=2)
+    >>> tr.predict(ims[:3]).shape
+    (3, 2)
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[int],
+        classes: Sequence[str],
+        *,
+        base: str | Path | None = "builtin",
+        mode: str = "full",
+        input_size: int | None = None,
+        val_fraction: float = 0.15,
+        val_images: Sequence[np.ndarray] | None = None,
+        val_labels: Sequence[int] | None = None,
+        augment: bool = True,
+        balance: str | None = "loss",
+        channel_axis: int | None = None,
+        width: int = 32,
+        seed: int = 0,
+        device: str = "auto",
+    ) -> None:
+        if mode not in ("full", "linear"):
+            raise DlcbError(f"unknown training mode {mode!r}; use 'full' or 'linear'")
+        if balance not in ("loss", "sampler", None):
+            raise DlcbError(f"unknown class balancing {balance!r}; use 'loss', 'sampler' or None")
+        classes = [str(c) for c in classes]
+        labels = np.asarray(labels, np.int64)
+        if len(images) != len(labels):
+            raise DlcbError(f"{len(images)} images but {len(labels)} labels")
+        if len(classes) < 2:
+            raise DlcbError(
+                f"a classifier needs at least 2 classes, got {len(classes)}"
+                + (f" ({classes[0]!r})" if classes else "")
+            )
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise DlcbError("a label is outside the class list")
+        counts = np.bincount(labels, minlength=len(classes))
+        empty = [c for c, n in zip(classes, counts) if n == 0]
+        if empty:
+            raise DlcbError(f"class {empty[0]!r} has no images; every class needs at least one")
+        self.classes = classes
+        self.mode = mode
+        self.balance = balance
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        self.channel_axis = channel_axis
+        cyx_ch = Counter(to_cyx(im, channel_axis).shape[0] for im in images)
+        in_ch = cyx_ch.most_common(1)[0][0]
+        self.model, self.parent, info = load_base(
+            base, in_channels=in_ch, n_classes=len(classes), width=width
+        )
+        if input_size is None:
+            sides = Counter(max(to_cyx(im, channel_axis).shape[1:]) for im in images)
+            input_size = sides.most_common(1)[0][0] if len(sides) == 1 else info.get("input_size")
+        prep = prepare_images(images, size=input_size, channels=in_ch, channel_axis=channel_axis)
+        self.notes = list(prep.notes)
+        self.input_size = int(prep.data.shape[-1])
+        x, y = prep.data, labels
+        rng = np.random.default_rng(self.seed)
+        if val_images is not None:
+            vprep = prepare_images(
+                val_images, size=self.input_size, channels=in_ch, channel_axis=channel_axis
+            )
+            self.notes += [f"validation: {n}" for n in vprep.notes]
+            xv, yv = vprep.data, np.asarray(val_labels, np.int64)
+            xt, yt = x, y
+        elif val_fraction > 0:
+            val_idx = []
+            for k in range(len(classes)):
+                idx = np.flatnonzero(y == k)
+                n_val = int(round(val_fraction * len(idx)))
+                if len(idx) >= 2:
+                    n_val = min(max(n_val, 1), len(idx) - 1)
+                else:
+                    n_val = 0
+                val_idx += list(rng.permutation(idx)[:n_val])
+            mask = np.zeros(len(y), bool)
+            mask[np.asarray(val_idx, int)] = True
+            xt, yt, xv, yv = x[~mask], y[~mask], x[mask], y[mask]
+        else:
+            xt, yt, xv, yv = x, y, x[:0], y[:0]
+        self.normalizer = Normalizer.fit(list(xt), mode="zscore", channel_axis=0)
+        self._norm = lambda a: (
+            np.stack([self.normalizer(im, channel_axis=0) for im in a]) if len(a) else a
+        )
+        self.x_train, self.y_train = self._norm(xt), yt
+        self.x_val, self.y_val = self._norm(xv), yv
+        self.augment = augment
+        self.history: list[dict[str, float]] = []
+        self.finished: Finished | None = None
+
+    # -- training -------------------------------------------------------------------------
+    def _class_weights(self) -> torch.Tensor:
+        counts = np.bincount(self.y_train, minlength=len(self.classes)).astype(np.float64)
+        w = counts.sum() / (len(self.classes) * np.maximum(counts, 1))
+        return torch.tensor(w, dtype=torch.float32)
+
+    def _confusion(self, model: nn.Module) -> dict[str, Any]:
+        probs = (
+            self._predict_normalised(model, self.x_val)
+            if len(self.x_val)
+            else np.zeros((0, len(self.classes)))
+        )
+        cm = confusion_matrix(self.y_val, probs.argmax(1) if len(probs) else [], len(self.classes))
+        return {"confusion": cm, "classes": list(self.classes)}
+
+    def fit(
+        self,
+        *,
+        epochs: int = 30,
+        lr: float | None = None,
+        batch_size: int = 64,
+        weight_decay: float = 1e-4,
+        stop: Any = None,
+        preview_interval: float = 1.0,
+        max_time: float | None = None,
+        **fit_kwargs: Any,
+    ) -> Iterator[TrainEvent]:
+        """Train and yield engine events.
+
+        ``Preview.data`` is ``{"confusion": (K, K) int array on the validation
+        set, "classes": [...]}``, at most every ``preview_interval`` seconds.
+
+        Parameters
+        ----------
+        epochs, lr, batch_size, weight_decay, stop, max_time
+            As in :func:`napari_dlcb.training.engine.fit`; ``lr`` defaults to
+            1e-3 (full) or 1e-2 (linear).
+        preview_interval : float
+            Seconds between confusion-matrix previews.
+        **fit_kwargs
+            Passed on to the engine.
+
+        Yields
+        ------
+        TrainEvent
+        """
+        k = len(self.classes)
+        weights = self._class_weights() if self.balance == "loss" else None
+
+        def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            w = weights.to(logits.device) if weights is not None else None
+            return F.cross_entropy(logits, target, weight=w, label_smoothing=0.05)
+
+        sampler = None
+        if self.balance == "sampler":
+            cw = self._class_weights().numpy()
+            sampler = torch.utils.data.WeightedRandomSampler(
+                torch.tensor(cw[self.y_train], dtype=torch.double),
+                num_samples=len(self.y_train),
+                replacement=True,
+                generator=torch.Generator().manual_seed(self.seed),
+            )
+        has_val = len(self.y_val) > 0
+        monitor = "accuracy" if has_val else "val_loss"
+        preview = self._confusion if has_val else None
+        if self.mode == "linear":
+            yield from self._fit_linear(
+                loss_fn,
+                sampler,
+                monitor,
+                preview,
+                epochs=epochs,
+                lr=lr or 1e-2,
+                batch_size=batch_size,
+                weight_decay=weight_decay,
+                stop=stop,
+                preview_interval=preview_interval,
+                max_time=max_time,
+                **fit_kwargs,
+            )
+            return
+        from napari_dlcb.data.augment import Augment
+
+        aug = (
+            Augment(flips=True, rot90=True, scale=(0.85, 1.15), intensity=0.15, noise=0.02)
+            if self.augment
+            else None
+        )
+        train = _CropDataset(self.x_train, self.y_train, aug, self.seed)
+        val = _CropDataset(self.x_val, self.y_val, None, self.seed) if has_val else None
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        fit_kwargs.setdefault("early_stopping", max(5, epochs // 3))
+        fit_kwargs.setdefault("lr_patience", 2)
+        for ev in fit(
+            self.model,
+            train,
+            val,
+            loss=loss_fn,
+            metrics=_metrics,
+            monitor=monitor,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer="adamw",
+            lr=lr or 2e-3,
+            weight_decay=weight_decay,
+            device=self.device,
+            seed=self.seed,
+            sampler=sampler,
+            preview=preview,
+            preview_interval=preview_interval,
+            stop=stop,
+            max_time=max_time,
+            **fit_kwargs,
+        ):
+            self._record(ev)
+            yield ev
+        del k
+
+    def _fit_linear(self, loss_fn, sampler, monitor, preview, **kw) -> Iterator[TrainEvent]:
+        model = self.model.to(self.device).eval()
+        with torch.no_grad():
+
+            def feats(x: np.ndarray, tta: bool) -> torch.Tensor:
+                out = []
+                for i in range(0, len(x), 256):
+                    xb = torch.from_numpy(x[i : i + 256]).to(self.device)
+                    views = _dihedral(xb) if tta else [xb]
+                    out.append(torch.stack([model.features(v) for v in views], 1).cpu())
+                return torch.cat(out) if out else torch.zeros(0, 8 if tta else 1, model.n_features)
+
+            ft = feats(self.x_train, self.augment)
+            n_views = ft.shape[1]
+            ft = ft.reshape(-1, model.n_features)
+            yt = torch.from_numpy(np.repeat(self.y_train, n_views))
+            fv = feats(self.x_val, False)[:, 0] if len(self.y_val) else None
+        if sampler is not None:
+            cw = self._class_weights().numpy()
+            sampler = torch.utils.data.WeightedRandomSampler(
+                torch.tensor(cw[yt.numpy()], dtype=torch.double),
+                num_samples=len(yt),
+                replacement=True,
+                generator=torch.Generator().manual_seed(self.seed),
+            )
+        head = model.head
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+        train = torch.utils.data.TensorDataset(ft, yt)
+        val = (
+            torch.utils.data.TensorDataset(fv, torch.from_numpy(self.y_val))
+            if fv is not None
+            else None
+        )
+
+        def head_preview(h: nn.Module) -> dict[str, Any]:
+            with torch.no_grad():
+                pred = h(fv.to(next(h.parameters()).device)).argmax(1).cpu().numpy()
+            return {
+                "confusion": confusion_matrix(self.y_val, pred, len(self.classes)),
+                "classes": list(self.classes),
+            }
+
+        kw.setdefault("early_stopping", 15)
+        try:
+            for ev in fit(
+                head,
+                train,
+                val,
+                loss=loss_fn,
+                metrics=_metrics,
+                monitor=monitor,
+                optimizer="adamw",
+                device=self.device,
+                seed=self.seed,
+                sampler=sampler,
+                preview=head_preview if fv is not None else None,
+                **kw,
+            ):
+                self._record(ev)
+                yield ev
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(True)
+
+    def _record(self, ev: TrainEvent) -> None:
+        from napari_dlcb.training.events import EpochEnd
+
+        if isinstance(ev, EpochEnd):
+            self.history.append(
+                {
+                    "epoch": ev.epoch,
+                    "train_loss": ev.train_loss,
+                    "val_loss": ev.val_loss,
+                    **ev.metrics,
+                }
+            )
+        elif isinstance(ev, Finished):
+            self.finished = ev
+
+    def run(self, **kwargs: Any) -> Finished:
+        """Train to the end without a GUI; returns the ``Finished`` event."""
+        from napari_dlcb.training.engine import fit_to_end
+
+        return fit_to_end(self.fit(**kwargs))
+
+    # -- prediction and saving ---------------------------------------------------------------
+    def _predict_normalised(
+        self, model: nn.Module, x: np.ndarray, *, tta: bool = False
+    ) -> np.ndarray:
+        return _predict(model, x, device=self.device, tta=tta)
+
+    def predict(self, images: Sequence[np.ndarray], *, tta: bool = False) -> np.ndarray:
+        """Class probabilities (N, K) for new images, preprocessed like the training data."""
+        prep = prepare_images(
+            images,
+            size=self.input_size,
+            channels=self.model.in_channels,
+            channel_axis=self.channel_axis,
+        )
+        return _predict(self.model, self._norm(prep.data), device=self.device, tta=tta)
+
+    @property
+    def meta(self) -> Any:
+        """The :class:`~napari_dlcb.models.saved.ModelMeta` describing the trained model."""
+        from napari_dlcb.models.saved import ModelMeta
+
+        counts = np.bincount(self.y_train, minlength=len(self.classes)).tolist()
+        return ModelMeta(
+            task="classification",
+            architecture=self.model.architecture(),
+            classes=list(self.classes),
+            label_kind="classes",
+            normalization=self.normalizer.to_dict(),
+            input_axes="bcyx",
+            in_channels=int(self.model.in_channels),
+            output_activation="softmax",
+            parent=self.parent,
+            extra={
+                "input_size": self.input_size,
+                "mode": self.mode,
+                "train_counts": counts,
+                "n_val": int(len(self.y_val)),
+                "notes": list(self.notes),
+                "history": self.history,
+                "best_epoch": self.finished.best_epoch if self.finished else None,
+            },
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model directory (metadata, safetensors, TorchScript ``model.pt``)."""
+        from napari_dlcb.models.saved import save_model
+
+        self.model.eval()
+        example = torch.zeros(1, self.model.in_channels, self.input_size, self.input_size)
+        return save_model(self.model.cpu(), path, self.meta, example_input=example)
+
+
+def _predict(
+    model: nn.Module,
+    x: np.ndarray,
+    *,
+    device: torch.device | str = "cpu",
+    tta: bool = False,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Softmax probabilities of normalised (N, C, S, S) crops; ``tta`` averages 8 dihedral views."""
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    was_training = model.training
+    try:
+        orig = next(model.parameters()).device
+    except StopIteration:
+        orig = torch.device("cpu")
+    model.to(dev).eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(dev)
+                views = _dihedral(xb) if tta else [xb]
+                p = torch.stack([torch.softmax(model(v), 1) for v in views]).mean(0)
+                out.append(p.cpu().numpy())
+    finally:
+        model.to(orig).train(was_training)
+    k = getattr(model, "n_classes", None)
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, k or 0), np.float32)
+
+
+def predict_proba(
+    model: nn.Module,
+    meta: Any,
+    images: Sequence[np.ndarray],
+    *,
+    channel_axis: int | None = None,
+    tta: bool = False,
+    device: str = "auto",
+) -> tuple[np.ndarray, list[str]]:
+    """Class probabilities of a saved classifier for raw images.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        From :func:`napari_dlcb.models.saved.load_model`.
+    meta : ModelMeta
+        Its metadata (input size, channels, normalisation).
+    images : sequence of ndarray
+        Raw images of any size/channel count.
+    channel_axis : int, optional
+        Channel axis of 3-D images.
+    tta : bool
+        Average over the 8 rotations/flips (test-time augmentation).
+    device : str
+        "auto", "cpu" or "cuda".
+
+    Returns
+    -------
+    probabilities : ndarray (N, K)
+    notes : list of str
+        What was resized or converted.
+    """
+    if meta.task != "classification":
+        raise DlcbError(f"this is a {meta.task} model, not a classifier")
+    size = int(meta.extra.get("input_size") or 32)
+    prep = prepare_images(
+        images, size=size, channels=int(meta.in_channels), channel_axis=channel_axis
+    )
+    norm = Normalizer.from_dict(meta.normalization)
+    x = np.stack([norm(im, channel_axis=0) for im in prep.data])
+    return _predict(model, x, device=resolve_device(device), tta=tta), prep.notes
+
+
+ARCH = ARCH_NAME
