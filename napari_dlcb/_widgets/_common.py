@@ -40,6 +40,7 @@ __all__ = [
     "notify_error",
     "notify_info",
     "notify_warning",
+    "viewer_camera",
     "visible_region",
 ]
 
@@ -225,6 +226,13 @@ class EventLoopProbe(QObject):
 
 
 # --------------------------------------------------------------------------- viewport
+def viewer_camera(viewer: napari.Viewer) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, else ``viewer.camera``)."""
+    scene = getattr(viewer, "scene", None)
+    camera = getattr(scene, "camera", None)
+    return camera if camera is not None else viewer.camera
+
+
 def layer_grid(layer: Layer) -> dict[str, Any]:
     """Keyword arguments that put a new 2-D layer on ``layer``'s last two axes.
 
@@ -275,12 +283,13 @@ def visible_region(
         return None
     rows, cols = plane_shape(layer)
     canvas_h, canvas_w = viewer.canvas.size
-    zoom = float(viewer.camera.zoom)
+    camera = viewer_camera(viewer)
+    zoom = float(camera.zoom)
     if zoom <= 0 or canvas_h <= 0 or canvas_w <= 0:
         return None
     displayed = list(viewer.dims.displayed)
     point = np.asarray(viewer.dims.point, dtype=float)
-    center = np.asarray(viewer.camera.center, dtype=float)[-2:]
+    center = np.asarray(camera.center, dtype=float)[-2:]
     half = np.array([canvas_h, canvas_w], dtype=float) / zoom / 2.0
     corners_world = []
     for dr in (-1.0, 1.0):
@@ -349,9 +358,10 @@ class ViewportTracker:
         self.layer = layer
         self.margin = margin
         self.holder = holder if holder is not None else RegionHolder()
+        camera = viewer_camera(viewer)
         self._emitters = [
-            viewer.camera.events.center,
-            viewer.camera.events.zoom,
+            camera.events.center,
+            camera.events.zoom,
             viewer.dims.events.current_step,
             viewer.dims.events.ndisplay,
             viewer.canvas.events.size,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -79,6 +80,7 @@ BASES = {
     "bioimageio": "BioImage.IO package…",
 }
 OUTPUT_KEY = "dlcb_output"  # layer.metadata key marking layers this widget made
+FULL_PLANE_PIXELS = 2048 * 2048  # live layer as large as the plane up to this size
 
 
 @dataclass
@@ -171,12 +173,11 @@ def _predict_job(
     trainer: Any, base: str, image: Any, channel_axis: int | None, device: str
 ) -> tuple[np.ndarray, np.ndarray, Any]:
     """Worker body of Predict: the trained model if any, else the chosen base model."""
-    from napari_dlcb.inference.segment import segment
-
     image = np.asarray(image)
     if trainer is not None:
         prob, labels = trainer.predict(image)
         return prob, labels, trainer.meta
+    from napari_dlcb.inference.segment import segment
     from napari_dlcb.models.registry import resolve_base
 
     model, meta = resolve_base(base)
@@ -185,11 +186,102 @@ def _predict_job(
 
 
 def _display_labels(labels: np.ndarray, label_kind: str | None) -> np.ndarray:
-    """Labels as drawn: for scribble models the background class (1) becomes 0."""
+    """Labels as drawn.
+
+    For scribble models the background class (1) becomes 0. The result has the
+    smallest unsigned dtype that holds it: napari draws uint8/uint16 labels
+    without the (numba-compiled) hashing that wider integers need, which would
+    otherwise stall the event loop for a second the first time.
+    """
     out = np.asarray(labels)
     if label_kind == "scribbles":
         out = np.where(out == 1, 0, out)
+    top = int(out.max(initial=0))
+    lo = int(out.min(initial=0))
+    if lo >= 0 and top < 2**8:
+        return out.astype(np.uint8, copy=False)
+    if lo >= 0 and top < 2**16:
+        return out.astype(np.uint16, copy=False)
     return out.astype(np.int32, copy=False)
+
+
+WARMUP_MODULES = (
+    "torch",
+    "napari_dlcb.training.segmentation",
+    "napari_dlcb.inference.tiled",
+    "napari_dlcb.inference.postprocess",
+    "napari_dlcb.data.labels",
+)
+_warmup_thread: threading.Thread | None = None
+
+
+def _warmup_imports() -> None:
+    """Import the training stack and run one tiny optimiser step (background thread).
+
+    The first optimiser step imports ``torch._dynamo`` and initialises the
+    convolution backend lazily; both hold the GIL for hundreds of milliseconds.
+    """
+    import importlib
+
+    try:
+        for name in WARMUP_MODULES:
+            importlib.import_module(name)
+        import torch
+
+        conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+        opt = torch.optim.Adam(conv.parameters(), lr=1e-3)
+        conv(torch.zeros(1, 1, 8, 8)).sum().backward()
+        opt.step()
+    except Exception:  # noqa: BLE001 - any real problem is reported when training starts
+        return
+
+
+def _start_warmup() -> threading.Thread:
+    """Import torch and the training modules in the background, once per process.
+
+    Importing C extensions holds the GIL for long stretches (about a second for
+    torch, scipy and scikit-image on a slow machine). Doing it while the user
+    is still choosing layers keeps those stalls out of the live training view
+    and makes the first Train press start at once.
+    """
+    global _warmup_thread
+    if _warmup_thread is None:
+        _warmup_thread = threading.Thread(
+            target=_warmup_imports, name="napari-dlcb-warmup", daemon=True
+        )
+        _warmup_thread.start()
+    return _warmup_thread
+
+
+def _alive(widget: QWidget) -> bool:
+    """Whether the C++ side of a Qt widget still exists."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
+
+
+@contextmanager
+def _keep_selection(viewer: napari.Viewer) -> Iterator[None]:
+    """Add layers without making them active, so the user keeps painting where they were.
+
+    Uses the layer list's ``_activate_on_insert`` switch when it exists (it also
+    saves two selection updates, ~0.2 s each on a slow machine); otherwise the
+    previous active layer is restored afterwards.
+    """
+    layers = viewer.layers
+    active = layers.selection.active
+    switch = hasattr(layers, "_activate_on_insert")
+    if switch:
+        layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        if switch:
+            layers._activate_on_insert = True
+        elif active is not None and active in layers:
+            layers.selection.active = active
 
 
 class SegmentationWidget(QWidget):
@@ -222,6 +314,7 @@ class SegmentationWidget(QWidget):
         self._overfit_notified = False
         self.preview_layer: Labels | None = None
         self.n_preview_updates = 0
+        self.region_shown: tuple[slice, slice] | None = None
         self.last_finished: Any = None
         self._fit_start_epoch = 0
         self._epoch_summary = ""
@@ -235,6 +328,14 @@ class SegmentationWidget(QWidget):
         self._connect_viewer()
         self._refresh_layer_choices()
         self._set_state("idle")
+        self._warmup = _start_warmup()
+        # dock the learning curve beside this widget once napari has docked us
+        QTimer.singleShot(0, self._show_plot)
+
+    @property
+    def warmed_up(self) -> bool:
+        """Whether the background import of torch and the training modules finished."""
+        return not self._warmup.is_alive()
 
     # ================================================================== UI
     def _build_ui(self) -> None:
@@ -349,6 +450,7 @@ class SegmentationWidget(QWidget):
         self.image_combo.currentIndexChanged.connect(self._on_selection_changed)
         self.labels_combo.currentIndexChanged.connect(self._on_selection_changed)
         self.autosave_check.toggled.connect(self._on_selection_changed)
+        self.kind_combo.currentIndexChanged.connect(self._on_kind_changed)
         self._on_base_changed()
 
     def _connect_viewer(self) -> None:
@@ -441,6 +543,17 @@ class SegmentationWidget(QWidget):
     def _on_selection_changed(self, *args: Any) -> None:
         self._update_autosave()
 
+    def _flush_autosave(self) -> None:
+        if self._autosave is not None:
+            try:
+                self._autosave.flush()
+            except DlcbError as err:
+                notify_error(err)
+
+    def _on_kind_changed(self, *args: Any) -> None:
+        if self._autosave is not None:
+            self._autosave.label_kind = self.kind_combo.currentText()
+
     def _update_autosave(self) -> None:
         image, labels = self.image_layer, self.labels_layer
         current = self._autosave
@@ -454,7 +567,9 @@ class SegmentationWidget(QWidget):
             try:
                 from napari_dlcb._widgets._autosave import enable_autosave
 
-                self._autosave = enable_autosave(image, labels)
+                self._autosave = enable_autosave(
+                    image, labels, label_kind=self.kind_combo.currentText()
+                )
             except DlcbError as err:
                 notify_error(err)
             except ImportError:  # the io layer is not installed yet: no autosave
@@ -579,8 +694,7 @@ class SegmentationWidget(QWidget):
         self._last_epoch = -1
         self.plot.reset()
         self._overfit_notified = False
-        if self._autosave is not None:
-            self._autosave.flush()
+        self._flush_autosave()
 
         def build() -> Any:
             return _build_trainer([img], [lab], kwargs)
@@ -652,6 +766,7 @@ class SegmentationWidget(QWidget):
         self._total_epochs = settings.epochs
         image = self.image_layer
         if self.preview_check.isChecked() and image is not None:
+            self._ensure_preview_layer(image)
             self._start_tracking(image)
             fit_kwargs["preview_image"] = img
             fit_kwargs["preview_region"] = self._region
@@ -796,6 +911,40 @@ class SegmentationWidget(QWidget):
         self._set_state("idle")
 
     # ------------------------------------------------------------------ live preview
+    def _ensure_preview_layer(self, image: Image) -> Labels:
+        """The live prediction layer, created (empty) when training starts.
+
+        Creating a napari layer is the most expensive thing the GUI does here
+        (vispy visuals and overlays, 0.2-1 s on a slow machine); doing it when
+        Train is pressed keeps that hitch out of the running training. Planes of
+        up to :data:`FULL_PLANE_PIXELS` pixels get a layer of the plane's shape,
+        so each update only refreshes the texture; larger images get a layer the
+        size of the viewport region, moved with ``translate``.
+        """
+        layer = self.preview_layer
+        rows, cols = plane_shape(image)
+        grid = layer_grid(image)
+        full = rows * cols <= FULL_PLANE_PIXELS
+        if layer is not None and layer in self.viewer.layers:
+            if layer.metadata.get("dlcb_full_plane") == full and (
+                not full or tuple(layer.data.shape) == (rows, cols)
+            ):
+                if not np.allclose(layer.scale, grid["scale"]):  # a transform update is slow
+                    layer.scale = grid["scale"]
+                return layer
+            self.viewer.layers.remove(layer)
+        shape = (rows, cols) if full else (1, 1)
+        with _keep_selection(self.viewer):
+            layer = self.viewer.add_labels(
+                np.zeros(shape, np.uint8),
+                name=f"{image.name} live prediction",
+                opacity=0.5,
+                metadata={OUTPUT_KEY: "live", "dlcb_full_plane": full},
+                **grid,
+            )
+        self.preview_layer = layer
+        return layer
+
     def _apply_preview(self, ev: Any) -> None:
         image = self.image_layer
         data = ev.data
@@ -804,27 +953,29 @@ class SegmentationWidget(QWidget):
         kind = getattr(getattr(self.trainer, "meta", None), "label_kind", None)
         labels = _display_labels(data["labels"], kind or self.kind_combo.currentText())
         r0, c0 = (int(v) for v in data.get("offset", (0, 0)))
-        grid = layer_grid(image)
-        scale = np.asarray(grid["scale"])
-        translate = tuple(np.asarray(grid["translate"]) + scale * np.array([r0, c0]))
-        layer = self.preview_layer
-        if layer is None or layer not in self.viewer.layers:
-            layer = self.viewer.add_labels(
-                labels,
-                name=f"{image.name} live prediction",
-                scale=grid["scale"],
-                translate=translate,
-                opacity=0.5,
-                metadata={OUTPUT_KEY: "live"},
-            )
-            layer.contour = 0
-            self.preview_layer = layer
-            # keep the user's annotation layer on top and selected
-            if self.labels_layer is not None:
-                self.viewer.layers.selection.active = self.labels_layer
+        layer = self._ensure_preview_layer(image)
+        h, w = labels.shape
+        buf = layer.data
+        if (
+            layer.metadata.get("dlcb_full_plane")
+            and isinstance(buf, np.ndarray)
+            and np.can_cast(labels.dtype, buf.dtype)
+        ):
+            # write in place and re-slice: no new array, no dims update, only the
+            # texture is uploaded again (setting layer.data costs ~2x more)
+            buf[...] = 0
+            buf[r0 : r0 + h, c0 : c0 + w] = labels
+            layer.refresh(extent=False, highlight=False)
+        elif layer.metadata.get("dlcb_full_plane"):
+            canvas = np.zeros(buf.shape, labels.dtype)
+            canvas[r0 : r0 + h, c0 : c0 + w] = labels
+            layer.data = canvas
         else:
-            layer.translate = translate
+            grid = layer_grid(image)
+            scale = np.asarray(grid["scale"])
+            layer.translate = tuple(np.asarray(grid["translate"]) + scale * np.array([r0, c0]))
             layer.data = labels
+        self.region_shown = (slice(r0, r0 + labels.shape[0]), slice(c0, c0 + labels.shape[1]))
         self.n_preview_updates += 1
 
     # ================================================================== predict / save
@@ -943,26 +1094,24 @@ class SegmentationWidget(QWidget):
 
     # ================================================================== misc
     def _show_plot(self) -> None:
+        """Dock the learning curve (again, if the user closed it)."""
         window = getattr(self.viewer, "window", None)
-        if window is None:
+        if window is None or not _alive(self):
             return
         dock = self._plot_dock
-        try:
-            if dock is not None and dock.isVisible():
+        if dock is not None:
+            try:
+                if dock.isHidden():
+                    dock.show()
                 return
-        except RuntimeError:  # the dock was deleted
-            dock = None
-        try:
-            self._plot_dock = window.add_dock_widget(self.plot, name="Learning curve", area="right")
-        except RuntimeError:  # plot already parented to a closed dock: make a fresh one
-            old = self.plot
+            except RuntimeError:  # the dock (and the plot in it) was deleted
+                self._plot_dock = None
+        if not _alive(self.plot):
+            old = self.plot  # its Python-side history survives the C++ object
             self.plot = LearningCurvePlot()
-            self.plot.epochs, self.plot.train_loss, self.plot.val_loss = (
-                old.epochs,
-                old.train_loss,
-                old.val_loss,
-            )
-            self._plot_dock = window.add_dock_widget(self.plot, name="Learning curve", area="right")
+            for epoch, tr, va in zip(old.epochs, old.train_loss, old.val_loss):
+                self.plot.add_epoch(epoch, tr, va, is_best=epoch == old.best_epoch)
+        self._plot_dock = window.add_dock_widget(self.plot, name="Learning curve", area="right")
 
     def _set_status(self, text: str) -> None:
         self.status.setText(text)
@@ -1004,6 +1153,5 @@ class SegmentationWidget(QWidget):
                 worker.await_workers(msecs=int(timeout * 1000))
         self._stop_tracking()
         if self._autosave is not None:
-            self._autosave.flush()
             self._autosave.disconnect()
             self._autosave = None

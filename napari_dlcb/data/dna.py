@@ -124,7 +124,9 @@ def one_hot(
     lengths = {len(s) for s in seqs}
     if length is not None and lengths != {length}:
         bad = next(i for i, s in enumerate(seqs) if len(s) != length)
-        raise DlcbError(f"sequence {bad} has length {len(seqs[bad])}, but this needs length {length}")
+        raise DlcbError(
+            f"sequence {bad} has length {len(seqs[bad])}, but this needs length {length}"
+        )
     if len(lengths) > 1:
         lo, hi = min(lengths), max(lengths)
         bad = next(i for i, s in enumerate(seqs) if len(s) != len(seqs[0]))
@@ -137,11 +139,15 @@ def one_hot(
     try:
         codes = np.frombuffer("".join(seqs).encode("ascii"), dtype=np.uint8).reshape(len(seqs), L)
     except UnicodeEncodeError as err:
-        raise DlcbError(f"sequence contains a non-ASCII character: {err.object[err.start]!r}") from err
+        raise DlcbError(
+            f"sequence contains a non-ASCII character: {err.object[err.start]!r}"
+        ) from err
     ok = valid[codes]
     if not ok.all():
         n, i = (int(v[0]) for v in np.nonzero(~ok))
-        raise DlcbError(f"sequence {n} has {chr(codes[n, i])!r} at position {i}: only A, C, G, T and IUPAC codes are allowed")
+        raise DlcbError(
+            f"sequence {n} has {chr(codes[n, i])!r} at position {i}: only A, C, G, T and IUPAC codes are allowed"
+        )
     return np.ascontiguousarray(table[codes].transpose(0, 2, 1), dtype=dtype)
 
 
@@ -301,9 +307,7 @@ def dinucleotide_shuffle(seq: str, *, rng: np.random.Generator | int | None = No
     return "".join(out)
 
 
-def shuffled_negatives(
-    seqs: Sequence[str], *, n_per_sequence: int = 1, seed: int = 0
-) -> list[str]:
+def shuffled_negatives(seqs: Sequence[str], *, n_per_sequence: int = 1, seed: int = 0) -> list[str]:
     """Dinucleotide-shuffled copies of every sequence (the DeepBind negative set).
 
     Examples
@@ -358,10 +362,20 @@ def read_sequence_table(
     sep = "," if name.endswith(".csv") else "\t"
     try:
         df = pd.read_csv(p, sep=sep, dtype={sequence_column: str}, compression="infer")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as err:
-        raise DlcbError(f"{p.name}: cannot read the table ({' '.join(str(err).split())[:150]})") from err
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        EOFError,
+        OSError,
+    ) as err:
+        raise DlcbError(
+            f"{p.name}: cannot read the table ({' '.join(str(err).split())[:150]})"
+        ) from err
     if sequence_column not in df:
-        raise DlcbError(f"{p.name}: no column {sequence_column!r} (columns: {', '.join(map(str, df.columns))})")
+        raise DlcbError(
+            f"{p.name}: no column {sequence_column!r} (columns: {', '.join(map(str, df.columns))})"
+        )
     if df.empty:
         raise DlcbError(f"{p.name}: the table has a header but no rows")
     missing = df[sequence_column].isna()
@@ -369,11 +383,15 @@ def read_sequence_table(
         raise DlcbError(f"{p.name}: row {int(np.flatnonzero(missing)[0]) + 1} has no sequence")
     for col in label_columns or []:
         if col not in df:
-            raise DlcbError(f"{p.name}: no label column {col!r} (columns: {', '.join(map(str, df.columns))})")
+            raise DlcbError(
+                f"{p.name}: no label column {col!r} (columns: {', '.join(map(str, df.columns))})"
+            )
         num = pd.to_numeric(df[col], errors="coerce")
         bad = num.isna() & df[col].notna()
         if bad.any():
-            raise DlcbError(f"{p.name}: column {col!r} row {int(np.flatnonzero(bad)[0]) + 1} is not a number: {df[col][bad].iloc[0]!r}")
+            raise DlcbError(
+                f"{p.name}: column {col!r} row {int(np.flatnonzero(bad)[0]) + 1} is not a number: {df[col][bad].iloc[0]!r}"
+            )
         df[col] = num
     return df
 
@@ -433,12 +451,17 @@ def windows_from_bed(
     else:
         for col in labels:
             if col not in bed:
-                raise DlcbError(f"BED has no column {col!r} (columns: {', '.join(map(str, bed.columns))})")
+                raise DlcbError(
+                    f"BED has no column {col!r} (columns: {', '.join(map(str, bed.columns))})"
+                )
             columns.append(pd.to_numeric(bed[col], errors="coerce").to_numpy(np.float32))
             names.append(str(col))
     for tr in tracks or []:
         columns.append(
-            np.array([tr.mean(c, max(0, int(s)), int(e)) for c, s, e in zip(chroms, starts, ends)], dtype=np.float32)
+            np.array(
+                [tr.mean(c, max(0, int(s)), int(e)) for c, s, e in zip(chroms, starts, ends)],
+                dtype=np.float32,
+            )
         )
         names.append(getattr(tr, "name", "signal"))
     y = np.stack(columns, axis=1) if columns else np.zeros((len(bed), 0), np.float32)
@@ -575,4 +598,7 @@ def kfold_indices(
         if len(uniq) < k:
             raise DlcbError(f"{len(uniq)} groups cannot make {k} folds")
         parts = [np.flatnonzero(np.isin(g, ug)) for ug in np.array_split(uniq, k)]
-    return [(np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i])), np.sort(parts[i])) for i in range(k)]
+    return [
+        (np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i])), np.sort(parts[i]))
+        for i in range(k)
+    ]

@@ -81,13 +81,17 @@ def synthetic_nuclei(
             y0, x0 = rng.uniform(0, rows), rng.uniform(0, cols)
         if not (0 <= y0 < rows and 0 <= x0 < cols):
             continue
-        if any((y0 - cy) ** 2 + (x0 - cx) ** 2 < (0.7 * (cr + min(a, b))) ** 2
-               for cy, cx, cr in centres):
+        if any(
+            (y0 - cy) ** 2 + (x0 - cx) ** 2 < (0.7 * (cr + min(a, b))) ** 2
+            for cy, cx, cr in centres
+        ):
             continue
         theta = rng.uniform(0, np.pi)
         r0 = int(max(a, b)) + 2
-        sl = (slice(max(0, int(y0) - r0), min(rows, int(y0) + r0 + 1)),
-              slice(max(0, int(x0) - r0), min(cols, int(x0) + r0 + 1)))
+        sl = (
+            slice(max(0, int(y0) - r0), min(rows, int(y0) + r0 + 1)),
+            slice(max(0, int(x0) - r0), min(cols, int(x0) + r0 + 1)),
+        )
         dy, dx = yy[sl] - y0, xx[sl] - x0
         u = dx * np.cos(theta) + dy * np.sin(theta)
         v = -dx * np.sin(theta) + dy * np.cos(theta)
@@ -124,8 +128,11 @@ def synthetic_nuclei(
     gy, gx = rng.uniform(-1, 1, 2)
     illum = 1.0 + illumination * ((yy / rows - 0.5) * gy + (xx / cols - 0.5) * gx)
     illum *= 1.0 + 0.5 * illumination * np.exp(
-        -(((yy / rows - rng.uniform(0.2, 0.8)) ** 2 + (xx / cols - rng.uniform(0.2, 0.8)) ** 2)
-          / 0.1))
+        -(
+            ((yy / rows - rng.uniform(0.2, 0.8)) ** 2 + (xx / cols - rng.uniform(0.2, 0.8)) ** 2)
+            / 0.1
+        )
+    )
     img = (0.08 + signal) * illum
     img = rng.poisson(np.clip(img, 0, None) * 400).astype(np.float32) / 400
     img += rng.normal(0, noise, shape).astype(np.float32)

@@ -296,7 +296,8 @@ def labels_from_probabilities(prob: np.ndarray, meta: Any, **kwargs: Any) -> np.
         values = _meta_get(meta, "class_values")
         if values is None and kind == "scribbles":
             # scribble layers use 0 for "not annotated": class k was drawn as k + 1
-            values = list(range(1, _as_prob(prob).shape[0] + 1))
+            n_classes = len(_meta_get(meta, "classes") or []) or max(2, _as_prob(prob).shape[0])
+            values = list(range(1, n_classes + 1))
         return classes_from_probabilities(prob, values, **kwargs)
     raise DlcbError(f"unknown label_kind {kind!r}: expected 'instances', 'classes' or 'scribbles'")
 

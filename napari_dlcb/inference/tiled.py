@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -228,8 +227,8 @@ def _open_zarr_image(path: str | os.PathLike) -> Any:
         raise DlcbError(f"no such zarr store: {path}")
     try:
         node = zarr.open(str(path), mode="r")
-    except Exception as err:  # noqa: BLE001 - zarr raises many types for unreadable stores
-        raise DlcbError(f"cannot open {path} as zarr: {err}") from err
+    except (OSError, ValueError, KeyError, TypeError) as err:  # zarr's errors derive from these
+        raise DlcbError(f"cannot open {path} as a zarr image: {err}") from err
     if hasattr(node, "shape"):
         return node
     attrs = dict(node.attrs)
@@ -360,7 +359,7 @@ def _axis_plan(start: int, stop: int, tile: int, halo: int, overlap: int) -> lis
     core = tile - 2 * halo
     span = stop - start
     if span <= core:
-        core_starts = [start]
+        core_starts = [start - (core - span) // 2]  # spare context split evenly
     else:
         max_step = max(1, core - overlap)
         n = -(-(span - core) // max_step) + 1
@@ -398,12 +397,19 @@ def _tile_size(tile: int | None, span: int, halo: int, overlap: int) -> int:
     if tile is None:
         multiple = AUTO_MULTIPLE
         core_max = AUTO_MAX_TILE - 2 * halo
-        if needed <= AUTO_MAX_TILE or core_max <= overlap:
+        if needed <= AUTO_MAX_TILE:
             tile = needed
+        elif core_max <= overlap:
+            raise DlcbError(
+                f"halo {halo} and overlap {overlap} are too large for automatic tiles of at most "
+                f"{AUTO_MAX_TILE} px; pass tile="
+            )
         else:
             n = -(-(span - core_max) // (core_max - overlap)) + 1
             tile = -(-(span + (n - 1) * overlap) // n) + 2 * halo
         return -(-tile // multiple) * multiple
+    if tile < 1:
+        raise DlcbError(f"tile must be a positive number of pixels, got {tile}")
     multiple = min(AUTO_MULTIPLE, tile & -tile)
     if needed < tile:
         return min(tile, -(-needed // multiple) * multiple)
@@ -478,12 +484,19 @@ class _Engine:
         import torch
 
         x = torch.from_numpy(batch).to(self.device)
-        use_amp = self.amp and self.device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        amp = self.amp and self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
             try:
                 y = self.model(x)
-            except RuntimeError as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            except RuntimeError as err:  # wrong channels, too little memory...
+                text = str(err).strip()
+                oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5
+                if isinstance(err, oom) or "out of memory" in text:
+                    raise DlcbError(
+                        f"out of memory on {self.device} for a batch of shape {tuple(x.shape)}; "
+                        "use a smaller tile or batch_size"
+                    ) from err
+                first = text.splitlines()[0] if text else type(err).__name__
                 raise DlcbError(
                     f"the model cannot process a tile of shape {tuple(x.shape)}: {first}"
                 ) from err
@@ -731,3 +744,618 @@ def predict_tiled(
         amp=amp,
         progress=progress,
     )
+
+
+# ----------------------------------------------------------------------------- zarr
+
+#: Name of the label image that :func:`predict_zarr` writes under ``labels/``.
+LABELS_NAME = "segmentation"
+_PROB_DTYPES = ("uint8", "float16", "float32")
+_LABEL_MODES = (None, "classes", "instances")
+
+
+#: An output block: ((row start, row stop), (column start, column stop)).
+Block = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _blocks(shape: tuple[int, int], block: int) -> list[Block]:
+    """Chunk-aligned output blocks in row-major order."""
+    return [
+        ((r, min(r + block, shape[0])), (c, min(c + block, shape[1])))
+        for r in range(0, shape[0], block)
+        for c in range(0, shape[1], block)
+    ]
+
+
+def _encode(prob: np.ndarray, dtype: str) -> np.ndarray:
+    """Probabilities as stored: uint8 = round(255 p), or float16/float32."""
+    if dtype == "uint8":
+        return np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
+    return prob.astype(dtype)
+
+
+def _decode(stored: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_encode`, float32."""
+    if stored.dtype == np.uint8:
+        return stored.astype(np.float32) * np.float32(1 / 255)
+    return stored.astype(np.float32)
+
+
+def _ome_attrs(name: str, axes: str, scale: Sequence[float], extra: dict) -> dict:
+    """NGFF 0.4 ``multiscales`` attributes for a single-level image."""
+    kinds = {"c": "channel", "y": "space", "x": "space"}
+    return {
+        "multiscales": [
+            {
+                "version": "0.4",
+                "name": name,
+                "axes": [{"name": a, "type": kinds[a]} for a in axes],
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [float(s) for s in scale]}
+                        ],
+                    }
+                ],
+                "metadata": {"writer": "napari-dlcb", **extra},
+            }
+        ]
+    }
+
+
+def _new_array(group: Any, key: str, shape: tuple, dtype: str, chunks: tuple) -> Any:
+    """A Zarr v2 array as NGFF 0.4 wants it (``/`` chunk keys, Blosc zstd)."""
+    import numcodecs
+
+    return group.create_array(
+        key,
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        fill_value=0,
+        compressors=numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE),
+        chunk_key_encoding={"name": "v2", "separator": "/"},
+    )
+
+
+def _source_scale(source: Any) -> tuple[float, float]:
+    """Pixel size (y, x) of an OME-Zarr source path, else (1, 1)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return 1.0, 1.0
+    try:
+        from napari_dlcb.io.images import read_multiscale
+
+        _, meta = read_multiscale(source, squeeze=False)
+        axes, scale = meta["axes"], meta["scale"]
+        return float(scale[axes.index("y")]), float(scale[axes.index("x")])
+    except (DlcbError, ImportError, KeyError, ValueError, OSError):
+        return 1.0, 1.0
+
+
+@dataclass
+class _ZarrLayout:
+    """The OME-Zarr store that predictions are written into, built at a temporary path.
+
+    ``tmp/0`` holds probabilities (C, Y, X) and ``tmp/labels/<LABELS_NAME>/0``
+    the labels (Y, X) int32; :meth:`commit` renames ``tmp`` to ``dest``.
+    """
+
+    dest: Path
+    tmp: Path
+
+    @classmethod
+    def create(
+        cls,
+        dest: str | os.PathLike,
+        *,
+        channels: int,
+        shape: tuple[int, int],
+        block: int,
+        dtype: str,
+        labels: bool,
+        overwrite: bool,
+        scale: tuple[float, float],
+        info: dict,
+    ) -> _ZarrLayout:
+        import uuid
+
+        import zarr
+
+        dest = Path(dest)
+        if dest.exists() and not overwrite:
+            raise DlcbError(f"{dest} exists; pass overwrite=True to replace it")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        bl = (min(block, shape[0]), min(block, shape[1]))
+        _new_array(root, "0", (channels, *shape), dtype, (channels, *bl))
+        root.attrs.update(_ome_attrs("probabilities", "cyx", (1.0, *scale), info))
+        if labels:
+            lab_root = root.create_group("labels")
+            lab_root.attrs["labels"] = [LABELS_NAME]
+            lab = lab_root.create_group(LABELS_NAME)
+            _new_array(lab, "0", shape, "int32", bl)
+            lab.attrs.update(_ome_attrs(LABELS_NAME, "yx", scale, {}))
+            lab.attrs["image-label"] = {"version": "0.4", "source": {"image": "../../"}}
+        return cls(dest, tmp)
+
+    def arrays(self, mode: str = "r+") -> tuple[Any, Any | None]:
+        """(probabilities, labels or None) of the temporary store."""
+        import zarr
+
+        root = zarr.open_group(str(self.tmp), mode=mode)
+        labels = root.get(f"labels/{LABELS_NAME}/0")
+        return root["0"], labels
+
+    def commit(self) -> Path:
+        import shutil
+
+        if self.dest.exists():
+            old = self.dest.with_name(f"{self.tmp.name}.old")
+            os.replace(self.dest, old)
+            os.replace(self.tmp, self.dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.dest)
+        return self.dest
+
+    def discard(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _store_block(
+    prob: np.ndarray,
+    block: Block,
+    prob_array: Any,
+    label_array: Any | None,
+    *,
+    dtype: str,
+    labels: str | None,
+    class_values: Sequence[int] | None,
+) -> None:
+    """Write one block's probabilities (and class labels) into the store."""
+    from napari_dlcb.inference.postprocess import classes_from_probabilities
+
+    (r0, r1), (c0, c1) = block
+    prob_array[:, r0:r1, c0:c1] = _encode(prob, dtype)
+    if labels == "classes" and label_array is not None:
+        label_array[r0:r1, c0:c1] = classes_from_probabilities(prob, class_values)
+
+
+def _predict_block(
+    engine: _Engine,
+    source: _Source,
+    block: Block,
+    prob_array: Any,
+    label_array: Any | None,
+    *,
+    model_tile: tuple[int | None, int | None],
+    halo: int,
+    overlap: int,
+    dtype: str,
+    labels: str | None,
+    class_values: Sequence[int] | None,
+) -> None:
+    """Predict one block (reading it plus its halo) and store it."""
+    prob = engine.predict(source, block, tile=model_tile, halo=halo, overlap=overlap)
+    _store_block(
+        prob, block, prob_array, label_array, dtype=dtype, labels=labels, class_values=class_values
+    )
+
+
+# Instances of a large image, block by block ------------------------------------------
+#
+# 1. Each block is segmented on a window reaching ``margin`` pixels into its
+#    neighbours; its core is stored with block-local ids 1..n.
+# 2. Neighbouring windows overlap on a strip of width 2 * margin around their
+#    shared face. Objects of the two windows whose masks on that strip have
+#    IoU >= 0.5 are the same object and are joined. Objects that merely touch
+#    at the face stay apart: each window sees both of them whole.
+# 3. Every block is relabelled once: (block, local id) -> consecutive global id.
+
+
+def _instances_block(
+    prob_array: Any,
+    label_array: Any,
+    block: Block,
+    shape: tuple[int, int],
+    *,
+    margin: int,
+    options: Mapping[str, Any],
+) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
+    """Segment one block's window and store its core with block-local ids.
+
+    Returns the number of local ids, the ids present in the core, and the
+    window's labels on the strips around its four faces (``"right"``,
+    ``"left"``, ``"down"``, ``"up"``), in image coordinates
+    ``[face - margin, face + margin)`` clipped to the image, so that two
+    neighbours' strips of a shared face cover the same pixels.
+    """
+    from napari_dlcb.inference.postprocess import instances_from_probabilities
+
+    (r0, r1), (c0, c1) = block
+    n_rows, n_cols = shape
+    w0, w1 = max(0, r0 - margin), min(n_rows, r1 + margin)
+    v0, v1 = max(0, c0 - margin), min(n_cols, c1 + margin)
+    lab = instances_from_probabilities(
+        _decode(np.asarray(prob_array[:, w0:w1, v0:v1])), **dict(options)
+    )
+    core = lab[r0 - w0 : r1 - w0, c0 - v0 : c1 - v0]
+    label_array[r0:r1, c0:c1] = core
+
+    def rows_at(face: int) -> slice:
+        return slice(max(0, face - margin) - w0, min(n_rows, face + margin) - w0)
+
+    def cols_at(face: int) -> slice:
+        return slice(max(0, face - margin) - v0, min(n_cols, face + margin) - v0)
+
+    strips = {
+        "right": lab[:, cols_at(c1)],
+        "left": lab[:, cols_at(c0)],
+        "down": lab[rows_at(r1), :],
+        "up": lab[rows_at(r0), :],
+    }
+    present = np.unique(core)
+    return int(lab.max(initial=0)), present[present > 0], strips
+
+
+def _strip_pairs(a: np.ndarray, b: np.ndarray, min_iou: float = 0.5) -> np.ndarray:
+    """(id in a, id in b) of objects whose masks on two label strips have IoU >= min_iou."""
+    from napari_dlcb.inference.postprocess import _overlaps
+
+    if a.size == 0:
+        return np.zeros((0, 2), np.int64)
+    rows, cols, iou, _, _ = _overlaps(a, b)
+    keep = iou >= min_iou
+    a_ids, b_ids = np.unique(a), np.unique(b)
+    a_ids, b_ids = a_ids[a_ids != 0], b_ids[b_ids != 0]
+    return np.stack([a_ids[rows[keep]], b_ids[cols[keep]]], axis=1).astype(np.int64)
+
+
+class _Stitcher:
+    """Collects per-block instance results (in any order) and joins them across faces."""
+
+    _FACES = {
+        "right": (0, 1, "left"),
+        "left": (0, -1, "right"),
+        "down": (1, 0, "up"),
+        "up": (-1, 0, "down"),
+    }
+
+    def __init__(self, grid: tuple[int, int]) -> None:
+        self.grid = grid
+        n = grid[0] * grid[1]
+        self.counts = np.zeros(n, np.int64)
+        self.present: list[np.ndarray] = [np.zeros(0, np.int64)] * n
+        self.waiting: dict[int, dict[str, np.ndarray]] = {}
+        self.pairs: list[np.ndarray] = []  # rows of (block i, id, block j, id)
+
+    def add(self, i: int, count: int, present: np.ndarray, strips: dict[str, np.ndarray]) -> None:
+        """Record block ``i``'s result and match it with neighbours already recorded."""
+        self.counts[i] = count
+        self.present[i] = present
+        row, col = divmod(i, self.grid[1])
+        keep = {}
+        for key, (dr, dc, other_key) in self._FACES.items():
+            r, c = row + dr, col + dc
+            if not (0 <= r < self.grid[0] and 0 <= c < self.grid[1]):
+                continue
+            j = r * self.grid[1] + c
+            other = self.waiting.get(j, {}).pop(other_key, None)
+            if other is None:
+                keep[key] = strips[key]
+                continue
+            pairs = _strip_pairs(strips[key], other)
+            if len(pairs):
+                block_ids = np.broadcast_to(np.array([i, j]), pairs.shape)
+                self.pairs.append(
+                    np.stack([block_ids[:, 0], pairs[:, 0], block_ids[:, 1], pairs[:, 1]], axis=1)
+                )
+        self.waiting[i] = keep
+
+    def lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-block id offsets, and a table from offset local id to consecutive global id."""
+        from scipy import sparse
+        from scipy.sparse.csgraph import connected_components
+
+        offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        n = int(self.counts.sum()) + 1
+        pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 4), np.int64)
+        a = offsets[pairs[:, 0]] + pairs[:, 1]
+        b = offsets[pairs[:, 2]] + pairs[:, 3]
+        graph = sparse.coo_matrix((np.ones(a.size), (a, b)), shape=(n, n))
+        _, component = connected_components(graph, directed=False)
+        present = np.zeros(n, bool)
+        for off, ids in zip(offsets, self.present):
+            present[ids + off] = True
+        _, rank = np.unique(component[present], return_inverse=True)
+        lut = np.zeros(n, np.int64)
+        lut[present] = rank.ravel() + 1
+        return offsets, lut
+
+
+def _relabel_block(label_array: Any, block: Block, offset: int, lut: np.ndarray) -> None:
+    """Replace a block's local ids by global ones."""
+    (r0, r1), (c0, c1) = block
+    local = np.asarray(label_array[r0:r1, c0:c1]).astype(np.int64)
+    label_array[r0:r1, c0:c1] = np.where(local > 0, lut[local + offset], 0).astype(np.int32)
+
+
+def open_prediction(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read what :func:`predict_zarr` wrote, as float32 probabilities and labels.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``dest`` of :func:`predict_zarr`.
+
+    Returns
+    -------
+    probabilities : ndarray of float32, shape (C, Y, X)
+        uint8 storage is divided by 255.
+    labels : ndarray of int32, shape (Y, X), or None
+
+    Notes
+    -----
+    This loads everything into memory; open ``path/0`` lazily (e.g. with
+    ``napari_dlcb.io.images.read_zarr``) for large results.
+    """
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    labels = root.get(f"labels/{LABELS_NAME}/0")
+    return _decode(np.asarray(root["0"])), None if labels is None else np.asarray(labels)
+
+
+def _check_zarr_options(
+    dtype: str, activation: str | None, labels: str | None, tile: int, margin: int
+) -> None:
+    if dtype not in _PROB_DTYPES:
+        raise DlcbError(f"dtype must be one of {', '.join(_PROB_DTYPES)}, got {dtype!r}")
+    if dtype == "uint8" and activation is None:
+        raise DlcbError("dtype='uint8' stores probabilities; use float16/float32 for logits")
+    if labels not in _LABEL_MODES:
+        raise DlcbError(f"labels must be None, 'classes' or 'instances', got {labels!r}")
+    if labels is not None and activation is None:
+        raise DlcbError("labels need probabilities: use activation 'softmax' or 'sigmoid'")
+    if tile < 1 or margin < 0:
+        raise DlcbError(f"tile must be >= 1 and margin >= 0, got {tile} and {margin}")
+
+
+def predict_zarr(
+    model: Any,
+    source: Any,
+    dest: str | os.PathLike,
+    *,
+    tile: int = 1024,
+    halo: int = 32,
+    model_tile: int | tuple[int, int] | None = None,
+    overlap: int | None = None,
+    batch_size: int = 1,
+    device: str | torch.device = "auto",
+    normalizer: Any = None,
+    channel_axis: int | None = None,
+    activation: str | None = "softmax",
+    amp: bool = True,
+    dtype: str = "uint8",
+    labels: str | None = None,
+    class_values: Sequence[int] | None = None,
+    postprocess: Mapping[str, Any] | None = None,
+    margin: int = 64,
+    overwrite: bool = False,
+) -> Iterator[dict]:
+    """Predict an image larger than memory block by block into an OME-Zarr store.
+
+    Each ``tile`` x ``tile`` output block is predicted from the block plus a
+    ``halo`` of real context around it (mirrored only at the image border)
+    and written before the next is read, so peak memory is set by ``tile``,
+    not by the image. Where the model's receptive field is within ``halo``
+    the result equals :func:`predict_tiled` of the whole image.
+
+    Arguments are checked when the function is called; the work happens as
+    the returned generator is iterated. Close it (or stop iterating) to
+    cancel: a cancelled run leaves nothing at ``dest``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        As for :func:`predict_tiled`; handed back unchanged when the generator
+        finishes or is closed.
+    source : zarr array, dask array, ndarray or path
+        2-D (Y, X) image, or 3-D with ``channel_axis``. A path may be a Zarr
+        array or an OME-Zarr image (full resolution is read, and its pixel
+        size copied to the output).
+    dest : str or path-like
+        Output folder, an NGFF 0.4 OME-Zarr image (Zarr v2): ``dest/0`` holds
+        the probabilities (C, Y, X) in chunks of (C, tile, tile), and
+        ``dest/labels/segmentation/0`` the labels (Y, X) int32 if requested.
+        Built under a temporary name and renamed into place when complete.
+    tile : int
+        Output block side, also the chunk size of the stored arrays (1024).
+    halo : int
+        Context pixels read around each block and each model tile (32).
+    model_tile : int or (int, int), optional
+        Largest tile the model sees inside a block. Default: the block plus
+        its halo in one tile while that is at most 1152 pixels per side.
+    overlap : int, optional
+        Blending width between model tiles inside a block (default ``halo``).
+    batch_size, device, normalizer, channel_axis, activation, amp
+        As for :func:`predict_tiled`. A per-image normaliser is frozen on the
+        whole source first (one streaming pass; see :func:`freeze_normalizer`).
+    dtype : {"uint8", "float16", "float32"}
+        Storage of probabilities. ``"uint8"`` (default) stores
+        ``round(255 * p)``: error <= 0.002, half the size of float16. Divide
+        by 255 to read it back (:func:`open_prediction` does).
+    labels : {None, "classes", "instances"}
+        Also write labels. ``"classes"``: arg-max class written as
+        ``class_values``. ``"instances"``: objects made by
+        :func:`~napari_dlcb.inference.postprocess.instances_from_probabilities`
+        on a window ``margin`` pixels larger than each block, joined across
+        block faces, numbered 1..N (two more passes over the stored blocks).
+    class_values : sequence of int, optional
+        Label value of each class for ``labels="classes"``.
+    postprocess : mapping, optional
+        Keyword arguments for ``instances_from_probabilities``.
+    margin : int
+        Extra window around each block for instances (64): objects up to
+        about this size come out identical on both sides of a block face.
+    overwrite : bool
+        Replace an existing ``dest``.
+
+    Returns
+    -------
+    generator of dict
+        Yields ``{"done": i, "total": n, "stage": "predict" | "instances" |
+        "relabel", "block": ((r0, r1), (c0, c1))}`` after every block; the
+        last event also has ``"path"``, the finished store.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, torch
+    >>> model = torch.nn.Conv2d(1, 2, 3, padding=1)
+    >>> img = np.random.default_rng(0).random((200, 300), dtype=np.float32)
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "pred.ome.zarr"
+    >>> events = list(predict_zarr(model, img, out, tile=128, halo=8, device="cpu"))
+    >>> events[-1]["done"], events[-1]["total"], open_prediction(out)[0].shape
+    (6, 6, (2, 200, 300))
+    """
+    activation = _check_activation(activation)
+    overlap = _check_sizes(halo, overlap, batch_size)
+    _check_zarr_options(dtype, activation, labels, int(tile), int(margin))
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise DlcbError(f"{dest} exists; pass overwrite=True to replace it")
+    src = _Source(source, channel_axis)
+    tiles = _as_pair(model_tile, "model_tile")
+    dev = resolve_device(device)
+    return _predict_zarr_events(
+        model,
+        src,
+        dest,
+        dev=dev,
+        tile=int(tile),
+        halo=int(halo),
+        model_tile=tiles,
+        overlap=overlap,
+        batch_size=int(batch_size),
+        normalizer=normalizer,
+        activation=activation,
+        amp=amp,
+        dtype=dtype,
+        labels=labels,
+        class_values=class_values,
+        postprocess=dict(postprocess or {}),
+        margin=int(margin),
+        overwrite=overwrite,
+        scale=_source_scale(source),
+    )
+
+
+def _predict_zarr_events(
+    model: Any,
+    src: _Source,
+    dest: Path,
+    *,
+    dev: torch.device,
+    tile: int,
+    halo: int,
+    model_tile: tuple[int | None, int | None],
+    overlap: int,
+    batch_size: int,
+    normalizer: Any,
+    activation: str | None,
+    amp: bool,
+    dtype: str,
+    labels: str | None,
+    class_values: Sequence[int] | None,
+    postprocess: dict,
+    margin: int,
+    overwrite: bool,
+    scale: tuple[float, float],
+) -> Iterator[dict]:
+    """The generator behind :func:`predict_zarr` (arguments already checked)."""
+    blocks = _blocks(src.shape, tile)
+    stages = ["predict"] + (["instances", "relabel"] if labels == "instances" else [])
+    total = len(blocks) * len(stages)
+    layout: _ZarrLayout | None = None
+    committed = False
+    event: dict = {}
+    done = 0
+    try:
+        engine = _Engine(
+            model,
+            dev,
+            _tile_normalizer(freeze_normalizer(normalizer, src)),
+            activation,
+            amp,
+            batch_size,
+        )
+        with _inference_model(model, dev):
+            for block in blocks:
+                prob = engine.predict(src, block, tile=model_tile, halo=halo, overlap=overlap)
+                if layout is None:  # the number of classes is known after one block
+                    layout = _ZarrLayout.create(
+                        dest,
+                        channels=prob.shape[0],
+                        shape=src.shape,
+                        block=tile,
+                        dtype=dtype,
+                        labels=labels is not None,
+                        overwrite=overwrite,
+                        scale=scale,
+                        info={
+                            "tile": tile,
+                            "halo": halo,
+                            "activation": activation or "none",
+                            "probability_scale": 255 if dtype == "uint8" else 1,
+                        },
+                    )
+                    prob_array, label_array = layout.arrays()
+                _store_block(
+                    prob,
+                    block,
+                    prob_array,
+                    label_array,
+                    dtype=dtype,
+                    labels=labels,
+                    class_values=class_values,
+                )
+                del prob
+                done += 1
+                event = {"done": done, "total": total, "stage": "predict", "block": block}
+                if done < total:  # the last event comes once the store is complete
+                    yield event
+        assert layout is not None
+        if labels == "instances":
+            grid = (-(-src.shape[0] // tile), -(-src.shape[1] // tile))
+            stitcher = _Stitcher(grid)
+            for i, block in enumerate(blocks):
+                stitcher.add(
+                    i,
+                    *_instances_block(
+                        prob_array,
+                        label_array,
+                        block,
+                        src.shape,
+                        margin=margin,
+                        options=postprocess,
+                    ),
+                )
+                done += 1
+                yield {"done": done, "total": total, "stage": "instances", "block": block}
+            offsets, lut = stitcher.lookup()
+            for block, offset in zip(blocks, offsets):
+                _relabel_block(label_array, block, int(offset), lut)
+                done += 1
+                event = {"done": done, "total": total, "stage": "relabel", "block": block}
+                if done < total:
+                    yield event
+        path = layout.commit()
+        committed = True
+        yield {**event, "path": path}
+    finally:
+        if layout is not None and not committed:
+            layout.discard()

@@ -13,6 +13,14 @@ _LAZY = {
     "mutation_map": "ism",
     "iter_mutation_map": "ism",
     "naive_mutation_map": "ism",
+    # image interpretation (issue 4)
+    "SaliencyResult": "saliency",
+    "preserve_model_state": "_state",
+    "filter_grid": "network",
+    "top_activating_patches": "network",
+    "activation_maximisation": "network",
+    "object_features": "embedding",
+    "embed": "embedding",
 }
 
 

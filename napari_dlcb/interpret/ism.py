@@ -107,7 +107,11 @@ def _as_local(m: nn.Module) -> _Sliding | nn.Module | None:
         k = _int(m.kernel_size)
         s = _int(m.stride if m.stride is not None else m.kernel_size)
         return _Sliding(m, "max", k, s, _int(m.dilation), _int(m.padding), float("-inf"))
-    if isinstance(m, nn.AvgPool1d) and not m.ceil_mode and (_int(m.padding) == 0 or m.count_include_pad):
+    if (
+        isinstance(m, nn.AvgPool1d)
+        and not m.ceil_mode
+        and (_int(m.padding) == 0 or m.count_include_pad)
+    ):
         k = _int(m.kernel_size)
         s = _int(m.stride if m.stride is not None else m.kernel_size)
         return _Sliding(m, "avg", k, s, 1, _int(m.padding), 0.0)
@@ -146,26 +150,52 @@ class _FastISM:
 
     @torch.no_grad()
     def reference(self, x1: torch.Tensor) -> torch.Tensor:
-        """Run the chain on one sequence ``(1, 4, L)``, caching padded inputs of sliding ops."""
+        """Run the chain on one sequence ``(1, 4, L)``, caching every local layer's activations."""
         h = x1
         self.cache: list[dict] = []
         for op in self.ops:
-            entry = {"L_in": h.shape[2]}
+            entry: dict = {"ref_in": h[0]}
             if isinstance(op, _Sliding):
                 out = op.module(h)
                 L_out = out.shape[2]
                 need = (L_out - 1) * op.s - op.pad_left + (op.k - 1) * op.d + 1
                 pad_right = max(0, need - h.shape[2])
                 entry["ref_pad"] = F.pad(h[0], (op.pad_left, pad_right), value=op.fill)
-                entry["L_out"] = L_out
+                # Wide stride-1 convs: conv(x + dx) = conv(x) + conv_transpose(dx, flipped kernel),
+                # which touches only the changed inputs (narrow first layers gather instead).
+                entry["delta"] = (
+                    op.kind == "conv"
+                    and op.s == 1
+                    and op.module.groups == 1
+                    and op.module.in_channels >= 16
+                )
+                if entry["delta"]:
+                    entry["wt"] = op.module.weight.flip(2).transpose(0, 1).contiguous()
                 h = out
             else:
                 h = op(h)
-                entry["L_out"] = h.shape[2]
+            entry["ref_out"] = h[0]
+            entry["L_out"] = h.shape[2]
             self.cache.append(entry)
         if h.ndim != 3:
             raise RuntimeError("local prefix must keep (B, C, L)")
         self.prefix_out = h[0]
+        # Flatten -> Linear right after the local prefix: only the window's columns change.
+        self.linear_delta = None
+        tail = list(self.tail)
+        if (
+            len(tail) >= 2
+            and isinstance(tail[0], nn.Flatten)
+            and tail[0].start_dim == 1
+            and tail[0].end_dim == -1
+            and type(tail[1]) is nn.Linear
+        ):
+            lin = tail[1]
+            C, L = self.prefix_out.shape
+            if lin.in_features == C * L:
+                flat = h.flatten(1)
+                self.linear_delta = (lin.weight.view(lin.out_features, C, L), lin(flat)[0])
+                self.after_linear = tail[2:]
         for m in self.tail:
             h = m(h)
         return h
@@ -177,19 +207,39 @@ class _FastISM:
         dev = cols.device
         a = pos.clone()  # start of the changed window, per mutant
         W = 1
-        h = cols[:, :, None]  # (B, C, W)
+        h = cols[:, :, None]  # (B, C, W): the new values of the changed window
         for op, entry in zip(self.ops, self.cache):
             if not isinstance(op, _Sliding):
                 h = op(h)
                 continue
             L_out = entry["L_out"]
-            W_out = min(L_out, (W - 1 + (op.k - 1) * op.d) // op.s + 1)
-            o_lo = torch.div(a + op.pad_left - (op.k - 1) * op.d + op.s - 1, op.s, rounding_mode="floor")
+            span = (op.k - 1) * op.d
+            W_out = min(L_out, (W - 1 + span) // op.s + 1)
+            if entry["delta"]:
+                ref_in = entry["ref_in"]
+                dx = h - _windows(ref_in, a, W)
+                dy = F.conv_transpose1d(
+                    dx, entry["wt"], None, 1, 0, 0, 1, op.d
+                )  # (B, C', W + span)
+                nat = a + op.pad_left - span  # output index of dy[..., 0]
+                o0 = nat.clamp(min=0, max=L_out - W_out)
+                full_w = W + span
+                if W_out != full_w or bool((o0 != nat).any()):
+                    # window clamped at a sequence end: shift dy, drop what falls outside
+                    t = (o0 - nat)[:, None] + torch.arange(W_out, device=dev)[None]
+                    ok = (t >= 0) & (t < full_w)
+                    dy = dy.gather(
+                        2, t.clamp(0, full_w - 1)[:, None, :].expand(-1, dy.shape[1], -1)
+                    )
+                    dy = dy.masked_fill(~ok[:, None, :], 0.0)
+                h = _windows(entry["ref_out"], o0, W_out) + dy
+                a, W = o0, W_out
+                continue
+            o_lo = torch.div(a + op.pad_left - span + op.s - 1, op.s, rounding_mode="floor")
             o0 = o_lo.clamp(min=0, max=L_out - W_out)
-            G = (W_out - 1) * op.s + (op.k - 1) * op.d + 1
+            G = (W_out - 1) * op.s + span + 1
             gpos = o0[:, None] * op.s + torch.arange(G, device=dev)[None]  # padded coords (B, G)
-            ref_pad = entry["ref_pad"]
-            g = ref_pad[:, gpos].permute(1, 0, 2)  # (B, C, G)
+            g = entry["ref_pad"][:, gpos].permute(1, 0, 2)  # (B, C, G)
             j = gpos - (a[:, None] + op.pad_left)
             inside = (j >= 0) & (j < W)
             jj = j.clamp(0, W - 1)[:, None, :].expand(-1, h.shape[1], -1)
@@ -202,12 +252,38 @@ class _FastISM:
             else:
                 h = F.avg_pool1d(g, op.k, op.s, 0)
             a, W = o0, W_out
+        if self.linear_delta is not None:
+            # Only the window's columns of the first dense layer see a change. Mutants come
+            # sorted by position, so equal window starts form contiguous runs.
+            w3, ref_lin = self.linear_delta
+            dx = (h - _windows(self.prefix_out, a, W)).reshape(B, -1)  # (B, C * W), (c, w) order
+            out = torch.empty(B, w3.shape[0], dtype=h.dtype, device=dev)
+            starts = a.tolist()
+            i = 0
+            while i < B:
+                u = starts[i]
+                j = i + 1
+                while j < B and starts[j] == u:
+                    j += 1
+                wsub = w3[:, :, u : u + W].reshape(w3.shape[0], -1)
+                torch.addmm(ref_lin, dx[i:j], wsub.T, out=out[i:j])
+                i = j
+            for m in self.after_linear:
+                out = m(out)
+            return out
         full = self.prefix_out.unsqueeze(0).expand(B, -1, -1).clone()
-        idx = (a[:, None] + torch.arange(W, device=dev)[None])[:, None, :].expand(-1, full.shape[1], -1)
+        idx = (a[:, None] + torch.arange(W, device=dev)[None])[:, None, :].expand(
+            -1, full.shape[1], -1
+        )
         full.scatter_(2, idx, h)
         for m in self.tail:
             full = m(full)
         return full
+
+
+def _windows(ref: torch.Tensor, start: torch.Tensor, width: int) -> torch.Tensor:
+    """``ref[:, start_b : start_b + width]`` for every ``b``, as ``(B, C, width)``."""
+    return ref.unfold(1, width, 1)[:, start].permute(1, 0, 2)
 
 
 # --------------------------------------------------------------------------- API
@@ -315,7 +391,9 @@ def iter_mutation_map(
             if not fast.ops:
                 fast = None
         if method == "fast" and fast is None:
-            raise DlcbError("the fast ISM path does not support this model (it is not a Sequential of local layers)")
+            raise DlcbError(
+                "the fast ISM path does not support this model (it is not a Sequential of local layers)"
+            )
         for n in range(N):
             x1 = xt[n : n + 1]
             ref = _out2d(model(x1))
@@ -323,7 +401,9 @@ def iter_mutation_map(
                 ref_fast = _out2d(fast.reference(x1))
                 if not torch.allclose(ref_fast, ref, rtol=1e-4, atol=1e-5):
                     if method == "fast":
-                        raise DlcbError("the fast ISM path does not reproduce the model's output; use method='naive'")
+                        raise DlcbError(
+                            "the fast ISM path does not reproduce the model's output; use method='naive'"
+                        )
                     fast = None
             T = ref.shape[1]
             tg = _targets(target, T)
@@ -413,7 +493,13 @@ def mutation_map(
     out: np.ndarray | None = None
     done = 0
     for n, s, e, block in iter_mutation_map(
-        model, x, regions=regions, target=target, batch_size=batch_size, device=device, method=method
+        model,
+        x,
+        regions=regions,
+        target=target,
+        batch_size=batch_size,
+        device=device,
+        method=method,
     ):
         if out is None:
             out = np.full((N, 4, L, block.shape[2]), np.nan, dtype=np.float32)
@@ -432,5 +518,3 @@ def naive_mutation_map(model: nn.Module, x, **kwargs) -> np.ndarray:
     """
     kwargs["method"] = "naive"
     return mutation_map(model, x, **kwargs)
-
-

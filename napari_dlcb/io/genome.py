@@ -156,7 +156,9 @@ def read_fasta_records(path: str | os.PathLike) -> list[tuple[str, str]]:
                 name, chunks = parts[0], []
             else:
                 if name is None:
-                    raise DlcbError(f"{p.name}: not a FASTA file (line {lineno} comes before any '>' header)")
+                    raise DlcbError(
+                        f"{p.name}: not a FASTA file (line {lineno} comes before any '>' header)"
+                    )
                 chunks.append(line)
     if name is not None:
         records.append((name, "".join(chunks)))
@@ -215,9 +217,14 @@ class Genome:
 
     def _index_path(self) -> str | None:
         folder = self.path.parent
-        if os.access(folder, os.W_OK) or (self.path.with_suffix(self.path.suffix + ".fai")).exists():
+        if (
+            os.access(folder, os.W_OK)
+            or (self.path.with_suffix(self.path.suffix + ".fai")).exists()
+        ):
             return None
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-dlcb" / "fai"
+        cache = (
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-dlcb" / "fai"
+        )
         cache.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
         return str(cache / f"{self.path.name}.{key}.fai")
@@ -243,7 +250,9 @@ class Genome:
                 rebuild=True,
             )
         except pyfaidx.FastaIndexingError as err:
-            raise DlcbError(f"{self.path.name}: cannot index FASTA ({_one_line(err)}); lines of unequal length or a truncated file?") from err
+            raise DlcbError(
+                f"{self.path.name}: cannot index FASTA ({_one_line(err)}); lines of unequal length or a truncated file?"
+            ) from err
         except (ValueError, OSError) as err:
             raise DlcbError(f"{self.path.name}: cannot read FASTA ({_one_line(err)})") from err
         self.chromosomes = {k: len(v) for k, v in self._fa.items()}
@@ -251,7 +260,9 @@ class Genome:
             raise DlcbError(f"{self.path.name}: no sequences found in the FASTA file")
         empty = [k for k, n in self.chromosomes.items() if n == 0]
         if empty:
-            raise DlcbError(f"{self.path.name}: record {empty[0]!r} has no sequence (truncated file?)")
+            raise DlcbError(
+                f"{self.path.name}: record {empty[0]!r} has no sequence (truncated file?)"
+            )
 
     def __contains__(self, chrom: str) -> bool:
         return chrom in self.chromosomes
@@ -264,10 +275,14 @@ class Genome:
         if chrom not in self.chromosomes:
             names = ", ".join(list(self.chromosomes)[:5])
             more = " ..." if len(self.chromosomes) > 5 else ""
-            raise DlcbError(f"unknown chromosome {chrom!r} in {self.path.name} (it has: {names}{more})")
+            raise DlcbError(
+                f"unknown chromosome {chrom!r} in {self.path.name} (it has: {names}{more})"
+            )
         n = self.chromosomes[chrom]
         if start < 0 or end > n or start >= end:
-            raise DlcbError(f"interval {chrom}:{start}-{end} lies outside {chrom} (length {n}) in {self.path.name}")
+            raise DlcbError(
+                f"interval {chrom}:{start}-{end} lies outside {chrom} (length {n}) in {self.path.name}"
+            )
 
     def fetch(self, chrom: str, start: int, end: int, *, pad: bool = False) -> str:
         """Return the sequence of ``chrom:start-end`` (case as in the file).
@@ -377,7 +392,9 @@ def read_bed(
     for lineno, line in _data_lines(p, "BED"):
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) < 3:
-            raise DlcbError(f"{p.name}: line {lineno} has {len(fields)} columns; BED needs at least chrom, start, end")
+            raise DlcbError(
+                f"{p.name}: line {lineno} has {len(fields)} columns; BED needs at least chrom, start, end"
+            )
         rows.append(fields)
         linenos.append(lineno)
     if not rows:
@@ -391,12 +408,16 @@ def read_bed(
         bad = num.isna() | (num < 0) | (num != num.round())
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DlcbError(f"{p.name}: line {linenos[i]}: {col} {df[col].iloc[i]!r} is not a non-negative integer")
+            raise DlcbError(
+                f"{p.name}: line {linenos[i]}: {col} {df[col].iloc[i]!r} is not a non-negative integer"
+            )
         df[col] = num.astype(np.int64)
     bad = df["end"] <= df["start"]
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DlcbError(f"{p.name}: line {linenos[i]}: end {df['end'].iloc[i]} is not after start {df['start'].iloc[i]}")
+        raise DlcbError(
+            f"{p.name}: line {linenos[i]}: end {df['end'].iloc[i]} is not after start {df['start'].iloc[i]}"
+        )
     if "score" in df:
         num = pd.to_numeric(df["score"].replace({".": np.nan, "": np.nan}), errors="coerce")
         if num.notna().any():
@@ -442,11 +463,15 @@ def read_bedgraph(path: str | os.PathLike) -> pd.DataFrame:
     for lineno, line in _data_lines(p, "bedGraph"):
         f = line.split()
         if len(f) < 4:
-            raise DlcbError(f"{p.name}: line {lineno} needs 4 columns (chrom start end value), has {len(f)}")
+            raise DlcbError(
+                f"{p.name}: line {lineno} needs 4 columns (chrom start end value), has {len(f)}"
+            )
         try:
             rows.append((f[0], int(f[1]), int(f[2]), float(f[3])))
         except ValueError as err:
-            raise DlcbError(f"{p.name}: line {lineno}: cannot read numbers ({_one_line(err)})") from err
+            raise DlcbError(
+                f"{p.name}: line {lineno}: cannot read numbers ({_one_line(err)})"
+            ) from err
     if not rows:
         raise DlcbError(f"{p.name}: no values found in the bedGraph file")
     df = pd.DataFrame(rows, columns=["chrom", "start", "end", "value"])
@@ -577,10 +602,14 @@ def read_vcf(path: str | os.PathLike) -> pd.DataFrame:
                 seen_header = True
                 continue
             if not seen_header:
-                raise DlcbError(f"{p.name}: line {lineno} comes before the '#CHROM' header line (not a VCF?)")
+                raise DlcbError(
+                    f"{p.name}: line {lineno} comes before the '#CHROM' header line (not a VCF?)"
+                )
             f = line.split("\t")
             if len(f) < 5:
-                raise DlcbError(f"{p.name}: line {lineno} has {len(f)} columns; VCF needs at least 5 (truncated file?)")
+                raise DlcbError(
+                    f"{p.name}: line {lineno} has {len(f)} columns; VCF needs at least 5 (truncated file?)"
+                )
             try:
                 pos = int(f[1])
             except ValueError as err:
@@ -602,7 +631,9 @@ def read_vcf(path: str | os.PathLike) -> pd.DataFrame:
                     kind = "indel"
                 rows.append((f[0], pos, pos - 1, f[2], ref, alt_u, kind, lineno))
     except (EOFError, gzip.BadGzipFile, OSError) as err:
-        raise DlcbError(f"{p.name}: cannot read VCF (truncated or corrupt file: {_one_line(err)})") from err
+        raise DlcbError(
+            f"{p.name}: cannot read VCF (truncated or corrupt file: {_one_line(err)})"
+        ) from err
     if not seen_header:
         raise DlcbError(f"{p.name}: no '#CHROM' header line found (not a VCF?)")
     if not rows:

@@ -22,12 +22,14 @@ import struct
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import dask.array as da
 import numpy as np
 
 from napari_dlcb.errors import DlcbError
+
+if TYPE_CHECKING:  # dask is imported where it is used: cheap import for npe2 and autosave
+    import dask.array as da
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -183,6 +185,8 @@ def read_image(path: str | os.PathLike, *, lazy: bool = False) -> np.ndarray | d
     >>> read_image(p).shape
     (4, 4)
     """
+    import dask.array as da
+
     p = Path(path)
     if not p.exists():
         raise DlcbError(f"cannot read '{p.name}': no such file")
@@ -226,6 +230,7 @@ def read_zarr(path: str | os.PathLike, *, level: int = 0) -> da.Array:
     DlcbError
         The folder is not a Zarr array or OME-Zarr image, or ``level`` does not exist.
     """
+    import dask.array as da
     import zarr
 
     p = Path(path)
@@ -277,6 +282,7 @@ def read_multiscale(
     >>> [lv.shape for lv in levels], meta["axes"]
     ([(64, 64), (32, 32)], 'yx')
     """
+    import dask.array as da
     import zarr
 
     p = Path(path)
@@ -349,6 +355,7 @@ def ome_zarr_label_names(path: str | os.PathLike) -> list[str]:
 
 
 def _read_tiff(p: Path, *, lazy: bool) -> tuple[np.ndarray | da.Array, str | None]:
+    import dask.array as da
     import tifffile
     import zarr
 
@@ -364,6 +371,8 @@ def _read_tiff(p: Path, *, lazy: bool) -> tuple[np.ndarray | da.Array, str | Non
             raise DlcbError(bad)
         series = tif.series[0]
         axes = series.axes
+        if 0 in series.shape:
+            raise DlcbError(f"cannot read '{p.name}': the image is empty (shape {series.shape})")
         size = p.stat().st_size
         for page in series.pages:
             if page is None:
@@ -409,6 +418,8 @@ def _read_png(p: Path) -> np.ndarray:
 
 def _canonical_layout(data: Any, axes: str | None) -> Any:
     """Samples (RGB) last, alpha dropped, singleton axes dropped."""
+    import dask.array as da
+
     if axes is not None and "S" in axes and data.ndim == len(axes):
         s = axes.index("S")
         if s != data.ndim - 1:
@@ -501,6 +512,7 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any) -> Path:
     >>> read_image(p).dtype
     dtype('int32')
     """
+    import dask.array as da
     import tifffile
 
     p = Path(path)
@@ -518,7 +530,7 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any) -> Path:
     opts: dict[str, Any] = {
         "compression": "zlib",
         "compressionargs": {"level": 6},
-        "predictor": True,
+        "predictor": labels.dtype.itemsize <= 4,  # libtiff has no 64-bit predictor
         "photometric": "minisblack",
         "metadata": None,
     }
@@ -617,6 +629,8 @@ def write_ome_zarr(
     >>> [lv.shape for lv in read_multiscale(p)[0]]
     [(256, 256), (128, 128), (64, 64)]
     """
+    import dask.array as da
+
     p = Path(path)
     arr = _as_dask(data)
     _check_axes(p, axes, arr.ndim)
@@ -684,6 +698,7 @@ def add_ome_zarr_labels(
     DlcbError
         Not an OME-Zarr image, or labels of another shape or dtype.
     """
+    import dask.array as da
     import zarr
 
     p = Path(path)
@@ -752,6 +767,8 @@ class _LevelSpec:
 
 
 def _as_dask(data: Any) -> da.Array:
+    import dask.array as da
+
     if isinstance(data, da.Array):
         return data
     if isinstance(data, (list, tuple)) and data and hasattr(data[0], "shape"):
@@ -815,6 +832,8 @@ def _create_level(
 
 
 def _write_pyramid(group: Any, kind: str, spec: _LevelSpec) -> None:
+    import dask.array as da
+
     spatial = [i for i, a in enumerate(spec.axes) if a in _SPATIAL]
     for level in range(1, spec.n_levels):
         src = da.from_zarr(group[str(level - 1)])

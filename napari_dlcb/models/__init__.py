@@ -1,1 +1,44 @@
-"""napari-dlcb core: models (no Qt here)."""
+"""napari-dlcb core: models (no Qt here).
+
+Importing this package is cheap: the names below are loaded (with torch) on
+first access.
+
+- :class:`~napari_dlcb.models.unet.UNet2D`: compact 2-D U-Net, any input size.
+- :mod:`~napari_dlcb.models.saved`: :class:`ModelMeta`, :func:`save_model`,
+  :func:`load_model`, :func:`register_architecture`, :func:`build_model`.
+- :mod:`~napari_dlcb.models.registry`: :func:`list_builtin`,
+  :func:`load_builtin`, :func:`resolve_base`.
+- :mod:`~napari_dlcb.models.bioimageio`: :func:`load_bioimageio`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "UNet2D": "napari_dlcb.models.unet",
+    "ModelMeta": "napari_dlcb.models.saved",
+    "save_model": "napari_dlcb.models.saved",
+    "load_model": "napari_dlcb.models.saved",
+    "load_meta": "napari_dlcb.models.saved",
+    "register_architecture": "napari_dlcb.models.saved",
+    "build_model": "napari_dlcb.models.saved",
+    "list_builtin": "napari_dlcb.models.registry",
+    "load_builtin": "napari_dlcb.models.registry",
+    "resolve_base": "napari_dlcb.models.registry",
+    "load_bioimageio": "napari_dlcb.models.bioimageio",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

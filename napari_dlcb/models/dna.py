@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from napari_dlcb.errors import DlcbError
+
 __all__ = ["Basset", "DeepBind", "GlobalMaxAvgPool", "build_dna_model", "ARCHITECTURES"]
 
 
@@ -130,7 +132,7 @@ class Basset(nn.Sequential):
             L = (L + 2 * (k // 2) - k + 1) // p
             c_in = f
         if L < 1:
-            raise ValueError(f"input length {length} is too short for pools {tuple(pools)}")
+            raise DlcbError(f"Basset needs longer windows: {length} bp is too short for pools {tuple(pools)}")
         layers.append(nn.Flatten())
         n_in = c_in * L
         for h in hidden:
@@ -161,8 +163,6 @@ def build_dna_model(name: str, **kwargs) -> nn.Module:
     >>> build_dna_model("deepbind", n_tasks=1).config["name"]
     'deepbind'
     """
-    from napari_dlcb.errors import DlcbError
-
     if name not in ARCHITECTURES:
         raise DlcbError(
             f"unknown DNA architecture {name!r}; choose from {', '.join(ARCHITECTURES)}"
@@ -180,7 +180,7 @@ def _register() -> None:
     if reg is None:  # pragma: no cover
         return
     for name, cls in ARCHITECTURES.items():
-        reg(name, cls)
+        reg(name, f"{__name__}:{cls.__name__}", overwrite=True)
 
 
 _register()

@@ -16,7 +16,6 @@ shared training engine in one of two modes:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +29,12 @@ from torch import nn
 
 from napari_dlcb.data.normalize import Normalizer, to_cyx
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.models.classifier import ARCH_NAME, CellClassifier, adapt_in_channels
+from napari_dlcb.models.classifier import CellClassifier, adapt_in_channels
 from napari_dlcb.training.engine import fit, resolve_device
-from napari_dlcb.training.events import Finished, TrainEvent
+from napari_dlcb.training.events import Finished, Preview, TrainEvent
 
 __all__ = [
-    "BUILTIN_WEIGHTS",
+    "CellClassificationTask",
     "ClassificationTrainer",
     "PreparedImages",
     "confusion_matrix",
@@ -162,25 +161,15 @@ def load_base(
     """
     if base is None or str(base).lower() in ("none", "scratch", ""):
         return CellClassifier(in_channels, n_classes, width=width), None, {}
-    if str(base) == "builtin":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+    if str(base) == "builtin" or str(base).startswith("builtin:"):
+        from napari_dlcb.models.registry import load_builtin
 
-        if not BUILTIN_WEIGHTS.exists():
-            raise DlcbError(
-                "the built-in classifier weights are missing; run scripts/pretrain_classifier.py"
-            )
-        with safe_open(str(BUILTIN_WEIGHTS), "pt") as fh:
-            meta = fh.metadata() or {}
-        arch = json.loads(meta["architecture"])
-        arch.pop("name", None)
-        model = CellClassifier(**arch)
-        model.load_state_dict(load_file(str(BUILTIN_WEIGHTS)))
-        info = {
-            "input_size": int(meta.get("input_size", 32)),
-            "classes": json.loads(meta["classes"]),
-        }
-        parent = "builtin:cellclf-nuclei"
+        name = str(base).partition(":")[2] or "cellclf-nuclei"
+        model, m = load_builtin(name)
+        if not isinstance(model, CellClassifier):
+            raise DlcbError(f"built-in model {name!r} is not a cell classifier")
+        info = {"input_size": m.extra.get("input_size"), "classes": list(m.classes)}
+        parent = f"builtin:{name}"
     else:
         from napari_dlcb.models.saved import load_model
 
@@ -713,4 +702,233 @@ def predict_proba(
     return _predict(model, x, device=resolve_device(device), tta=tta), prep.notes
 
 
-ARCH = ARCH_NAME
+class CellClassificationTask:
+    """Classify the objects of an instance-labels image from a few labelled cells.
+
+    The one core object behind the cell-classifier widget: crops centred on
+    every object are cut once; the annotated ones train a
+    :class:`ClassificationTrainer`; predictions, per-object features, the
+    export table and per-cell saliency all come from here.
+
+    Parameters
+    ----------
+    image : ndarray, shape (Y, X) or with a channel axis
+        Intensity image.
+    labels : ndarray of int, shape (Y, X)
+        Instance labels (0 = background).
+    annotations : mapping of int to str
+        Object id -> class name for the cells labelled by clicking.
+    classes : sequence of str, optional
+        Class names in output order; default the sorted annotated names.
+    crop_size : int
+        Side of the crops centred on objects.
+    base, mode, balance, augment, seed, device
+        As in :class:`ClassificationTrainer` (``mode="linear"`` by default:
+        instant on a CPU).
+    channel_axis : int, optional
+        Channel axis of a multichannel image.
+    mask_neighbours : bool
+        Blank other objects inside each crop.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.zeros((64, 64)); lab = np.zeros((64, 64), int)
+    >>> for k, (r, c) in enumerate([(8, 8), (8, 40), (40, 8), (40, 40)], 1):
+    ...     lab[r:r + 10, c:c + 10] = k; img[r:r + 10, c:c + 10] = 1 + k % 2
+    >>> task = CellClassificationTask(img, lab, {1: "a", 2: "b"}, base="none", device="cpu")
+    >>> _ = task.run(epochs=2)
+    >>> ids, probs = task.predict()
+    >>> ids.tolist(), probs.shape
+    ([1, 2, 3, 4], (4, 2))
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        labels: np.ndarray,
+        annotations: dict[int, str],
+        *,
+        classes: Sequence[str] | None = None,
+        crop_size: int = 32,
+        base: str | Path | None = "builtin",
+        mode: str = "linear",
+        balance: str | None = "loss",
+        augment: bool = True,
+        channel_axis: int | None = None,
+        mask_neighbours: bool = False,
+        val_fraction: float = 0.0,
+        seed: int = 0,
+        device: str = "auto",
+    ) -> None:
+        from napari_dlcb.data.cells import object_crops
+
+        self.image = np.asarray(image)
+        self.labels = np.asarray(labels)
+        self.channel_axis = channel_axis
+        self.crops = object_crops(
+            self.image,
+            self.labels,
+            size=crop_size,
+            channel_axis=channel_axis,
+            mask_neighbours=mask_neighbours,
+        )
+        if not annotations:
+            raise DlcbError("label some cells first: click cells to assign them a class")
+        names = sorted({str(v) for v in annotations.values()})
+        self.classes = [str(c) for c in classes] if classes is not None else names
+        unknown = [n for n in names if n not in self.classes]
+        if unknown:
+            raise DlcbError(f"class {unknown[0]!r} is not in the class list")
+        if len(names) < 2:
+            raise DlcbError(
+                f"only one class ({names[0]!r}) has labelled cells; label cells of at least 2 classes"
+            )
+        index = {int(i): k for k, i in enumerate(self.crops.ids)}
+        missing = [i for i in annotations if int(i) not in index]
+        if missing:
+            raise DlcbError(f"annotated object {missing[0]} is not in the labels layer")
+        self.annotated_ids = np.array(sorted(int(i) for i in annotations), np.int64)
+        rows = [index[i] for i in self.annotated_ids]
+        y = [self.classes.index(str(annotations[i])) for i in self.annotated_ids]
+        used = sorted(set(y))
+        classes_used = [self.classes[k] for k in used]
+        remap = {k: j for j, k in enumerate(used)}
+        self.trainer = ClassificationTrainer(
+            list(self.crops.crops[rows]),
+            [remap[k] for k in y],
+            classes_used,
+            base=base,
+            mode=mode,
+            input_size=crop_size,
+            val_fraction=val_fraction,
+            augment=augment,
+            balance=balance,
+            channel_axis=0,
+            seed=seed,
+            device=device,
+        )
+        self.classes = classes_used
+        self.notes = list(self.crops.notes) + list(self.trainer.notes)
+        self._x_all = self.trainer._norm(self.crops.crops.astype(np.float32))
+
+    # training ------------------------------------------------------------------------
+    def fit(self, **kwargs: Any) -> Iterator[TrainEvent]:
+        """Train; yields engine events (see :meth:`ClassificationTrainer.fit`).
+
+        Without a validation split, ``Preview.data["confusion"]`` is the
+        confusion matrix on the labelled cells themselves (training fit).
+        """
+        if not len(self.trainer.y_val):
+            kwargs.setdefault("preview_interval", 0.5)
+            for ev in self.trainer.fit(**kwargs):
+                yield ev
+                from napari_dlcb.training.events import EpochEnd
+
+                if isinstance(ev, EpochEnd):
+                    yield Preview(epoch=ev.epoch, step=-1, data=self.training_confusion())
+            return
+        yield from self.trainer.fit(**kwargs)
+
+    def run(self, **kwargs: Any) -> Finished:
+        """Train to the end headlessly."""
+        from napari_dlcb.training.engine import fit_to_end
+
+        return fit_to_end(self.fit(**kwargs))
+
+    def training_confusion(self) -> dict[str, Any]:
+        """Confusion matrix of the current model on the labelled cells."""
+        probs = _predict(self.trainer.model, self.trainer.x_train, device=self.trainer.device)
+        cm = confusion_matrix(self.trainer.y_train, probs.argmax(1), len(self.classes))
+        return {"confusion": cm, "classes": list(self.classes)}
+
+    # results -------------------------------------------------------------------------
+    def predict(self, *, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Object ids (N,) and class probabilities (N, K) for every object."""
+        return self.crops.ids, _predict(
+            self.trainer.model, self._x_all, device=self.trainer.device, tta=tta
+        )
+
+    def class_image(self, probs: np.ndarray | None = None) -> np.ndarray:
+        """Labels image with every object painted with ``1 + predicted class index``."""
+        if probs is None:
+            _, probs = self.predict()
+        lut = np.zeros(int(self.labels.max()) + 1, np.int32)
+        lut[self.crops.ids] = probs.argmax(1) + 1
+        return lut[self.labels]
+
+    def table(self, probs: np.ndarray | None = None) -> Any:
+        """Export table: object id, predicted class, probabilities, annotation, morphology."""
+        from napari_dlcb.data.cells import regionprops_table
+
+        if probs is None:
+            _, probs = self.predict()
+        morph = regionprops_table(self.labels, self.image, channel_axis=self.channel_axis)
+        import pandas as pd
+
+        df = pd.DataFrame(
+            {
+                "object_id": self.crops.ids,
+                "class": [self.classes[k] for k in probs.argmax(1)],
+            }
+        )
+        for k, name in enumerate(self.classes):
+            df[f"prob_{name}"] = probs[:, k]
+        ann = dict(zip(self.annotated_ids.tolist(), self.trainer.y_train.tolist()))
+        df["annotated"] = [
+            self.classes[ann[i]] if i in ann else "" for i in self.crops.ids.tolist()
+        ]
+        return df.merge(morph, on="object_id", how="left")
+
+    def features(self) -> np.ndarray:
+        """Pooled network features (N, F) of every object's crop."""
+        model = self.trainer.model
+        dev = self.trainer.device
+        was = model.training
+        model.to(dev).eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for i in range(0, len(self._x_all), 256):
+                    xb = torch.from_numpy(np.ascontiguousarray(self._x_all[i : i + 256]))
+                    out.append(model.features(xb.to(dev)).cpu().numpy())
+        finally:
+            model.train(was)
+        return np.concatenate(out).astype(np.float32)
+
+    def cell_saliency(
+        self,
+        object_id: int,
+        *,
+        method: str = "integrated-gradients",
+        target: int | str | None = None,
+        **kwargs: Any,
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Saliency map of one object's crop.
+
+        Returns
+        -------
+        map : ndarray (S, S)
+            On the crop grid.
+        origin : ndarray (2,)
+            Image coordinates (row, col) of the crop's top-left pixel, so the
+            map can be shown with ``translate=origin``.
+        result : SaliencyResult
+        """
+        from napari_dlcb.interpret.saliency import saliency
+
+        hit = np.flatnonzero(self.crops.ids == int(object_id))
+        if hit.size == 0:
+            raise DlcbError(f"object {object_id} is not in the labels layer")
+        i = int(hit[0])
+        res = saliency(
+            self.trainer.model,
+            self._x_all[i],
+            method=method,
+            target=target,
+            classes=self.classes,
+            channel_axis=0,
+            device=str(self.trainer.device),
+            **kwargs,
+        )
+        return res.map, self.crops.origins[i], res

@@ -420,8 +420,10 @@ class SegmentationTrainer:
         step = 2 ** (len(regs[0][0]) - 1)
         for k, (_, _, t) in enumerate(regs):
             h, w = t.shape
-            for r in range(0, h - patch + 1, patch):
-                for c in range(0, w - patch + 1, patch):
+            rows = sorted({*range(0, h - patch + 1, patch), h - patch})
+            cols = sorted({*range(0, w - patch + 1, patch), w - patch})
+            for r in rows:
+                for c in cols:
                     if (t[r : r + patch, c : c + patch] >= 0).any():
                         items.append(ds.crop(k, r // step * step, c // step * step))
         return _ListDataset(items) if items else None

@@ -8,8 +8,19 @@ import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "napari_dlcb"
-QT = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "napari.qt",
-      "napari._qt", "napari.window", "napari_dlcb._widgets")
+QT = (
+    "qtpy",
+    "PyQt5",
+    "PyQt6",
+    "PySide2",
+    "PySide6",
+    "magicgui",
+    "superqt",
+    "napari.qt",
+    "napari._qt",
+    "napari.window",
+    "napari_dlcb._widgets",
+)
 
 
 def _imports(path: Path):

@@ -1,0 +1,304 @@
+"""Issue 3 command-line verbs: DNA sequence models.
+
+``napari-dlcb train sequence``, ``predict sequence``, ``mutation-map``,
+``score-variants`` and ``motifs``. Importing this module is cheap: torch and
+the models are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from napari_dlcb.errors import DlcbError
+
+__all__ = ["register"]
+
+
+def _say(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def register(train_sub, predict_sub, top_sub) -> None:
+    """Add the sequence verbs to the ``napari-dlcb`` parser.
+
+    Parameters
+    ----------
+    train_sub, predict_sub : argparse subparser collections
+        Of ``napari-dlcb train ...`` and ``napari-dlcb predict ...``.
+    top_sub : argparse subparser collection
+        The top-level one (for ``mutation-map``, ``score-variants``, ``motifs``).
+    """
+    p = train_sub.add_parser(
+        "sequence",
+        help="train or fine-tune a DNA CNN (DeepBind / Basset) on a sequence table or on BED peaks",
+        description="Train a DNA model from --table FILE, or from --fasta GENOME --bed PEAKS (windows centred on peaks).",
+    )
+    src = p.add_argument_group("data (a table, or a genome with peaks)")
+    src.add_argument("--table", help="TSV/CSV sequence table (gzip ok)")
+    src.add_argument("--fasta", help="genome FASTA (with --bed)")
+    src.add_argument("--bed", help="peaks BED (with --fasta)")
+    src.add_argument("--window", type=int, default=1000, help="window length in bp for --bed (default 1000)")
+    src.add_argument("--bed-labels", default="membership", help="'membership', 'name' (one task per BED name) or comma-separated BED columns")
+    src.add_argument("--sequence-column", default="seq", help="table column with sequences (default seq)")
+    src.add_argument("--label-columns", help="comma-separated label columns (default Bound)")
+    src.add_argument(
+        "--negatives",
+        choices=["auto", "none", "dinucleotide-shuffle", "gc-matched", "flanks"],
+        default="auto",
+        help="how to make negatives; auto: dinucleotide-shuffle when every label is positive (default)",
+    )
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--arch", choices=["deepbind", "basset"], default="deepbind")
+    p.add_argument("--base", help="fine-tune from 'builtin' or a model folder instead of training from scratch")
+    p.add_argument("--filters", type=int, help="first-layer filters (default 32 for deepbind, 300 for basset)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--val-chroms", help="comma-separated chromosomes held out for validation (with --bed)")
+    p.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train)
+
+    p = predict_sub.add_parser("sequence", help="score sequences with a DNA model")
+    p.add_argument("--model", required=True, help="model folder or 'builtin'")
+    p.add_argument("--table", required=True, help="TSV/CSV table with a sequence column")
+    p.add_argument("--out", required=True, help="TSV to write: the rows plus score or score_<task> columns")
+    p.add_argument("--sequence-column", default="seq")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_predict)
+
+    p = top_sub.add_parser("mutation-map", help="in-silico mutagenesis map (4 x L x tasks) as .npy")
+    p.add_argument("--model", required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--sequence", help="the sequence itself")
+    g.add_argument("--fasta", help="FASTA file (first record, or --region)")
+    p.add_argument("--region", help="chr:start-end (0-based half-open) within --fasta")
+    p.add_argument("--target", help="comma-separated task names or indices (default all)")
+    p.add_argument("--out", required=True, help=".npy file: (4, L, T) float32, alt minus ref logits")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_mutation_map)
+
+    p = top_sub.add_parser("score-variants", help="effect of each VCF variant on every task (REF checked)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--fasta", required=True)
+    p.add_argument("--vcf", required=True)
+    p.add_argument("--out", required=True, help="TSV: one row per variant allele with ref/alt/diff per task and a status")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_score_variants)
+
+    p = top_sub.add_parser("motifs", help="first-layer filter motifs (PWMs, logos, JASPAR matches)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--table", required=True, help="sequences to collect filter activations on")
+    p.add_argument("--sequence-column", default="seq")
+    p.add_argument("--out", required=True, help="folder for motifs.meme, matches.tsv and logos")
+    p.add_argument("--database", default="jaspar", help="'jaspar' (bundled JASPAR 2024 CORE vertebrates) or a motif file (HOCOMOCO PCM / MEME)")
+    p.add_argument("--threshold", type=float, default=0.5, help="fraction of a filter's max activation (default 0.5)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_motifs)
+
+
+def _device(name: str) -> str:
+    from napari_dlcb.training.engine import resolve_device
+
+    return str(resolve_device(name))
+
+
+# --------------------------------------------------------------------------- handlers
+def _train(args: argparse.Namespace) -> int:
+    from napari_dlcb.training.engine import fit_to_end
+    from napari_dlcb.training.events import EpochEnd, Finished, Warning
+    from napari_dlcb.training.sequence import SequenceTrainer, bed_training_data, table_training_data
+
+    if bool(args.table) == bool(args.fasta or args.bed):
+        raise DlcbError("give either --table FILE, or --fasta GENOME with --bed PEAKS")
+    labels = [c.strip() for c in args.label_columns.split(",")] if args.label_columns else None
+    val_index = None
+    if args.table:
+        negatives = args.negatives
+        if negatives == "auto":
+            negatives = _auto_negatives(args.table, args.sequence_column, labels)
+        seqs, y, tasks = table_training_data(
+            args.table, sequence_column=args.sequence_column, label_columns=labels, negatives=negatives, seed=args.seed
+        )
+    else:
+        if not (args.fasta and args.bed):
+            raise DlcbError("--fasta and --bed go together")
+        negatives = "dinucleotide-shuffle" if args.negatives == "auto" else args.negatives
+        bed_labels = args.bed_labels if args.bed_labels in ("membership", "name") else args.bed_labels.split(",")
+        seqs, y, tasks, chroms = bed_training_data(
+            args.fasta, args.bed, window=args.window, negatives=negatives, labels=bed_labels, seed=args.seed
+        )
+        if args.val_chroms:
+            import numpy as np
+
+            held = {c.strip() for c in args.val_chroms.split(",")}
+            val_index = np.flatnonzero([c in held for c in chroms])
+            if len(val_index) == 0:
+                raise DlcbError(f"no window lies on the validation chromosomes {sorted(held)}")
+    kwargs = {}
+    if args.filters and not args.base:
+        kwargs["filters"] = args.filters if args.arch == "deepbind" else (args.filters, 200, 200)
+    elif args.arch == "deepbind" and not args.base:
+        kwargs["filters"] = 32
+    _say(f"{len(seqs)} sequences, {len(tasks)} task(s): {', '.join(tasks)}; negatives: {negatives}")
+    trainer = SequenceTrainer(
+        seqs,
+        y,
+        task_names=tasks,
+        arch=args.arch,
+        base=args.base,
+        model_kwargs=kwargs,
+        val_fraction=args.val_fraction,
+        val_index=val_index,
+        seed=args.seed,
+        device=_device(args.device),
+    )
+    t0 = time.time()
+
+    def show(ev) -> None:
+        if isinstance(ev, EpochEnd):
+            auc = ev.metrics.get("auroc", float("nan"))
+            _say(f"epoch {ev.epoch + 1}: train loss {ev.train_loss:.4f}, val loss {ev.val_loss:.4f}, val AUROC {auc:.4f} ({ev.seconds:.1f} s)")
+        elif isinstance(ev, Warning):
+            _say(f"note: {ev.message}")
+        elif isinstance(ev, Finished):
+            _say(f"finished ({ev.reason}) after {ev.epochs_run} epochs; best epoch {ev.best_epoch + 1}; {time.time() - t0:.0f} s")
+
+    max_time = args.max_minutes * 60 if args.max_minutes else None
+    fit_to_end(trainer.fit(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_time=max_time), on_event=show)
+    out = trainer.save(args.out)
+    _say(f"saved {out}")
+    return 0
+
+
+def _auto_negatives(table: str, column: str, labels) -> str:
+    from napari_dlcb.data.dna import read_sequence_table
+
+    df = read_sequence_table(table, sequence_column=column, label_columns=labels or (["Bound"] if labels is None else None))
+    cols = labels or (["Bound"] if "Bound" in df else [])
+    if cols:
+        vals = df[cols].to_numpy(float)
+        vals = vals[~(vals != vals)]
+        if vals.size and (vals > 0.5).all():
+            return "dinucleotide-shuffle"
+    return "none"
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from napari_dlcb.data.dna import read_sequence_table
+    from napari_dlcb.training.sequence import load_sequence_model, predict_sequences
+
+    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    df = read_sequence_table(args.table, sequence_column=args.sequence_column)
+    from napari_dlcb.data.dna import one_hot
+
+    x = one_hot(df[args.sequence_column].astype(str).tolist())
+    prob = predict_sequences(model, x, meta=meta, batch_size=args.batch_size, rc_average=meta.extra.get("rc_average", True))
+    if prob.shape[1] == 1:
+        df["score"] = prob[:, 0]
+    else:
+        for j, name in enumerate(meta.classes):
+            df[f"score_{name}"] = prob[:, j]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, sep="\t", index=False, float_format="%.6g")
+    _say(f"wrote {len(df)} rows to {out} (mean score {float(np.mean(prob)):.3f})")
+    return 0
+
+
+def _parse_targets(text: str | None, names: list[str]) -> list[int] | None:
+    if not text:
+        return None
+    out = []
+    for t in text.split(","):
+        t = t.strip()
+        if t in names:
+            out.append(names.index(t))
+        elif t.lstrip("-").isdigit():
+            out.append(int(t))
+        else:
+            raise DlcbError(f"unknown target {t!r}; tasks are: {', '.join(names)}")
+    return out
+
+
+def _mutation_map(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from napari_dlcb.data.dna import one_hot
+    from napari_dlcb.interpret.ism import mutation_map
+    from napari_dlcb.training.sequence import _check_length, load_sequence_model
+
+    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    if args.sequence:
+        seq = args.sequence.strip()
+    else:
+        from napari_dlcb.io.genome import parse_region, read_fasta, read_fasta_records
+
+        if args.region:
+            r = parse_region(args.region)
+            seq = read_fasta(args.fasta).fetch(r.chrom, r.start, r.end)
+        else:
+            seq = read_fasta_records(args.fasta)[0][1]
+    x = one_hot(seq)
+    _check_length(meta, x.shape[2])
+    m = mutation_map(model, x, target=_parse_targets(args.target, meta.classes), batch_size=args.batch_size)[0]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, m)
+    _say(f"wrote {out}: shape {m.shape} (base A,C,G,T x position x task), largest effect {float(np.abs(m).max()):.3f}")
+    return 0
+
+
+def _score_variants(args: argparse.Namespace) -> int:
+    from napari_dlcb.interpret.variants import score_variants
+    from napari_dlcb.io.genome import read_fasta, read_vcf
+    from napari_dlcb.training.sequence import load_sequence_model
+
+    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    table = score_variants(model, read_fasta(args.fasta), read_vcf(args.vcf), meta=meta)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, sep="\t", index=False, float_format="%.6g")
+    bad = table[table["status"] != "ok"]
+    for row in bad.itertuples():
+        _say(f"not scored: {row.chrom}:{row.pos} {row.ref}>{row.alt}: {row.status}")
+    _say(f"wrote {out}: {len(table) - len(bad)} scored, {len(bad)} not scored")
+    return 0
+
+
+def _motifs(args: argparse.Namespace) -> int:
+    from napari_dlcb.data.dna import one_hot, read_sequence_table
+    from napari_dlcb.interpret.motifs import filter_motifs, load_motif_database, match_motifs, write_meme
+    from napari_dlcb.training.sequence import load_sequence_model
+
+    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    df = read_sequence_table(args.table, sequence_column=args.sequence_column)
+    x = one_hot(df[args.sequence_column].astype(str).tolist())
+    motifs = filter_motifs(model, x, threshold=args.threshold)
+    db = load_motif_database(args.database)
+    matches = match_motifs(motifs, db)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_meme(motifs, out / "filters.meme")
+    matches.to_csv(out / "matches.tsv", sep="\t", index=False, float_format="%.4g")
+    try:
+        from napari_dlcb.interpret.motifs import save_logos
+
+        save_logos(motifs, out / "logos")
+    except ImportError:  # matplotlib missing: logos are optional
+        pass
+    best = matches.sort_values("p_value").drop_duplicates("filter").head(5)
+    for row in best.itertuples():
+        _say(f"{row.filter}: {row.target} (p = {row.p_value:.2g}, q = {row.q_value:.2g}, {row.n_sites} sites)")
+    _say(f"wrote {len(motifs)} filter motifs and matches to {out}")
+    return 0

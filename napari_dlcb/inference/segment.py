@@ -1,0 +1,253 @@
+"""Headless segmentation with a saved or built-in model: image in, probabilities and labels out.
+
+:func:`segment` is what the CLI (``napari-dlcb predict segmentation``) and
+scripts call; :func:`segment_zarr` is the same for images larger than memory.
+Both read everything they need from the model's metadata
+(:class:`~napari_dlcb.models.saved.ModelMeta`): the input normalisation, the
+output activation and the label convention.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from napari_dlcb.errors import DlcbError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from napari_dlcb.models.saved import ModelMeta
+
+__all__ = ["Segmentation", "load_for_inference", "segment", "segment_zarr"]
+
+
+class Segmentation(NamedTuple):
+    """Result of :func:`segment`; unpacks as ``probabilities, labels = ...``."""
+
+    probabilities: np.ndarray
+    """float32 (C, Y, X), one channel per ``meta.classes`` entry (one for sigmoid models)."""
+    labels: np.ndarray
+    """int32 (Y, X): instance ids (0 = background) or class label values."""
+
+
+def load_for_inference(
+    model_or_path: Any, *, device: str | torch.device = "cpu"
+) -> tuple[Any, ModelMeta]:
+    """Resolve what :func:`segment` accepts into ``(model, meta)``.
+
+    Parameters
+    ----------
+    model_or_path : str, path-like or (model, meta)
+        A napari-dlcb model folder, ``"builtin"`` / ``"builtin:<name>"``, a
+        bioimage.io package, or an already loaded ``(model, meta)`` pair
+        (``meta`` may be a :class:`ModelMeta` or its dict form).
+    device : str or torch.device
+        Where a model loaded from disk is put.
+
+    Returns
+    -------
+    model : torch.nn.Module
+    meta : ModelMeta
+    """
+    from napari_dlcb.models.saved import ModelMeta
+
+    if isinstance(model_or_path, (tuple, list)):
+        if len(model_or_path) != 2:
+            raise DlcbError("pass a model folder or a (model, meta) pair")
+        model, meta = model_or_path
+        if isinstance(meta, dict):
+            meta = ModelMeta.from_dict(meta)
+        if not isinstance(meta, ModelMeta):
+            raise DlcbError(f"meta must be a ModelMeta or a dict, got {type(meta).__name__}")
+        return model, meta
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from napari_dlcb.models.registry import resolve_base
+
+        return resolve_base(model_or_path, task="segmentation", device=device)
+    raise DlcbError(
+        f"expected a model folder or a (model, meta) pair, got {type(model_or_path).__name__}"
+    )
+
+
+def _check_meta(meta: ModelMeta) -> None:
+    if meta.task != "segmentation":
+        raise DlcbError(f"this is a {meta.task} model, not a segmentation model")
+    if meta.input_axes != "bcyx":
+        raise DlcbError(f"the model expects {meta.input_axes!r} inputs, not 2-D images (bcyx)")
+
+
+def _image_cyx(image: Any, channel_axis: int | None, in_channels: int) -> np.ndarray:
+    """The image as (C, Y, X) with the training convention, checked against the model."""
+    from napari_dlcb.data.normalize import to_cyx
+
+    cyx = to_cyx(image, channel_axis)
+    if cyx.shape[0] != in_channels:
+        raise DlcbError(
+            f"the image has {cyx.shape[0]} channel(s) but the model expects {in_channels}"
+            + ("; pass channel_axis" if channel_axis is None and np.ndim(image) == 3 else "")
+        )
+    return cyx
+
+
+def _activation(meta: ModelMeta) -> str | None:
+    return None if meta.output_activation == "none" else meta.output_activation
+
+
+def segment(
+    model_or_path: Any,
+    image: Any,
+    *,
+    tile: int | tuple[int, int] | None = 256,
+    halo: int = 32,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    channel_axis: int | None = None,
+    amp: bool = True,
+    progress: Callable[[int, int], Any] | None = None,
+    **postprocess: Any,
+) -> Segmentation:
+    """Segment an image with a trained model: tiled prediction, then labels.
+
+    Parameters
+    ----------
+    model_or_path : str, path-like or (model, meta)
+        A saved model folder (:func:`napari_dlcb.models.saved.save_model`),
+        ``"builtin"``, a bioimage.io package, or a ``(model, meta)`` pair.
+    image : array-like
+        2-D grey image, or multichannel with ``channel_axis`` (an RGB last
+        axis is recognised without it), any dtype and size.
+    tile, halo, batch_size, device, amp, progress
+        As for :func:`~napari_dlcb.inference.tiled.predict_tiled`.
+    channel_axis : int, optional
+        Channel axis of a multichannel image.
+    **postprocess
+        Options for :func:`~napari_dlcb.inference.postprocess.labels_from_probabilities`
+        (e.g. ``min_size=30`` for instance models), over the model's own
+        ``meta.extra["postprocess"]``.
+
+    Returns
+    -------
+    Segmentation
+        ``(probabilities, labels)``: float32 (C, Y, X) and int32 (Y, X).
+
+    Examples
+    --------
+    >>> from napari_dlcb.data.synthetic import synthetic_nuclei
+    >>> from napari_dlcb.models.saved import ModelMeta
+    >>> from napari_dlcb.models.unet import UNet2D
+    >>> net = UNet2D(1, 3, base=4, depth=2)
+    >>> meta = ModelMeta("segmentation", net.architecture(), ["background", "interior", "boundary"],
+    ...                  label_kind="instances", normalization={"mode": "per_image_zscore"})
+    >>> img, _ = synthetic_nuclei((128, 160), seed=0)
+    >>> prob, labels = segment((net, meta), img, device="cpu")
+    >>> prob.shape, labels.shape, labels.dtype.name
+    ((3, 128, 160), (128, 160), 'int32')
+
+    With a saved model folder or the built-in model: ``segment("my_model/", img)``,
+    ``segment("builtin", img)``.
+    """
+    from napari_dlcb.data.normalize import Normalizer
+    from napari_dlcb.inference.postprocess import labels_from_probabilities
+    from napari_dlcb.inference.tiled import predict_tiled
+
+    model, meta = load_for_inference(model_or_path, device=device)
+    _check_meta(meta)
+    cyx = _image_cyx(image, channel_axis, meta.in_channels)
+    prob = predict_tiled(
+        model,
+        cyx,
+        tile=tile,
+        halo=halo,
+        batch_size=batch_size,
+        device=device,
+        normalizer=Normalizer.from_dict(meta.normalization),
+        channel_axis=0,
+        activation=_activation(meta),
+        amp=amp,
+        progress=progress,
+    )
+    return Segmentation(prob, labels_from_probabilities(prob, meta, **postprocess))
+
+
+def segment_zarr(
+    model_or_path: Any,
+    source: Any,
+    dest: str | os.PathLike,
+    *,
+    tile: int = 1024,
+    halo: int = 32,
+    batch_size: int = 1,
+    device: str | torch.device = "auto",
+    channel_axis: int | None = None,
+    amp: bool = True,
+    dtype: str = "uint8",
+    labels: bool = True,
+    margin: int = 64,
+    overwrite: bool = False,
+    **postprocess: Any,
+) -> Iterator[dict]:
+    """Segment an image larger than memory into an OME-Zarr store, block by block.
+
+    :func:`~napari_dlcb.inference.tiled.predict_zarr` with the normalisation,
+    activation and label convention taken from the model's metadata:
+    instance models write stitched instance ids, class and scribble models
+    their class label values.
+
+    Parameters
+    ----------
+    model_or_path : str, path-like or (model, meta)
+        As for :func:`segment`.
+    source : zarr array, dask array, ndarray or path
+        The image (2-D, or 3-D with ``channel_axis``).
+    dest : str or path-like
+        The OME-Zarr folder to write.
+    tile, halo, batch_size, device, channel_axis, amp, dtype, margin, overwrite
+        As for :func:`~napari_dlcb.inference.tiled.predict_zarr`.
+    labels : bool
+        Also write labels (``dest/labels/segmentation/0``).
+    **postprocess
+        Options for instance post-processing, over ``meta.extra["postprocess"]``.
+
+    Returns
+    -------
+    generator of dict
+        Progress events of ``predict_zarr``; iterate to run, close to cancel.
+    """
+    from napari_dlcb.data.normalize import Normalizer
+    from napari_dlcb.inference.tiled import predict_zarr
+
+    model, meta = load_for_inference(model_or_path, device=device)
+    _check_meta(meta)
+    mode, values, options = None, None, {}
+    if labels:
+        if meta.label_kind == "instances":
+            mode = "instances"
+            options = {**dict(meta.extra.get("postprocess", {})), **postprocess}
+        else:
+            mode = "classes"
+            values = meta.class_values
+            if values is None and meta.label_kind == "scribbles":
+                values = list(range(1, len(meta.classes) + 1))
+    return predict_zarr(
+        model,
+        source,
+        dest,
+        tile=tile,
+        halo=halo,
+        batch_size=batch_size,
+        device=device,
+        normalizer=Normalizer.from_dict(meta.normalization),
+        channel_axis=channel_axis,
+        activation=_activation(meta),
+        amp=amp,
+        dtype=dtype,
+        labels=mode,
+        class_values=values,
+        postprocess=options,
+        margin=margin,
+        overwrite=overwrite,
+    )

@@ -1,0 +1,248 @@
+"""Attribution maps for DNA models, on the input's (N, 4, L) grid, each with its completeness error.
+
+* :func:`gradient_x_input` - saliency times input, with the mean-gradient
+  correction of Majdandzic et al. (2023): the per-position mean of the gradient
+  over the 4 bases is removed first, which discards the off-simplex component
+  that one-hot inputs cannot move along.
+* :func:`integrated_gradients` - captum's IntegratedGradients from a uniform
+  (0.25) or zero baseline; ``delta`` is captum's convergence delta
+  (sum of attributions minus the output difference).
+* :func:`deep_lift_shap` - captum's DeepLiftShap against dinucleotide-shuffled
+  references. DeepLIFT's rules are only defined for the nonlinear modules
+  captum knows; anything else (functional calls such as ``torch.amax`` inside
+  a custom module) is treated as linear and the map can be silently wrong.
+  We therefore always return the completeness error ``delta`` and warn, naming
+  the modules, when the model contains layers captum does not handle.
+
+Every function hands the model back unchanged and returns an
+:class:`Attribution` ``(values (N, 4, L) float32, delta (N,) float32)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_dlcb.errors import DlcbError
+from napari_dlcb.interpret._state import preserve_model_state
+
+__all__ = ["Attribution", "deep_lift_shap", "gradient_x_input", "integrated_gradients", "unsupported_for_deeplift"]
+
+
+class Attribution(NamedTuple):
+    """An attribution map and its completeness error per sequence."""
+
+    values: np.ndarray
+    delta: np.ndarray
+
+
+def _prep(model: nn.Module, x, device) -> tuple[torch.Tensor, torch.device]:
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    t = torch.as_tensor(np.asarray(x, np.float32) if not isinstance(x, torch.Tensor) else x.detach().float())
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or t.shape[1] != 4:
+        raise DlcbError(f"x must be one-hot DNA (N, 4, L), got {tuple(t.shape)}")
+    return t.to(dev), dev
+
+
+def _forward_target(model: nn.Module, target: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def f(x: torch.Tensor) -> torch.Tensor:
+        y = model(x)
+        return y[:, target] if y.ndim == 2 else y
+
+    return f
+
+
+def gradient_x_input(
+    model: nn.Module,
+    x,
+    *,
+    target: int = 0,
+    batch_size: int = 128,
+    device=None,
+    correct: bool = True,
+) -> Attribution:
+    """Gradient times input with the mean-gradient correction.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        ``(N, 4, L) -> (N, T)`` logits.
+    x : array-like
+        One-hot ``(N, 4, L)``.
+    target : int
+        Output to explain.
+    batch_size, device
+        As usual.
+    correct : bool
+        Subtract the per-position mean gradient over the 4 bases.
+
+    Returns
+    -------
+    Attribution
+        ``delta`` is the first-order completeness error against a uniform
+        reference: ``sum(attr_uniform) - (f(x) - f(0.25))`` where
+        ``attr_uniform = grad * (x - 0.25)``.
+    """
+    xt, dev = _prep(model, x, device)
+    vals, deltas = [], []
+    with preserve_model_state(model):
+        model.eval().to(dev)
+        torch.set_grad_enabled(True)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        f = _forward_target(model, target)
+        for i in range(0, len(xt), batch_size):
+            xb = xt[i : i + batch_size].clone().requires_grad_(True)
+            out = f(xb)
+            (g,) = torch.autograd.grad(out.sum(), xb)
+            if correct:
+                g = g - g.mean(1, keepdim=True)
+            vals.append((g * xb).detach().cpu().numpy())
+            with torch.no_grad():
+                base = f(torch.full_like(xb, 0.25))
+                lin = (g * (xb - 0.25)).sum((1, 2))
+                deltas.append((lin - (out - base)).cpu().numpy())
+    return Attribution(np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32))
+
+
+def integrated_gradients(
+    model: nn.Module,
+    x,
+    *,
+    target: int = 0,
+    baseline: str = "uniform",
+    n_steps: int = 50,
+    batch_size: int = 32,
+    device=None,
+) -> Attribution:
+    """Integrated gradients (captum) from a ``"uniform"`` (0.25) or ``"zeros"`` baseline.
+
+    Returns
+    -------
+    Attribution
+        ``delta`` is captum's convergence delta per sequence.
+    """
+    from captum.attr import IntegratedGradients
+
+    xt, dev = _prep(model, x, device)
+    if baseline not in ("uniform", "zeros"):
+        raise DlcbError(f"baseline must be 'uniform' or 'zeros', not {baseline!r}")
+    vals, deltas = [], []
+    with preserve_model_state(model):
+        model.eval().to(dev)
+        torch.set_grad_enabled(True)
+        ig = IntegratedGradients(_forward_target(model, target))
+        for i in range(0, len(xt), batch_size):
+            xb = xt[i : i + batch_size]
+            b = torch.full_like(xb, 0.25) if baseline == "uniform" else torch.zeros_like(xb)
+            a, d = ig.attribute(xb, baselines=b, n_steps=n_steps, return_convergence_delta=True)
+            vals.append(a.detach().cpu().numpy())
+            deltas.append(d.detach().cpu().numpy())
+    return Attribution(np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32))
+
+
+_CAPTUM_LINEAR = (
+    nn.Conv1d,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.Dropout,
+    nn.Flatten,
+    nn.Identity,
+    nn.Sequential,
+    nn.AvgPool1d,
+    nn.AdaptiveAvgPool1d,
+)
+
+
+def unsupported_for_deeplift(model: nn.Module) -> list[str]:
+    """Names of modules whose nonlinearity DeepLIFT (captum) would silently treat as linear."""
+    try:
+        from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
+    except ImportError:  # pragma: no cover - captum layout changed
+        SUPPORTED_NON_LINEAR = {}
+    supported = tuple(SUPPORTED_NON_LINEAR) + _CAPTUM_LINEAR
+    bad = []
+    for name, m in model.named_modules():
+        if m is model and isinstance(m, nn.Sequential):
+            continue
+        if not isinstance(m, supported) and not list(m.children()):
+            bad.append(f"{name or '<root>'} ({type(m).__name__})")
+        elif not isinstance(m, supported) and type(m).forward is not nn.Module.forward and not isinstance(m, nn.Sequential):
+            # a container with its own forward may call functional nonlinearities
+            if m is not model:
+                bad.append(f"{name} ({type(m).__name__})")
+    return bad
+
+
+def deep_lift_shap(
+    model: nn.Module,
+    x,
+    *,
+    target: int = 0,
+    n_shuffles: int = 10,
+    batch_size: int = 16,
+    device=None,
+    seed: int = 0,
+) -> Attribution:
+    """DeepLIFT/SHAP (captum ``DeepLiftShap``) against dinucleotide-shuffled references.
+
+    Returns
+    -------
+    Attribution
+        ``values`` averaged over the references (hypothetical contributions
+        projected on the input); ``delta`` is the mean absolute completeness
+        error. A ``RuntimeWarning`` names modules captum cannot handle.
+    """
+    from captum.attr import DeepLiftShap
+
+    from napari_dlcb.data.dna import decode, dinucleotide_shuffle, one_hot
+
+    xt, dev = _prep(model, x, device)
+    bad = unsupported_for_deeplift(model)
+    if bad:
+        warnings.warn(
+            "DeepLIFT treats these modules as linear, so the map may be wrong (check delta): " + ", ".join(bad),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    rng = np.random.default_rng(seed)
+    vals, deltas = [], []
+    with preserve_model_state(model):
+        model.eval().to(dev)
+        torch.set_grad_enabled(True)
+        wrapped = _TargetModel(model, target)
+        dls = DeepLiftShap(wrapped)
+        for i in range(0, len(xt), batch_size):
+            xb = xt[i : i + batch_size]
+            seqs = decode(xb.cpu().numpy())
+            out_a, out_d = [], []
+            for j, s in enumerate(seqs):
+                refs = torch.as_tensor(
+                    one_hot([dinucleotide_shuffle(s, rng=rng) for _ in range(n_shuffles)]), device=dev
+                )
+                a, d = dls.attribute(xb[j : j + 1], baselines=refs, return_convergence_delta=True)
+                out_a.append(a.detach().cpu().numpy())
+                out_d.append(float(d.detach().abs().mean()))
+            vals.append(np.concatenate(out_a))
+            deltas.append(np.array(out_d))
+    return Attribution(np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32))
+
+
+class _TargetModel(nn.Module):
+    """Selects one output so captum sees a (N,) model; keeps the child's modules visible."""
+
+    def __init__(self, model: nn.Module, target: int):
+        super().__init__()
+        self.model = model
+        self.target = target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        y = self.model(x)
+        return y[:, self.target : self.target + 1] if y.ndim == 2 else y[:, None]

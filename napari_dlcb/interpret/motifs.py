@@ -1,0 +1,492 @@
+"""Filter motifs: PWMs from first-layer filters, TOMTOM-like matching to known motifs, motif scans.
+
+* :func:`filter_motifs` - for each first-layer filter, the subsequences whose
+  activation reaches ``threshold`` x the filter's maximum over the data are
+  stacked into a position count matrix (the protocol of DeepBind / Basset).
+* :func:`match_motifs` - compares PWMs with a motif database the way TOMTOM
+  does (Gupta et al. 2007): column similarity is the Pearson correlation of the
+  two probability columns; the score of an alignment is the sum over its
+  overlapping columns; its p-value comes from the exact null distribution of
+  that sum, built by convolving each query column's score distribution against
+  all database columns; the best offset/strand per target is corrected for the
+  number of alignments tried; q-values by Benjamini-Hochberg.
+* :func:`load_motif_database` - JASPAR 2024 CORE (vertebrates) shipped with
+  the ``pyjaspar`` package (offline), or a HOCOMOCO PCM / MEME file.
+* :func:`scan_motifs` - log-odds PWM scan of one-hot DNA on both strands.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_dlcb.errors import DlcbError
+
+__all__ = [
+    "Motif",
+    "filter_motifs",
+    "load_motif_database",
+    "match_motifs",
+    "read_motif_file",
+    "save_logos",
+    "scan_motifs",
+    "write_meme",
+]
+
+
+@dataclass
+class Motif:
+    """A DNA motif as a position count matrix ``counts`` of shape ``(4, width)`` (A, C, G, T)."""
+
+    name: str
+    counts: np.ndarray
+    n_sites: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        """Number of positions."""
+        return int(self.counts.shape[1])
+
+    def probabilities(self, pseudocount: float = 0.1) -> np.ndarray:
+        """Column-normalised probabilities with a small pseudocount."""
+        c = np.asarray(self.counts, float)
+        total = c.sum(0, keepdims=True)
+        p = (c + pseudocount * np.maximum(total, 1) / 100) / (total + 4 * pseudocount * np.maximum(total, 1) / 100)
+        p[:, total[0] == 0] = 0.25
+        return p
+
+    def information(self) -> np.ndarray:
+        """Information content per position in bits."""
+        p = self.probabilities()
+        return 2 + (p * np.log2(p)).sum(0)
+
+    def consensus(self) -> str:
+        """The most likely base at each position (``N`` where no base passes 0.5 and IC < 0.5 bits)."""
+        p = self.probabilities()
+        ic = self.information()
+        return "".join("ACGT"[i] if (p[i, j] >= 0.5 or ic[j] >= 0.5) else "N" for j, i in enumerate(p.argmax(0)))
+
+    def trimmed(self, min_ic: float = 0.3) -> Motif:
+        """Drop low-information flanks."""
+        ic = self.information()
+        keep = np.flatnonzero(ic >= min_ic)
+        if len(keep) == 0:
+            return self
+        return Motif(self.name, self.counts[:, keep[0] : keep[-1] + 1], self.n_sites, dict(self.info))
+
+
+# --------------------------------------------------------------------------- from filters
+def _first_conv(model):
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv1d):
+            if m.in_channels != 4:
+                raise DlcbError("the model's first Conv1d does not take 4-channel one-hot DNA")
+            return m
+    raise DlcbError("the model has no Conv1d layer to read filter motifs from")
+
+
+def filter_motifs(
+    model,
+    x,
+    *,
+    threshold: float = 0.5,
+    batch_size: int = 256,
+    device=None,
+    trim: bool = False,
+) -> list[Motif]:
+    """PWMs of the first-layer filters from their maximally activating subsequences.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        DNA model whose first ``Conv1d`` reads the one-hot input.
+    x : array-like
+        One-hot ``(N, 4, L)`` sequences (e.g. the positives).
+    threshold : float
+        Keep positions where a filter's activation is at least ``threshold``
+        times its maximum activation over ``x``.
+    batch_size, device
+        As usual; default device is the model's.
+    trim : bool
+        Trim low-information flanks.
+
+    Returns
+    -------
+    list of Motif
+        One per filter, named ``filter<i>``; ``n_sites`` counts the subsequences.
+    """
+    import torch
+
+    from napari_dlcb.interpret._state import preserve_model_state
+
+    conv = _first_conv(model)
+    x = np.asarray(x, np.float32)
+    if x.ndim != 3 or x.shape[1] != 4:
+        raise DlcbError(f"x must be one-hot DNA (N, 4, L), got {x.shape}")
+    k, d, pad = conv.kernel_size[0], conv.dilation[0], conv.padding
+    s = conv.stride[0]
+    if isinstance(pad, str):
+        pad = 0 if pad == "valid" else d * (k - 1) // 2
+    else:
+        pad = pad[0]
+    F_ = conv.out_channels
+    acts = []
+    dev = torch.device(device) if device is not None else conv.weight.device
+    with preserve_model_state(model), torch.no_grad():
+        model.eval()
+        conv.to(dev)
+        for i in range(0, len(x), batch_size):
+            xb = torch.as_tensor(x[i : i + batch_size], device=dev)
+            acts.append(conv(xb).cpu().numpy())
+    a = np.concatenate(acts)  # (N, F, Lo)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad)))
+    offs = np.arange(k) * d
+    motifs = []
+    for f in range(F_):
+        af = a[:, f]
+        mx = af.max()
+        counts = np.zeros((4, k))
+        n = 0
+        if mx > 0:
+            seq_i, pos = np.nonzero(af >= threshold * mx)
+            if len(seq_i):
+                idx = pos[:, None] * s + offs[None]  # padded coordinates
+                sub = xp[seq_i[:, None], :, idx]  # (n, k, 4)
+                counts = sub.sum(0).T
+                n = len(seq_i)
+        m = Motif(f"filter{f}", counts, n, {"max_activation": float(mx)})
+        motifs.append(m.trimmed() if trim else m)
+    return motifs
+
+
+# --------------------------------------------------------------------------- databases
+def read_motif_file(path: str | os.PathLike) -> list[Motif]:
+    """Read motifs from a HOCOMOCO/JASPAR-style PCM file (``>NAME`` + rows of A C G T) or MEME text.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.txt"
+    >>> _ = p.write_text(">GATA\\n0 0 10 0\\n10 0 0 0\\n0 0 0 10\\n10 0 0 0\\n")
+    >>> read_motif_file(p)[0].consensus()
+    'GATA'
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DlcbError(f"motif file not found: {p}")
+    text = p.read_text(errors="replace")
+    if not text.strip():
+        raise DlcbError(f"motif file is empty: {p}")
+    if text.lstrip().startswith("MEME version"):
+        return _read_meme(text, p)
+    motifs: list[Motif] = []
+    name, rows = None, []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith(">"):
+            if name is not None and rows:
+                motifs.append(Motif(name, np.array(rows, float).T))
+            name, rows = line[1:].split()[0], []
+            continue
+        vals = line.replace("[", " ").replace("]", " ").split()
+        try:
+            nums = [float(v) for v in vals if v not in "ACGT"]
+        except ValueError as err:
+            raise DlcbError(f"{p.name}: line {lineno} is not a row of 4 numbers") from err
+        if len(nums) != 4 or name is None:
+            raise DlcbError(f"{p.name}: line {lineno} is not a row of 4 numbers (A C G T)")
+        rows.append(nums)
+    if name is not None and rows:
+        motifs.append(Motif(name, np.array(rows, float).T))
+    if not motifs:
+        raise DlcbError(f"{p.name}: no motifs found")
+    return motifs
+
+
+def _read_meme(text: str, p: Path) -> list[Motif]:
+    motifs, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        ln = lines[i].strip()
+        if ln.startswith("MOTIF"):
+            parts = ln.split()
+            name = parts[1] if len(parts) > 1 else f"motif{len(motifs)}"
+            while i < len(lines) and not lines[i].strip().startswith("letter-probability"):
+                i += 1
+            if i == len(lines):
+                raise DlcbError(f"{p.name}: motif {name} has no letter-probability matrix")
+            head = lines[i].split()
+            w = int(head[head.index("w=") + 1]) if "w=" in head else None
+            nsites = int(float(head[head.index("nsites=") + 1])) if "nsites=" in head else 20
+            rows = []
+            i += 1
+            while i < len(lines) and lines[i].strip() and (w is None or len(rows) < w):
+                rows.append([float(v) for v in lines[i].split()])
+                i += 1
+            motifs.append(Motif(name, np.array(rows, float).T * max(nsites, 1), nsites))
+        i += 1
+    if not motifs:
+        raise DlcbError(f"{p.name}: no MOTIF entries found")
+    return motifs
+
+
+def load_motif_database(source: str = "jaspar", *, tax_group: str = "vertebrates") -> list[Motif]:
+    """Known motifs: ``"jaspar"`` (JASPAR 2024 CORE via the offline ``pyjaspar`` package) or a file.
+
+    Parameters
+    ----------
+    source : str
+        ``"jaspar"`` or a path (see :func:`read_motif_file`).
+    tax_group : str
+        JASPAR taxonomic group.
+
+    Returns
+    -------
+    list of Motif
+        JASPAR motifs are named ``"<ID> <TF name>"``.
+    """
+    if source != "jaspar":
+        return read_motif_file(source)
+    try:
+        from pyjaspar import jaspardb
+    except ImportError as err:
+        raise DlcbError("the bundled JASPAR motifs need the 'pyjaspar' package (pip install pyjaspar)") from err
+    db = jaspardb(release="JASPAR2024")
+    out = []
+    for m in db.fetch_motifs(collection="CORE", tax_group=[tax_group], all_versions=False):
+        counts = np.array([m.counts[b] for b in "ACGT"], float)
+        out.append(Motif(f"{m.matrix_id} {m.name}", counts, int(counts[:, 0].sum())))
+    return out
+
+
+def write_meme(motifs: list[Motif], path: str | os.PathLike) -> Path:
+    """Write motifs in MEME minimal format (readable by TOMTOM, MEME suite and :func:`read_motif_file`)."""
+    p = Path(path)
+    lines = ["MEME version 4", "", "ALPHABET= ACGT", "", "strands: + -", "", "Background letter frequencies", "A 0.25 C 0.25 G 0.25 T 0.25", ""]
+    for m in motifs:
+        pr = m.probabilities(0.0) if m.counts.sum() else np.full_like(m.counts, 0.25, dtype=float)
+        lines.append(f"MOTIF {m.name}")
+        lines.append(f"letter-probability matrix: alength= 4 w= {m.width} nsites= {max(m.n_sites, 1)} E= 0")
+        lines += [" ".join(f"{v:.4f}" for v in col) for col in pr.T]
+        lines.append("")
+    p.write_text("\n".join(lines))
+    return p
+
+
+def save_logos(motifs: list[Motif], folder: str | os.PathLike) -> list[Path]:
+    """Save an information-content logo (PNG) per motif with logomaker, or plain bars without it."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for m in motifs:
+        if not m.n_sites and not m.counts.sum():
+            continue
+        heights = m.probabilities() * m.information()[None]
+        fig, ax = plt.subplots(figsize=(max(2, 0.35 * m.width), 1.6))
+        df = pd.DataFrame(heights.T, columns=list("ACGT"))
+        try:
+            import logomaker
+
+            logomaker.Logo(df, ax=ax)
+        except ImportError:
+            df.plot.bar(stacked=True, ax=ax, width=0.9, legend=False, color=["#109648", "#255C99", "#F7B32B", "#D62839"])
+        ax.set_ylim(0, 2)
+        ax.set_title(f"{m.name} ({m.n_sites} sites)", fontsize=8)
+        fig.tight_layout()
+        out = folder / f"{m.name.replace(' ', '_').replace('/', '_')}.png"
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        paths.append(out)
+    return paths
+
+
+# --------------------------------------------------------------------------- TOMTOM-like
+def _pcc_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation between every column of a (4, m) and b (4, n) -> (m, n)."""
+    a = a - a.mean(0, keepdims=True)
+    b = b - b.mean(0, keepdims=True)
+    na = np.sqrt((a * a).sum(0))
+    nb = np.sqrt((b * b).sum(0))
+    den = np.outer(na, nb)
+    out = a.T @ b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 1e-12, out / np.maximum(den, 1e-12), 0.0)
+    return out
+
+
+def match_motifs(
+    queries: list[Motif],
+    database: list[Motif],
+    *,
+    min_overlap: int = 5,
+    bins: int = 100,
+    min_sites: int = 10,
+) -> pd.DataFrame:
+    """Match query motifs against a database with a TOMTOM-like score and p-value.
+
+    Parameters
+    ----------
+    queries : list of Motif
+        E.g. from :func:`filter_motifs` (motifs with fewer than ``min_sites``
+        sites are skipped).
+    database : list of Motif
+        Known motifs.
+    min_overlap : int
+        Minimum number of overlapping columns of an alignment.
+    bins : int
+        Resolution of the column-score null distribution over [-1, 1].
+    min_sites : int
+        Skip queries built from fewer subsequences.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (query, target): ``filter, target, score, offset,
+        strand, overlap, p_value, e_value, q_value, n_sites``, sorted by
+        query then p-value.
+    """
+    db_p = [m.probabilities() for m in database]
+    db_rc = [p[::-1, ::-1] for p in db_p]
+    all_cols = np.concatenate(db_p + db_rc, axis=1)
+    rows = []
+    for q in queries:
+        if q.n_sites < min_sites or q.counts.sum() == 0:
+            continue
+        qp = q.probabilities()
+        k = qp.shape[1]
+        # Null: per query column, the distribution of its score against all db columns.
+        col_scores = _pcc_columns(qp, all_cols)  # (k, n_cols)
+        idx = np.clip(((col_scores + 1) / 2 * bins).round().astype(int), 0, bins)
+        hist = np.stack([np.bincount(i, minlength=bins + 1) for i in idx]).astype(float)
+        hist /= hist.sum(1, keepdims=True)
+        tail_cache: dict[tuple[int, int], np.ndarray] = {}
+
+        def tail(i0: int, i1: int) -> np.ndarray:
+            key = (i0, i1)
+            if key not in tail_cache:
+                dist = np.array([1.0])
+                for i in range(i0, i1):
+                    dist = np.convolve(dist, hist[i])
+                tail_cache[key] = np.cumsum(dist[::-1])[::-1]  # P(sum of bins >= s)
+            return tail_cache[key]
+
+        pvals = []
+        for t_i, (tp, tr) in enumerate(zip(db_p, db_rc)):
+            w = tp.shape[1]
+            best = (np.inf, 0.0, 0, "+", 0)
+            n_align = 0
+            for strand, tm in (("+", tp), ("-", tr)):
+                s = _pcc_columns(qp, tm)  # (k, w)
+                sb = np.clip(((s + 1) / 2 * bins).round().astype(int), 0, bins)
+                for off in range(-(w - 1), k):
+                    i0, i1 = max(0, off), min(k, off + w)
+                    ov = i1 - i0
+                    if ov < min(min_overlap, k, w):
+                        continue
+                    n_align += 1
+                    diag = np.arange(i0, i1)
+                    score_bins = int(sb[diag, diag - off].sum())
+                    tl = tail(i0, i1)
+                    p = float(tl[score_bins]) if score_bins < len(tl) else 0.0
+                    score = float(s[diag, diag - off].sum())
+                    if p < best[0] or (p == best[0] and score > best[1]):
+                        best = (p, score, off, strand, ov)
+            p_min = best[0]
+            p_corr = -np.expm1(n_align * np.log1p(-min(p_min, 1 - 1e-16))) if n_align else 1.0
+            pvals.append(p_corr)
+            rows.append(
+                {
+                    "filter": q.name,
+                    "target": database[t_i].name,
+                    "score": best[1],
+                    "offset": best[2],
+                    "strand": best[3],
+                    "overlap": best[4],
+                    "p_value": max(p_corr, 1e-300),
+                    "n_sites": q.n_sites,
+                    "query_consensus": q.consensus(),
+                    "target_consensus": database[t_i].consensus(),
+                }
+            )
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(
+            columns=["filter", "target", "score", "offset", "strand", "overlap", "p_value", "e_value", "q_value", "n_sites"]
+        )
+    df["e_value"] = df["p_value"] * len(database)
+    df["q_value"] = df.groupby("filter")["p_value"].transform(_bh)
+    return df.sort_values(["filter", "p_value"], kind="stable").reset_index(drop=True)
+
+
+def _bh(p: pd.Series) -> np.ndarray:
+    v = p.to_numpy(float)
+    n = len(v)
+    order = np.argsort(v)
+    q = v[order] * n / np.arange(1, n + 1)
+    q = np.minimum.accumulate(q[::-1])[::-1]
+    out = np.empty(n)
+    out[order] = np.minimum(q, 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------- scanning
+def scan_motifs(
+    x,
+    motifs: list[Motif],
+    *,
+    min_relative_score: float = 0.85,
+    background: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Scan one-hot DNA for motif sites with log-odds PWMs, on both strands.
+
+    Parameters
+    ----------
+    x : array-like
+        One-hot ``(N, 4, L)`` (or ``(4, L)``).
+    motifs : list of Motif
+        Motifs to scan for.
+    min_relative_score : float
+        Report sites whose score is at least this fraction of the way from
+        the PWM's minimum to its maximum score (as Biopython's relative
+        threshold).
+    background : array of 4, optional
+        Base frequencies (default uniform).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``sequence, motif, start, end, strand, score, relative_score``; ``start``
+        is the 0-based position of the site on the input grid.
+    """
+    x = np.asarray(x, np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    bg = np.full(4, 0.25) if background is None else np.asarray(background, float)
+    rows = []
+    for m in motifs:
+        pwm = np.log2(m.probabilities() / bg[:, None])  # (4, w)
+        w = pwm.shape[1]
+        if w > x.shape[2]:
+            continue
+        lo, hi = pwm.min(0).sum(), pwm.max(0).sum()
+        for strand, mat in (("+", pwm), ("-", pwm[::-1, ::-1])):
+            win = np.lib.stride_tricks.sliding_window_view(x, w, axis=2)  # (N, 4, L-w+1, w)
+            sc = np.einsum("nclw,cw->nl", win, mat)
+            rel = (sc - lo) / (hi - lo) if hi > lo else np.zeros_like(sc)
+            for n, i in zip(*np.nonzero(rel >= min_relative_score)):
+                rows.append((int(n), m.name, int(i), int(i + w), strand, float(sc[n, i]), float(rel[n, i])))
+    return pd.DataFrame(rows, columns=["sequence", "motif", "start", "end", "strand", "score", "relative_score"])

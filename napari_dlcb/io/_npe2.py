@@ -1,0 +1,259 @@
+"""npe2 reader and writer hooks (see ``napari.yaml``).
+
+Importing this module is cheap (no torch, no Qt, no zarr): the heavy modules
+are imported when a file is actually read or written.
+
+Layer conventions set here and relied on by the widgets:
+
+* image layers carry ``metadata["source_path"]`` (the file they came from),
+  which keys the annotation autosave store;
+* label layers restored from an autosave store carry
+  ``metadata["label_kind"]`` (``"scribbles"``, ``"classes"`` or
+  ``"instances"``) and ``metadata["dlcb_autosave"] = True``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["get_reader", "write_labels_ome_zarr", "write_labels_tiff"]
+
+LayerData = tuple[Any, dict[str, Any], str]
+PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+_FILE_SUFFIXES = (".tif", ".tiff", ".png")
+_LAZY_TIFF_BYTES = 256 * 2**20  # bigger TIFFs are opened lazily
+_STORE_SUFFIX = ".dlcb.zarr"  # == napari_dlcb.io.project.STORE_SUFFIX (kept import-free)
+
+
+def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """Return a reader for ``path`` if napari-dlcb can open it, else None.
+
+    Parameters
+    ----------
+    path : str, path-like or list of them
+        TIFF, PNG, a Zarr/OME-Zarr folder, or an annotation store
+        (``*.dlcb.zarr``). For a list, every path must be readable.
+
+    Returns
+    -------
+    callable or None
+        ``reader(path) -> list of (data, kwargs, layer_type)``.
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or not all(_can_read(Path(p)) for p in paths):
+        return None
+    return read_layers
+
+
+def read_layers(path: PathOrPaths) -> list[LayerData]:
+    """Read files into napari layer data, with their saved annotations.
+
+    Parameters
+    ----------
+    path : str, path-like or list of them
+        What :func:`get_reader` accepted.
+
+    Returns
+    -------
+    list of tuple
+        ``(data, kwargs, layer_type)``: images as ``"image"`` (``rgb=True`` for
+        RGB, ``multiscale=True`` for OME-Zarr pyramids), files named
+        ``*_labels``/``*_mask(s)``/``*_scribbles`` and OME-Zarr label images as
+        ``"labels"``, and any layers autosaved for the image as ``"labels"``.
+
+    Raises
+    ------
+    DlcbError
+        A file that cannot be read (one line naming it).
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list[LayerData] = []
+    for p in paths:
+        layers.extend(_read_one(Path(p)))
+    return layers
+
+
+def write_labels_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one labels layer to a compressed TIFF (napari writer hook).
+
+    Parameters
+    ----------
+    path : str
+        Destination ``.tif``/``.tiff``.
+    data : array-like
+        Layer data (for a multiscale layer, the full-resolution level is written).
+    meta : dict
+        Layer attributes (unused: TIFF keeps the pixels and dtype).
+
+    Returns
+    -------
+    list of str
+        The written path.
+    """
+    from napari_dlcb.io.images import write_labels_tiff as _write
+
+    return [str(_write(path, data))]
+
+
+def write_labels_ome_zarr(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one labels layer as a multiscale OME-Zarr label image (napari writer hook).
+
+    If ``path`` is an existing OME-Zarr *image* of the same shape, the labels are
+    added to its ``labels/`` group under the layer's name instead of replacing
+    the image.
+
+    Parameters
+    ----------
+    path : str
+        Destination ``.zarr``/``.ome.zarr``.
+    data : array-like
+        Layer data (for a multiscale layer, the full-resolution level is written).
+    meta : dict
+        Layer attributes: ``name``, ``scale`` and ``translate`` are stored.
+
+    Returns
+    -------
+    list of str
+        The written path (the label image folder).
+    """
+    from napari_dlcb.io import images
+
+    p = Path(path)
+    name = str(meta.get("name") or images.image_stem(p))
+    if images.is_zarr_path(p) and _is_ome_image(p):
+        return [str(images.add_ome_zarr_labels(p, data, name=name))]
+    arr = data[0] if isinstance(data, (list, tuple)) else data
+    axes = {2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}.get(getattr(arr, "ndim", 0))
+    if axes is None:
+        from napari_dlcb.errors import DlcbError
+
+        raise DlcbError(f"cannot write '{p.name}': labels must be 2-D to 5-D")
+    scale = _per_axis(meta.get("scale"), len(axes), 1.0)
+    translate = _per_axis(meta.get("translate"), len(axes), 0.0)
+    out = images.write_ome_zarr(
+        p, arr, axes=axes, kind="labels", scale=scale, translate=translate, name=name
+    )
+    return [str(out)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _can_read(p: Path) -> bool:
+    name = p.name.lower()
+    if name.endswith(_FILE_SUFFIXES):
+        return p.is_file()
+    if p.is_dir():
+        return any((p / m).is_file() for m in ("zarr.json", ".zgroup", ".zarray"))
+    return False
+
+
+def _read_one(p: Path) -> list[LayerData]:
+    from napari_dlcb.io import images
+
+    if p.name.lower().endswith(_STORE_SUFFIX):
+        return _annotation_layers(p, image_path=None)
+    if p.is_dir():
+        layers = _read_zarr(p)
+    else:
+        lazy = p.stat().st_size > _LAZY_TIFF_BYTES and p.suffix.lower() != ".png"
+        data = images.read_image(p, lazy=lazy)
+        name = images.image_stem(p)
+        if images.is_labels_path(p) and data.dtype.kind in "iub":
+            layers = [(_as_labels(data), {"name": name}, "labels")]
+        else:
+            rgb = data.ndim == 3 and data.shape[-1] == 3
+            kwargs = {"name": name, "rgb": rgb, "metadata": {"source_path": str(p)}}
+            layers = [(data, kwargs, "image")]
+    return layers + _annotation_layers(p, image_path=p)
+
+
+def _read_zarr(p: Path) -> list[LayerData]:
+    import zarr
+
+    from napari_dlcb.io import images
+
+    node = images._open_zarr(p)
+    name = images.image_stem(p)
+    if isinstance(node, zarr.Array):
+        data = images.read_zarr(p)
+        if images.is_labels_path(p) and data.dtype.kind in "iub":
+            return [(data, {"name": name}, "labels")]
+        return [(data, {"name": name, "metadata": {"source_path": str(p)}}, "image")]
+    levels, meta = images.read_multiscale(p)
+    kwargs: dict[str, Any] = {
+        "name": meta["name"] if meta["name"] not in ("", "/") else name,
+        "scale": meta["scale"],
+        "translate": meta["translate"],
+        "multiscale": len(levels) > 1,
+    }
+    data = levels if len(levels) > 1 else levels[0]
+    if meta["kind"] == "labels":
+        return [(data, kwargs, "labels")]
+    kwargs["metadata"] = {"source_path": str(p)}
+    channel_axis = meta["channel_axis"]
+    if channel_axis is not None:
+        n = levels[0].shape[channel_axis]
+        kwargs["channel_axis"] = channel_axis
+        kwargs["name"] = [f"{kwargs['name']} [{i}]" for i in range(n)]
+        keep = [i for i in range(levels[0].ndim) if i != channel_axis]
+        kwargs["scale"] = [meta["scale"][i] for i in keep]
+        kwargs["translate"] = [meta["translate"][i] for i in keep]
+    layers: list[LayerData] = [(data, kwargs, "image")]
+    for label_name in images.ome_zarr_label_names(p):
+        lv, lmeta = images.read_multiscale(p / "labels" / label_name)
+        lkw = {
+            "name": label_name,
+            "scale": lmeta["scale"],
+            "translate": lmeta["translate"],
+            "multiscale": len(lv) > 1,
+        }
+        layers.append((lv if len(lv) > 1 else lv[0], lkw, "labels"))
+    return layers
+
+
+def _annotation_layers(p: Path, *, image_path: Path | None) -> list[LayerData]:
+    from napari_dlcb.io.project import AnnotationStore
+
+    store = (
+        AnnotationStore.open_store(p) if image_path is None else AnnotationStore.find(image_path)
+    )
+    if store is None:
+        return []
+    layers: list[LayerData] = []
+    for name, (array, md) in store.load_all().items():
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "metadata": {"label_kind": md.get("label_kind"), "dlcb_autosave": True},
+        }
+        for key in ("scale", "translate"):
+            if md.get(key) is not None and len(md[key]) == array.ndim:
+                kwargs[key] = md[key]
+        layers.append((array, kwargs, "labels"))
+    return layers
+
+
+def _is_ome_image(p: Path) -> bool:
+    from napari_dlcb.errors import DlcbError
+    from napari_dlcb.io import images
+
+    try:
+        _, meta = images.read_multiscale(p, squeeze=False)
+    except DlcbError:
+        return False
+    return meta["kind"] == "image"
+
+
+def _as_labels(data: Any) -> Any:
+    return data.astype("uint8") if data.dtype == bool else data
+
+
+def _per_axis(value: Any, ndim: int, fill: float) -> list[float]:
+    if value is None:
+        return [fill] * ndim
+    vals = [float(v) for v in value]
+    return ([fill] * ndim + vals)[-ndim:]

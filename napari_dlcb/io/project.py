@@ -1,0 +1,758 @@
+"""Annotation autosave: a crash-safe Zarr store beside each image.
+
+Scribbles, class and instance labels are saved to ``<image stem>.dlcb.zarr``
+in the image's folder (or, when that folder is read-only, to a per-user cache
+folder keyed by the image's absolute path). Reopening the image with the
+napari-dlcb reader brings the annotation layers back.
+
+Layout of a store::
+
+    cells.dlcb.zarr/
+      zarr.json                       group; attributes {"napari_dlcb": {...}}
+      layers/<slug>/CURRENT           {"name": ..., "version": "v..."}  (atomic pointer)
+      layers/<slug>/v<time>-<id>/     one complete Zarr array per saved version
+
+A save writes a *new* version folder, flushes it to disk, then atomically
+replaces the small ``CURRENT`` file that points to it (``os.replace``) and only
+then deletes older versions. A process killed at any moment therefore leaves
+either the old or the new version current, never a mix. Concurrent writers of
+the same layer from several processes are not supported (last writer wins).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as _dt
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.images import image_stem
+
+__all__ = [
+    "LABEL_KINDS",
+    "STORE_SUFFIX",
+    "AnnotationStore",
+    "DebouncedSaver",
+    "user_cache_dir",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Kinds of annotation the store records in each layer's metadata.
+LABEL_KINDS = ("scribbles", "classes", "instances")
+#: Suffix of annotation stores: ``cells.tif`` -> ``cells.dlcb.zarr``.
+STORE_SUFFIX = ".dlcb.zarr"
+_FORMAT = 1
+_CURRENT = "CURRENT"
+_CHUNK = 1024
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def user_cache_dir() -> Path:
+    """Per-user cache folder of napari-dlcb (not created here).
+
+    Returns
+    -------
+    pathlib.Path
+        ``$NAPARI_DLCB_CACHE`` if set, else ``$XDG_CACHE_HOME/napari-dlcb``,
+        else ``~/.cache/napari-dlcb``.
+    """
+    env = os.environ.get("NAPARI_DLCB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "napari-dlcb"
+
+
+class AnnotationStore:
+    """Crash-safe autosave store of the annotation layers drawn on one image.
+
+    Nothing is created on disk until the first :meth:`save`.
+
+    Parameters
+    ----------
+    image_path : str or path-like
+        The annotated image (file or ``.zarr`` folder). It need not exist.
+
+    Attributes
+    ----------
+    image_path : pathlib.Path
+        Absolute path of the image.
+    path : pathlib.Path
+        The store folder: ``<image folder>/<stem>.dlcb.zarr``, or
+        ``<cache>/annotations/<stem>-<hash>.dlcb.zarr`` when the image folder
+        is not writable or the image is one of the shipped sample files (see
+        :func:`user_cache_dir`).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, pathlib
+    >>> store = AnnotationStore(pathlib.Path(tempfile.mkdtemp()) / "cells.tif")
+    >>> store.save("scribbles", np.eye(3, dtype=np.uint8), metadata={"label_kind": "scribbles"})
+    >>> store.names(), store.path.name
+    (['scribbles'], 'cells.dlcb.zarr')
+    >>> int(store.load("scribbles").sum()), store.metadata("scribbles")["label_kind"]
+    (3, 'scribbles')
+    """
+
+    def __init__(self, image_path: str | os.PathLike) -> None:
+        self.image_path = Path(image_path).expanduser().absolute()
+        self._lock = threading.RLock()
+        local, cache = self.local_path(self.image_path), self.cache_path(self.image_path)
+        if local.exists() and not _is_shipped(self.image_path):
+            self.path = local
+        elif cache.exists() or _is_shipped(self.image_path):
+            self.path = cache
+        elif os.access(self.image_path.parent, os.W_OK | os.X_OK):
+            self.path = local
+        else:
+            self.path = cache
+
+    # ----------------------------------------------------------------- locating
+
+    @staticmethod
+    def local_path(image_path: str | os.PathLike) -> Path:
+        """Store path beside the image: ``<folder>/<stem>.dlcb.zarr``.
+
+        Parameters
+        ----------
+        image_path : str or path-like
+            The image.
+
+        Returns
+        -------
+        pathlib.Path
+            Where the store lives when the image folder is writable.
+        """
+        p = Path(image_path).expanduser().absolute()
+        return p.parent / f"{image_stem(p)}{STORE_SUFFIX}"
+
+    @staticmethod
+    def cache_path(image_path: str | os.PathLike) -> Path:
+        """Fallback store path in the user cache, keyed by the image's absolute path.
+
+        Parameters
+        ----------
+        image_path : str or path-like
+            The image.
+
+        Returns
+        -------
+        pathlib.Path
+            ``<cache>/annotations/<stem>-<sha256 of the path, 16 hex>.dlcb.zarr``.
+        """
+        p = Path(image_path).expanduser().absolute()
+        key = hashlib.sha256(os.fsencode(p)).hexdigest()[:16]
+        return user_cache_dir() / "annotations" / f"{image_stem(p)}-{key}{STORE_SUFFIX}"
+
+    @classmethod
+    def find(cls, image_path: str | os.PathLike) -> AnnotationStore | None:
+        """The store of an image if annotations were saved for it, else None.
+
+        Parameters
+        ----------
+        image_path : str or path-like
+            The image.
+
+        Returns
+        -------
+        AnnotationStore or None
+            None when no store exists (nothing is created).
+        """
+        store = cls(image_path)
+        return store if store.exists else None
+
+    @classmethod
+    def open_store(cls, store_path: str | os.PathLike) -> AnnotationStore:
+        """Open a ``.dlcb.zarr`` folder directly (e.g. one dropped on the viewer).
+
+        Parameters
+        ----------
+        store_path : str or path-like
+            An existing annotation store.
+
+        Returns
+        -------
+        AnnotationStore
+            Bound to ``store_path``; its image is recorded in the store attributes.
+
+        Raises
+        ------
+        DlcbError
+            ``store_path`` is not an annotation store.
+        """
+        sp = Path(store_path).expanduser().absolute()
+        meta = sp / "zarr.json"
+        try:
+            attrs = json.loads(meta.read_text())["attributes"]["napari_dlcb"]
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise DlcbError(f"cannot read '{sp.name}': not a napari-dlcb annotation store") from exc
+        image = sp.parent / str(attrs.get("image", image_stem(sp)))
+        store = cls.__new__(cls)
+        store.image_path = image
+        store._lock = threading.RLock()
+        store.path = sp
+        return store
+
+    @property
+    def exists(self) -> bool:
+        """Whether the store folder exists (something was saved once)."""
+        return (self.path / "zarr.json").is_file()
+
+    # ----------------------------------------------------------------- API
+
+    def save(self, name: str, array: Any, *, metadata: Mapping[str, Any] | None = None) -> None:
+        """Save a snapshot of one annotation layer, atomically.
+
+        Parameters
+        ----------
+        name : str
+            Layer name (any string; it is stored verbatim).
+        array : array-like
+            Integer or boolean labels (a copy is taken immediately).
+        metadata : mapping, optional
+            JSON-serialisable layer metadata. Recognised keys: ``label_kind``
+            (one of :data:`LABEL_KINDS`), ``scale`` and ``translate`` (sequences
+            of float). ``saved_at`` (UTC, ISO 8601) is added.
+
+        Raises
+        ------
+        DlcbError
+            Empty name, non-integer data, unknown ``label_kind``, metadata that
+            is not JSON-serialisable, or a store that cannot be written.
+        """
+        if not isinstance(name, str) or not name:
+            raise DlcbError("an annotation layer needs a non-empty name")
+        data = np.array(array.compute() if hasattr(array, "compute") else array, copy=True)
+        if data.dtype == bool:
+            data = data.astype(np.uint8)
+        if data.dtype.kind not in "iu" or data.ndim < 1 or data.size == 0:
+            raise DlcbError(
+                f"cannot save annotation '{name}': needs non-empty integer labels, "
+                f"got {data.dtype} {data.shape}"
+            )
+        md = _clean_metadata(name, metadata)
+        md["saved_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+        with self._lock:
+            try:
+                self._save(name, data, md)
+                return
+            except OSError as exc:
+                cache = self.cache_path(self.image_path)
+                if exc.errno not in _NOT_WRITABLE or self.path == cache or self.exists:
+                    raise DlcbError(
+                        f"cannot save annotation '{name}' to '{self.path}': {exc}"
+                    ) from exc
+            LOGGER.info("%s is not writable; saving annotations to %s", self.path.parent, cache)
+            self.path = cache
+            try:
+                self._save(name, data, md)
+            except OSError as exc:
+                raise DlcbError(f"cannot save annotation '{name}' to '{self.path}': {exc}") from exc
+
+    def load(self, name: str) -> np.ndarray:
+        """Load the last completely saved version of a layer.
+
+        Parameters
+        ----------
+        name : str
+            Layer name.
+
+        Returns
+        -------
+        numpy.ndarray
+            The labels, with the dtype they were saved with.
+
+        Raises
+        ------
+        DlcbError
+            No layer of that name.
+        """
+        return self._read(name)[0]
+
+    def metadata(self, name: str) -> dict[str, Any]:
+        """Metadata saved with a layer (``label_kind``, ``scale``, ``saved_at`` ...).
+
+        Parameters
+        ----------
+        name : str
+            Layer name.
+
+        Returns
+        -------
+        dict
+            The metadata of the current version.
+        """
+        return self._read(name, data=False)[1]
+
+    def names(self) -> list[str]:
+        """Names of the saved layers, oldest first.
+
+        Returns
+        -------
+        list of str
+            Layer names as given to :meth:`save`.
+        """
+        layers = self.path / "layers"
+        if not layers.is_dir():
+            return []
+        found = []
+        for d in layers.iterdir():
+            ptr = _read_pointer(d)
+            if ptr is not None and (d / ptr["version"]).is_dir():
+                found.append((ptr.get("created", 0.0), ptr["name"]))
+        return [n for _, n in sorted(found)]
+
+    def load_all(self) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+        """Every saved layer.
+
+        Returns
+        -------
+        dict
+            ``{name: (array, metadata)}`` in :meth:`names` order.
+        """
+        out = {}
+        for name in self.names():
+            try:
+                out[name] = self._read(name)
+            except DlcbError:  # deleted meanwhile
+                continue
+        return out
+
+    def delete(self, name: str) -> None:
+        """Remove a layer from the store (no error if it is absent).
+
+        Parameters
+        ----------
+        name : str
+            Layer name.
+        """
+        with self._lock:
+            d = self._layer_dir(name)
+            # removing the pointer first makes the deletion atomic
+            (d / _CURRENT).unlink(missing_ok=True)
+            shutil.rmtree(d, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"AnnotationStore({str(self.path)!r}, layers={self.names()!r})"
+
+    # ----------------------------------------------------------------- internals
+
+    def _layer_dir(self, name: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:40] or "layer"
+        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]  # case-insensitive FS safe
+        return self.path / "layers" / f"{slug}-{digest}"
+
+    def _ensure_root(self) -> None:
+        import zarr
+
+        if self.exists:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        zarr.open_group(
+            self.path,
+            mode="a",
+            zarr_format=3,
+            attributes={
+                "napari_dlcb": {
+                    "format": _FORMAT,
+                    "image": self.image_path.name,
+                    "image_path": str(self.image_path),
+                }
+            },
+        )
+
+    def _save(self, name: str, data: np.ndarray, md: dict[str, Any]) -> None:
+        import zarr
+
+        self._ensure_root()
+        layer = self._layer_dir(name)
+        layer.mkdir(parents=True, exist_ok=True)
+        old = _read_pointer(layer)
+        version = f"v{time.time_ns():x}-{uuid.uuid4().hex[:8]}"
+        vdir = layer / version
+        chunks = tuple(min(n, _CHUNK) for n in data.shape)
+        z = zarr.create_array(
+            vdir,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=chunks,
+            fill_value=0,
+            zarr_format=3,
+            attributes={"name": name, "metadata": md},
+            config={"write_empty_chunks": False},
+        )
+        z[...] = data
+        _fsync_tree(vdir)
+        pointer = {
+            "name": name,
+            "version": version,
+            "created": old.get("created", time.time()) if old else time.time(),
+        }
+        tmp = layer / f".{_CURRENT}.{uuid.uuid4().hex[:8]}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(pointer, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, layer / _CURRENT)  # the commit point
+        _fsync_dir(layer)
+        for child in layer.iterdir():  # old versions and leftovers of killed saves
+            if child.name not in (_CURRENT, version):
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+    def _read(self, name: str, *, data: bool = True) -> tuple[Any, dict[str, Any]]:
+        import zarr
+
+        layer = self._layer_dir(name)
+        for attempt in range(3):  # a concurrent save may delete the version we point at
+            ptr = _read_pointer(layer)
+            if ptr is None or ptr.get("name") != name:
+                break
+            try:
+                z = zarr.open_array(layer / ptr["version"], mode="r", zarr_format=3)
+                md = dict(z.attrs.get("metadata", {}))
+                return (z[...] if data else None), md
+            except (FileNotFoundError, KeyError, ValueError) as exc:
+                if attempt == 2:
+                    raise DlcbError(
+                        f"annotation '{name}' in '{self.path.name}' is unreadable"
+                    ) from exc
+                time.sleep(0.01)
+        raise DlcbError(f"no annotation layer '{name}' in '{self.path.name}'")
+
+
+class DebouncedSaver:
+    """Save annotation layers shortly after the user stops drawing.
+
+    Each :meth:`mark_dirty` (re)starts a ``delay``-second countdown for that layer;
+    when it runs out, one background thread takes a snapshot via ``get_array()``
+    and saves it to the store. While the user keeps drawing without pause, a save
+    still happens at least every ``max_delay`` seconds. No Qt is involved; the
+    callbacks run on the saver's thread.
+
+    Parameters
+    ----------
+    store : AnnotationStore
+        Where to save.
+    delay : float
+        Quiet time in seconds before a save.
+    max_delay : float, optional
+        Longest time a change stays unsaved while edits keep coming (None = no
+        limit; raised to ``delay`` if smaller).
+    on_saved : callable, optional
+        ``on_saved(name)`` after each successful save.
+    on_error : callable, optional
+        ``on_error(name, exception)`` when a background save fails; default logs
+        a warning. The change stays unsaved until the next mark or flush.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, pathlib
+    >>> store = AnnotationStore(pathlib.Path(tempfile.mkdtemp()) / "img.tif")
+    >>> labels = np.zeros((4, 4), np.uint8)
+    >>> with DebouncedSaver(store, delay=0.5) as saver:
+    ...     labels[1, 1] = 2
+    ...     saver.mark_dirty("scribbles", lambda: labels, {"label_kind": "scribbles"})
+    >>> int(store.load("scribbles")[1, 1])  # closing flushed it
+    2
+    """
+
+    def __init__(
+        self,
+        store: AnnotationStore,
+        *,
+        delay: float = 1.0,
+        max_delay: float | None = 10.0,
+        on_saved: Callable[[str], None] | None = None,
+        on_error: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        if delay < 0:
+            raise DlcbError(f"autosave delay must be >= 0 s, not {delay}")
+        self.store = store
+        self.delay = float(delay)
+        self.max_delay = None if max_delay is None else max(float(max_delay), self.delay)
+        self.on_saved = on_saved
+        self.on_error = on_error
+        self.saves = 0
+        self._cond = threading.Condition()
+        self._save_lock = threading.Lock()
+        # name -> [get_array, metadata, due, first_marked]
+        self._pending: dict[str, list[Any]] = {}
+        self._in_flight = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        _register_exit_flush()
+        _LIVE_SAVERS.add(self)
+
+    @property
+    def pending(self) -> list[str]:
+        """Names of layers with unsaved changes."""
+        with self._cond:
+            return list(self._pending)
+
+    def mark_dirty(
+        self,
+        name: str,
+        get_array: Callable[[], Any] | Any,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record that a layer changed; it is saved ``delay`` s after the last mark.
+
+        Parameters
+        ----------
+        name : str
+            Layer name.
+        get_array : callable or array
+            Returns the current labels when called (or the array itself, read at
+            save time).
+        metadata : mapping, optional
+            Passed to :meth:`AnnotationStore.save`.
+
+        Raises
+        ------
+        DlcbError
+            The saver is closed.
+        """
+        now = time.monotonic()
+        with self._cond:
+            if self._closed:
+                raise DlcbError("autosave is closed")
+            first = self._pending[name][3] if name in self._pending else now
+            self._pending[name] = [get_array, dict(metadata or {}), now + self.delay, first]
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="napari-dlcb-autosave", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, name: str | None = None) -> None:
+        """Save pending changes now and wait for saves already running.
+
+        Parameters
+        ----------
+        name : str, optional
+            Only this layer (default: all).
+
+        Raises
+        ------
+        Exception
+            The first error of the saves done by this call.
+        """
+        with self._cond:
+            names = [n for n in self._pending if name is None or n == name]
+            jobs = [(n, *self._pending.pop(n)[:2]) for n in names]
+            self._in_flight += 1
+        try:
+            errors = self._do(jobs, raise_errors=True)
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+                # from a callback on the saver's own thread, waiting would deadlock
+                if threading.current_thread() is not self._thread:
+                    while self._in_flight > 0:
+                        self._cond.wait()
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Stop accepting marks, save what is pending and stop the thread (idempotent)."""
+        with self._cond:
+            self._closed = True
+            thread = self._thread
+            self._cond.notify_all()
+        try:
+            self.flush()
+        finally:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
+            _LIVE_SAVERS.discard(self)
+
+    def __enter__(self) -> DebouncedSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- internals
+
+    def _due(self, entry: list[Any]) -> float:
+        due = entry[2]
+        if self.max_delay is not None:
+            due = min(due, entry[3] + self.max_delay)
+        return due
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed or not self._pending:
+                        # idle threads exit; the next mark starts a new one
+                        self._thread = None
+                        return
+                    now = time.monotonic()
+                    dues = {n: self._due(e) for n, e in self._pending.items()}
+                    ready = [n for n, d in dues.items() if d <= now]
+                    if ready:
+                        break
+                    self._cond.wait(min(dues.values()) - now)
+                jobs = [(n, *self._pending.pop(n)[:2]) for n in ready]
+                self._in_flight += 1
+            try:
+                self._do(jobs, raise_errors=False)
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+                    self._cond.notify_all()
+
+    def _do(
+        self, jobs: list[tuple[str, Any, dict[str, Any]]], *, raise_errors: bool
+    ) -> list[BaseException]:
+        errors: list[BaseException] = []
+        # one save at a time: the later snapshot is always the one left on disk
+        with self._save_lock:
+            for name, get_array, metadata in jobs:
+                try:
+                    array = get_array() if callable(get_array) else get_array
+                    self.store.save(name, array, metadata=metadata)
+                except Exception as exc:  # noqa: BLE001 - reported, never kills the thread
+                    errors.append(exc)
+                    if not raise_errors:
+                        self._report(name, exc)
+                    continue
+                self.saves += 1
+                if self.on_saved is not None:
+                    try:
+                        self.on_saved(name)
+                    except Exception as exc:  # noqa: BLE001 - a bad callback must not stop autosave
+                        LOGGER.warning("autosave on_saved callback failed: %s", exc)
+        return errors
+
+    def _report(self, name: str, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(name, exc)
+        else:
+            LOGGER.warning("autosave of '%s' to %s failed: %s", name, self.store.path, exc)
+
+
+_LIVE_SAVERS: weakref.WeakSet[DebouncedSaver] = weakref.WeakSet()
+_EXIT_HOOK = []
+
+
+def _register_exit_flush() -> None:
+    """Save pending changes when the interpreter exits without ``close()``.
+
+    zarr writes through a thread pool, and ``concurrent.futures`` refuses new
+    work once its own exit hook (a *threading* exit hook, run before ``atexit``)
+    has run. So the flush is registered as a threading exit hook too, after zarr
+    and the pool are imported: those hooks run last-in first-out, so ours runs
+    while zarr can still write. ``atexit`` is the fallback where that hook
+    does not exist.
+    """
+    if _EXIT_HOOK:
+        return
+    import concurrent.futures.thread  # noqa: F401 - its exit hook must come first
+
+    import zarr  # noqa: F401
+
+    register = getattr(threading, "_register_atexit", atexit.register)
+    register(_flush_at_exit)
+    _EXIT_HOOK.append(True)
+
+
+def _flush_at_exit() -> None:
+    for saver in list(_LIVE_SAVERS):
+        try:
+            saver.close()
+        except Exception as exc:  # noqa: BLE001 - exiting; log and carry on
+            LOGGER.warning("autosave at exit failed: %s", exc)
+
+
+def _is_shipped(image_path: Path) -> bool:
+    """Whether the image is a sample file inside the package (or the repo's copy)."""
+    import napari_dlcb
+
+    package = Path(napari_dlcb.__file__).resolve().parent
+    try:
+        resolved = image_path.resolve()
+    except OSError:
+        return False
+    return any(resolved.is_relative_to(d) for d in (package, package.parent / "sample_data"))
+
+
+def _clean_metadata(name: str, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    md = dict(metadata or {})
+    kind = md.get("label_kind")
+    if kind is not None and kind not in LABEL_KINDS:
+        raise DlcbError(
+            f"annotation '{name}': label_kind must be one of {', '.join(LABEL_KINDS)}, not {kind!r}"
+        )
+    for key in ("scale", "translate"):
+        if key in md and md[key] is not None:
+            md[key] = [float(v) for v in np.asarray(md[key], dtype=float).ravel()]
+    try:
+        return json.loads(json.dumps(md, default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise DlcbError(f"annotation '{name}': metadata is not JSON-serialisable") from exc
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(type(obj).__name__)
+
+
+def _read_pointer(layer: Path) -> dict[str, Any] | None:
+    try:
+        ptr = json.loads((layer / _CURRENT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(ptr, dict) or "version" not in ptr or "name" not in ptr:
+        return None
+    return ptr
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` to disk (power-loss safety)."""
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

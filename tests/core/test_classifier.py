@@ -1,0 +1,378 @@
+"""Cell classifier: model, trainer, ImageFolder CLI (train / predict / saliency), bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+from skimage.io import imsave
+
+from napari_dlcb.cli import main
+from napari_dlcb.errors import DlcbError
+from napari_dlcb.models.classifier import CellClassifier, adapt_in_channels
+from napari_dlcb.training.classification import (
+    ClassificationTrainer,
+    confusion_matrix,
+    predict_proba,
+    prepare_images,
+)
+
+
+def _blob(rng, size, bright: bool, channels: int = 0):
+    """A disc (class 'round') or a bar (class 'bar') on noise: learnable in 1 epoch."""
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    shape = (yy**2 + xx**2 < (size / 4) ** 2) if bright else (np.abs(yy) < size / 10)
+    im = 30 + 200 * shape + rng.normal(0, 10, (size, size))
+    im = np.clip(im, 0, 255).astype(np.uint8)
+    return np.repeat(im[..., None], channels, -1) if channels else im
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "train"
+    for cls, bright in (("bar", False), ("round", True)):
+        (root / cls).mkdir(parents=True)
+        for i in range(12):
+            ext = "png" if i % 2 else "tif"
+            path = root / cls / f"{i}.{ext}"
+            im = _blob(rng, 16, bright)
+            tifffile.imwrite(path, im) if ext == "tif" else imsave(path, im, check_contrast=False)
+    return root
+
+
+TRAIN_FAST = ["--base", "none", "--width", "8", "--epochs", "3", "--device", "cpu", "--lr", "0.01"]
+
+
+def test_model_shapes_channels_and_torchscript():
+    net = CellClassifier(2, 5, width=8, blocks=(1, 1)).eval()
+    for size in (28, 33, 64):
+        assert net(torch.zeros(3, 2, size, size)).shape == (3, 5)
+    assert net.features(torch.zeros(1, 2, 28, 28)).shape == (1, 16)
+    scripted = torch.jit.script(net)
+    x = torch.rand(2, 2, 20, 20)
+    torch.testing.assert_close(scripted(x), net(x))
+    arch = net.architecture()
+    assert arch["name"] == "cellclf" and arch["blocks"] == [1, 1]
+    assert (
+        CellClassifier(**{k: v for k, v in arch.items() if k != "name"}).state_dict().keys()
+        == net.state_dict().keys()
+    )
+
+
+def test_adapt_in_channels_keeps_grey_response():
+    net = CellClassifier(1, 3, width=4, blocks=(1,)).eval()
+    x = torch.rand(2, 1, 16, 16)
+    before = net(x)
+    adapt_in_channels(net, 3)
+    assert net.in_channels == 3
+    torch.testing.assert_close(net(x.repeat(1, 3, 1, 1)), before, atol=1e-5, rtol=1e-5)
+
+
+def test_prepare_images_mixed_sizes_and_channels_are_reported():
+    ims = [np.ones((20, 20)), np.ones((10, 30)), np.ones((20, 20, 3))]
+    prep = prepare_images(ims, size=20, channels=1)
+    assert prep.data.shape == (3, 1, 20, 20)
+    assert any("resized" in n for n in prep.notes)
+    assert any("channel" in n for n in prep.notes)
+    assert prepare_images([np.ones((20, 20))] * 2).notes == []
+    # a 10x30 image keeps its aspect ratio: the padded rows are edge values, not zeros
+    assert (prep.data[1] == 1).all()
+
+
+def test_confusion_matrix_counts():
+    cm = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_trainer_learns_and_normalises_with_training_stats_only():
+    rng = np.random.default_rng(1)
+    ims = [_blob(rng, 16, i % 2 == 1) for i in range(40)]
+    y = [i % 2 for i in range(40)]
+    val = [_blob(rng, 16, i % 2 == 1).astype(float) * 0 + 1000 for i in range(4)]
+    tr = ClassificationTrainer(
+        ims,
+        y,
+        ["bar", "round"],
+        base="none",
+        width=8,
+        device="cpu",
+        val_images=val,
+        val_labels=[0, 1, 0, 1],
+    )
+    # statistics come from the training images, never from the (absurd) validation ones
+    train_mean = np.mean([im.mean() for im in ims])
+    assert tr.normalizer.low[0] == pytest.approx(train_mean, rel=1e-3)
+    tr2 = ClassificationTrainer(
+        ims, y, ["bar", "round"], base="none", width=8, device="cpu", val_fraction=0.25
+    )
+    tr2.run(epochs=4, lr=0.01)
+    assert tr2.history and len(tr2.y_val) == 10
+    test = [_blob(rng, 16, i % 2 == 1) for i in range(20)]
+    acc = (tr2.predict(test).argmax(1) == np.arange(20) % 2).mean()
+    assert acc >= 0.9
+
+
+def test_linear_mode_trains_only_the_head():
+    rng = np.random.default_rng(2)
+    ims = [_blob(rng, 16, i % 2 == 1) for i in range(24)]
+    tr = ClassificationTrainer(
+        ims,
+        [i % 2 for i in range(24)],
+        ["a", "b"],
+        base="none",
+        width=8,
+        mode="linear",
+        device="cpu",
+    )
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.run(epochs=20)
+    after = tr.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head.weight", "head.bias"}
+    assert all(p.requires_grad for p in tr.model.parameters())
+
+
+@pytest.mark.parametrize("balance", ["loss", "sampler"])
+def test_class_imbalance_handling(balance):
+    rng = np.random.default_rng(3)
+    y = [0] * 30 + [1] * 6
+    ims = [_blob(rng, 16, c == 1) for c in y]
+    tr = ClassificationTrainer(
+        ims, y, ["many", "few"], base="none", width=8, device="cpu", balance=balance
+    )
+    w = tr._class_weights().numpy()
+    assert w[1] > 3 * w[0]
+    tr.run(epochs=3, lr=0.01)
+    assert tr.finished is not None
+
+
+def test_cli_train_predict_saliency_roundtrip(folder, tmp_path, capsys):
+    out = tmp_path / "model"
+    assert (
+        main(["train", "classification", "--images", str(folder), "--out", str(out), *TRAIN_FAST])
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "metadata.json",
+        "model.pt",
+        "weights.safetensors",
+    ]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["task"] == "classification" and meta["classes"] == ["bar", "round"]
+    assert meta["extra"]["input_size"] == 16
+    ts = torch.jit.load(str(out / "model.pt"))
+    assert ts(torch.zeros(1, 1, 16, 16)).shape == (1, 2)
+
+    pred_dir = tmp_path / "pred"
+    (pred_dir / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(9)
+    imsave(pred_dir / "a.png", _blob(rng, 16, True), check_contrast=False)
+    tifffile.imwrite(pred_dir / "sub" / "b.tif", _blob(rng, 16, False))
+    tsv = tmp_path / "p.tsv"
+    assert (
+        main(
+            [
+                "predict",
+                "classification",
+                "--model",
+                str(out),
+                "--images",
+                str(pred_dir),
+                "--out",
+                str(tsv),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    table = pd.read_csv(tsv, sep="\t")
+    assert list(table.columns) == ["path", "predicted", "prob_bar", "prob_round"]
+    assert table.path.tolist() == ["a.png", "sub/b.tif"]
+    np.testing.assert_allclose(table[["prob_bar", "prob_round"]].sum(1), 1, atol=1e-5)
+    assert set(table.predicted) <= {"bar", "round"}
+
+    for method in ("integrated-gradients", "gradients", "smoothgrad", "gradcam", "occlusion"):
+        sal = tmp_path / f"{method}.tif"
+        assert (
+            main(
+                [
+                    "saliency",
+                    "--model",
+                    str(out),
+                    "--image",
+                    str(pred_dir / "a.png"),
+                    "--method",
+                    method,
+                    "--out",
+                    str(sal),
+                    "--target",
+                    "round",
+                    "--n-samples",
+                    "2",
+                    "--n-steps",
+                    "8",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
+        m = tifffile.imread(sal)
+        assert m.shape == (16, 16) and m.dtype == np.float32 and np.abs(m).max() > 0
+    assert "completeness error" in capsys.readouterr().out
+
+
+def test_cli_saliency_unknown_target_and_resampled_grid(folder, tmp_path, capsys):
+    out = tmp_path / "model"
+    main(
+        [
+            "train",
+            "classification",
+            "--images",
+            str(folder),
+            "--out",
+            str(out),
+            *TRAIN_FAST,
+            "--epochs",
+            "1",
+        ]
+    )
+    big = tmp_path / "big.png"
+    imsave(big, _blob(np.random.default_rng(0), 40, True)[:, :30], check_contrast=False)
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "saliency",
+                "--model",
+                str(out),
+                "--image",
+                str(big),
+                "--method",
+                "gradients",
+                "--out",
+                str(tmp_path / "s.tif"),
+                "--target",
+                "mitosis",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "mitosis" in err and "does not exist" in err and err.count("\n") == 1
+    assert (
+        main(
+            [
+                "saliency",
+                "--model",
+                str(out),
+                "--image",
+                str(big),
+                "--method",
+                "gradients",
+                "--out",
+                str(tmp_path / "s.tif"),
+                "--target",
+                "7",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "saliency",
+                "--model",
+                str(out),
+                "--image",
+                str(big),
+                "--method",
+                "gradients",
+                "--out",
+                str(tmp_path / "s.tif"),
+            ]
+        )
+        == 0
+    )
+    assert tifffile.imread(tmp_path / "s.tif").shape == (40, 30)
+
+
+def test_cli_bad_folders(tmp_path, folder, capsys):
+    def run(images):
+        capsys.readouterr()
+        rc = main(
+            [
+                "train",
+                "classification",
+                "--images",
+                str(images),
+                "--out",
+                str(tmp_path / "m"),
+                *TRAIN_FAST,
+            ]
+        )
+        return rc, capsys.readouterr().err
+
+    (folder / "empty").mkdir()
+    rc, err = run(folder)
+    assert rc == 2 and "class folder 'empty'" in err and "no PNG or TIFF" in err
+    single = tmp_path / "single"
+    (single / "only").mkdir(parents=True)
+    imsave(single / "only" / "a.png", np.zeros((8, 8), np.uint8), check_contrast=False)
+    rc, err = run(single)
+    assert rc == 2 and "single class" in err
+    rc, err = run(tmp_path / "missing")
+    assert rc == 2 and "not a folder" in err
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rc, err = run(flat)
+    assert rc == 2 and "sub-folder" in err
+
+
+def test_cli_mixed_sizes_and_channels_are_resized_with_a_message(folder, tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    imsave(folder / "round" / "big_rgb.png", _blob(rng, 24, True, channels=3), check_contrast=False)
+    imsave(folder / "bar" / "small.png", _blob(rng, 12, False), check_contrast=False)
+    rc = main(
+        [
+            "train",
+            "classification",
+            "--images",
+            str(folder),
+            "--out",
+            str(tmp_path / "m"),
+            *TRAIN_FAST,
+            "--epochs",
+            "1",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "note: 2 of 26 images were not 16x16: resized" in out
+    assert "did not have 1 channel" in out
+
+
+def test_predict_proba_rejects_a_segmentation_model():
+    from napari_dlcb.models.saved import ModelMeta
+
+    meta = ModelMeta("segmentation", {"name": "unet2d"}, ["bg", "fg"])
+    with pytest.raises(DlcbError, match="not a classifier"):
+        predict_proba(torch.nn.Identity(), meta, [np.zeros((8, 8))])
+
+
+def test_trainer_bad_input():
+    ims = [np.zeros((8, 8))] * 4
+    with pytest.raises(DlcbError, match="at least 2 classes"):
+        ClassificationTrainer(ims, [0] * 4, ["one"], base="none")
+    with pytest.raises(DlcbError, match="'b' has no images"):
+        ClassificationTrainer(ims, [0] * 4, ["a", "b"], base="none")
+    with pytest.raises(DlcbError, match="4 images but 3 labels"):
+        ClassificationTrainer(ims, [0, 1, 0], ["a", "b"], base="none")
+    with pytest.raises(DlcbError, match="unknown training mode"):
+        ClassificationTrainer(ims, [0, 1, 0, 1], ["a", "b"], base="none", mode="magic")

@@ -1,0 +1,166 @@
+"""Genome file readers: FASTA, BED, bigWig/bedGraph, VCF, regions, and their error messages."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.genome import (
+    Genome,
+    SignalTrack,
+    parse_region,
+    read_bed,
+    read_bedgraph,
+    read_fasta_records,
+    read_vcf,
+)
+
+
+@pytest.fixture
+def genome_file(tmp_path):
+    p = tmp_path / "g.fa"
+    p.write_text(">chr1 test\nACGTACGTAC\nacgtNNRYSW\nGG\n>chr2\nTTTTCCCC\n")
+    return p
+
+
+def test_fasta_lazy_fetch_keeps_case_and_iupac(genome_file):
+    g = Genome(genome_file)
+    assert g.chromosomes == {"chr1": 22, "chr2": 8}
+    assert g.fetch("chr1", 8, 16) == "ACacgtNN"
+    assert g.fetch("chr1", 16, 22) == "RYSWGG"
+    assert g.fetch("chr2", 6, 10, pad=True) == "CCNN"
+    assert g.fetch("chr2", -2, 1, pad=True) == "NNT"
+
+
+def test_fasta_gzip_in_memory(tmp_path):
+    p = tmp_path / "g.fa.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.write(">c\nACGT\nAA\n")
+    g = Genome(p)
+    assert g.fetch("c", 2, 6) == "GTAA"
+
+
+def test_fasta_read_only_folder_uses_cache_index(tmp_path, genome_file, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("os.access", lambda *a, **k: False)
+    g = Genome(genome_file)
+    assert g.fetch("chr2", 0, 4) == "TTTT"
+    assert list((tmp_path / "cache" / "napari-dlcb" / "fai").glob("*.fai"))
+
+
+def test_fasta_errors(tmp_path, genome_file):
+    g = Genome(genome_file)
+    with pytest.raises(DlcbError, match="unknown chromosome 'chrX'"):
+        g.fetch("chrX", 0, 5)
+    with pytest.raises(DlcbError, match="outside chr2"):
+        g.fetch("chr2", 5, 9)
+    empty = tmp_path / "empty.fa"
+    empty.write_text("")
+    with pytest.raises(DlcbError, match="empty"):
+        Genome(empty)
+    notfa = tmp_path / "x.fa"
+    notfa.write_text("ACGT\n")
+    with pytest.raises(DlcbError, match="not a FASTA"):
+        Genome(notfa)
+    trunc = tmp_path / "t.fa"
+    trunc.write_text(">a\nACGT\n>b\n")
+    with pytest.raises(DlcbError, match="no sequence"):
+        Genome(trunc)
+    with pytest.raises(DlcbError, match="no sequence"):
+        read_fasta_records(trunc)
+    ragged = tmp_path / "r.fa"
+    ragged.write_text(">a\nACGT\nAC\nACGT\n")
+    with pytest.raises(DlcbError, match="cannot index"):
+        Genome(ragged)
+
+
+def test_real_mm10_fasta_and_bedgraph(shared_data):
+    d = shared_data / "mm10_hoxd_region_4c"
+    recs = read_fasta_records(d / "mm10_chr2_74060452_74082351.fa")
+    assert len(recs) == 1 and len(recs[0][1]) == 74082351 - 74060452
+    track = SignalTrack(d / "GSM3182415_E12PHL_WT_Hoxd11vp.chr2_73-76Mb.bedgraph")
+    bg = read_bedgraph(d / "GSM3182415_E12PHL_WT_Hoxd11vp.chr2_73-76Mb.bedgraph")
+    row = bg.iloc[10]
+    v = track.values("chr2", int(row.start) - 5, int(row.end) + 5)
+    assert v[5] == pytest.approx(row.value)
+    assert v[-6] == pytest.approx(row.value)
+    bed = read_bed(d / "HoxD_cluster_regulatory_regions_mm10.bed")
+    assert {"chrom", "start", "end", "name"} <= set(bed.columns)
+    assert (bed.end > bed.start).all()
+
+
+def test_bed_checks_against_genome(tmp_path, genome_file):
+    g = Genome(genome_file)
+    ok = tmp_path / "ok.bed"
+    ok.write_text("track name=a\n# c\nchr1\t0\t5\tp1\t3.5\t+\nchr2\t1\t8\tp2\t1\t-\n")
+    bed = read_bed(ok, genome=g)
+    assert bed.name.tolist() == ["p1", "p2"] and bed.score.tolist() == [3.5, 1.0]
+    beyond = tmp_path / "beyond.bed"
+    beyond.write_text("chr1\t0\t5\nchr2\t4\t9\n")
+    with pytest.raises(DlcbError, match="line 2.*beyond the chromosome end"):
+        read_bed(beyond, genome=g)
+    unknown = tmp_path / "u.bed"
+    unknown.write_text("chr7\t0\t5\n")
+    with pytest.raises(DlcbError, match="unknown chromosome 'chr7'"):
+        read_bed(unknown, genome=g)
+    bad = tmp_path / "bad.bed"
+    bad.write_text("chr1\t5\t2\n")
+    with pytest.raises(DlcbError, match="not after start"):
+        read_bed(bad)
+    bad.write_text("chr1\tx\t2\n")
+    with pytest.raises(DlcbError, match="not a non-negative integer"):
+        read_bed(bad)
+    bad.write_text("track only\n")
+    with pytest.raises(DlcbError, match="no intervals"):
+        read_bed(bad)
+
+
+def test_bigwig_roundtrip(tmp_path):
+    pyBigWig = pytest.importorskip("pyBigWig")
+    p = tmp_path / "s.bw"
+    bw = pyBigWig.open(str(p), "w")
+    bw.addHeader([("chr1", 100)])
+    bw.addEntries(["chr1"], [10], ends=[20], values=[2.0])
+    bw.close()
+    t = SignalTrack(p)
+    v = t.values("chr1", 5, 25)
+    assert v[:5].tolist() == [0.0] * 5 and v[5:15].tolist() == [2.0] * 10
+    assert t.mean("chr1", 10, 30) == pytest.approx(1.0)
+    trunc = tmp_path / "t.bw"
+    trunc.write_bytes(p.read_bytes()[:60])
+    with pytest.raises(DlcbError):
+        SignalTrack(trunc).values("chr1", 0, 10)
+
+
+def test_vcf(tmp_path):
+    p = tmp_path / "v.vcf.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.write("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\n")
+        fh.write("chr1\t3\trs1\tG\tA,T\t.\nchr1\t5\t.\tAC\tA\t.\nchr2\t1\t.\tT\t<DEL>\t.\n")
+    v = read_vcf(p)
+    assert v.start.tolist() == [2, 2, 4, 0]
+    assert v.alt.tolist() == ["A", "T", "A", "<DEL>"]
+    assert v.kind.tolist() == ["snv", "snv", "indel", "symbolic"]
+    bad = tmp_path / "b.vcf"
+    bad.write_text("chr1\t3\t.\tG\tA\n")
+    with pytest.raises(DlcbError, match="before the '#CHROM' header"):
+        read_vcf(bad)
+    bad.write_text("#CHROM\tPOS\tID\tREF\tALT\nchr1\t3\t.\n")
+    with pytest.raises(DlcbError, match="truncated"):
+        read_vcf(bad)
+    bad.write_text("#CHROM\tPOS\tID\tREF\tALT\n")
+    with pytest.raises(DlcbError, match="no variants"):
+        read_vcf(bad)
+
+
+def test_parse_region():
+    r = parse_region("chr2:74,060,452-74,061,000")
+    assert (r.chrom, r.start, r.end, len(r)) == ("chr2", 74060452, 74061000, 548)
+    assert str(r) == "chr2:74060452-74061000"
+    for bad in ["chr1", "chr1:5-2", "chr1:a-b"]:
+        with pytest.raises(DlcbError):
+            parse_region(bad)
+    assert np.isfinite(len(parse_region("c:0-1")))

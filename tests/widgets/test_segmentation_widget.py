@@ -1,0 +1,385 @@
+"""The segmentation dock widget in a real napari window (Xvfb).
+
+Two kinds of tests, as in cellfinder's widget tests:
+
+- adapter tests patch the core trainer with a scripted fake and assert on the
+  arguments the widget passes and on what it does with each event (fast);
+- one end-to-end test trains the real built-in U-Net in quick mode on the
+  sample session, watches the live overlay update, stops, and measures the
+  longest event-loop stall with a QTimer probe.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_dlcb._widgets import segmentation as segmod
+from napari_dlcb._widgets._common import ThrottledCall, viewer_camera, visible_region
+from napari_dlcb._widgets._plot import overfitting_onset
+from napari_dlcb._widgets.segmentation import SegmentationWidget
+from napari_dlcb.training import events as E
+
+pytestmark = pytest.mark.gui
+
+
+# --------------------------------------------------------------------------- helpers
+def _errors_since(n: int) -> list[str]:
+    return [
+        r.message
+        for r in notification_manager.records[n:]
+        if r.severity == NotificationSeverity.ERROR
+    ]
+
+
+def _scribble(labels: np.ndarray) -> np.ndarray:
+    """Paint a few background (1) and object (2) strokes."""
+    labels[20:24, 10:200] = 1
+    labels[200:204, 30:180] = 1
+    labels[100:140, 100:104] = 2
+    labels[60:64, 60:90] = 2
+    return labels
+
+
+class FakeTrainer:
+    """Scripted stand-in for SegmentationTrainer: records its arguments, yields events."""
+
+    instances: list[FakeTrainer] = []
+    val_losses: list[float] | None = None
+
+    def __init__(self, images, labels, **kwargs):
+        self.images, self.labels, self.kwargs = images, labels, kwargs
+        self.fit_calls: list[dict] = []
+        self.meta = type("Meta", (), {"label_kind": kwargs["label_kind"]})()
+        self.model = object()
+        FakeTrainer.instances.append(self)
+
+    def fit(self, *, stop, epochs, preview_image=None, preview_region=None, **kwargs):
+        self.fit_calls.append({"epochs": epochs, "preview_region": preview_region, **kwargs})
+        yield E.Started(device="cpu", amp=False, n_train=8, n_val=2, n_params=100, n_trainable=10)
+        reason = "completed"
+        for epoch in range(epochs):
+            for step in range(4):
+                if stop.is_set():
+                    reason = "cancelled"
+                    break
+                time.sleep(0.02)
+                yield E.Progress(epoch=epoch, step=step, steps=4, loss=1.0 / (epoch + 1))
+                region = preview_region() if preview_region is not None else None
+                if region is not None:
+                    rs, cs = region
+                    h, w = rs.stop - rs.start, cs.stop - cs.start
+                    lab = np.ones((h, w), np.int32)
+                    lab[: h // 2] = 2
+                    yield E.Preview(
+                        epoch=epoch,
+                        step=step,
+                        data={
+                            "probabilities": np.zeros((2, h, w), np.float32),
+                            "labels": lab,
+                            "offset": (rs.start, cs.start),
+                        },
+                    )
+            if reason == "cancelled":
+                break
+            val = self.val_losses[epoch] if self.val_losses else 1.0 / (epoch + 1)
+            yield E.EpochEnd(
+                epoch=epoch,
+                train_loss=1.0 / (epoch + 1),
+                val_loss=val,
+                metrics={},
+                lr=1e-3,
+                seconds=0.1,
+                samples_per_s=80.0,
+                is_best=True,
+            )
+        yield E.Finished(reason=reason, best_epoch=0, best_score=0.5, epochs_run=epochs)
+
+    def predict(self, image):
+        lab = (np.asarray(image) > np.mean(image)).astype(np.int32) + 1
+        return np.stack([lab == 1, lab == 2]).astype(np.float32), lab
+
+
+@pytest.fixture
+def fake_trainer(monkeypatch):
+    FakeTrainer.instances = []
+    FakeTrainer.val_losses = None
+    monkeypatch.setattr(segmod, "_build_trainer", lambda i, l, kw: FakeTrainer(i, l, **kw))
+    return FakeTrainer
+
+
+@pytest.fixture
+def small_viewer(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.random((256, 320)).astype(np.float32), name="img", scale=(0.5, 0.5))
+    viewer.add_labels(_scribble(np.zeros((256, 320), np.uint8)), name="scribbles", scale=(0.5, 0.5))
+    return viewer
+
+
+def _dock(viewer) -> SegmentationWidget:
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segmentation", area="right")
+    return widget
+
+
+# --------------------------------------------------------------------------- pure helpers
+def test_overfitting_onset():
+    assert overfitting_onset([1, 0.8, 0.6, 0.5, 0.4], [1, 0.7, 0.75, 0.8, 0.9]) == 1
+    assert overfitting_onset([1, 0.8, 0.6, 0.5], [1, 0.7, 0.6, 0.5]) is None
+    assert overfitting_onset([1, 0.8, 0.6, 0.5], [np.nan] * 4) is None
+
+
+def test_throttled_call_coalesces(qtbot):
+    calls = []
+    thr = ThrottledCall(calls.append, interval_ms=200)
+    for i in range(50):
+        thr.submit(i)
+    assert calls == [0]  # leading edge at once, the rest coalesced
+    qtbot.waitUntil(lambda: len(calls) == 2, timeout=2000)
+    assert calls == [0, 49]  # trailing edge gets the latest value only
+
+
+def test_visible_region_follows_camera(small_viewer, qtbot):
+    viewer = small_viewer
+    image = viewer.layers["img"]
+    viewer.reset_view()
+    qtbot.wait(50)
+    full = visible_region(viewer, image)
+    assert full == (slice(0, 256), slice(0, 320))
+    camera = viewer_camera(viewer)
+    camera.zoom *= 8
+    camera.center = (0, 32.0, 40.0)  # world = data * 0.5 -> data (64, 80)
+    region = visible_region(viewer, image)
+    rs, cs = region
+    assert rs.start <= 64 < rs.stop and cs.start <= 80 < cs.stop
+    assert (rs.stop - rs.start) < 256 and (cs.stop - cs.start) < 320
+
+
+# --------------------------------------------------------------------------- adapter
+def test_train_passes_settings_and_updates_live(small_viewer, qtbot, fake_trainer):
+    viewer = small_viewer
+    widget = _dock(viewer)
+    assert widget.image_layer is viewer.layers["img"]
+    assert widget.labels_layer is viewer.layers["scribbles"]
+    widget.epochs_spin.setValue(3)
+    widget.lr_spin.setValue(0.002)
+    widget.device_combo.setCurrentText("cpu")
+    widget.mode_combo.setCurrentIndex(1)  # full
+    # interval shortened so that the test is fast; the real widget uses 1 s
+    widget._preview_throttle._interval = 100
+
+    widget.train_btn.click()
+    assert widget.is_training
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=20000)
+
+    (tr,) = fake_trainer.instances
+    assert tr.kwargs == {
+        "label_kind": "scribbles",
+        "base": "builtin",
+        "mode": "full",
+        "channel_axis": None,
+        "val_fraction": 0.2,
+        "patch_size": 256,
+        "augment": True,
+        "seed": 0,
+        "device": "cpu",
+    }
+    call = tr.fit_calls[0]
+    assert call["epochs"] == 3 and call["lr"] == pytest.approx(0.002)
+    assert callable(call["preview_region"])
+    assert tr.images[0].shape == (256, 320) and tr.labels[0].shape == (256, 320)
+
+    layer = widget.preview_layer
+    assert layer is not None and layer in viewer.layers
+    assert widget.n_preview_updates >= 2
+    # on the image's grid: scale copied, translate = offset * scale
+    np.testing.assert_allclose(layer.scale, (0.5, 0.5))
+    # scribble models: background class (1) is drawn as 0
+    assert set(np.unique(layer.data)) <= {0, 2}
+    assert widget.plot.epochs == [1, 2, 3]
+    assert "cpu" in widget.device_label.text()
+    assert "samples/s" in widget.status.text() and "s/epoch" in widget.status.text()
+    assert widget.resume_btn.isEnabled() and widget.train_btn.isEnabled()
+
+
+def test_stop_and_resume(small_viewer, qtbot, fake_trainer):
+    viewer = small_viewer
+    widget = _dock(viewer)
+    widget.epochs_spin.setValue(200)
+    widget.train_btn.click()
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=10000)
+    widget.stop_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=5000)
+    assert widget.last_finished.reason == "cancelled"
+    n_epochs = len(widget.plot.epochs)
+    (tr,) = fake_trainer.instances
+
+    # resume: same annotation -> fit is called again on the same trainer
+    widget.epochs_spin.setValue(2)
+    widget.resume_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    assert len(fake_trainer.instances) == 1 and len(tr.fit_calls) == 2
+    assert widget.plot.epochs[-1] == n_epochs + 2  # numbering continues
+    assert widget.plot.resumes == [n_epochs]
+
+    # resume after painting more: a new trainer starts from the current model
+    labels = viewer.layers["scribbles"]
+    labels.data[150:160, 150:160] = 2
+    labels.refresh()
+    widget.resume_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    assert len(fake_trainer.instances) == 2
+    assert fake_trainer.instances[1].kwargs["base"] == (tr.model, tr.meta)
+
+
+def test_overfitting_warning_shown(small_viewer, qtbot, fake_trainer):
+    viewer = small_viewer
+    widget = _dock(viewer)
+    fake_trainer.val_losses = [1.0, 0.5, 0.6, 0.7, 0.8, 0.9]
+    widget.epochs_spin.setValue(6)
+    widget.train_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    assert not widget.plot.warning_label.isHidden()
+    assert "verfitting" in widget.plot.warning_text
+    assert widget.plot.onset == 2
+
+
+def test_engine_overfitting_event_shows_warning(small_viewer, qtbot):
+    widget = _dock(small_viewer)
+    widget._on_event(E.Warning(kind="overfitting", message="validation loss rose", epoch=4))
+    assert "validation loss rose" in widget.plot.warning_text
+
+
+def test_new_scribbles_layer(small_viewer, qtbot):
+    viewer = small_viewer
+    widget = _dock(viewer)
+    layer = widget.add_scribbles_layer()
+    assert layer.data.shape == (256, 320)
+    np.testing.assert_allclose(layer.scale, viewer.layers["img"].scale)
+    assert layer.mode == "paint" and layer.selected_label == 2
+    assert widget.labels_layer is layer
+
+
+def test_predict_whole_image_uses_trained_model(small_viewer, qtbot, fake_trainer):
+    viewer = small_viewer
+    widget = _dock(viewer)
+    widget.epochs_spin.setValue(1)
+    widget.train_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    assert widget.predict()
+    qtbot.waitUntil(lambda: widget.predict_worker is None, timeout=10000)
+    seg = viewer.layers["img segmentation"]
+    assert seg.data.shape == (256, 320)
+    np.testing.assert_allclose(seg.scale, (0.5, 0.5))
+    assert "img foreground probability" in viewer.layers
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (np.zeros((100, 100), np.uint8), "shape"),
+        (np.zeros((256, 320), np.uint8), "annotation"),
+        (np.full((256, 320), 2, np.uint8), "class"),
+    ],
+    ids=["wrong-shape", "no-annotation", "one-class"],
+)
+def test_bad_input_notifies_and_starts_nothing(small_viewer, qtbot, labels, expected, monkeypatch):
+    viewer = small_viewer
+    started = []
+    monkeypatch.setattr(segmod, "create_worker", lambda *a, **k: started.append(a))
+    viewer.add_labels(labels, name="bad")
+    widget = _dock(viewer)
+    widget.select_layers(labels="bad")
+    n = len(notification_manager.records)
+    assert widget.start_training() is False
+    errors = _errors_since(n)
+    assert len(errors) == 1, errors
+    assert expected in errors[0].lower()
+    assert "\n" not in errors[0] and "Traceback" not in errors[0]
+    assert widget.worker is None and not started
+    assert widget.train_btn.isEnabled()
+
+
+def test_worker_error_becomes_one_line_notification(small_viewer, qtbot, monkeypatch):
+    from napari_dlcb.errors import DlcbError
+
+    def broken(*args):
+        raise DlcbError("the base model expects 3 channel(s) but the images have 1")
+
+    monkeypatch.setattr(segmod, "_build_trainer", broken)
+    widget = _dock(small_viewer)
+    n = len(notification_manager.records)
+    assert widget.start_training()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    assert _errors_since(n) == ["the base model expects 3 channel(s) but the images have 1"]
+    assert widget.train_btn.isEnabled() and not widget.resume_btn.isEnabled()
+
+
+# --------------------------------------------------------------------------- end to end
+def test_live_training_end_to_end(session_viewer, qtbot, loop_probe):
+    """Sample image + scribbles -> Train -> live overlay updates -> Stop; loop stays responsive."""
+    pytest.importorskip("napari_dlcb.training.segmentation")
+    viewer = session_viewer
+    image = next(lay for lay in viewer.layers if lay._type_string == "image")
+    scribbles = viewer.layers["scribbles"]
+    # add more strokes programmatically, as a user would with the brush
+    scribbles.brush_size = 5
+    for r in range(30, 60, 3):
+        scribbles.paint((r, 10), 1, refresh=False)
+    scribbles.refresh()
+    assert np.any(scribbles.data == 1) and np.any(scribbles.data == 2)
+
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segmentation", area="right")
+    widget.select_layers(image=image.name, labels="scribbles")
+    widget.mode_combo.setCurrentIndex(0)  # quick
+    widget.epochs_spin.setValue(200)  # stopped by the test, not by the epoch count
+    widget.device_combo.setCurrentText("cpu")
+    qtbot.wait(200)
+
+    # Train: validates, creates the (empty) live layer and the plot dock, starts the worker
+    t0 = time.perf_counter()
+    widget.train_btn.click()
+    t_click = time.perf_counter() - t0
+    assert widget.is_training
+    layer = widget.preview_layer
+    assert layer is not None and layer in viewer.layers
+    loop_probe.start()  # from here on, training runs in the worker
+    qtbot.waitUntil(lambda: widget.n_preview_updates >= 1, timeout=60000)
+    t_first = time.perf_counter() - t0
+    qtbot.waitUntil(lambda: widget.n_preview_updates >= 3, timeout=60000)
+
+    def area(region):
+        return (region[0].stop - region[0].start) * (region[1].stop - region[1].start)
+
+    # the user zooms in while training: the next previews follow the view
+    before = area(widget.region_shown)
+    viewer_camera(viewer).zoom *= 2
+    qtbot.waitUntil(lambda: area(widget.region_shown) < before, timeout=30000)
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 2, timeout=120000)
+    widget.stop_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=30000)
+    max_gap = loop_probe.stop()
+    elapsed = time.perf_counter() - t0
+
+    assert widget.last_finished is not None
+    assert widget.last_finished.reason in ("cancelled", "completed", "early_stopping")
+    assert widget.preview_layer is layer and layer in viewer.layers and layer.data.ndim == 2
+    np.testing.assert_allclose(layer.scale, image.scale[-2:])
+    np.testing.assert_allclose(layer.translate, image.translate[-2:])
+    assert widget.plot.epochs, "no epoch finished"
+    assert widget.resume_btn.isEnabled()
+    print(
+        f"\nlive training: Train click handled in {t_click * 1000:.0f} ms, "
+        f"first overlay after {t_first:.1f} s, "
+        f"{widget.n_preview_updates} overlay updates, {len(widget.plot.epochs)} epochs, "
+        f"{elapsed:.1f} s; event loop: {loop_probe.n_ticks} ticks, "
+        f"max gap {max_gap:.1f} ms (10 ms timer)"
+    )
+    assert loop_probe.n_ticks > 100
+    assert max_gap < 200, f"event loop stalled for {max_gap:.0f} ms"
