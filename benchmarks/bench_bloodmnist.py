@@ -35,7 +35,7 @@ def write_image_folder(
 ) -> None:
     from skimage.io import imsave
 
-    for k, name in enumerate(classes):
+    for name in classes:
         (out / name).mkdir(parents=True, exist_ok=True)
     for i, (im, y) in enumerate(zip(images, labels.ravel())):
         imsave(out / classes[int(y)] / f"{i:05d}.png", im, check_contrast=False)

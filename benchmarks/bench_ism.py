@@ -51,10 +51,17 @@ def main():
     torch.manual_seed(0)
     cases = {
         "Basset (300x19/200x11/200x7, FC 1000-1000-164), L=600": (Basset(164, length=600), 600),
-        "DeepBind (16x24, global max+avg, FC 32), L=1000": (DeepBind(1, filters=16, kernel_size=24), 1000),
+        "DeepBind (16x24, global max+avg, FC 32), L=1000": (
+            DeepBind(1, filters=16, kernel_size=24),
+            1000,
+        ),
     }
-    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}")
-    print("| model | method | best wall s | CPU s | x vs naive | x vs tangermeme fast | max rel. error vs naive |")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}"
+    )
+    print(
+        "| model | method | best wall s | CPU s | x vs naive | x vs tangermeme fast | max rel. error vs naive |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, (model, L) in cases.items():
         model.eval()
@@ -62,15 +69,26 @@ def main():
             if isinstance(m, torch.nn.BatchNorm1d):
                 m.running_var.fill_(0.05)
         x = torch.nn.functional.one_hot(torch.randint(0, 4, (1, L)), 4).permute(0, 2, 1).float()
-        fast_t, fast_c, fast = best_of(lambda: mutation_map(model, x, batch_size=1024), args.repeats)
-        vp_t, vp_c, _ = best_of(lambda: mutation_map(model, x, start=L // 2 - 100, end=L // 2 + 100, batch_size=1024), args.repeats)
+        fast_t, fast_c, fast = best_of(
+            lambda model=model, x=x: mutation_map(model, x, batch_size=1024), args.repeats
+        )
+        vp_t, vp_c, _ = best_of(
+            lambda model=model, x=x, L=L: mutation_map(
+                model, x, start=L // 2 - 100, end=L // 2 + 100, batch_size=1024
+            ),
+            args.repeats,
+        )
         naive_t = np.nan
         err = np.nan
         if not args.skip_naive:
-            naive_t, naive_c, naive = best_of(lambda: mutation_map(model, x, method="naive", batch_size=128), 1)
+            naive_t, naive_c, naive = best_of(
+                lambda model=model, x=x: mutation_map(model, x, method="naive", batch_size=128), 1
+            )
             err = float(np.abs(fast - naive).max() / np.abs(naive).max())
         try:
-            tm_t, tm_c, tm = best_of(lambda: tangermeme_ism(model, x, fast=True), args.repeats)
+            tm_t, tm_c, tm = best_of(
+                lambda model=model, x=x: tangermeme_ism(model, x, fast=True), args.repeats
+            )
         except Exception as e:  # noqa: BLE001 - report, do not crash the benchmark
             print(f"tangermeme failed: {type(e).__name__}: {e}")
             tm_t = tm_c = np.nan
@@ -81,7 +99,9 @@ def main():
         rows.append(("tangermeme saturation_mutagenesis(fast=True)", tm_t, tm_c))
         for label, t, c in rows:
             e = f"{err:.1e}" if label.endswith("(fast)") else ""
-            print(f"| {name} | {label} | {t:.3f} | {c:.2f} | {naive_t / t:.1f} | {tm_t / t:.1f} | {e} |")
+            print(
+                f"| {name} | {label} | {t:.3f} | {c:.2f} | {naive_t / t:.1f} | {tm_t / t:.1f} | {e} |"
+            )
 
 
 if __name__ == "__main__":

@@ -11,10 +11,17 @@ nuclei image we time:
   the GUI does (reading the viewport plus a 32 px halo, normalising, the
   forward pass on the padded window, softmax, blending, copying back);
 * ``region_cold``: the same with an unfrozen per-image normaliser, which
-  first computes statistics of the whole 4096x4096 image.
+  first computes statistics of the whole 4096x4096 image;
+* ``forward_window``: ``model(x)`` on the window predict_region really feeds
+  the model (viewport + 2 x 32 px halo, rounded up to a multiple of 32).
 
-The ratio ``region / forward`` is the overhead of tiling, halo, normalisation
-and blending. Medians of ``--repeats`` runs after one warm-up.
+``region / forward`` is the whole overhead of the halo, tiling,
+normalisation and blending; ``region / forward_window`` the part that is not
+the halo's extra pixels. Medians of ``--repeats`` round-robin runs after one
+warm-up.
+
+Also reports how far 256 px tiles (32 px halo) are from one pass over a
+640 x 640 crop, with hard cuts (``overlap=0``) and with the cosine blend.
 
     python benchmarks/bench_viewport.py [--repeats 5]
 """
@@ -45,14 +52,17 @@ def default_model():
     return UNet2D().eval(), {"mode": "per_image_zscore"}, "UNet2D() (untrained, default size)"
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, run round-robin so load drift hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -62,7 +72,7 @@ def main() -> None:
 
     from napari_dlcb.data.normalize import Normalizer
     from napari_dlcb.data.synthetic import synthetic_nuclei
-    from napari_dlcb.inference.tiled import freeze_normalizer, predict_region
+    from napari_dlcb.inference.tiled import freeze_normalizer, predict_region, predict_tiled
 
     model, norm_dict, model_name = default_model()
     image = np.tile(synthetic_nuclei((1024, 1024), seed=0)[0], (4, 4))  # 4096 x 4096
@@ -72,28 +82,42 @@ def main() -> None:
     for side in (512, 1024):
         r0 = c0 = (image.shape[0] - side) // 2
         region = (slice(r0, r0 + side), slice(c0, c0 + side))
-        x = torch.randn(1, 1, side, side)
+        window = -(-(side + 2 * 32) // 32) * 32  # what predict_region feeds the model
 
-        def forward(x=x):
+        def forward(n):
+            x = torch.randn(1, 1, n, n)
             with torch.inference_mode():
                 model(x)
 
-        def region_warm(region=region):
-            predict_region(model, image, region, device="cpu", normalizer=frozen)
-
-        def region_cold(region=region):
-            predict_region(model, image, region, device="cpu", normalizer=normalizer)
-
-        t_forward = median_time(forward, args.repeats)
-        t_region = median_time(region_warm, args.repeats)
-        t_cold = median_time(region_cold, max(1, args.repeats // 2))
+        t = interleaved_medians(
+            {
+                "forward": lambda side=side: forward(side),
+                "forward_window": lambda window=window: forward(window),
+                "region": lambda region=region: predict_region(
+                    model, image, region, device="cpu", normalizer=frozen
+                ),
+                "region_cold": lambda region=region: predict_region(
+                    model, image, region, device="cpu", normalizer=normalizer
+                ),
+            },
+            args.repeats,
+        )
         results[f"{side}"] = {
-            "forward_s": t_forward,
-            "region_s": t_region,
-            "region_cold_s": t_cold,
-            "overhead_ratio": t_region / t_forward,
-            "cold_ratio": t_cold / t_forward,
+            **{f"{k}_s": v for k, v in t.items()},
+            "window": window,
+            "overhead_ratio": t["region"] / t["forward"],
+            "overhead_vs_window_ratio": t["region"] / t["forward_window"],
+            "cold_ratio": t["region_cold"] / t["forward"],
         }
+    # seams: 256 px tiles (hard cut vs cosine blend) against one pass over a 640 px crop
+    crop = image[:640, :640]
+    whole = predict_tiled(model, crop, tile=None, device="cpu", normalizer=normalizer)
+    for overlap in (0, 32):
+        tiled = predict_tiled(
+            model, crop, tile=256, overlap=overlap, device="cpu", normalizer=normalizer
+        )
+        results[f"tiles256_overlap{overlap}_max_abs_diff"] = float(np.abs(tiled - whole).max())
+        results[f"tiles256_overlap{overlap}_mean_abs_diff"] = float(np.abs(tiled - whole).mean())
     record("viewport", results)
 
 

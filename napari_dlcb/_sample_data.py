@@ -439,3 +439,45 @@ def _wander(
 
 
 # genome_sample (FASTA + tracks) is contributed by the sequence module's owner below.
+
+
+#: Region the genome sample opens on (two clusters of planted CTCF and GATA3 sites).
+GENOME_SAMPLE_REGION = "chrS1:1000-3200"
+
+
+def genome_sample_dir() -> Path:
+    """Folder of the sample genome (``sample_data/genome``: FASTA, peaks, signal, variants).
+
+    Raises
+    ------
+    DlcbError
+        If the files are missing (a broken installation).
+    """
+    package = Path(napari_dlcb.__file__).resolve().parent
+    for cand in (package / "sample_data" / "genome", package.parent / "sample_data" / "genome"):
+        if (cand / "sample_genome.fa").is_file():
+            return cand
+    raise DlcbError("napari-dlcb sample genome is missing; reinstall napari-dlcb")
+
+
+def genome_sample() -> list[LayerData]:
+    """Sample genome region with its sequence, signal track, peaks and variants as layers.
+
+    The genome carries planted JASPAR 2024 CORE motif sites (ground truth in
+    ``planted_sites.tsv``); it is made by ``scripts/make_genome_sample.py``.
+    All layers share one x axis in bp (see :func:`napari_dlcb.io.genome.region_layer_data`).
+    """
+    from napari_dlcb.io.genome import SignalTrack, read_bed, read_fasta, read_vcf, region_layer_data
+
+    d = genome_sample_dir()
+    genome = read_fasta(d / "sample_genome.fa")
+    layers = region_layer_data(
+        genome,
+        GENOME_SAMPLE_REGION,
+        tracks=[SignalTrack(d / "signal.bw")],
+        bed=read_bed(d / "peaks.bed", genome=genome),
+        variants=read_vcf(d / "variants.vcf"),
+    )
+    for _, kwargs, _ in layers:
+        kwargs.setdefault("metadata", {})["genome_dir"] = str(d)
+    return layers

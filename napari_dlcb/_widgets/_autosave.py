@@ -119,9 +119,9 @@ class AnnotationAutosave:
         self.image_layer = image_layer
         self.labels_layer = labels_layer
         self.image_path = store_path_for(image_layer)
-        if getattr(image_layer.source, "path", None) is None:
-            self.image_path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if getattr(image_layer.source, "path", None) is None:
+                self.image_path.parent.mkdir(parents=True, exist_ok=True)
             self.store = AnnotationStore(self.image_path)
         except OSError as err:
             raise DlcbError(
@@ -141,6 +141,7 @@ class AnnotationAutosave:
             (ev.paint, self._on_edit),
             (ev.data, self._on_edit),
             (ev.set_data, self._on_refresh),
+            (ev.name, self._on_rename),
         ]
         for emitter, callback in self._connections:
             emitter.connect(callback)
@@ -178,6 +179,19 @@ class AnnotationAutosave:
         if crc is None or crc == self._crc:
             return
         self._crc = crc
+        self.mark_dirty()
+
+    def _on_rename(self, event: Any = None) -> None:
+        """Save under the new name and drop the old entry, so reopening gives one layer."""
+        old, self._name = self._name, self.labels_layer.name
+        if old == self._name:
+            return
+        try:
+            self.saver.flush(old)
+            if self.store.exists and old in self.store.names():
+                self.store.delete(old)
+        except DlcbError as err:
+            notify_error(err)
         self.mark_dirty()
 
     # ------------------------------------------------------------------ control

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Qt, QTimer
+from qtpy.QtCore import QObject, QSize, Qt, QTimer
+from qtpy.QtGui import QPainter
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from napari_dlcb.errors import DlcbError
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EventLoopProbe",
     "RegionHolder",
+    "StatusText",
     "ThrottledCall",
     "ViewportTracker",
     "layer_grid",
@@ -158,6 +161,52 @@ class ThrottledCall(QObject):
             self._func(*args)
         except Exception as err:  # noqa: BLE001 - a failed redraw must not kill the loop
             notify_error(err)
+
+
+# --------------------------------------------------------------------------- status text
+class StatusText(QWidget):
+    """A fixed-height, word-wrapped text line that never triggers a relayout.
+
+    ``QLabel.setText`` calls ``updateGeometry()``, which makes Qt lay out the
+    whole napari main window again (dozens of Python ``sizeHint`` calls, 100-300
+    ms on a slow machine). A status line that changes several times a second
+    must not do that: this widget only repaints itself.
+
+    Parameters
+    ----------
+    lines : int
+        Height in text lines.
+    parent : QWidget, optional
+        Qt parent.
+    """
+
+    def __init__(self, lines: int = 3, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._text = ""
+        self._lines = lines
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * lines + 4)
+
+    def text(self) -> str:
+        """The text shown."""
+        return self._text
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt naming
+        """Show ``text`` (plain text; a newline breaks the line)."""
+        if text != self._text:
+            self._text = text
+            self.setToolTip(text)
+            self.update()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(200, self.height())
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        flags = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap
+        painter.drawText(self.rect().adjusted(2, 2, -2, -2), int(flags), self._text)
+        painter.end()
 
 
 # --------------------------------------------------------------------------- responsiveness

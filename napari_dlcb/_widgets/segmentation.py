@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -45,7 +45,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -56,6 +55,7 @@ from qtpy.QtWidgets import (
 
 from napari_dlcb._widgets._common import (
     RegionHolder,
+    StatusText,
     ThrottledCall,
     ViewportTracker,
     layer_grid,
@@ -177,10 +177,9 @@ def _predict_job(
     if trainer is not None:
         prob, labels = trainer.predict(image)
         return prob, labels, trainer.meta
-    from napari_dlcb.inference.segment import segment
-    from napari_dlcb.models.registry import resolve_base
+    from napari_dlcb.inference.segment import load_for_inference, segment
 
-    model, meta = resolve_base(base)
+    model, meta = load_for_inference(base, device=device)
     prob, labels = segment((model, meta), image, channel_axis=channel_axis, device=device)
     return prob, labels, meta
 
@@ -308,6 +307,8 @@ class SegmentationWidget(QWidget):
         self._autosave: Any = None
         self._trainer_signature: tuple | None = None
         self._trained_labels: np.ndarray | None = None
+        self._last_labels: Labels | None = None
+        self._choices: dict[int, list[Layer]] = {}  # id(combo) -> layers in item order
         self._epoch_offset = 0
         self._last_epoch = -1
         self._total_epochs = 0
@@ -315,6 +316,9 @@ class SegmentationWidget(QWidget):
         self.preview_layer: Labels | None = None
         self.n_preview_updates = 0
         self.region_shown: tuple[slice, slice] | None = None
+        #: extra keyword arguments for ``trainer.fit`` (scripting), e.g.
+        #: ``{"samples_per_epoch": 16}`` for shorter epochs and a livelier plot
+        self.fit_overrides: dict[str, Any] = {}
         self.last_finished: Any = None
         self._fit_start_epoch = 0
         self._epoch_summary = ""
@@ -405,8 +409,8 @@ class SegmentationWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         form.addRow("Device", self.device_combo)
-        self.device_label = QLabel("Device: not started")
-        self.device_label.setWordWrap(True)
+        self.device_label = StatusText(lines=2)
+        self.device_label.setText("Device: chosen when training starts")
         form.addRow("", self.device_label)
         self.preview_check = QCheckBox("Live prediction of the visible region")
         self.preview_check.setChecked(True)
@@ -427,9 +431,8 @@ class SegmentationWidget(QWidget):
         self.progress.setTextVisible(True)
         self.progress.setFormat("epoch %v / %m")
         layout.addWidget(self.progress)
-        self.status = QLabel("Ready.")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status = StatusText(lines=3)
+        self.status.setText("Ready.")
         layout.addWidget(self.status)
         more = QHBoxLayout()
         self.predict_btn = QPushButton("Predict whole image")
@@ -458,6 +461,8 @@ class SegmentationWidget(QWidget):
         ev.inserted.connect(self._on_layers_changed)
         ev.removed.connect(self._on_layers_changed)
         ev.moved.connect(self._on_layers_changed)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_layer_choices)
 
     def _on_layers_changed(self, event: Any = None) -> None:
         if event is not None and getattr(event, "type", "") == "inserted":
@@ -476,42 +481,46 @@ class SegmentationWidget(QWidget):
         return self._layer_from(self.labels_combo, Labels)
 
     def _layer_from(self, combo: QComboBox, kind: type) -> Any:
-        name = combo.currentData()
-        if name is None or name not in self.viewer.layers:
+        layers = self._choices.get(id(combo), [])
+        i = combo.currentIndex()
+        if not 0 <= i < len(layers):
             return None
-        layer = self.viewer.layers[name]
-        return layer if isinstance(layer, kind) else None
+        layer = layers[i]
+        return layer if isinstance(layer, kind) and layer in self.viewer.layers else None
 
     def _refresh_layer_choices(self, event: Any = None) -> None:
-        images = [lay.name for lay in self.viewer.layers if isinstance(lay, Image)]
+        images = [lay for lay in self.viewer.layers if isinstance(lay, Image)]
         labels = [
-            lay.name
+            lay
             for lay in self.viewer.layers
             if isinstance(lay, Labels) and not lay.metadata.get(OUTPUT_KEY)
         ]
-        preferred_labels = next((n for n in labels if "scribble" in n.lower()), None)
+        preferred = next((lay for lay in labels if "scribble" in lay.name.lower()), None)
         self._fill(self.image_combo, images, None)
-        self._fill(self.labels_combo, labels, preferred_labels)
+        self._fill(self.labels_combo, labels, preferred)
         self._on_selection_changed()
 
-    @staticmethod
-    def _fill(combo: QComboBox, names: list[str], preferred: str | None) -> None:
-        current = combo.currentData()
+    def _fill(self, combo: QComboBox, layers: list[Layer], preferred: Layer | None) -> None:
+        """Refill a combo box, keeping the chosen layer (by identity, so renames keep it)."""
+        old = self._choices.get(id(combo), [])
+        i = combo.currentIndex()
+        current = old[i] if 0 <= i < len(old) else None
         combo.blockSignals(True)
         combo.clear()
-        for n in names:
-            combo.addItem(n, n)
-        keep = current if current in names else preferred
-        if keep in names:
-            combo.setCurrentIndex(names.index(keep))
+        for lay in layers:
+            combo.addItem(lay.name)
+        self._choices[id(combo)] = list(layers)
+        keep = current if current in layers else preferred
+        if keep is not None and keep in layers:
+            combo.setCurrentIndex(layers.index(keep))
         combo.blockSignals(False)
 
     def select_layers(self, image: str | None = None, labels: str | None = None) -> None:
         """Choose the image and labels layers by name (scripting and tests)."""
         if image is not None:
-            self.image_combo.setCurrentIndex(self.image_combo.findData(image))
+            self.image_combo.setCurrentIndex(self.image_combo.findText(image))
         if labels is not None:
-            self.labels_combo.setCurrentIndex(self.labels_combo.findData(labels))
+            self.labels_combo.setCurrentIndex(self.labels_combo.findText(labels))
         self._on_selection_changed()
 
     def add_scribbles_layer(self) -> Labels | None:
@@ -541,6 +550,12 @@ class SegmentationWidget(QWidget):
 
     # ================================================================== autosave
     def _on_selection_changed(self, *args: Any) -> None:
+        labels = self.labels_layer
+        if labels is not None and labels is not self._last_labels:
+            self._last_labels = labels
+            kind = labels.metadata.get("label_kind")
+            if kind in LABEL_KINDS and not self.is_training:
+                self.kind_combo.setCurrentText(kind)  # what the layer says it holds
         self._update_autosave()
 
     def _flush_autosave(self) -> None:
@@ -590,6 +605,7 @@ class SegmentationWidget(QWidget):
             device=self.device_combo.currentText(),
             channel_axis=-1 if image is not None and image.rgb else None,
             preview_interval=1.0,
+            extra_fit=dict(self.fit_overrides),
         )
 
     def _on_base_changed(self, *args: Any) -> None:
@@ -650,7 +666,7 @@ class SegmentationWidget(QWidget):
         lab_index = self._plane_index(labels) if len(lab_shape) > 2 else ()
         img = np.asarray(image.data[img_index] if img_index else image.data)
         lab = np.asarray(labels.data[lab_index] if lab_index else labels.data)
-        if not np.any(lab):
+        if settings.label_kind != "classes" and not np.any(lab):
             raise DlcbError(
                 f"'{labels.name}' has no annotation on this plane; paint some "
                 + (
@@ -836,8 +852,8 @@ class SegmentationWidget(QWidget):
         mode = self.mode_combo.currentData()
         amp = ", mixed precision" if ev.amp else ""
         self.device_label.setText(
-            f"Device: <b>{ev.device}</b>{amp} · {mode} mode · "
-            f"{ev.n_trainable:,} of {ev.n_params:,} parameters train"
+            f"Device: {ev.device}{amp} · {mode} mode\n"
+            f"{ev.n_trainable / 1e6:.2f} M of {ev.n_params / 1e6:.2f} M parameters train"
         )
         self._set_status(f"Training on {ev.n_train} patches ({ev.n_val} for validation)…")
 
@@ -847,7 +863,7 @@ class SegmentationWidget(QWidget):
         epoch = self._epoch_offset + ev.epoch - self._start_epoch_base() + 1
         self.status.setText(
             f"Epoch {epoch} · batch {ev.step + 1}/{ev.steps} · loss {ev.loss:.4f}"
-            + (f"<br>{self._epoch_summary}" if self._epoch_summary else "")
+            + (f"\n{self._epoch_summary}" if self._epoch_summary else "")
         )
 
     def _start_epoch_base(self) -> int:
@@ -897,7 +913,7 @@ class SegmentationWidget(QWidget):
         summary = self._epoch_summary
         self._set_status(
             f"Training {text}; keeping epoch {best} (score {score})."
-            + (f"<br>{summary}" if summary else "")
+            + (f"\n{summary}" if summary else "")
         )
 
     def _on_worker_error(self, err: BaseException) -> None:
@@ -965,7 +981,8 @@ class SegmentationWidget(QWidget):
             # texture is uploaded again (setting layer.data costs ~2x more)
             buf[...] = 0
             buf[r0 : r0 + h, c0 : c0 + w] = labels
-            layer.refresh(extent=False, highlight=False)
+            # thumbnail=False: a new thumbnail repaints the whole layer list
+            layer.refresh(extent=False, highlight=False, thumbnail=False)
         elif layer.metadata.get("dlcb_full_plane"):
             canvas = np.zeros(buf.shape, labels.dtype)
             canvas[r0 : r0 + h, c0 : c0 + w] = labels
@@ -1035,8 +1052,11 @@ class SegmentationWidget(QWidget):
         foreground = 1.0 - prob[0] if prob.shape[0] > 1 else prob[0]
         self._set_output(f"{name} foreground probability", foreground, grid, image=True)
         self._set_output(f"{name} segmentation", _display_labels(labels, kind), grid, image=False)
-        n = int(np.unique(labels).size)
-        self._set_status(f"Segmented '{name}': {n - 1 if kind == 'instances' else n} labels.")
+        shown = _display_labels(labels, kind)
+        values = np.unique(shown)
+        n = int((values != 0).sum())
+        what = f"{n} object(s)" if kind == "instances" else f"{n} foreground class(es)"
+        self._set_status(f"Segmented '{name}': {what}.")
 
     def _set_output(self, lname: str, data: np.ndarray, grid: dict, *, image: bool) -> None:
         if lname in self.viewer.layers:
@@ -1144,13 +1164,17 @@ class SegmentationWidget(QWidget):
         self.shutdown()
         super().closeEvent(event)
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop every worker, flush autosave and disconnect from the viewer."""
+    def shutdown(self) -> None:
+        """Stop our workers, flush autosave and disconnect from the viewer (no blocking).
+
+        Training ends after the current batch (the engine checks the stop event);
+        prediction and saving finish on their own.
+        """
         self._stop.set()
-        for worker in (self.worker, self.predict_worker, self.save_worker):
-            if worker is not None:
-                worker.quit()
-                worker.await_workers(msecs=int(timeout * 1000))
+        if self.worker is not None:
+            self.worker.quit()
+        self._preview_throttle.cancel()
+        self._progress_throttle.cancel()
         self._stop_tracking()
         if self._autosave is not None:
             self._autosave.disconnect()

@@ -54,6 +54,9 @@ def register(train, predict, top) -> None:
     p.add_argument("--val", type=Path, default=None, help="explicit validation ImageFolder")
     p.add_argument("--balance", default="loss", choices=["loss", "sampler", "none"])
     p.add_argument("--width", type=int, default=32, help="network width for --base none")
+    p.add_argument(
+        "--blocks", default="2,2,2", help="residual blocks per stage for --base none, e.g. 1,1,1"
+    )
     p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
     p.add_argument("--no-augment", action="store_true")
@@ -199,6 +202,7 @@ def run_train(args: argparse.Namespace) -> int:
         augment=not args.no_augment,
         balance=None if args.balance == "none" else args.balance,
         width=args.width,
+        blocks=_parse_blocks(args.blocks),
         seed=args.seed,
         device=args.device,
     )
@@ -240,6 +244,16 @@ def run_train(args: argparse.Namespace) -> int:
     out = trainer.save(args.out)
     _say(f"saved model to {out}")
     return 0
+
+
+def _parse_blocks(text: str) -> tuple[int, ...]:
+    try:
+        blocks = tuple(int(b) for b in str(text).split(",") if b.strip())
+    except ValueError:
+        raise DlcbError(f"--blocks must be comma-separated integers, got {text!r}") from None
+    if not blocks or min(blocks) < 1:
+        raise DlcbError(f"--blocks needs at least one stage of at least 1 block, got {text!r}")
+    return blocks
 
 
 def run_predict(args: argparse.Namespace) -> int:

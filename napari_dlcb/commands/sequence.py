@@ -41,9 +41,17 @@ def register(train_sub, predict_sub, top_sub) -> None:
     src.add_argument("--table", help="TSV/CSV sequence table (gzip ok)")
     src.add_argument("--fasta", help="genome FASTA (with --bed)")
     src.add_argument("--bed", help="peaks BED (with --fasta)")
-    src.add_argument("--window", type=int, default=1000, help="window length in bp for --bed (default 1000)")
-    src.add_argument("--bed-labels", default="membership", help="'membership', 'name' (one task per BED name) or comma-separated BED columns")
-    src.add_argument("--sequence-column", default="seq", help="table column with sequences (default seq)")
+    src.add_argument(
+        "--window", type=int, default=1000, help="window length in bp for --bed (default 1000)"
+    )
+    src.add_argument(
+        "--bed-labels",
+        default="membership",
+        help="'membership', 'name' (one task per BED name) or comma-separated BED columns",
+    )
+    src.add_argument(
+        "--sequence-column", default="seq", help="table column with sequences (default seq)"
+    )
     src.add_argument("--label-columns", help="comma-separated label columns (default Bound)")
     src.add_argument(
         "--negatives",
@@ -53,13 +61,19 @@ def register(train_sub, predict_sub, top_sub) -> None:
     )
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--arch", choices=["deepbind", "basset"], default="deepbind")
-    p.add_argument("--base", help="fine-tune from 'builtin' or a model folder instead of training from scratch")
-    p.add_argument("--filters", type=int, help="first-layer filters (default 32 for deepbind, 300 for basset)")
+    p.add_argument(
+        "--base", help="fine-tune from 'builtin' or a model folder instead of training from scratch"
+    )
+    p.add_argument(
+        "--filters", type=int, help="first-layer filters (default 32 for deepbind, 300 for basset)"
+    )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--val-chroms", help="comma-separated chromosomes held out for validation (with --bed)")
+    p.add_argument(
+        "--val-chroms", help="comma-separated chromosomes held out for validation (with --bed)"
+    )
     p.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
@@ -68,7 +82,9 @@ def register(train_sub, predict_sub, top_sub) -> None:
     p = predict_sub.add_parser("sequence", help="score sequences with a DNA model")
     p.add_argument("--model", required=True, help="model folder or 'builtin'")
     p.add_argument("--table", required=True, help="TSV/CSV table with a sequence column")
-    p.add_argument("--out", required=True, help="TSV to write: the rows plus score or score_<task> columns")
+    p.add_argument(
+        "--out", required=True, help="TSV to write: the rows plus score or score_<task> columns"
+    )
     p.add_argument("--sequence-column", default="seq")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
@@ -81,16 +97,24 @@ def register(train_sub, predict_sub, top_sub) -> None:
     g.add_argument("--fasta", help="FASTA file (first record, or --region)")
     p.add_argument("--region", help="chr:start-end (0-based half-open) within --fasta")
     p.add_argument("--target", help="comma-separated task names or indices (default all)")
-    p.add_argument("--out", required=True, help=".npy file: (4, L, T) float32, alt minus ref logits")
+    p.add_argument(
+        "--out", required=True, help=".npy file: (4, L, T) float32, alt minus ref logits"
+    )
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_mutation_map)
 
-    p = top_sub.add_parser("score-variants", help="effect of each VCF variant on every task (REF checked)")
+    p = top_sub.add_parser(
+        "score-variants", help="effect of each VCF variant on every task (REF checked)"
+    )
     p.add_argument("--model", required=True)
     p.add_argument("--fasta", required=True)
     p.add_argument("--vcf", required=True)
-    p.add_argument("--out", required=True, help="TSV: one row per variant allele with ref/alt/diff per task and a status")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="TSV: one row per variant allele with ref/alt/diff per task and a status",
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_score_variants)
 
@@ -99,8 +123,17 @@ def register(train_sub, predict_sub, top_sub) -> None:
     p.add_argument("--table", required=True, help="sequences to collect filter activations on")
     p.add_argument("--sequence-column", default="seq")
     p.add_argument("--out", required=True, help="folder for motifs.meme, matches.tsv and logos")
-    p.add_argument("--database", default="jaspar", help="'jaspar' (bundled JASPAR 2024 CORE vertebrates) or a motif file (HOCOMOCO PCM / MEME)")
-    p.add_argument("--threshold", type=float, default=0.5, help="fraction of a filter's max activation (default 0.5)")
+    p.add_argument(
+        "--database",
+        default="jaspar",
+        help="'jaspar' (bundled JASPAR 2024 CORE vertebrates) or a motif file (HOCOMOCO PCM / MEME)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="fraction of a filter's max activation (default 0.5)",
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_motifs)
 
@@ -115,7 +148,11 @@ def _device(name: str) -> str:
 def _train(args: argparse.Namespace) -> int:
     from napari_dlcb.training.engine import fit_to_end
     from napari_dlcb.training.events import EpochEnd, Finished, Warning
-    from napari_dlcb.training.sequence import SequenceTrainer, bed_training_data, table_training_data
+    from napari_dlcb.training.sequence import (
+        SequenceTrainer,
+        bed_training_data,
+        table_training_data,
+    )
 
     if bool(args.table) == bool(args.fasta or args.bed):
         raise DlcbError("give either --table FILE, or --fasta GENOME with --bed PEAKS")
@@ -126,15 +163,28 @@ def _train(args: argparse.Namespace) -> int:
         if negatives == "auto":
             negatives = _auto_negatives(args.table, args.sequence_column, labels)
         seqs, y, tasks = table_training_data(
-            args.table, sequence_column=args.sequence_column, label_columns=labels, negatives=negatives, seed=args.seed
+            args.table,
+            sequence_column=args.sequence_column,
+            label_columns=labels,
+            negatives=negatives,
+            seed=args.seed,
         )
     else:
         if not (args.fasta and args.bed):
             raise DlcbError("--fasta and --bed go together")
         negatives = "dinucleotide-shuffle" if args.negatives == "auto" else args.negatives
-        bed_labels = args.bed_labels if args.bed_labels in ("membership", "name") else args.bed_labels.split(",")
+        bed_labels = (
+            args.bed_labels
+            if args.bed_labels in ("membership", "name")
+            else args.bed_labels.split(",")
+        )
         seqs, y, tasks, chroms = bed_training_data(
-            args.fasta, args.bed, window=args.window, negatives=negatives, labels=bed_labels, seed=args.seed
+            args.fasta,
+            args.bed,
+            window=args.window,
+            negatives=negatives,
+            labels=bed_labels,
+            seed=args.seed,
         )
         if args.val_chroms:
             import numpy as np
@@ -166,14 +216,21 @@ def _train(args: argparse.Namespace) -> int:
     def show(ev) -> None:
         if isinstance(ev, EpochEnd):
             auc = ev.metrics.get("auroc", float("nan"))
-            _say(f"epoch {ev.epoch + 1}: train loss {ev.train_loss:.4f}, val loss {ev.val_loss:.4f}, val AUROC {auc:.4f} ({ev.seconds:.1f} s)")
+            _say(
+                f"epoch {ev.epoch + 1}: train loss {ev.train_loss:.4f}, val loss {ev.val_loss:.4f}, val AUROC {auc:.4f} ({ev.seconds:.1f} s)"
+            )
         elif isinstance(ev, Warning):
             _say(f"note: {ev.message}")
         elif isinstance(ev, Finished):
-            _say(f"finished ({ev.reason}) after {ev.epochs_run} epochs; best epoch {ev.best_epoch + 1}; {time.time() - t0:.0f} s")
+            _say(
+                f"finished ({ev.reason}) after {ev.epochs_run} epochs; best epoch {ev.best_epoch + 1}; {time.time() - t0:.0f} s"
+            )
 
     max_time = args.max_minutes * 60 if args.max_minutes else None
-    fit_to_end(trainer.fit(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_time=max_time), on_event=show)
+    fit_to_end(
+        trainer.fit(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_time=max_time),
+        on_event=show,
+    )
     out = trainer.save(args.out)
     _say(f"saved {out}")
     return 0
@@ -182,7 +239,11 @@ def _train(args: argparse.Namespace) -> int:
 def _auto_negatives(table: str, column: str, labels) -> str:
     from napari_dlcb.data.dna import read_sequence_table
 
-    df = read_sequence_table(table, sequence_column=column, label_columns=labels or (["Bound"] if labels is None else None))
+    df = read_sequence_table(
+        table,
+        sequence_column=column,
+        label_columns=labels or (["Bound"] if labels is None else None),
+    )
     cols = labels or (["Bound"] if "Bound" in df else [])
     if cols:
         vals = df[cols].to_numpy(float)
@@ -203,7 +264,13 @@ def _predict(args: argparse.Namespace) -> int:
     from napari_dlcb.data.dna import one_hot
 
     x = one_hot(df[args.sequence_column].astype(str).tolist())
-    prob = predict_sequences(model, x, meta=meta, batch_size=args.batch_size, rc_average=meta.extra.get("rc_average", True))
+    prob = predict_sequences(
+        model,
+        x,
+        meta=meta,
+        batch_size=args.batch_size,
+        rc_average=meta.extra.get("rc_average", True),
+    )
     if prob.shape[1] == 1:
         df["score"] = prob[:, 0]
     else:
@@ -251,11 +318,15 @@ def _mutation_map(args: argparse.Namespace) -> int:
             seq = read_fasta_records(args.fasta)[0][1]
     x = one_hot(seq)
     _check_length(meta, x.shape[2])
-    m = mutation_map(model, x, target=_parse_targets(args.target, meta.classes), batch_size=args.batch_size)[0]
+    m = mutation_map(
+        model, x, target=_parse_targets(args.target, meta.classes), batch_size=args.batch_size
+    )[0]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, m)
-    _say(f"wrote {out}: shape {m.shape} (base A,C,G,T x position x task), largest effect {float(np.abs(m).max()):.3f}")
+    _say(
+        f"wrote {out}: shape {m.shape} (base A,C,G,T x position x task), largest effect {float(np.abs(m).max()):.3f}"
+    )
     return 0
 
 
@@ -278,7 +349,12 @@ def _score_variants(args: argparse.Namespace) -> int:
 
 def _motifs(args: argparse.Namespace) -> int:
     from napari_dlcb.data.dna import one_hot, read_sequence_table
-    from napari_dlcb.interpret.motifs import filter_motifs, load_motif_database, match_motifs, write_meme
+    from napari_dlcb.interpret.motifs import (
+        filter_motifs,
+        load_motif_database,
+        match_motifs,
+        write_meme,
+    )
     from napari_dlcb.training.sequence import load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
@@ -299,6 +375,8 @@ def _motifs(args: argparse.Namespace) -> int:
         pass
     best = matches.sort_values("p_value").drop_duplicates("filter").head(5)
     for row in best.itertuples():
-        _say(f"{row.filter}: {row.target} (p = {row.p_value:.2g}, q = {row.q_value:.2g}, {row.n_sites} sites)")
+        _say(
+            f"{row.filter}: {row.target} (p = {row.p_value:.2g}, q = {row.q_value:.2g}, {row.n_sites} sites)"
+        )
     _say(f"wrote {len(motifs)} filter motifs and matches to {out}")
     return 0

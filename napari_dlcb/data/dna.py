@@ -34,7 +34,9 @@ __all__ = [
     "gc_matched_background",
     "kfold_indices",
     "one_hot",
+    "random_dna",
     "read_sequence_table",
+    "sample_motif",
     "reverse_complement",
     "reverse_complement_str",
     "shuffled_negatives",
@@ -296,7 +298,7 @@ def dinucleotide_shuffle(seq: str, *, rng: np.random.Generator | int | None = No
         else:
             rng.shuffle(outs)
         order[v] = outs
-    pos = {v: 0 for v in order}
+    pos = dict.fromkeys(order, 0)
     out = [s[0]]
     u = s[0]
     for _ in range(len(s) - 1):
@@ -326,7 +328,7 @@ def read_sequence_table(
     sequence_column: str = "seq",
     label_columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Read a TSV/CSV sequence table (optionally gzipped).
+    r"""Read a TSV/CSV sequence table (optionally gzipped).
 
     The separator is a comma for ``.csv``/``.csv.gz`` and a tab otherwise
     (the DeepBind ENCODE ``.seq.gz`` files: ``FoldID EventID seq Bound``).
@@ -349,7 +351,7 @@ def read_sequence_table(
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.tsv"
-    >>> _ = p.write_text("seq\\tBound\\nACGT\\t1\\nTTGA\\t0\\n")
+    >>> _ = p.write_text("seq\tBound\nACGT\t1\nTTGA\t0\n")
     >>> read_sequence_table(p, label_columns=["Bound"]).Bound.tolist()
     [1, 0]
     """
@@ -578,7 +580,7 @@ def split_by_chromosome(
 def kfold_indices(
     n: int, k: int = 5, *, seed: int = 0, groups: Sequence | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k (train, test) index pairs; with ``groups`` (e.g. chromosomes) no group spans two folds.
+    """K (train, test) index pairs; with ``groups`` (e.g. chromosomes) no group spans two folds.
 
     Examples
     --------
@@ -602,3 +604,35 @@ def kfold_indices(
         (np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i])), np.sort(parts[i]))
         for i in range(k)
     ]
+
+
+# --------------------------------------------------------------------------- simulation
+def sample_motif(counts: np.ndarray, *, rng: np.random.Generator | int | None = None) -> str:
+    """Draw one binding site from a position count/probability matrix ``(4, width)``.
+
+    Examples
+    --------
+    >>> sample_motif(one_hot("GATA")[0], rng=0)
+    'GATA'
+    """
+    rng = np.random.default_rng(rng)
+    p = np.asarray(counts, float) + 1e-9
+    p = p / p.sum(0, keepdims=True)
+    u = rng.random(p.shape[1])
+    idx = (u[None] > np.cumsum(p, 0)).sum(0).clip(0, 3)
+    return "".join(ALPHABET[i] for i in idx)
+
+
+def random_dna(
+    length: int, *, gc: float = 0.42, rng: np.random.Generator | int | None = None
+) -> str:
+    """A random i.i.d. DNA string with the given GC fraction.
+
+    Examples
+    --------
+    >>> len(random_dna(50, rng=0))
+    50
+    """
+    rng = np.random.default_rng(rng)
+    p = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
+    return "".join(rng.choice(list(ALPHABET), length, p=p))

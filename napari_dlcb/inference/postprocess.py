@@ -20,6 +20,8 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,9 +82,10 @@ def instances_from_probabilities(
     prob: np.ndarray,
     *,
     mode: str = "auto",
-    threshold: float = 0.5,
+    fg_threshold: float = 0.5,
     seed_threshold: float = 0.5,
     seed_erosion: int = 0,
+    min_seed_size: int | None = None,
     h: float = 2.0,
     smooth: float = 1.0,
     min_size: int = 10,
@@ -100,18 +103,22 @@ def instances_from_probabilities(
         boundary. Seeds are the connected components of ``interior >
         seed_threshold`` (optionally eroded); they are grown by a watershed on
         the boundary probability, restricted to the foreground
-        ``1 - background > threshold``. ``"foreground"``: one foreground
+        ``1 - background > fg_threshold``. ``"foreground"``: one foreground
         channel (C = 1, e.g. a sigmoid output) or two (C = 2, background and
-        foreground); the mask ``foreground > threshold`` is split by a
+        foreground); the mask ``foreground > fg_threshold`` is split by a
         watershed on its distance transform, seeded at its h-maxima.
         ``"auto"`` picks the first for C = 3 and the second for C <= 2.
-    threshold : float
+    fg_threshold : float
         Foreground probability threshold.
     seed_threshold : float
         Interior probability above which a pixel is a seed (3-class mode).
     seed_erosion : int
         Erode the seed mask by this many pixels first, which separates seeds
         joined by thin bridges (3-class mode).
+    min_seed_size : int, optional
+        Seeds with fewer pixels are ignored, so that specks of interior
+        probability do not split an object (3-class mode). Default
+        ``max(2, min_size // 4)``.
     h : float
         Minimum height, in pixels of distance, of a distance-transform maximum
         that makes a new object (foreground mode). Larger values merge more.
@@ -163,11 +170,14 @@ def instances_from_probabilities(
                 f"boundary), got {n_channels}"
             )
         background, interior, boundary = prob
-        mask = (1.0 - background) > threshold
+        mask = (1.0 - background) > fg_threshold
         seed_mask = (interior > seed_threshold) & mask
         if seed_erosion > 0:
             seed_mask = ndi.binary_erosion(seed_mask, iterations=int(seed_erosion))
         seeds, _ = ndi.label(seed_mask)
+        if min_seed_size is None:
+            min_seed_size = max(2, int(min_size) // 4)
+        seeds = _remove_small(seeds, int(min_seed_size))
         labels = watershed(boundary, markers=seeds, mask=mask)
         if keep_unseeded:
             orphans, n_orphans = ndi.label(mask & (labels == 0))
@@ -179,7 +189,7 @@ def instances_from_probabilities(
                 f"mode 'foreground' needs 1 (foreground) or 2 (background, foreground) "
                 f"channels, got {n_channels}"
             )
-        mask = prob[-1] > threshold
+        mask = prob[-1] > fg_threshold
         labels = _split_by_distance(mask, h=h, smooth=smooth)
 
     labels = _remove_small(np.asarray(labels, np.int32), int(min_size))
@@ -289,7 +299,18 @@ def labels_from_probabilities(prob: np.ndarray, meta: Any, **kwargs: Any) -> np.
     kind = _meta_get(meta, "label_kind")
     if kind == "instances":
         extra = _meta_get(meta, "extra") or {}
-        options = dict(extra.get("postprocess", {}) if isinstance(extra, Mapping) else {})
+        stored = dict(extra.get("postprocess", {}) if isinstance(extra, Mapping) else {})
+        known = set(inspect.signature(instances_from_probabilities).parameters) - {"prob"}
+        unknown = sorted(set(stored) - known)
+        if unknown:  # written by another version: use what we understand
+            warnings.warn(
+                f"ignoring unknown post-processing options in the model metadata: {unknown}",
+                stacklevel=2,
+            )
+        options = {k: v for k, v in stored.items() if k in known}
+        bad = sorted(set(kwargs) - known)
+        if bad:
+            raise DlcbError(f"unknown post-processing option(s) {bad}; use {sorted(known)}")
         options.update(kwargs)
         return instances_from_probabilities(prob, **options)
     if kind in ("classes", "scribbles", None):

@@ -31,7 +31,13 @@ from torch import nn
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.interpret._state import preserve_model_state
 
-__all__ = ["Attribution", "deep_lift_shap", "gradient_x_input", "integrated_gradients", "unsupported_for_deeplift"]
+__all__ = [
+    "Attribution",
+    "deep_lift_shap",
+    "gradient_x_input",
+    "integrated_gradients",
+    "unsupported_for_deeplift",
+]
 
 
 class Attribution(NamedTuple):
@@ -43,7 +49,9 @@ class Attribution(NamedTuple):
 
 def _prep(model: nn.Module, x, device) -> tuple[torch.Tensor, torch.device]:
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    t = torch.as_tensor(np.asarray(x, np.float32) if not isinstance(x, torch.Tensor) else x.detach().float())
+    t = torch.as_tensor(
+        np.asarray(x, np.float32) if not isinstance(x, torch.Tensor) else x.detach().float()
+    )
     if t.ndim == 2:
         t = t[None]
     if t.ndim != 3 or t.shape[1] != 4:
@@ -109,7 +117,9 @@ def gradient_x_input(
                 base = f(torch.full_like(xb, 0.25))
                 lin = (g * (xb - 0.25)).sum((1, 2))
                 deltas.append((lin - (out - base)).cpu().numpy())
-    return Attribution(np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32))
+    return Attribution(
+        np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32)
+    )
 
 
 def integrated_gradients(
@@ -145,7 +155,9 @@ def integrated_gradients(
             a, d = ig.attribute(xb, baselines=b, n_steps=n_steps, return_convergence_delta=True)
             vals.append(a.detach().cpu().numpy())
             deltas.append(d.detach().cpu().numpy())
-    return Attribution(np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32))
+    return Attribution(
+        np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32)
+    )
 
 
 _CAPTUM_LINEAR = (
@@ -174,7 +186,11 @@ def unsupported_for_deeplift(model: nn.Module) -> list[str]:
             continue
         if not isinstance(m, supported) and not list(m.children()):
             bad.append(f"{name or '<root>'} ({type(m).__name__})")
-        elif not isinstance(m, supported) and type(m).forward is not nn.Module.forward and not isinstance(m, nn.Sequential):
+        elif (
+            not isinstance(m, supported)
+            and type(m).forward is not nn.Module.forward
+            and not isinstance(m, nn.Sequential)
+        ):
             # a container with its own forward may call functional nonlinearities
             if m is not model:
                 bad.append(f"{name} ({type(m).__name__})")
@@ -208,7 +224,8 @@ def deep_lift_shap(
     bad = unsupported_for_deeplift(model)
     if bad:
         warnings.warn(
-            "DeepLIFT treats these modules as linear, so the map may be wrong (check delta): " + ", ".join(bad),
+            "DeepLIFT treats these modules as linear, so the map may be wrong (check delta): "
+            + ", ".join(bad),
             RuntimeWarning,
             stacklevel=2,
         )
@@ -225,14 +242,17 @@ def deep_lift_shap(
             out_a, out_d = [], []
             for j, s in enumerate(seqs):
                 refs = torch.as_tensor(
-                    one_hot([dinucleotide_shuffle(s, rng=rng) for _ in range(n_shuffles)]), device=dev
+                    one_hot([dinucleotide_shuffle(s, rng=rng) for _ in range(n_shuffles)]),
+                    device=dev,
                 )
                 a, d = dls.attribute(xb[j : j + 1], baselines=refs, return_convergence_delta=True)
                 out_a.append(a.detach().cpu().numpy())
                 out_d.append(float(d.detach().abs().mean()))
             vals.append(np.concatenate(out_a))
             deltas.append(np.array(out_d))
-    return Attribution(np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32))
+    return Attribution(
+        np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32)
+    )
 
 
 class _TargetModel(nn.Module):

@@ -20,7 +20,6 @@ handed back unchanged (mode, device, requires_grad, grads, hooks).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -180,6 +179,17 @@ class _FastISM:
         if h.ndim != 3:
             raise RuntimeError("local prefix must keep (B, C, L)")
         self.prefix_out = h[0]
+        # Global max/mean pooling right after the local prefix: combine the window with
+        # cached prefix/suffix maxima and the reference sum instead of pooling all of L.
+        self.global_pool = None
+        if self.tail and _global_pool_kind(self.tail[0]) is not None:
+            ref = self.prefix_out
+            ninf = torch.full_like(ref[:, :1], float("-inf"))
+            prefix = torch.cat([ninf, torch.cummax(ref, 1).values], 1)  # [:, a] = max over [0, a)
+            suffix = torch.cat(
+                [torch.cummax(ref.flip(1), 1).values.flip(1), ninf], 1
+            )  # [:, a] = max over [a, L)
+            self.global_pool = (_global_pool_kind(self.tail[0]), prefix, suffix, ref.sum(1))
         # Flatten -> Linear right after the local prefix: only the window's columns change.
         self.linear_delta = None
         tail = list(self.tail)
@@ -208,7 +218,11 @@ class _FastISM:
         a = pos.clone()  # start of the changed window, per mutant
         W = 1
         h = cols[:, :, None]  # (B, C, W): the new values of the changed window
-        for op, entry in zip(self.ops, self.cache):
+        k_op = 0
+        n_ops = len(self.ops)
+        while k_op < n_ops:
+            op, entry = self.ops[k_op], self.cache[k_op]
+            k_op += 1
             if not isinstance(op, _Sliding):
                 h = op(h)
                 continue
@@ -224,14 +238,40 @@ class _FastISM:
                 nat = a + op.pad_left - span  # output index of dy[..., 0]
                 o0 = nat.clamp(min=0, max=L_out - W_out)
                 full_w = W + span
+                # If the next sliding layer is an unpadded pool reached through element-wise
+                # layers only, produce this conv's output directly on the span that pool reads,
+                # which saves the pool's gather-and-overlay step.
+                j = k_op
+                while j < n_ops and not isinstance(self.ops[j], _Sliding):
+                    j += 1
+                nxt = self.ops[j] if j < n_ops else None
+                if (
+                    nxt is not None
+                    and nxt.kind in ("max", "avg")
+                    and nxt.pad_left == 0
+                    and self.cache[j]["ref_pad"].shape[1] == self.cache[j]["ref_in"].shape[1]
+                ):
+                    pe = self.cache[j]
+                    p_span = (nxt.k - 1) * nxt.d
+                    Lp = pe["L_out"]
+                    Wp = min(Lp, (W_out - 1 + p_span) // nxt.s + 1)
+                    p_lo = torch.div(o0 - p_span + nxt.s - 1, nxt.s, rounding_mode="floor")
+                    p0 = p_lo.clamp(min=0, max=Lp - Wp)
+                    G = (Wp - 1) * nxt.s + p_span + 1
+                    g0 = p0 * nxt.s
+                    h = _windows(entry["ref_out"], g0, G) + _shifted(dy, g0 - nat, G)
+                    for mid in self.ops[k_op:j]:
+                        h = mid(h)
+                    if nxt.kind == "max":
+                        h = F.max_pool1d(h, nxt.k, nxt.s, 0, nxt.d)
+                    else:
+                        h = F.avg_pool1d(h, nxt.k, nxt.s, 0)
+                    a, W = p0, Wp
+                    k_op = j + 1
+                    continue
                 if W_out != full_w or bool((o0 != nat).any()):
                     # window clamped at a sequence end: shift dy, drop what falls outside
-                    t = (o0 - nat)[:, None] + torch.arange(W_out, device=dev)[None]
-                    ok = (t >= 0) & (t < full_w)
-                    dy = dy.gather(
-                        2, t.clamp(0, full_w - 1)[:, None, :].expand(-1, dy.shape[1], -1)
-                    )
-                    dy = dy.masked_fill(~ok[:, None, :], 0.0)
+                    dy = _shifted(dy, o0 - nat, W_out)
                 h = _windows(entry["ref_out"], o0, W_out) + dy
                 a, W = o0, W_out
                 continue
@@ -252,6 +292,19 @@ class _FastISM:
             else:
                 h = F.avg_pool1d(g, op.k, op.s, 0)
             a, W = o0, W_out
+        if self.global_pool is not None:
+            kind, prefix, suffix, ref_sum = self.global_pool
+            L = self.prefix_out.shape[1]
+            outside = torch.maximum(prefix[:, a], suffix[:, a + W]).T  # (B, C)
+            mx = torch.maximum(outside, h.amax(2))
+            mean = (ref_sum[None] + (h - _windows(self.prefix_out, a, W)).sum(2)) / L
+            if kind == "maxavg":
+                out = torch.cat([mx, mean], 1)
+            else:
+                out = (mx if kind == "max" else mean)[:, :, None]
+            for m in self.tail[1:]:
+                out = m(out)
+            return out
         if self.linear_delta is not None:
             # Only the window's columns of the first dense layer see a change. Mutants come
             # sorted by position, so equal window starts form contiguous runs.
@@ -279,6 +332,30 @@ class _FastISM:
         for m in self.tail:
             full = m(full)
         return full
+
+
+def _global_pool_kind(m: nn.Module) -> str | None:
+    """``"max"``, ``"avg"`` or ``"maxavg"`` for whole-length pooling layers, else None."""
+    from napari_dlcb.models.dna import GlobalMaxAvgPool
+
+    if type(m) is GlobalMaxAvgPool:
+        return "maxavg"
+    if isinstance(m, (nn.AdaptiveMaxPool1d, nn.AdaptiveAvgPool1d)) and _int(m.output_size) == 1:
+        if isinstance(m, nn.AdaptiveMaxPool1d) and m.return_indices:
+            return None
+        return "max" if isinstance(m, nn.AdaptiveMaxPool1d) else "avg"
+    return None
+
+
+def _shifted(d: torch.Tensor, shift: torch.Tensor, width: int) -> torch.Tensor:
+    """``d[b, :, shift_b + t]`` for ``t < width``, zero where that index falls outside ``d``."""
+    n = d.shape[2]
+    if width == n and not bool(shift.any()):
+        return d
+    t = shift[:, None] + torch.arange(width, device=d.device)[None]
+    ok = (t >= 0) & (t < n)
+    out = d.gather(2, t.clamp(0, n - 1)[:, None, :].expand(-1, d.shape[1], -1))
+    return out.masked_fill(~ok[:, None, :], 0.0)
 
 
 def _windows(ref: torch.Tensor, start: torch.Tensor, width: int) -> torch.Tensor:

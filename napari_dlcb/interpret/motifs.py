@@ -56,7 +56,9 @@ class Motif:
         """Column-normalised probabilities with a small pseudocount."""
         c = np.asarray(self.counts, float)
         total = c.sum(0, keepdims=True)
-        p = (c + pseudocount * np.maximum(total, 1) / 100) / (total + 4 * pseudocount * np.maximum(total, 1) / 100)
+        p = (c + pseudocount * np.maximum(total, 1) / 100) / (
+            total + 4 * pseudocount * np.maximum(total, 1) / 100
+        )
         p[:, total[0] == 0] = 0.25
         return p
 
@@ -69,7 +71,10 @@ class Motif:
         """The most likely base at each position (``N`` where no base passes 0.5 and IC < 0.5 bits)."""
         p = self.probabilities()
         ic = self.information()
-        return "".join("ACGT"[i] if (p[i, j] >= 0.5 or ic[j] >= 0.5) else "N" for j, i in enumerate(p.argmax(0)))
+        return "".join(
+            "ACGT"[i] if (p[i, j] >= 0.5 or ic[j] >= 0.5) else "N"
+            for j, i in enumerate(p.argmax(0))
+        )
 
     def trimmed(self, min_ic: float = 0.3) -> Motif:
         """Drop low-information flanks."""
@@ -77,7 +82,9 @@ class Motif:
         keep = np.flatnonzero(ic >= min_ic)
         if len(keep) == 0:
             return self
-        return Motif(self.name, self.counts[:, keep[0] : keep[-1] + 1], self.n_sites, dict(self.info))
+        return Motif(
+            self.name, self.counts[:, keep[0] : keep[-1] + 1], self.n_sites, dict(self.info)
+        )
 
 
 # --------------------------------------------------------------------------- from filters
@@ -168,13 +175,13 @@ def filter_motifs(
 
 # --------------------------------------------------------------------------- databases
 def read_motif_file(path: str | os.PathLike) -> list[Motif]:
-    """Read motifs from a HOCOMOCO/JASPAR-style PCM file (``>NAME`` + rows of A C G T) or MEME text.
+    r"""Read motifs from a HOCOMOCO/JASPAR-style PCM file (``>NAME`` + rows of A C G T) or MEME text.
 
     Examples
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.txt"
-    >>> _ = p.write_text(">GATA\\n0 0 10 0\\n10 0 0 0\\n0 0 0 10\\n10 0 0 0\\n")
+    >>> _ = p.write_text(">GATA\n0 0 10 0\n10 0 0 0\n0 0 0 10\n10 0 0 0\n")
     >>> read_motif_file(p)[0].consensus()
     'GATA'
     """
@@ -259,7 +266,9 @@ def load_motif_database(source: str = "jaspar", *, tax_group: str = "vertebrates
     try:
         from pyjaspar import jaspardb
     except ImportError as err:
-        raise DlcbError("the bundled JASPAR motifs need the 'pyjaspar' package (pip install pyjaspar)") from err
+        raise DlcbError(
+            "the bundled JASPAR motifs need the 'pyjaspar' package (pip install pyjaspar)"
+        ) from err
     db = jaspardb(release="JASPAR2024")
     out = []
     for m in db.fetch_motifs(collection="CORE", tax_group=[tax_group], all_versions=False):
@@ -271,11 +280,23 @@ def load_motif_database(source: str = "jaspar", *, tax_group: str = "vertebrates
 def write_meme(motifs: list[Motif], path: str | os.PathLike) -> Path:
     """Write motifs in MEME minimal format (readable by TOMTOM, MEME suite and :func:`read_motif_file`)."""
     p = Path(path)
-    lines = ["MEME version 4", "", "ALPHABET= ACGT", "", "strands: + -", "", "Background letter frequencies", "A 0.25 C 0.25 G 0.25 T 0.25", ""]
+    lines = [
+        "MEME version 4",
+        "",
+        "ALPHABET= ACGT",
+        "",
+        "strands: + -",
+        "",
+        "Background letter frequencies",
+        "A 0.25 C 0.25 G 0.25 T 0.25",
+        "",
+    ]
     for m in motifs:
         pr = m.probabilities(0.0) if m.counts.sum() else np.full_like(m.counts, 0.25, dtype=float)
         lines.append(f"MOTIF {m.name}")
-        lines.append(f"letter-probability matrix: alength= 4 w= {m.width} nsites= {max(m.n_sites, 1)} E= 0")
+        lines.append(
+            f"letter-probability matrix: alength= 4 w= {m.width} nsites= {max(m.n_sites, 1)} E= 0"
+        )
         lines += [" ".join(f"{v:.4f}" for v in col) for col in pr.T]
         lines.append("")
     p.write_text("\n".join(lines))
@@ -303,7 +324,13 @@ def save_logos(motifs: list[Motif], folder: str | os.PathLike) -> list[Path]:
 
             logomaker.Logo(df, ax=ax)
         except ImportError:
-            df.plot.bar(stacked=True, ax=ax, width=0.9, legend=False, color=["#109648", "#255C99", "#F7B32B", "#D62839"])
+            df.plot.bar(
+                stacked=True,
+                ax=ax,
+                width=0.9,
+                legend=False,
+                color=["#109648", "#255C99", "#F7B32B", "#D62839"],
+            )
         ax.set_ylim(0, 2)
         ax.set_title(f"{m.name} ({m.n_sites} sites)", fontsize=8)
         fig.tight_layout()
@@ -346,7 +373,8 @@ def match_motifs(
     database : list of Motif
         Known motifs.
     min_overlap : int
-        Minimum number of overlapping columns of an alignment.
+        Minimum number of overlapping columns of an alignment (or the
+        shorter motif's width, if smaller).
     bins : int
         Resolution of the column-score null distribution over [-1, 1].
     min_sites : int
@@ -357,65 +385,96 @@ def match_motifs(
     pandas.DataFrame
         One row per (query, target): ``filter, target, score, offset,
         strand, overlap, p_value, e_value, q_value, n_sites``, sorted by
-        query then p-value.
+        query then p-value. ``offset`` is the position of the target's first
+        column relative to the query's first column.
     """
-    db_p = [m.probabilities() for m in database]
-    db_rc = [p[::-1, ::-1] for p in db_p]
-    all_cols = np.concatenate(db_p + db_rc, axis=1)
+    cols_out = ["filter", "target", "score", "offset", "strand", "overlap", "p_value", "e_value", "q_value", "n_sites"]
+    if not database:
+        raise DlcbError("the motif database is empty")
+    # All database columns, both strands, one block per (motif, strand), separated by gaps.
+    blocks, owner, strand_of, first_col = [], [], [], []
+    kmax = max((q.width for q in queries), default=1)
+    gap = np.full((4, kmax), np.nan)
+    pos = 0
+    for t_i, m in enumerate(database):
+        p = m.probabilities()
+        for strand, mat in (("+", p), ("-", p[::-1, ::-1])):
+            blocks += [mat, gap]
+            owner.append(t_i)
+            strand_of.append(strand)
+            first_col.append(pos)
+            pos += mat.shape[1] + kmax
+    allc = np.concatenate(blocks, axis=1)  # (4, n) with NaN gaps
+    n = allc.shape[1]
+    valid_col = ~np.isnan(allc[0])
+    widths = np.array([database[o].width for o in owner])
+    first_col = np.array(first_col)
+    owner = np.array(owner)
     rows = []
     for q in queries:
         if q.n_sites < min_sites or q.counts.sum() == 0:
             continue
         qp = q.probabilities()
         k = qp.shape[1]
-        # Null: per query column, the distribution of its score against all db columns.
-        col_scores = _pcc_columns(qp, all_cols)  # (k, n_cols)
-        idx = np.clip(((col_scores + 1) / 2 * bins).round().astype(int), 0, bins)
-        hist = np.stack([np.bincount(i, minlength=bins + 1) for i in idx]).astype(float)
+        S = _pcc_columns(qp, np.where(valid_col, allc, 0.25))  # (k, n)
+        S[:, ~valid_col] = np.nan
+        sb = np.clip(((S + 1) / 2 * bins).round(), 0, bins)
+        # Null: per query column, its score distribution against every database column.
+        hist = np.stack([np.bincount(sb[i, valid_col].astype(int), minlength=bins + 1) for i in range(k)]).astype(float)
         hist /= hist.sum(1, keepdims=True)
-        tail_cache: dict[tuple[int, int], np.ndarray] = {}
-
-        def tail(i0: int, i1: int) -> np.ndarray:
-            key = (i0, i1)
-            if key not in tail_cache:
+        # Alignment anchored at database column j (query column i meets column j + i).
+        anchors = np.arange(-k + 1, n)
+        score = np.zeros(len(anchors))
+        sbin = np.zeros(len(anchors), int)
+        i_first = np.full(len(anchors), k)
+        i_last = np.full(len(anchors), -1)
+        for i in range(k):
+            c = anchors + i
+            ok = (c >= 0) & (c < n)
+            v = np.full(len(anchors), np.nan)
+            vb = np.full(len(anchors), np.nan)
+            v[ok], vb[ok] = S[i, c[ok]], sb[i, c[ok]]
+            has = ~np.isnan(v)
+            score[has] += v[has]
+            sbin[has] += vb[has].astype(int)
+            i_first = np.where(has & (i_first == k), i, i_first)
+            i_last = np.where(has, i, i_last)
+        overlap = np.where(i_last >= 0, i_last - i_first + 1, 0)
+        # which (motif, strand) block each anchor touches: the block holding its first valid column
+        col0 = anchors + np.clip(i_first, 0, k - 1)
+        blk = np.searchsorted(first_col, col0, side="right") - 1
+        need = np.minimum(min_overlap, np.minimum(k, widths[np.clip(blk, 0, None)]))
+        good = (overlap > 0) & (overlap >= need) & (blk >= 0)
+        # tail probabilities P(sum >= s) for each contiguous query range (i0, i1)
+        pvals = np.ones(len(anchors))
+        tails: dict[tuple[int, int], np.ndarray] = {}
+        for a_i in np.flatnonzero(good):
+            key = (int(i_first[a_i]), int(i_last[a_i]) + 1)
+            tl = tails.get(key)
+            if tl is None:
                 dist = np.array([1.0])
-                for i in range(i0, i1):
-                    dist = np.convolve(dist, hist[i])
-                tail_cache[key] = np.cumsum(dist[::-1])[::-1]  # P(sum of bins >= s)
-            return tail_cache[key]
-
-        pvals = []
-        for t_i, (tp, tr) in enumerate(zip(db_p, db_rc)):
-            w = tp.shape[1]
-            best = (np.inf, 0.0, 0, "+", 0)
-            n_align = 0
-            for strand, tm in (("+", tp), ("-", tr)):
-                s = _pcc_columns(qp, tm)  # (k, w)
-                sb = np.clip(((s + 1) / 2 * bins).round().astype(int), 0, bins)
-                for off in range(-(w - 1), k):
-                    i0, i1 = max(0, off), min(k, off + w)
-                    ov = i1 - i0
-                    if ov < min(min_overlap, k, w):
-                        continue
-                    n_align += 1
-                    diag = np.arange(i0, i1)
-                    score_bins = int(sb[diag, diag - off].sum())
-                    tl = tail(i0, i1)
-                    p = float(tl[score_bins]) if score_bins < len(tl) else 0.0
-                    score = float(s[diag, diag - off].sum())
-                    if p < best[0] or (p == best[0] and score > best[1]):
-                        best = (p, score, off, strand, ov)
-            p_min = best[0]
-            p_corr = -np.expm1(n_align * np.log1p(-min(p_min, 1 - 1e-16))) if n_align else 1.0
-            pvals.append(p_corr)
+                for ii in range(*key):
+                    dist = np.convolve(dist, hist[ii])
+                tl = tails[key] = np.cumsum(dist[::-1])[::-1]
+            pvals[a_i] = tl[sbin[a_i]] if sbin[a_i] < len(tl) else 0.0
+        for t_i in range(len(database)):
+            sel = good & ((blk == 2 * t_i) | (blk == 2 * t_i + 1))
+            idx = np.flatnonzero(sel)
+            if len(idx) == 0:
+                continue
+            best = idx[np.lexsort((-score[idx], pvals[idx]))[0]]
+            n_align = len(idx)
+            p_min = min(float(pvals[best]), 1 - 1e-16)
+            p_corr = float(-np.expm1(n_align * np.log1p(-p_min)))
+            b = int(blk[best])
             rows.append(
                 {
                     "filter": q.name,
                     "target": database[t_i].name,
-                    "score": best[1],
-                    "offset": best[2],
-                    "strand": best[3],
-                    "overlap": best[4],
+                    "score": float(score[best]),
+                    "offset": int(first_col[b] - anchors[best]),
+                    "strand": strand_of[b],
+                    "overlap": int(overlap[best]),
                     "p_value": max(p_corr, 1e-300),
                     "n_sites": q.n_sites,
                     "query_consensus": q.consensus(),
@@ -424,9 +483,7 @@ def match_motifs(
             )
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(
-            columns=["filter", "target", "score", "offset", "strand", "overlap", "p_value", "e_value", "q_value", "n_sites"]
-        )
+        return pd.DataFrame(columns=cols_out)
     df["e_value"] = df["p_value"] * len(database)
     df["q_value"] = df.groupby("filter")["p_value"].transform(_bh)
     return df.sort_values(["filter", "p_value"], kind="stable").reset_index(drop=True)
@@ -488,5 +545,9 @@ def scan_motifs(
             sc = np.einsum("nclw,cw->nl", win, mat)
             rel = (sc - lo) / (hi - lo) if hi > lo else np.zeros_like(sc)
             for n, i in zip(*np.nonzero(rel >= min_relative_score)):
-                rows.append((int(n), m.name, int(i), int(i + w), strand, float(sc[n, i]), float(rel[n, i])))
-    return pd.DataFrame(rows, columns=["sequence", "motif", "start", "end", "strand", "score", "relative_score"])
+                rows.append(
+                    (int(n), m.name, int(i), int(i + w), strand, float(sc[n, i]), float(rel[n, i]))
+                )
+    return pd.DataFrame(
+        rows, columns=["sequence", "motif", "start", "end", "strand", "score", "relative_score"]
+    )

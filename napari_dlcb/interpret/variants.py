@@ -20,7 +20,9 @@ from napari_dlcb.errors import DlcbError
 __all__ = ["score_variants", "variant_effect", "variant_windows"]
 
 
-def variant_windows(genome, variants: pd.DataFrame, *, length: int) -> tuple[list[str], list[str], list[str]]:
+def variant_windows(
+    genome, variants: pd.DataFrame, *, length: int
+) -> tuple[list[str], list[str], list[str]]:
     """Reference and alternative windows of ``length`` bp centred on each variant.
 
     Parameters
@@ -64,7 +66,11 @@ def variant_windows(genome, variants: pd.DataFrame, *, length: int) -> tuple[lis
         w0 = start - half
         ref_w = genome.fetch(chrom, w0, w0 + length, pad=True)
         extra = max(0, len(ref) - len(alt))
-        right = genome.fetch(chrom, start + len(ref), w0 + length + extra, pad=True) if w0 + length + extra > start + len(ref) else ""
+        right = (
+            genome.fetch(chrom, start + len(ref), w0 + length + extra, pad=True)
+            if w0 + length + extra > start + len(ref)
+            else ""
+        )
         alt_w = (ref_w[:half] + alt + right)[:length]
         refs.append(ref_w)
         alts.append(alt_w)
@@ -105,9 +111,15 @@ def variant_effect(
 
     x_ref, x_alt = np.asarray(x_ref, np.float32), np.asarray(x_alt, np.float32)
     if x_ref.shape != x_alt.shape:
-        raise DlcbError(f"reference and alternative windows differ in shape: {x_ref.shape} vs {x_alt.shape}")
-    p_ref = predict_sequences(model, x_ref, batch_size=batch_size, device=device, rc_average=rc_average)
-    p_alt = predict_sequences(model, x_alt, batch_size=batch_size, device=device, rc_average=rc_average)
+        raise DlcbError(
+            f"reference and alternative windows differ in shape: {x_ref.shape} vs {x_alt.shape}"
+        )
+    p_ref = predict_sequences(
+        model, x_ref, batch_size=batch_size, device=device, rc_average=rc_average
+    )
+    p_alt = predict_sequences(
+        model, x_alt, batch_size=batch_size, device=device, rc_average=rc_average
+    )
     if target is not None:
         t = [target] if np.ndim(target) == 0 else list(target)
         p_ref, p_alt = p_ref[:, t], p_alt[:, t]
@@ -153,7 +165,9 @@ def score_variants(
     if length is None:
         length = int(meta.extra.get("length", 0)) if meta is not None else 0
     if not length:
-        raise DlcbError("the window length is unknown: pass length= or a model saved with its length")
+        raise DlcbError(
+            "the window length is unknown: pass length= or a model saved with its length"
+        )
     names = list(task_names or (meta.classes if meta is not None else []))
     refs, alts, status = variant_windows(genome, variants, length=length)
     ok = np.array([s == "ok" for s in status])

@@ -28,6 +28,8 @@ import pandas as pd
 from napari_dlcb.errors import DlcbError
 
 __all__ = [
+    "BANDS",
+    "ROW_SCALE",
     "Genome",
     "Region",
     "SignalTrack",
@@ -38,6 +40,7 @@ __all__ = [
     "read_fasta",
     "read_fasta_records",
     "read_vcf",
+    "region_layer_data",
 ]
 
 BED_COLUMNS = ["chrom", "start", "end", "name", "score", "strand"]
@@ -115,7 +118,7 @@ def _is_gzip(path: Path) -> bool:
 
 # --------------------------------------------------------------------------- FASTA
 def read_fasta_records(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Read every record of a (possibly gzipped) FASTA file into memory.
+    r"""Read every record of a (possibly gzipped) FASTA file into memory.
 
     Use this for files of many short sequences (peaks, test sets); use
     :func:`read_fasta` for genomes.
@@ -134,7 +137,7 @@ def read_fasta_records(path: str | os.PathLike) -> list[tuple[str, str]]:
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.fa"
-    >>> _ = p.write_text(">s1 peak\\nACGT\\nac\\n>s2\\nGG\\n")
+    >>> _ = p.write_text(">s1 peak\nACGT\nac\n>s2\nGG\n")
     >>> read_fasta_records(p)
     [('s1', 'ACGTac'), ('s2', 'GG')]
     """
@@ -171,7 +174,7 @@ def read_fasta_records(path: str | os.PathLike) -> list[tuple[str, str]]:
 
 
 class Genome:
-    """An indexed FASTA genome, read lazily through pyfaidx.
+    r"""An indexed FASTA genome, read lazily through pyfaidx.
 
     Sequences are fetched on demand, so a 3 Gb genome costs only its index in
     memory. A gzip (not bgzip) FASTA is read into memory instead. When the
@@ -192,7 +195,7 @@ class Genome:
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "g.fa"
-    >>> _ = p.write_text(">chrA\\nACGTACGTNN\\n>chrB\\nGGGG\\n")
+    >>> _ = p.write_text(">chrA\nACGTACGTNN\n>chrB\nGGGG\n")
     >>> g = Genome(p)
     >>> g.chromosomes
     {'chrA': 10, 'chrB': 4}
@@ -328,13 +331,13 @@ class Genome:
 
 
 def read_fasta(path: str | os.PathLike) -> Genome:
-    """Open a FASTA genome lazily (see :class:`Genome`).
+    r"""Open a FASTA genome lazily (see :class:`Genome`).
 
     Examples
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "g.fa"
-    >>> _ = p.write_text(">chr1\\nacgtNNRY\\n")
+    >>> _ = p.write_text(">chr1\nacgtNNRY\n")
     >>> read_fasta(p).fetch("chr1", 0, 8)
     'acgtNNRY'
     """
@@ -360,7 +363,7 @@ def read_bed(
     *,
     genome: Genome | dict[str, int] | None = None,
 ) -> pd.DataFrame:
-    """Read a BED file (BED3 to BED12, plain or gzip) into a table.
+    r"""Read a BED file (BED3 to BED12, plain or gzip) into a table.
 
     Parameters
     ----------
@@ -382,7 +385,7 @@ def read_bed(
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bed"
-    >>> _ = p.write_text("track name=x\\nchr1\\t10\\t20\\tpeak1\\nchr1\\t30\\t40\\tpeak2\\n")
+    >>> _ = p.write_text("track name=x\nchr1\t10\t20\tpeak1\nchr1\t30\t40\tpeak2\n")
     >>> read_bed(p)[["chrom", "start", "end", "name"]].values.tolist()
     [['chr1', 10, 20, 'peak1'], ['chr1', 30, 40, 'peak2']]
     """
@@ -448,13 +451,13 @@ def read_bed(
 
 # --------------------------------------------------------------------------- signal
 def read_bedgraph(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a bedGraph signal file into a table ``chrom, start, end, value``.
+    r"""Read a bedGraph signal file into a table ``chrom, start, end, value``.
 
     Examples
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bedgraph"
-    >>> _ = p.write_text("track type=bedGraph\\nchr1\\t0\\t10\\t1.5\\n")
+    >>> _ = p.write_text("track type=bedGraph\nchr1\t0\t10\t1.5\n")
     >>> read_bedgraph(p).value.tolist()
     [1.5]
     """
@@ -481,7 +484,7 @@ def read_bedgraph(path: str | os.PathLike) -> pd.DataFrame:
 
 
 class SignalTrack:
-    """A signal track (bigWig or bedGraph) with base-resolution access.
+    r"""A signal track (bigWig or bedGraph) with base-resolution access.
 
     Parameters
     ----------
@@ -493,7 +496,7 @@ class SignalTrack:
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bedgraph"
-    >>> _ = p.write_text("chr1\\t2\\t4\\t3.0\\n")
+    >>> _ = p.write_text("chr1\t2\t4\t3.0\n")
     >>> SignalTrack(p).values("chr1", 0, 6).tolist()
     [0.0, 0.0, 3.0, 3.0, 0.0, 0.0]
     """
@@ -564,7 +567,7 @@ _BASES = re.compile(r"^[ACGTNacgtn]+$")
 
 
 def read_vcf(path: str | os.PathLike) -> pd.DataFrame:
-    """Read the variant columns of a VCF (plain or gzip) into a table.
+    r"""Read the variant columns of a VCF (plain or gzip) into a table.
 
     Multi-allelic records become one row per ALT allele. Symbolic alleles
     (``<DEL>``) and breakends are kept but flagged ``kind = "symbolic"`` so
@@ -586,8 +589,8 @@ def read_vcf(path: str | os.PathLike) -> pd.DataFrame:
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.vcf"
-    >>> _ = p.write_text("##fileformat=VCFv4.2\\n#CHROM\\tPOS\\tID\\tREF\\tALT\\n"
-    ...                  "chr1\\t5\\trs1\\tA\\tG,T\\n")
+    >>> _ = p.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\n"
+    ...                  "chr1\t5\trs1\tA\tG,T\n")
     >>> read_vcf(p)[["chrom", "start", "ref", "alt"]].values.tolist()
     [['chr1', 4, 'A', 'G'], ['chr1', 4, 'A', 'T']]
     """
@@ -647,3 +650,179 @@ def _vcf_lines(path: Path) -> Iterator[tuple[int, str]]:
             s = line.rstrip("\r\n")
             if s.strip():
                 yield lineno, s
+
+
+# --------------------------------------------------------------------------- layers
+#: Vertical placement (in rows of ``ROW_SCALE`` world units) of the genome view's bands.
+BANDS = {
+    "sequence": 0,
+    "mutation_map": 5,
+    "attribution": 10,
+    "signal": 15,
+    "prediction": 21,
+    "peaks": 27,
+    "variants": 30,
+}
+ROW_SCALE = 10.0
+
+
+def region_layer_data(
+    genome: Genome,
+    region: Region | str,
+    *,
+    tracks: list[SignalTrack] | None = None,
+    bed: pd.DataFrame | None = None,
+    variants: pd.DataFrame | None = None,
+    letters: bool = True,
+) -> list[tuple]:
+    """Napari layer data for one region on a shared x axis in bp (no napari import).
+
+    Every layer uses ``scale = (ROW_SCALE, 1)`` and ``translate = (band * ROW_SCALE, region.start)``
+    (its band from :data:`BANDS`) and data coordinates ``(row within the band, position
+    within the region)``, so all of them pan and zoom together and column ``j`` of an
+    image, or x = ``j`` of a point, is base ``region.start + j``.
+
+    Parameters
+    ----------
+    genome : Genome
+        Open genome.
+    region : Region or str
+        ``chr:start-end``.
+    tracks : list of SignalTrack, optional
+        Drawn as lines in the signal band.
+    bed : pandas.DataFrame, optional
+        Intervals overlapping the region become rectangles (names as text).
+    variants : pandas.DataFrame, optional
+        Variants in the region become points (id as text).
+    letters : bool
+        Add a points layer with the base letters (shown when zoomed in).
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+    """
+    from napari_dlcb.data.dna import one_hot
+
+    r = parse_region(region) if isinstance(region, str) else region
+    seq = genome.fetch(r.chrom, r.start, r.end)
+    x = one_hot(seq)[0]
+    out: list[tuple] = []
+
+    def place(band: str) -> dict:
+        return {"scale": (ROW_SCALE, 1.0), "translate": (BANDS[band] * ROW_SCALE, float(r.start))}
+
+    out.append(
+        (
+            x,
+            {
+                "name": f"sequence {r}",
+                "colormap": "gray_r",
+                "contrast_limits": (0.0, 1.0),
+                "metadata": {"region": str(r), "sequence": seq, "kind": "sequence", "rows": "ACGT"},
+                **place("sequence"),
+            },
+            "image",
+        )
+    )
+    if letters:
+        pos = np.arange(len(seq), dtype=float)
+        rows = np.array(["ACGT".find(b) if b in "ACGT" else 1.5 for b in seq.upper()], float)
+        coords = np.stack([rows, pos], 1)
+        out.append(
+            (
+                coords,
+                {
+                    "name": "bases",
+                    "size": 0.1,
+                    "face_color": "transparent",
+                    "border_width": 0,
+                    "text": {"string": "{base}", "color": "red", "size": 9},
+                    "features": {"base": list(seq)},
+                    "visible": len(seq) <= 400,
+                    "metadata": {"kind": "letters"},
+                    **place("sequence"),
+                },
+                "points",
+            )
+        )
+    for k, tr in enumerate(tracks or []):
+        v = (
+            tr.values(r.chrom, r.start, r.end)
+            if r.chrom in tr.chromosomes
+            else np.zeros(len(r), np.float32)
+        )
+        top = float(v.max()) or 1.0
+        path = np.stack([5 - 5 * v / top, np.arange(len(v), dtype=float)], 1)
+        out.append(
+            (
+                [path],
+                {
+                    "name": f"signal {tr.name}",
+                    "shape_type": "path",
+                    "edge_color": ["#1f77b4", "#2ca02c", "#9467bd"][k % 3],
+                    "edge_width": 1.5,
+                    "metadata": {"kind": "signal", "max": top},
+                    **place("signal"),
+                },
+                "shapes",
+            )
+        )
+    if bed is not None and len(bed):
+        hit = bed[(bed["chrom"] == r.chrom) & (bed["end"] > r.start) & (bed["start"] < r.end)]
+        if len(hit):
+            rects = [
+                np.array([[0, s], [0, e], [2, e], [2, s]], float) - [0, r.start]
+                for s, e in zip(hit["start"].clip(r.start, r.end), hit["end"].clip(r.start, r.end))
+            ]
+            out.append(
+                (
+                    rects,
+                    {
+                        "name": "intervals",
+                        "shape_type": "rectangle",
+                        "face_color": "#ff7f0e80",
+                        "edge_color": "#ff7f0e",
+                        "features": {"name": hit["name"].astype(str).tolist()},
+                        "text": {"string": "{name}", "size": 8, "color": "white"},
+                        "metadata": {"kind": "intervals"},
+                        **place("peaks"),
+                    },
+                    "shapes",
+                )
+            )
+    if variants is not None and len(variants):
+        hit = variants[
+            (variants["chrom"] == r.chrom)
+            & (variants["start"] >= r.start)
+            & (variants["start"] < r.end)
+        ]
+        if len(hit):
+            coords = np.stack([np.ones(len(hit)), hit["start"].to_numpy(float) - r.start], 1)
+            out.append(
+                (
+                    coords,
+                    {
+                        "name": "variants",
+                        "size": 8,
+                        "symbol": "triangle_down",
+                        "face_color": "#d62728",
+                        "features": {
+                            "id": hit["id"].astype(str).tolist(),
+                            "ref": hit["ref"].tolist(),
+                            "alt": hit["alt"].tolist(),
+                            "pos": hit["pos"].tolist(),
+                            "chrom": hit["chrom"].tolist(),
+                        },
+                        "text": {
+                            "string": "{id}",
+                            "size": 8,
+                            "color": "#d62728",
+                            "translation": [-12, 0],
+                        },
+                        "metadata": {"kind": "variants"},
+                        **place("variants"),
+                    },
+                    "points",
+                )
+            )
+    return out

@@ -132,7 +132,9 @@ class Basset(nn.Sequential):
             L = (L + 2 * (k // 2) - k + 1) // p
             c_in = f
         if L < 1:
-            raise DlcbError(f"Basset needs longer windows: {length} bp is too short for pools {tuple(pools)}")
+            raise DlcbError(
+                f"Basset needs longer windows: {length} bp is too short for pools {tuple(pools)}"
+            )
         layers.append(nn.Flatten())
         n_in = c_in * L
         for h in hidden:

@@ -96,6 +96,15 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         card="MODEL_CARD_unet2d_nuclei.md",
         description="2-D U-Net for fluorescence nuclei: background / interior / boundary",
     ),
+    # issue 3 (DNA): made by scripts/pretrain_dna.py; architecture from napari_dlcb.models.dna
+    "dna-multitask": BuiltinModel(
+        name="dna-multitask",
+        task="sequence",
+        weights="dna_multitask.safetensors",
+        metadata="dna_multitask.json",
+        card="dna_multitask_MODEL_CARD.md",
+        description="DeepBind-style multitask DNA CNN, 8 JASPAR TFs (CTCF, GATA3, FOXA1, SPI1, SOX2, MAFK, CEBPB, POU5F1), simulated data",
+    ),
     # issue 4 (cells): made by scripts/pretrain_classifier.py
     "cellclf-nuclei": BuiltinModel(
         name="cellclf-nuclei",
@@ -111,6 +120,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 DEFAULT_BUILTIN: dict[str, str] = {
     "segmentation": "unet2d-nuclei",
     "classification": "cellclf-nuclei",
+    "sequence": "dna-multitask",
 }
 
 
@@ -163,7 +173,9 @@ def builtin_info(name: str) -> tuple[BuiltinModel, ModelMeta]:
         raise DlcbError(f"no built-in model named {name!r} (available: {known})")
     meta_file = WEIGHTS_DIR / entry.metadata
     if not entry.available:
-        raise DlcbError(f"built-in model {name!r} is not installed (missing files in {WEIGHTS_DIR})")
+        raise DlcbError(
+            f"built-in model {name!r} is not installed (missing files in {WEIGHTS_DIR})"
+        )
     try:
         meta = ModelMeta.from_dict(json.loads(meta_file.read_text(encoding="utf-8")))
     except (OSError, json.JSONDecodeError) as err:

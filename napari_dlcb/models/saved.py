@@ -71,7 +71,11 @@ _ACTIVATIONS = ("softmax", "sigmoid", "none")
 #: network, or call :func:`register_architecture`.
 ARCHITECTURES: dict[str, Callable[..., nn.Module] | str] = {
     "unet2d": "napari_dlcb.models.unet:UNet2D",
+    "deepbind": "napari_dlcb.models.dna:DeepBind",
+    "basset": "napari_dlcb.models.dna:Basset",
+    "cellclf": "napari_dlcb.models.classifier:CellClassifier",
 }
+_RESOLVED: dict[str, Callable[..., nn.Module]] = {}  # "module:attribute" -> object
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -284,9 +288,15 @@ def register_architecture(
     if not (callable(builder) or (isinstance(builder, str) and ":" in builder)):
         raise ValueError("builder must be a callable or a 'module:attribute' string")
     old = ARCHITECTURES.get(name)
-    if old is not None and old != builder and not overwrite:
+    if old is not None and not overwrite and _builder_key(old) != _builder_key(builder):
         raise ValueError(f"architecture {name!r} is already registered to {old!r}")
     ARCHITECTURES[name] = builder
+
+
+def _builder_key(builder: Callable[..., nn.Module] | str) -> str:
+    if isinstance(builder, str):
+        return builder
+    return f"{getattr(builder, '__module__', '')}:{getattr(builder, '__qualname__', repr(builder))}"
 
 
 def _resolve_builder(name: str) -> Callable[..., nn.Module]:
@@ -295,12 +305,16 @@ def _resolve_builder(name: str) -> Callable[..., nn.Module]:
         known = ", ".join(sorted(ARCHITECTURES)) or "none"
         raise DlcbError(f"unknown model architecture {name!r} (known: {known}, torchscript)")
     if isinstance(builder, str):
-        module_name, _, attr = builder.partition(":")
-        try:
-            builder = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise DlcbError(f"architecture {name!r} is unavailable: {_one_line(err)}") from err
-        ARCHITECTURES[name] = builder
+        if builder not in _RESOLVED:
+            module_name, _, attr = builder.partition(":")
+            try:
+                obj = importlib.import_module(module_name)
+                for part in attr.split("."):
+                    obj = getattr(obj, part)
+            except (ImportError, AttributeError) as err:
+                raise DlcbError(f"architecture {name!r} is unavailable: {_one_line(err)}") from err
+            _RESOLVED[builder] = obj
+        return _RESOLVED[builder]
     return builder
 
 

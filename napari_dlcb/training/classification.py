@@ -137,7 +137,13 @@ def prepare_images(
 
 
 def load_base(
-    base: str | Path | None, *, in_channels: int, n_classes: int, width: int = 32
+    base: str | Path | None,
+    *,
+    in_channels: int,
+    n_classes: int,
+    width: int = 32,
+    blocks: Sequence[int] = (2, 2, 2),
+    seed: int = 0,
 ) -> tuple[CellClassifier, str | None, dict]:
     """Create the network to fine-tune.
 
@@ -150,6 +156,11 @@ def load_base(
         What the new task needs; the first convolution and the head are adapted.
     width : int
         Width of a newly initialised network.
+    blocks : sequence of int
+        Residual blocks per stage of a newly initialised network.
+    seed : int
+        Seed of the random initialisation (new networks and new heads), so
+        runs are reproducible whatever the global RNG state.
 
     Returns
     -------
@@ -159,8 +170,18 @@ def load_base(
     info : dict
         ``input_size`` and ``classes`` of the base, where known.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _load_base(
+            base, in_channels=in_channels, n_classes=n_classes, width=width, blocks=blocks
+        )
+
+
+def _load_base(
+    base: str | Path | None, *, in_channels: int, n_classes: int, width: int, blocks: Sequence[int]
+) -> tuple[CellClassifier, str | None, dict]:
     if base is None or str(base).lower() in ("none", "scratch", ""):
-        return CellClassifier(in_channels, n_classes, width=width), None, {}
+        return CellClassifier(in_channels, n_classes, width=width, blocks=tuple(blocks)), None, {}
     if str(base) == "builtin" or str(base).startswith("builtin:"):
         from napari_dlcb.models.registry import load_builtin
 
@@ -264,6 +285,8 @@ class ClassificationTrainer:
         random sampler, or nothing.
     channel_axis : int, optional
         Channel axis of 3-D images.
+    width, blocks
+        Size of a newly initialised network (``base="none"``).
     seed : int
         Seeds the split, the augmentation and the engine.
     device : str
@@ -297,6 +320,7 @@ class ClassificationTrainer:
         balance: str | None = "loss",
         channel_axis: int | None = None,
         width: int = 32,
+        blocks: Sequence[int] = (2, 2, 2),
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -328,7 +352,12 @@ class ClassificationTrainer:
         cyx_ch = Counter(to_cyx(im, channel_axis).shape[0] for im in images)
         in_ch = cyx_ch.most_common(1)[0][0]
         self.model, self.parent, info = load_base(
-            base, in_channels=in_ch, n_classes=len(classes), width=width
+            base,
+            in_channels=in_ch,
+            n_classes=len(classes),
+            width=width,
+            blocks=blocks,
+            seed=self.seed,
         )
         if input_size is None:
             sides = Counter(max(to_cyx(im, channel_axis).shape[1:]) for im in images)
@@ -416,7 +445,6 @@ class ClassificationTrainer:
         ------
         TrainEvent
         """
-        k = len(self.classes)
         weights = self._class_weights() if self.balance == "loss" else None
 
         def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -487,7 +515,6 @@ class ClassificationTrainer:
         ):
             self._record(ev)
             yield ev
-        del k
 
     def _fit_linear(self, loss_fn, sampler, monitor, preview, **kw) -> Iterator[TrainEvent]:
         model = self.model.to(self.device).eval()
@@ -853,7 +880,9 @@ class CellClassificationTask:
         """Labels image with every object painted with ``1 + predicted class index``."""
         if probs is None:
             _, probs = self.predict()
-        lut = np.zeros(int(self.labels.max()) + 1, np.int32)
+        lut = np.zeros(
+            int(self.labels.max()) + 1, np.uint8 if len(self.classes) < 255 else np.int32
+        )
         lut[self.crops.ids] = probs.argmax(1) + 1
         return lut[self.labels]
 

@@ -47,6 +47,7 @@ __all__ = [
     "auroc_metric",
     "bed_training_data",
     "load_sequence_model",
+    "predict_region",
     "predict_sequences",
     "table_training_data",
 ]
@@ -87,15 +88,23 @@ def table_training_data(
     task_names : list of str
     """
     if negatives not in ("none", "dinucleotide-shuffle"):
-        raise DlcbError(f"a table supports --negatives none or dinucleotide-shuffle, not {negatives!r}")
+        raise DlcbError(
+            f"a table supports --negatives none or dinucleotide-shuffle, not {negatives!r}"
+        )
     df = read_sequence_table(path, sequence_column=sequence_column)
     if label_columns is None:
         if "Bound" in df:
             label_columns = ["Bound"]
         else:
-            label_columns = [c for c in df.columns if c != sequence_column and np.issubdtype(df[c].dtype, np.number)]
+            label_columns = [
+                c
+                for c in df.columns
+                if c != sequence_column and np.issubdtype(df[c].dtype, np.number)
+            ]
         if not label_columns:
-            raise DlcbError(f"{Path(path).name}: no numeric label column found; pass --label-columns")
+            raise DlcbError(
+                f"{Path(path).name}: no numeric label column found; pass --label-columns"
+            )
     df = read_sequence_table(path, sequence_column=sequence_column, label_columns=label_columns)
     seqs = df[sequence_column].astype(str).tolist()
     y = df[list(label_columns)].to_numpy(np.float32)
@@ -230,7 +239,9 @@ def _fixed_length(meta_or_config: dict) -> int | None:
     return int(meta_or_config["length"]) if meta_or_config.get("name") == "basset" else None
 
 
-def load_sequence_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
+def load_sequence_model(
+    path: str | os.PathLike, *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelMeta]:
     """Load a saved (or built-in, ``"builtin[:name]"``) DNA model; refuse other tasks."""
     import napari_dlcb.models.dna  # noqa: F401 - registers the DNA architectures
 
@@ -306,7 +317,9 @@ def predict_sequences(
                 logit = (logit + model(xb.flip(1, 2))) / 2
             if logit.ndim == 1:
                 logit = logit[:, None]
-            outs.append((torch.sigmoid(logit) if activation == "sigmoid" else logit).float().cpu().numpy())
+            outs.append(
+                (torch.sigmoid(logit) if activation == "sigmoid" else logit).float().cpu().numpy()
+            )
     if not outs:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(outs)
@@ -377,7 +390,9 @@ class SequenceTrainer:
         if len(x) < 4:
             raise DlcbError(f"need at least 4 labelled sequences to train, got {len(x)}")
         T = y.shape[1]
-        self.task_names = list(task_names) if task_names is not None else [f"task{i}" for i in range(T)]
+        self.task_names = (
+            list(task_names) if task_names is not None else [f"task{i}" for i in range(T)]
+        )
         if len(self.task_names) != T:
             raise DlcbError(f"{len(self.task_names)} task names for {T} label columns")
         L = x.shape[2]
@@ -387,12 +402,14 @@ class SequenceTrainer:
         parent = None
         if base is not None:
             base_model, base_meta = load_sequence_model(base)
-            self.model, self.architecture = _adapt_head(base_model, base_meta, T)
+            self.model, self.architecture = _adapt_head(base_model, base_meta, self.task_names)
             parent = base_meta.extra.get("source", str(base))
             _check_length(ModelMeta("sequence", self.architecture, self.task_names), L)
         else:
             if arch not in ARCHITECTURES:
-                raise DlcbError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+                raise DlcbError(
+                    f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}"
+                )
             kwargs = dict(model_kwargs or {})
             if arch == "basset":
                 kwargs.setdefault("length", L)
@@ -412,7 +429,9 @@ class SequenceTrainer:
             train_index = np.setdiff1d(np.arange(len(x)), val_index)
         self.train_index, self.val_index = np.sort(train_index), np.sort(val_index)
         self.train = OneHotDataset(x[self.train_index], y[self.train_index], rc_augment=rc_augment)
-        self.val = OneHotDataset(x[self.val_index], y[self.val_index]) if len(self.val_index) else None
+        self.val = (
+            OneHotDataset(x[self.val_index], y[self.val_index]) if len(self.val_index) else None
+        )
         self.length = L
         self.meta = ModelMeta(
             task="sequence",
@@ -472,7 +491,12 @@ class SequenceTrainer:
         for ev in events:
             if isinstance(ev, EpochEnd):
                 self.history.append(
-                    {"epoch": ev.epoch, "train_loss": ev.train_loss, "val_loss": ev.val_loss, **ev.metrics}
+                    {
+                        "epoch": ev.epoch,
+                        "train_loss": ev.train_loss,
+                        "val_loss": ev.val_loss,
+                        **ev.metrics,
+                    }
                 )
             if isinstance(ev, Finished):
                 self.meta.extra["training"] = {
@@ -494,19 +518,72 @@ class SequenceTrainer:
         return save_model(self.model, path, self.meta, example_input=example)
 
 
-def _adapt_head(model: nn.Module, meta: ModelMeta, n_tasks: int) -> tuple[nn.Module, dict]:
-    """Give a base model ``n_tasks`` outputs: keep the body, new read-out if needed."""
+def _adapt_head(
+    model: nn.Module, meta: ModelMeta, task_names: Sequence[str]
+) -> tuple[nn.Module, dict]:
+    """Give a base model one output per task in ``task_names``, keeping its body.
+
+    The read-out rows of tasks the base model already has (same name, case
+    insensitive) are copied, so fine-tuning "GATA3" from a model with a "GATA3"
+    task starts from what it knows; other tasks get a fresh read-out row.
+    """
     arch = dict(meta.architecture)
     if arch.get("name") not in ARCHITECTURES:
-        raise DlcbError(f"cannot fine-tune a {arch.get('name')!r} model: only {', '.join(ARCHITECTURES)}")
-    if int(arch.get("n_tasks", -1)) == n_tasks:
+        raise DlcbError(
+            f"cannot fine-tune a {arch.get('name')!r} model: only {', '.join(ARCHITECTURES)}"
+        )
+    base_names = [str(c).upper() for c in meta.classes]
+    if [t.upper() for t in task_names] == base_names:
         return model.train(), arch
-    arch["n_tasks"] = n_tasks
+    arch["n_tasks"] = len(task_names)
     new = build_dna_model(arch["name"], **{k: v for k, v in arch.items() if k != "name"})
-    state = {k: v for k, v in model.state_dict().items()}
+    state = dict(model.state_dict())
     head = [n for n, m in new.named_modules() if isinstance(m, nn.Linear)][-1]
+    old_w, old_b = state.get(head + ".weight"), state.get(head + ".bias")
     state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
     missing, _ = new.load_state_dict(state, strict=False)
     if any(not k.startswith(head + ".") for k in missing):
         raise DlcbError("the base model's layers do not fit the requested architecture")
+    lin = dict(new.named_modules())[head]
+    if old_w is not None and old_w.shape[1] == lin.in_features:
+        with torch.no_grad():
+            for j, t in enumerate(task_names):
+                if t.upper() in base_names:
+                    lin.weight[j] = old_w[base_names.index(t.upper())]
+                    lin.bias[j] = old_b[base_names.index(t.upper())]
     return new.train(), arch
+
+
+def predict_region(
+    model: nn.Module,
+    sequence: str,
+    *,
+    window: int = 200,
+    step: int = 10,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted tracks along a sequence: windows of ``window`` bp every ``step`` bp.
+
+    The region is padded with ``N`` by ``window // 2`` on both sides so every
+    position gets a centred window.
+
+    Returns
+    -------
+    centres : numpy.ndarray
+        Window centres (0-based positions in ``sequence``).
+    prob : numpy.ndarray
+        ``(n_windows, T)`` probabilities.
+
+    Examples
+    --------
+    >>> from napari_dlcb.models.dna import DeepBind
+    >>> c, p = predict_region(DeepBind(2, kernel_size=5), "ACGT" * 30, window=20, step=10)
+    >>> c.tolist()[:3], p.shape
+    ([0, 10, 20], (12, 2))
+    """
+    half = window // 2
+    padded = "N" * half + sequence + "N" * (window - half)
+    centres = np.arange(0, len(sequence), step)
+    x = one_hot([padded[c : c + window] for c in centres])
+    return centres, predict_sequences(model, x, batch_size=batch_size, device=device)

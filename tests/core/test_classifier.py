@@ -376,3 +376,80 @@ def test_trainer_bad_input():
         ClassificationTrainer(ims, [0, 1, 0], ["a", "b"], base="none")
     with pytest.raises(DlcbError, match="unknown training mode"):
         ClassificationTrainer(ims, [0, 1, 0, 1], ["a", "b"], base="none", mode="magic")
+
+
+def test_builtin_base_is_adapted_to_channels_and_classes():
+    from napari_dlcb.models.registry import list_builtin
+    from napari_dlcb.training.classification import load_base
+
+    assert "cellclf-nuclei" in list_builtin("classification")
+    model, parent, info = load_base("builtin", in_channels=3, n_classes=5)
+    assert parent == "builtin:cellclf-nuclei" and info["input_size"] == 32
+    assert model.in_channels == 3 and model.n_classes == 5
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 5)
+    with pytest.raises(DlcbError, match="not found|not a napari-dlcb|no such|missing"):
+        load_base("/nonexistent/model", in_channels=1, n_classes=2)
+
+
+def _cells_scene():
+    img = np.zeros((96, 96), np.float32)
+    lab = np.zeros((96, 96), np.int32)
+    k = 0
+    for r in range(6, 90, 22):
+        for c in range(6, 90, 22):
+            k += 1
+            big = k % 2 == 0
+            rr, cc = np.mgrid[:96, :96]
+            disc = (rr - r - 6) ** 2 + (cc - c - 6) ** 2 <= (6 if big else 3) ** 2
+            lab[disc] = k
+            img[disc] = 1.0
+    return img, lab
+
+
+def test_cell_classification_task_end_to_end(tmp_path):
+    from napari_dlcb.training.classification import CellClassificationTask
+
+    img, lab = _cells_scene()
+    ann = {1: "small", 2: "large", 3: "small", 4: "large", 5: "small", 6: "large"}
+    task = CellClassificationTask(
+        img,
+        lab,
+        ann,
+        classes=["small", "large"],
+        crop_size=24,
+        base="builtin",
+        mode="linear",
+        device="cpu",
+    )
+    events = list(task.fit(epochs=40))
+    assert any(type(e).__name__ == "Preview" and "confusion" in e.data for e in events)
+    ids, probs = task.predict()
+    assert ids.tolist() == list(range(1, 17)) and probs.shape == (16, 2)
+    pred = probs.argmax(1)
+    truth = (ids % 2 == 0).astype(int)  # 1 = large
+    assert (pred == truth).mean() >= 0.9
+    cls_img = task.class_image(probs)
+    assert set(np.unique(cls_img)) <= {0, 1, 2}
+    assert (cls_img[lab == 2] == pred[1] + 1).all()
+    table = task.table(probs)
+    assert table.object_id.tolist() == ids.tolist()
+    assert {"class", "prob_small", "prob_large", "area", "eccentricity", "annotated"} <= set(table)
+    assert table.annotated.iloc[0] == "small" and table.annotated.iloc[10] == ""
+    smap, origin, res = task.cell_saliency(2, method="gradients", target="large")
+    assert smap.shape == (24, 24) and res.target == 1
+    np.testing.assert_array_equal(origin, task.crops.origins[1])
+    assert task.features().shape[0] == 16
+
+
+def test_cell_classification_task_bad_input():
+    from napari_dlcb.training.classification import CellClassificationTask
+
+    img, lab = _cells_scene()
+    with pytest.raises(DlcbError, match="label some cells"):
+        CellClassificationTask(img, lab, {}, base="none")
+    with pytest.raises(DlcbError, match="only one class"):
+        CellClassificationTask(img, lab, {1: "a", 2: "a"}, base="none")
+    with pytest.raises(DlcbError, match="object 99 is not"):
+        CellClassificationTask(img, lab, {1: "a", 99: "b"}, base="none")
+    with pytest.raises(DlcbError, match="no objects"):
+        CellClassificationTask(img, np.zeros_like(lab), {1: "a", 2: "b"}, base="none")

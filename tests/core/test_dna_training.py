@@ -48,14 +48,21 @@ def table(tmp_path_factory):
     rng = np.random.default_rng(5)
     pos = _planted(100, seed=9)
     neg = ["".join(rng.choice(list("ACGT"), 60)) for _ in range(100)]
-    pd.DataFrame({"seq": pos + neg, "Bound": [1] * 100 + [0] * 100}).to_csv(t, sep="\t", index=False)
+    pd.DataFrame({"seq": pos + neg, "Bound": [1] * 100 + [0] * 100}).to_csv(
+        t, sep="\t", index=False
+    )
     return p, t
 
 
 def test_auroc_matches_definition():
     rng = np.random.default_rng(0)
     s, y = rng.random(50), rng.integers(0, 2, 50)
-    pairs = [(a > b) + 0.5 * (a == b) for a, la in zip(s, y) for b, lb in zip(s, y) if la == 1 and lb == 0]
+    pairs = [
+        (a > b) + 0.5 * (a == b)
+        for a, la in zip(s, y)
+        for b, lb in zip(s, y)
+        if la == 1 and lb == 0
+    ]
     assert auroc(s, y) == pytest.approx(np.mean(pairs))
     assert np.isnan(auroc(s, np.ones(50)))
 
@@ -72,11 +79,34 @@ def test_table_training_data_adds_shuffled_negatives(table):
 def test_cli_train_predict_interpret(table, tmp_path):
     train, test = table
     out = tmp_path / "model"
-    rc = main(["train", "sequence", "--table", str(train), "--out", str(out), "--epochs", "6",
-               "--filters", "8", "--batch-size", "32", "--lr", "0.005", "--device", "cpu", "--seed", "1"])
+    rc = main(
+        [
+            "train",
+            "sequence",
+            "--table",
+            str(train),
+            "--out",
+            str(out),
+            "--epochs",
+            "6",
+            "--filters",
+            "8",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.005",
+            "--device",
+            "cpu",
+            "--seed",
+            "1",
+        ]
+    )
     assert rc == 0 and (out / "model.pt").is_file() and (out / "weights.safetensors").is_file()
     pred = tmp_path / "pred.tsv"
-    assert main(["predict", "sequence", "--model", str(out), "--table", str(test), "--out", str(pred)]) == 0
+    assert (
+        main(["predict", "sequence", "--model", str(out), "--table", str(test), "--out", str(pred)])
+        == 0
+    )
     df = pd.read_csv(pred, sep="\t")
     assert list(df.columns) == ["seq", "Bound", "score"] and df.score.between(0, 1).all()
     assert auroc(df.score.to_numpy(), df.Bound.to_numpy()) > 0.9
@@ -96,8 +126,37 @@ def test_cli_train_predict_interpret(table, tmp_path):
     effect = np.abs(m[..., 0]).max(0)
     assert i <= int(effect.argmax()) < i + len(MOTIF)
     # bad input: wrong table column, model that is not a folder
-    assert main(["predict", "sequence", "--model", str(out), "--table", str(test), "--out", str(pred), "--sequence-column", "x"]) == 2
-    assert main(["mutation-map", "--model", str(tmp_path / "nope"), "--sequence", "ACGT", "--out", str(mm)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "sequence",
+                "--model",
+                str(out),
+                "--table",
+                str(test),
+                "--out",
+                str(pred),
+                "--sequence-column",
+                "x",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "mutation-map",
+                "--model",
+                str(tmp_path / "nope"),
+                "--sequence",
+                "ACGT",
+                "--out",
+                str(mm),
+            ]
+        )
+        == 2
+    )
 
 
 def test_trainer_multitask_nan_masking_and_fine_tuning(tmp_path):
@@ -105,7 +164,9 @@ def test_trainer_multitask_nan_masking_and_fine_tuning(tmp_path):
     y = np.zeros((160, 2), np.float32)
     y[:80, 0] = 1
     y[80:, 1] = np.nan  # unlabelled for task 1
-    t = SequenceTrainer(seqs, y, task_names=["a", "b"], model_kwargs={"filters": 4, "kernel_size": 8}, device="cpu")
+    t = SequenceTrainer(
+        seqs, y, task_names=["a", "b"], model_kwargs={"filters": 4, "kernel_size": 8}, device="cpu"
+    )
     fin = fit_to_end(t.fit(epochs=2, batch_size=32))
     assert fin.epochs_run == 2 and len(t.history) == 2
     folder = t.save(tmp_path / "m")
@@ -115,8 +176,18 @@ def test_trainer_multitask_nan_masking_and_fine_tuning(tmp_path):
     t2 = SequenceTrainer(seqs, y[:, :1], task_names=["c"], base=str(folder), device="cpu")
     torch.testing.assert_close(t2.model[0].weight, t.model[0].weight)
     assert t2.model[-1].out_features == 1 and t2.meta.parent == str(folder)
+    # a task the base model knows keeps its read-out row
+    t3 = SequenceTrainer(seqs, y, task_names=["new", "A"], base=str(folder), device="cpu")
+    torch.testing.assert_close(t3.model[-1].weight[1], t.model[-1].weight[0])
+    assert not torch.equal(t3.model[-1].weight[0], t.model[-1].weight[1])
     # Basset needs its window length
-    tb = SequenceTrainer(seqs, y, arch="basset", model_kwargs={"filters": (8, 8, 8), "pools": (2, 2, 2), "hidden": (8, 8)}, device="cpu")
+    tb = SequenceTrainer(
+        seqs,
+        y,
+        arch="basset",
+        model_kwargs={"filters": (8, 8, 8), "pools": (2, 2, 2), "hidden": (8, 8)},
+        device="cpu",
+    )
     with pytest.raises(DlcbError, match="takes 40 bp windows, but the sequences are 30 bp"):
         tb.predict([s[:30] for s in seqs[:3]])
     with pytest.raises(DlcbError, match="too short for pools"):
@@ -136,15 +207,41 @@ def test_bed_training_data_and_cli_bed(tmp_path):
     fa = tmp_path / "g.fa"
     fa.write_text("".join(f">{c}\n{s}\n" for c, s in chroms.items()))
     bed = tmp_path / "p.bed"
-    bed.write_text("".join(f"{c}\t{i - 10}\t{i + 18}\tpk\n" for c in chroms for i in range(200, 3800, 400)))
+    bed.write_text(
+        "".join(f"{c}\t{i - 10}\t{i + 18}\tpk\n" for c in chroms for i in range(200, 3800, 400))
+    )
     seqs, y, tasks, ch = bed_training_data(fa, bed, window=100, negatives="gc-matched")
     assert len(seqs) == 36 and y.sum() == 18 and all(len(s) == 100 for s in seqs)
     assert ch[:9] == ["chr1"] * 9
     out = tmp_path / "m"
-    rc = main(["train", "sequence", "--fasta", str(fa), "--bed", str(bed), "--out", str(out), "--window", "100",
-               "--epochs", "1", "--filters", "4", "--device", "cpu", "--val-chroms", "chr2"])
+    rc = main(
+        [
+            "train",
+            "sequence",
+            "--fasta",
+            str(fa),
+            "--bed",
+            str(bed),
+            "--out",
+            str(out),
+            "--window",
+            "100",
+            "--epochs",
+            "1",
+            "--filters",
+            "4",
+            "--device",
+            "cpu",
+            "--val-chroms",
+            "chr2",
+        ]
+    )
     assert rc == 0 and (out / "metadata.json").is_file()
     bad = tmp_path / "bad.bed"
     bad.write_text("chr1\t3990\t4100\tpk\n")
-    assert main(["train", "sequence", "--fasta", str(fa), "--bed", str(bad), "--out", str(out)]) == 2
-    assert main(["train", "sequence", "--table", "x.tsv", "--fasta", str(fa), "--out", str(out)]) == 2
+    assert (
+        main(["train", "sequence", "--fasta", str(fa), "--bed", str(bad), "--out", str(out)]) == 2
+    )
+    assert (
+        main(["train", "sequence", "--table", "x.tsv", "--fasta", str(fa), "--out", str(out)]) == 2
+    )

@@ -32,27 +32,38 @@ def _randomise_bn(model, seed=0):
 
 
 def _naive_reference(model, x, target=None):
-    """An independent, deliberately simple ISM: one forward pass per substitution."""
+    """An independent, deliberately simple ISM: every substitution as its own sequence."""
     model = model.eval()
     with torch.no_grad():
         ref = model(x)
         N, _, L = x.shape
         out = np.zeros((N, 4, L, ref.shape[1]), np.float32)
         for n in range(N):
-            for i in range(L):
-                for b in range(4):
-                    if x[n, b, i] == 1:
-                        continue
-                    xm = x[n : n + 1].clone()
-                    xm[0, :, i] = 0
-                    xm[0, b, i] = 1
-                    out[n, b, i] = (model(xm) - ref[n : n + 1])[0].numpy()
+            muts = x[n].repeat(4 * L, 1, 1)  # (4L, 4, L): index b * L + i
+            for b in range(4):
+                for i in range(L):
+                    muts[b * L + i, :, i] = 0
+                    muts[b * L + i, b, i] = 1
+            pred = torch.cat([model(muts[k : k + 256]) for k in range(0, 4 * L, 256)])
+            diff = (pred - ref[n]).reshape(4, L, -1).numpy()
+            out[n] = np.where((x[n].numpy() == 1)[..., None], 0.0, diff)
     return out
 
 
 ARCHS = {
+    "global_max": lambda: nn.Sequential(
+        nn.Conv1d(4, 8, 7, padding=3),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool1d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    ),
     "deepbind": lambda: DeepBind(3, filters=8, kernel_size=9),
-    "basset": lambda: _randomise_bn(Basset(2, length=96, filters=(12, 10, 8), kernels=(7, 5, 3), pools=(2, 3, 2), hidden=(16, 8))),
+    "basset": lambda: _randomise_bn(
+        Basset(
+            2, length=96, filters=(12, 10, 8), kernels=(7, 5, 3), pools=(2, 3, 2), hidden=(16, 8)
+        )
+    ),
     "dilated_strided": lambda: nn.Sequential(
         nn.Conv1d(4, 6, 5, dilation=3, padding=4),
         nn.ELU(),
@@ -135,9 +146,13 @@ def test_fallback_on_unsupported_models():
     with pytest.raises(DlcbError, match="fast ISM path does not support"):
         mutation_map(custom, x, method="fast")
     # a Sequential whose local prefix stops at an unknown module: tail runs in full
-    seq = nn.Sequential(nn.Conv1d(4, 6, 5), _Square(), nn.Conv1d(6, 3, 3), nn.Flatten(), nn.LazyLinear(2))
+    seq = nn.Sequential(
+        nn.Conv1d(4, 6, 5), _Square(), nn.Conv1d(6, 3, 3), nn.Flatten(), nn.LazyLinear(2)
+    )
     seq(x)
-    np.testing.assert_allclose(mutation_map(seq, x, method="fast"), _naive_reference(seq, x), atol=1e-5)
+    np.testing.assert_allclose(
+        mutation_map(seq, x, method="fast"), _naive_reference(seq, x), atol=1e-5
+    )
 
     class OwnForward(nn.Sequential):
         def forward(self, x):

@@ -77,6 +77,16 @@ def test_three_class_min_size_and_unseeded_components():
     assert instances_from_probabilities(prob, min_size=17).max() == 2  # too small: removed
 
 
+def test_small_seeds_do_not_split_an_object():
+    yy, xx = np.mgrid[:80, :120]
+    prob = three_class(((yy - 40) ** 2 + (xx - 60) ** 2 < 20**2).astype(np.int32))
+    prob[:, 39:42, 49:53] = [[[0]], [[0]], [[1]]]  # a ring of boundary inside the nucleus...
+    prob[:, 40, 50:52] = [[0], [1], [0]]  # ...around a 2-px speck of interior
+    assert ndi.label(prob[1] > 0.5)[1] == 2
+    assert instances_from_probabilities(prob, min_size=1, min_seed_size=1).max() == 2
+    assert instances_from_probabilities(prob, min_size=1, min_seed_size=3).max() == 1
+
+
 def test_instances_are_consecutive_and_empty_is_empty():
     prob = np.zeros((1, 40, 40), np.float32)
     assert instances_from_probabilities(prob).max() == 0
@@ -124,6 +134,17 @@ def test_labels_from_probabilities_dispatches_on_label_kind():
     as_dict = {"label_kind": "instances", "extra": {"postprocess": {"min_size": 10_000}}}
     assert labels_from_probabilities(prob, as_dict).max() == 0  # model's own options used
     assert labels_from_probabilities(prob, as_dict, min_size=1).max() == 2  # overridden
+
+    shipped = {  # the keys the built-in model's metadata carries
+        "label_kind": "instances",
+        "extra": {"postprocess": {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 12}},
+    }
+    assert labels_from_probabilities(prob, shipped).max() == 2
+    future = {"label_kind": "instances", "extra": {"postprocess": {"new_knob": 1}}}
+    with pytest.warns(UserWarning, match="new_knob"):
+        assert labels_from_probabilities(prob, future).max() == 2
+    with pytest.raises(DlcbError, match="unknown post-processing"):
+        labels_from_probabilities(prob, inst, min_sise=3)
 
     membranes = {"label_kind": "classes", "class_values": [0, 128, 255]}
     out = labels_from_probabilities(prob, membranes)

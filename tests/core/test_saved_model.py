@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +45,9 @@ def meta_for(net: nn.Module, **kw) -> ModelMeta:
     return ModelMeta("segmentation", arch, classes, **kw)
 
 
-@pytest.fixture
-def saved_dir(tmp_path) -> tuple[Path, UNet2D]:
+@pytest.fixture(scope="module")
+def _saved_template(tmp_path_factory) -> tuple[Path, UNet2D]:
+    tmp_path = tmp_path_factory.mktemp("saved")
     net = tiny_unet()
     # non-trivial BN statistics, so a round trip that forgot buffers would fail
     net.train()
@@ -61,6 +64,13 @@ def saved_dir(tmp_path) -> tuple[Path, UNet2D]:
     )
     folder = save_model(net, tmp_path / "model", meta, example_input=torch.randn(1, 1, 24, 24))
     return folder, net
+
+
+@pytest.fixture
+def saved_dir(_saved_template, tmp_path) -> tuple[Path, UNet2D]:
+    """A fresh copy of a saved model folder (tests may break it) and its network."""
+    folder, net = _saved_template
+    return Path(shutil.copytree(folder, tmp_path / "model")), copy.deepcopy(net)
 
 
 # ---------------------------------------------------------------------------- round trip
@@ -348,6 +358,13 @@ def test_register_architecture_lazy_string(registered):
     registered("test-unet-alias", "napari_dlcb.models.unet:UNet2D")
     net = build_model({"name": "test-unet-alias", "n_classes": 2, "base": 4, "depth": 2})
     assert isinstance(net, UNet2D)
+
+
+def test_every_listed_architecture_resolves():
+    # the table names other tasks' networks lazily, so load_model works in a fresh process
+    for name in list(saved.ARCHITECTURES):
+        assert callable(saved._resolve_builder(name)), name
+    register_architecture("unet2d", UNet2D)  # the same class as the lazy string: accepted
 
 
 def test_register_architecture_errors(registered):

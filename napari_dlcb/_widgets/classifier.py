@@ -1,0 +1,607 @@
+"""Cell-classifier dock widget: click cells, train, colour labels by class, look inside.
+
+A thin adapter over :class:`napari_dlcb.training.classification.CellClassificationTask`
+(STYLE.md rule 2): the widget collects the layers, the clicked annotations and
+the options into :class:`CellClassifierSettings`, starts one worker over the
+task's ``fit`` generator, and turns events into a live confusion matrix and
+layers on the main thread.
+
+- **Annotate**: with "click cells to label" on, a click on an object of the
+  labels layer gives it the current class (Alt-click removes it). Annotations
+  show as a Points layer with the class name.
+- **Train**: "linear" (frozen pretrained features + linear head, instant on a
+  CPU) or "full" fine-tuning, in a ``thread_worker``; the confusion matrix on
+  the labelled cells updates live.
+- **Results**: a "predicted classes" Labels layer coloured by class, the
+  predictions as per-object features of the labels layer, CSV export with
+  regionprops morphology, per-cell saliency, and a 2-D embedding Points layer
+  linked to the labels (selecting a point selects its cell, and back).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_dlcb._widgets._common import layer_grid, notify_error, notify_info, notify_warning
+from napari_dlcb.errors import DlcbError
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["CellClassifierSettings", "CellClassifierWidget", "CLASS_COLORS"]
+
+CLASS_COLORS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+]  # fmt: skip
+ANNOTATION_LAYER = "cell annotations"
+PREDICTION_LAYER = "predicted classes"
+EMBEDDING_LAYER = "cell embedding"
+
+
+@dataclass
+class CellClassifierSettings:
+    """Everything the widget passes to the core task (cellfinder-style)."""
+
+    classes: list[str]
+    annotations: dict[int, str]
+    mode: str = "linear"
+    base: str = "builtin"
+    crop_size: int = 32
+    epochs: int = 30
+    balance: str | None = "loss"
+    augment: bool = True
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_core_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``CellClassificationTask``."""
+        return {
+            "annotations": dict(self.annotations),
+            "classes": list(self.classes),
+            "crop_size": self.crop_size,
+            "base": self.base,
+            "mode": self.mode,
+            "balance": self.balance,
+            "augment": self.augment,
+            "device": self.device,
+        }
+
+    def as_fit_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``CellClassificationTask.fit``."""
+        return {"epochs": self.epochs, **self.extra}
+
+
+@dataclass
+class _TaskReady:
+    """The core task, built in the worker."""
+
+    task: Any
+
+
+@dataclass
+class _Results:
+    """Predictions made in the worker at the end of training."""
+
+    ids: np.ndarray
+    probs: np.ndarray
+    class_image: np.ndarray
+    confusion: dict[str, Any]
+
+
+def _class_colormap(n_classes: int) -> Any:
+    """Label colormap: 0 transparent, ``k + 1`` the colour of class ``k``."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors: dict[Any, str] = {None: "transparent", 0: "transparent"}
+    for k in range(n_classes):
+        colors[k + 1] = CLASS_COLORS[k % len(CLASS_COLORS)]
+    return DirectLabelColormap(color_dict=colors)
+
+
+def _image_2d(layer: Any) -> tuple[np.ndarray, int | None]:
+    data = np.asarray(layer.data)
+    if getattr(layer, "rgb", False):
+        return data, -1
+    if data.ndim != 2:
+        raise DlcbError(f"layer '{layer.name}' is not a 2-D image (shape {data.shape})")
+    return data, None
+
+
+class CellClassifierWidget(QWidget):
+    """Dock widget for cell classification on an instance-labels layer."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.annotations: dict[int, str] = {}
+        self.task: Any = None
+        self.probs: np.ndarray | None = None
+        self.ids: np.ndarray | None = None
+        self.worker: Any = None
+        self._stop = threading.Event()
+        self._hooked_labels: Any = None
+        self._syncing = False
+        self.last_confusion: np.ndarray | None = None
+        self.n_confusion_updates = 0
+
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.classes_edit = QLineEdit("class 1, class 2")
+        self.classes_edit.setToolTip("Class names, comma separated")
+        self.class_combo = QComboBox()
+        self.annotate_check = QCheckBox("click cells to label (Alt-click removes)")
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(["linear", "full"])
+        self.mode_combo.setToolTip(
+            "linear: frozen pretrained features + linear head (instant); full: fine-tune all layers"
+        )
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 500)
+        self.epochs_spin.setValue(30)
+        self.crop_spin = QSpinBox()
+        self.crop_spin.setRange(8, 256)
+        self.crop_spin.setValue(32)
+        self.train_button = QPushButton("Train")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.status = QLabel("Label cells of at least two classes, then train.")
+        self.status.setWordWrap(True)
+        self.confusion = QTableWidget(0, 0)
+        self.confusion.setMinimumHeight(120)
+        self.export_button = QPushButton("Export CSV...")
+        self.saliency_method = QComboBox()
+        self.saliency_method.addItems(
+            ["integrated-gradients", "gradients", "smoothgrad", "gradcam", "occlusion"]
+        )
+        self.saliency_button = QPushButton("Saliency of selected cell")
+        self.embedding_button = QPushButton("Embedding (PCA)")
+        for b in (self.export_button, self.saliency_button, self.embedding_button):
+            b.setEnabled(False)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("labels", self.labels_combo)
+        form.addRow("classes", self.classes_edit)
+        form.addRow("current class", self.class_combo)
+        form.addRow(self.annotate_check)
+        form.addRow("mode", self.mode_combo)
+        form.addRow("epochs", self.epochs_spin)
+        form.addRow("crop size", self.crop_spin)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.stop_button)
+        sal = QHBoxLayout()
+        sal.addWidget(self.saliency_method)
+        sal.addWidget(self.saliency_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(QLabel("confusion matrix (rows: true, columns: predicted)"))
+        layout.addWidget(self.confusion)
+        layout.addWidget(self.export_button)
+        layout.addLayout(sal)
+        layout.addWidget(self.embedding_button)
+        layout.addStretch(1)
+
+        self.classes_edit.editingFinished.connect(self._refresh_classes)
+        self.annotate_check.toggled.connect(self._toggle_annotation)
+        self.labels_combo.currentTextChanged.connect(self._on_labels_changed)
+        self.train_button.clicked.connect(self.start_training)
+        self.stop_button.clicked.connect(self.stop_training)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.saliency_button.clicked.connect(self.show_cell_saliency)
+        self.embedding_button.clicked.connect(self.show_embedding)
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+        self._refresh_classes()
+
+    # ------------------------------------------------------------------ layers
+    def _refresh_layers(self, event: Any = None) -> None:
+        from napari.layers import Image, Labels
+
+        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
+            current = combo.currentText()
+            names = [
+                ly.name
+                for ly in self.viewer.layers
+                if isinstance(ly, kind) and ly.name not in (PREDICTION_LAYER,)
+            ]
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self._on_labels_changed()
+
+    @property
+    def image_layer(self) -> Any:
+        name = self.image_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise DlcbError("choose an image layer")
+        return self.viewer.layers[name]
+
+    @property
+    def labels_layer(self) -> Any:
+        name = self.labels_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise DlcbError("choose an instance-labels layer (e.g. a segmentation result)")
+        return self.viewer.layers[name]
+
+    def _on_labels_changed(self, *args: Any) -> None:
+        old = self._hooked_labels
+        try:
+            new = self.labels_layer
+        except DlcbError:
+            new = None
+        if old is new:
+            return
+        if old is not None:
+            if self._on_click in old.mouse_drag_callbacks:
+                old.mouse_drag_callbacks.remove(self._on_click)
+            old.events.selected_label.disconnect(self._on_label_selected)
+        self._hooked_labels = new
+        if new is not None:
+            new.events.selected_label.connect(self._on_label_selected)
+            self._toggle_annotation(self.annotate_check.isChecked())
+
+    # ------------------------------------------------------------------ classes & clicks
+    def _refresh_classes(self) -> None:
+        names = [c.strip() for c in self.classes_edit.text().split(",") if c.strip()]
+        current = self.class_combo.currentText()
+        self.class_combo.clear()
+        self.class_combo.addItems(names)
+        if current in names:
+            self.class_combo.setCurrentText(current)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names from the "classes" field, in order."""
+        seen: list[str] = []
+        for c in self.classes_edit.text().split(","):
+            if c.strip() and c.strip() not in seen:
+                seen.append(c.strip())
+        return seen
+
+    def _toggle_annotation(self, on: bool) -> None:
+        layer = self._hooked_labels
+        if layer is None:
+            return
+        if on and self._on_click not in layer.mouse_drag_callbacks:
+            layer.mouse_drag_callbacks.append(self._on_click)
+            layer.mode = "pan_zoom"
+            self.viewer.layers.selection.active = layer
+        elif not on and self._on_click in layer.mouse_drag_callbacks:
+            layer.mouse_drag_callbacks.remove(self._on_click)
+
+    def _on_click(self, layer: Any, event: Any) -> None:
+        if event.type != "mouse_press" or layer.mode != "pan_zoom":
+            return
+        value = layer.get_value(
+            event.position, view_direction=event.view_direction,
+            dims_displayed=event.dims_displayed, world=True,
+        )  # fmt: skip
+        if value is None or int(value) == 0:
+            return
+        if "Alt" in {str(getattr(m, "name", m)) for m in event.modifiers}:
+            self.annotate(int(value), None)
+        else:
+            self.annotate(int(value), self.class_combo.currentText() or None)
+
+    def annotate(self, object_id: int, class_name: str | None) -> None:
+        """Give object ``object_id`` a class (None removes its annotation)."""
+        if class_name is None:
+            self.annotations.pop(int(object_id), None)
+        else:
+            if class_name not in self.classes:
+                raise DlcbError(f"class {class_name!r} is not in the class list")
+            self.annotations[int(object_id)] = class_name
+        self._update_annotation_layer()
+
+    def _update_annotation_layer(self) -> None:
+        from scipy import ndimage as ndi
+
+        labels = np.asarray(self.labels_layer.data)
+        ids = sorted(self.annotations)
+        centres = (
+            np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, ids), float).reshape(-1, 2)
+            if ids
+            else np.zeros((0, 2))
+        )
+        names = [self.annotations[i] for i in ids]
+        colors = [CLASS_COLORS[self.classes.index(n) % len(CLASS_COLORS)] for n in names]
+        features = {"object_id": np.asarray(ids, int), "class": np.asarray(names, object)}
+        if ANNOTATION_LAYER in self.viewer.layers:
+            pts = self.viewer.layers[ANNOTATION_LAYER]
+            pts.data = centres
+            pts.features = features
+            pts.face_color = colors if colors else "white"
+            pts.text = {"string": "{class}", "color": "white", "size": 9, "anchor": "upper_left"}
+        else:
+            pts = self.viewer.add_points(
+                centres, name=ANNOTATION_LAYER, features=features, size=6,
+                face_color=colors if colors else "white", border_color="white",
+                text={"string": "{class}", "color": "white", "size": 9, "anchor": "upper_left"},
+                **layer_grid(self.labels_layer),
+            )  # fmt: skip
+            self.viewer.layers.selection.active = self.labels_layer
+        self.status.setText(
+            f"{len(ids)} labelled cell(s): "
+            + ", ".join(f"{c} {names.count(c)}" for c in self.classes if c in names)
+        )
+
+    # ------------------------------------------------------------------ training
+    def settings(self) -> CellClassifierSettings:
+        """The current options as a settings object."""
+        return CellClassifierSettings(
+            classes=self.classes,
+            annotations=dict(self.annotations),
+            mode=self.mode_combo.currentText(),
+            crop_size=int(self.crop_spin.value()),
+            epochs=int(self.epochs_spin.value()),
+        )
+
+    def start_training(self) -> None:
+        """Build the task from the current annotations and train it in a worker."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            return
+        try:
+            settings = self.settings()
+            names = sorted(set(settings.annotations.values()))
+            if not names:
+                raise DlcbError("label some cells first: click cells to assign them a class")
+            if len(names) < 2:
+                raise DlcbError(
+                    f"only one class ({names[0]!r}) has labelled cells; "
+                    "label cells of at least 2 classes"
+                )
+            image, channel_axis = _image_2d(self.image_layer)
+            labels = np.asarray(self.labels_layer.data)
+        except DlcbError as err:
+            notify_error(err)
+            return
+        self._stop = threading.Event()
+        stop, fit_kwargs = self._stop, settings.as_fit_arguments()
+        core_kwargs = settings.as_core_arguments()
+
+        def run():
+            # crops, pretrained weights and features are prepared off the GUI thread
+            from napari_dlcb.training.classification import CellClassificationTask
+
+            task = CellClassificationTask(image, labels, channel_axis=channel_axis, **core_kwargs)
+            yield _TaskReady(task)
+            yield from task.fit(stop=stop, **fit_kwargs)
+            # predictions (and napari's JIT-compiled label colouring) off the GUI thread
+            ids, probs = task.predict()
+            class_img = task.class_image(probs)
+            _class_colormap(len(task.classes)).map(class_img.ravel()[:16])
+            yield _Results(ids, probs, class_img, task.training_confusion())
+
+        self.worker = create_worker(run)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.errored.connect(notify_error)
+        self.worker.finished.connect(self._on_finished)
+        self.train_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.status.setText(f"training ({settings.mode})...")
+        self.worker.start()
+
+    def stop_training(self) -> None:
+        """Ask the worker to stop at the next step (best weights are kept)."""
+        self._stop.set()
+
+    def _on_event(self, ev: Any) -> None:
+        from napari_dlcb.training.events import EpochEnd, Finished, Preview
+
+        if isinstance(ev, _TaskReady):
+            self.task = ev.task
+            for note in ev.task.notes:
+                notify_warning(note)
+        elif isinstance(ev, _Results):
+            self.show_confusion(**ev.confusion)
+            self.apply_predictions(ev)
+        elif isinstance(ev, Preview) and isinstance(ev.data, dict) and "confusion" in ev.data:
+            self.show_confusion(ev.data["confusion"], ev.data["classes"])
+        elif isinstance(ev, EpochEnd):
+            self.status.setText(f"epoch {ev.epoch + 1}: loss {ev.train_loss:.3f}")
+        elif isinstance(ev, Finished):
+            self.status.setText(f"finished ({ev.reason}) after {ev.epochs_run} epochs")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.train_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+
+    def show_confusion(self, confusion: np.ndarray, classes: list[str]) -> None:
+        """Fill the confusion-matrix table (rows: true class, columns: predicted)."""
+        cm = np.asarray(confusion)
+        self.last_confusion = cm
+        self.n_confusion_updates += 1
+        k = len(classes)
+        self.confusion.setRowCount(k)
+        self.confusion.setColumnCount(k)
+        self.confusion.setHorizontalHeaderLabels(classes)
+        self.confusion.setVerticalHeaderLabels(classes)
+        peak = max(int(cm.max()), 1) if cm.size else 1
+        for i in range(k):
+            for j in range(k):
+                item = QTableWidgetItem(str(int(cm[i, j])))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                shade = int(60 + 140 * cm[i, j] / peak)
+                item.setBackground(QColor(30, shade, 60) if i == j else QColor(shade, 40, 40))
+                self.confusion.setItem(i, j, item)
+
+    # ------------------------------------------------------------------ results
+    def apply_predictions(self, results: _Results | None = None) -> None:
+        """Colour the labels by predicted class and store per-object features."""
+        if results is None:
+            ids, probs = self.task.predict()
+            results = _Results(ids, probs, self.task.class_image(probs), {})
+        self.ids, self.probs = results.ids, results.probs
+        class_img = results.class_image
+        cmap = _class_colormap(len(self.task.classes))
+        if PREDICTION_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[PREDICTION_LAYER]
+            layer.data = class_img
+            layer.colormap = cmap
+        else:
+            layer = self.viewer.add_labels(
+                class_img, name=PREDICTION_LAYER, opacity=0.6, **layer_grid(self.labels_layer)
+            )
+            layer.colormap = cmap
+        layer.metadata["classes"] = list(self.task.classes)
+        self._set_label_features()
+        for b in (self.export_button, self.saliency_button, self.embedding_button):
+            b.setEnabled(True)
+        counts = np.bincount(self.probs.argmax(1), minlength=len(self.task.classes))
+        notify_info(
+            "predicted: " + ", ".join(f"{c} {n}" for c, n in zip(self.task.classes, counts))
+        )
+
+    def _set_label_features(self) -> None:
+        import pandas as pd
+
+        labels = self.labels_layer
+        n = int(np.asarray(labels.data).max()) + 1
+        df = pd.DataFrame({"index": np.arange(n)})
+        df["predicted_class"] = ""
+        df.loc[self.ids, "predicted_class"] = [self.task.classes[k] for k in self.probs.argmax(1)]
+        for k, name in enumerate(self.task.classes):
+            col = np.full(n, np.nan)
+            col[self.ids] = self.probs[:, k]
+            df[f"prob_{name}"] = col
+        try:
+            labels.features = df
+        except (ValueError, TypeError) as err:  # older napari without Labels features
+            notify_warning(f"could not attach per-object features: {err}")
+
+    def export_csv(self, path: str) -> Any:
+        """Write object id, class, probabilities and regionprops morphology as CSV."""
+        if self.task is None or self.probs is None:
+            raise DlcbError("train the classifier first")
+        table = self.task.table(self.probs)
+        table.to_csv(path, index=False)
+        return table
+
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export cell table", "cells.csv", "CSV (*.csv)")
+        if path:
+            try:
+                self.export_csv(path)
+                notify_info(f"wrote {path}")
+            except DlcbError as err:
+                notify_error(err)
+
+    def show_cell_saliency(self, object_id: int | None = None) -> Any:
+        """Add a saliency layer for one cell (default: the labels layer's selected label)."""
+        if self.task is None:
+            notify_error("train the classifier first")
+            return None
+        oid = int(self.labels_layer.selected_label if object_id is None else object_id)
+        try:
+            smap, origin, res = self.task.cell_saliency(
+                oid, method=self.saliency_method.currentText()
+            )
+        except DlcbError as err:
+            notify_error(err)
+            return None
+        grid = layer_grid(self.labels_layer)
+        translate = tuple(t + o * s for t, o, s in zip(grid["translate"], origin, grid["scale"]))
+        lim = float(np.abs(smap).max()) or 1.0
+        name = f"saliency cell {oid} ({res.method}, {self.task.classes[res.target]})"
+        layer = self.viewer.add_image(
+            smap, name=name, colormap="bwr", contrast_limits=(-lim, lim), blending="translucent",
+            opacity=0.8, scale=grid["scale"], translate=translate,
+        )  # fmt: skip
+        layer.metadata["saliency"] = {"object_id": oid, **res.extra, "target": res.target}
+        return layer
+
+    def show_embedding(self) -> Any:
+        """Add the 2-D PCA embedding of per-object features as a linked Points layer."""
+        from napari_dlcb.interpret.embedding import embed
+
+        if self.task is None or self.probs is None:
+            notify_error("train the classifier first")
+            return None
+        xy = embed(self.task.features())
+        labels = self.labels_layer
+        h, w = np.asarray(labels.data).shape
+        span = np.ptp(xy, axis=0)
+        span[span == 0] = 1
+        box = 0.9 * min(h, w)
+        pts = (xy - xy.min(0)) / span.max() * box  # keep the aspect ratio
+        coords = np.column_stack([pts[:, 1] + 0.05 * h, pts[:, 0] + w * 1.1])
+        grid = layer_grid(labels)
+        coords = coords * np.asarray(grid["scale"]) + np.asarray(grid["translate"])
+        pred = self.probs.argmax(1)
+        features = {
+            "object_id": self.ids,
+            "class": np.asarray([self.task.classes[k] for k in pred], object),
+        }
+        colors = [CLASS_COLORS[k % len(CLASS_COLORS)] for k in pred]
+        if EMBEDDING_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(EMBEDDING_LAYER)
+        layer = self.viewer.add_points(
+            coords, name=EMBEDDING_LAYER, features=features, face_color=colors, size=6,
+            border_width=0,
+        )  # fmt: skip
+        layer.selected_data.events.items_changed.connect(self._on_point_selected)
+        self.embedding_layer = layer
+        return layer
+
+    def _on_point_selected(self, *args: Any) -> None:
+        if self._syncing or EMBEDDING_LAYER not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[EMBEDDING_LAYER]
+        sel = sorted(layer.selected_data)
+        if len(sel) != 1:
+            return
+        oid = int(layer.features["object_id"].iloc[sel[0]])
+        self._syncing = True
+        try:
+            self.labels_layer.selected_label = oid
+            self.labels_layer.show_selected_label = True
+        finally:
+            self._syncing = False
+
+    def _on_label_selected(self, event: Any = None) -> None:
+        if self._syncing or EMBEDDING_LAYER not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[EMBEDDING_LAYER]
+        oid = int(self.labels_layer.selected_label)
+        hits = np.flatnonzero(layer.features["object_id"].to_numpy() == oid)
+        self._syncing = True
+        try:
+            layer.selected_data = set(hits.tolist())
+        finally:
+            self._syncing = False
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self._stop.set()
+        super().closeEvent(event)

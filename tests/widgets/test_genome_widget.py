@@ -1,0 +1,126 @@
+"""Genome view in a real napari window: sample region, live mutation map, variant effects, training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dlcb._widgets._common import viewer_camera
+from napari_dlcb._widgets.genome import GenomeWidget, _viewport_first
+from napari_dlcb.interpret import mutation_map
+from napari_dlcb.io.genome import BANDS, ROW_SCALE
+
+
+@pytest.fixture
+def small_model(tmp_path):
+    from napari_dlcb.training.sequence import SequenceTrainer
+
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 200)) for _ in range(8)]
+    torch.manual_seed(0)
+    t = SequenceTrainer(
+        seqs,
+        rng.random((8, 3)).round().astype(np.float32),
+        task_names=["a", "b", "c"],
+        model_kwargs={"filters": 8, "kernel_size": 11, "hidden": 8},
+        device="cpu",
+    )
+    return t.save(tmp_path / "model")
+
+
+def test_viewport_first_order():
+    blocks = _viewport_first(100, 164, 300, block=32)
+    assert blocks[:2] == [(100, 132), (132, 164)]
+    covered = np.zeros(300, int)
+    for s, e in blocks:
+        covered[s:e] += 1
+    assert (covered == 1).all()
+
+
+def test_genome_view_end_to_end(make_napari_viewer, qtbot, small_model, loop_probe):
+    viewer = make_napari_viewer()
+    w = GenomeWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.use_sample()
+    kinds = {ly.metadata.get("kind"): ly for ly in viewer.layers}
+    assert {"sequence", "letters", "signal", "intervals", "variants"} <= set(kinds)
+    seq_layer = kinds["sequence"]
+    region = w._region
+    assert seq_layer.data.shape == (4, len(region))
+    for ly in viewer.layers:  # one x axis in bp
+        assert tuple(ly.scale) == (ROW_SCALE, 1.0) and ly.translate[1] == region.start
+    # a variant point sits over its base in the sequence image
+    var0 = kinds["variants"]
+    x_world = var0.data_to_world(var0.data[0])[1]
+    assert int(x_world) == int(var0.features["pos"][0]) - 1
+
+    # mutation map: viewport first, progressive, exact, event loop responsive
+    w.model_path.setText(str(small_model))
+    camera = viewer_camera(viewer)
+    camera.center = (0, region.start + 300)
+    camera.zoom = viewer.canvas.size[1] / 200.0
+    order = []
+    orig = w._on_mm_block
+
+    def spy(item):
+        orig(item)
+        if item[0] == "block":
+            order.append(item[2])
+
+    w._on_mm_block = spy
+    loop_probe.start()
+    w.start_mutation_map()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    stall = loop_probe.stop()
+    lo, hi = w.visible_span()
+    assert order[0] == (_viewport_first(lo, hi, len(region), block=64)[0][0])
+    layer = w.mm_layer
+    assert layer.translate[0] == BANDS["mutation_map"] * ROW_SCALE
+    model, _ = w._load_model(str(small_model))
+    want = mutation_map(model, seq_layer.data[None], target=0)[0, :, :, 0]
+    np.testing.assert_allclose(layer.data, want, atol=1e-5)
+    assert stall < 200 + loop_probe.interval_ms, f"event loop stalled {stall:.0f} ms"
+    # cached on the second request
+    w.start_mutation_map()
+    assert w.worker is None and "cache" in w.status.text()
+
+    # picking a variant shows its effect on every task
+    var = kinds["variants"]
+    var.selected_data = {0}
+    qtbot.waitUntil(
+        lambda: w.effects.rowCount() == 3 or "not scored" in w.status.text(), timeout=60_000
+    )
+    assert w.effects.rowCount() == 3
+    tasks = [w.effects.item(i, 0).text() for i in range(3)]
+    assert tasks == ["a", "b", "c"]
+    mismatch = int(np.flatnonzero(var.features["id"] == "ref_mismatch_demo")[0])
+    var.selected_data = {mismatch}
+    qtbot.waitUntil(lambda: "not scored" in w.status.text(), timeout=60_000)
+    assert "REF mismatch" in w.status.text()
+
+    # predicted tracks
+    w.start_predict()
+    qtbot.waitUntil(lambda: "predicted tracks" in viewer.layers, timeout=60_000)
+    assert len(viewer.layers["predicted tracks"].data) == 3
+
+
+def test_train_with_live_curve(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    w = GenomeWidget(viewer)
+    w.use_sample()
+    w.epochs.setValue(2)
+    w.start_training()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert len(w.plot.epochs) == 2
+    assert w.target.count() == 8 and "trained" in w.model_path.text()
+
+
+def test_bad_region_is_reported(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = GenomeWidget(viewer)
+    w.use_sample()
+    n = len(viewer.layers)
+    w.region.setText("chrS1:29000-31000")
+    w.show_region()
+    assert "outside chrS1" in w.status.text() and len(viewer.layers) == n
