@@ -43,11 +43,20 @@ def plain_loop(ds) -> float:
     return time.perf_counter() - t0
 
 
-def engine(ds) -> float:
+def engine(ds, channels_last: bool) -> float:
     torch.manual_seed(0)
     model = UNet2D(1, 3)
     t0 = time.perf_counter()
-    for _ in fit(model, ds, None, epochs=1, batch_size=BATCH, device="cpu", early_stopping=None):
+    for _ in fit(
+        model,
+        ds,
+        None,
+        epochs=1,
+        batch_size=BATCH,
+        device="cpu",
+        early_stopping=None,
+        channels_last=channels_last,
+    ):
         pass
     return time.perf_counter() - t0
 

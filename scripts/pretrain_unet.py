@@ -20,7 +20,7 @@ writes:
 - ``napari_dlcb/models/weights/unet2d_nuclei.json`` (ModelMeta, with recipe and scores)
 - ``napari_dlcb/models/weights/MODEL_CARD_unet2d_nuclei.md``
 
-Usage (about 10 minutes on one busy CPU core)::
+Usage (about 13 minutes on one core of a busy, shared 2-core machine)::
 
     python scripts/pretrain_unet.py              # train, evaluate, write the files
     python scripts/pretrain_unet.py --eval-only  # re-evaluate the shipped weights
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -377,6 +378,8 @@ def train(args: argparse.Namespace) -> tuple[UNet2D, dict]:
         "best_val_loss": round(best, 4),
         "train_seconds": round(time.perf_counter() - t0, 1),
         "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__,
         "machine": platform.machine(),
         "log": log,
@@ -412,6 +415,15 @@ def write_outputs(model: UNet2D, recipe: dict, scores: dict, out: Path) -> None:
     (out / f"{NAME}.json").write_text(text + "\n", encoding="utf-8")
     card = model_card(model, recipe, scores, (out / f"{NAME}.safetensors").stat().st_size)
     (out / f"MODEL_CARD_{NAME}.md").write_text(card, encoding="utf-8")
+
+
+def _machine(recipe: dict) -> str:
+    load = recipe.get("load_average_1min")
+    cpus = recipe.get("cpu_count")
+    where = f"on a {cpus}-core CPU" if cpus else "on a CPU"
+    if load is None:
+        return f"{where} shared with other jobs"
+    return f"{where} shared with other jobs (1-min load average {load} at the end of training)"
 
 
 def args_lr(recipe: dict) -> str:
@@ -496,7 +508,7 @@ of the best step: {recipe["val_images"]} further synthetic images (192 px).
 - Loss: cross-entropy with class weights {recipe["class_weights"]} (1/√frequency, background / interior / boundary).
 - Seed {recipe["seed"]}; {recipe["threads"]} intra-op thread(s); torch {recipe["torch"]}; channels-last memory format.
 - Wall time: {recipe["train_seconds"] / 60:.1f} min for data + training, {recipe["eval_seconds"] / 60:.1f} min for
-  evaluation, on a 2-core CPU shared with other jobs (load average about 9).
+  evaluation, {_machine(recipe)}.
 
 Reproduce (same torch version and thread count give the same weights):
 

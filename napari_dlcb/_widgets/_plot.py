@@ -25,8 +25,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtCore import Signal
+from qtpy.QtGui import QColor, QImage, QPainter, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 __all__ = ["LearningCurvePlot", "overfitting_onset"]
@@ -86,6 +86,37 @@ def overfitting_onset(
     return None
 
 
+class _PixmapView(QWidget):
+    """Shows a pixmap; unlike ``QLabel.setPixmap`` a new image never triggers a relayout.
+
+    (``QLabel`` calls ``updateGeometry()``, which lays out the whole napari window
+    again, on every new pixmap.)
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._pixmap: QPixmap | None = None
+
+    def pixmap(self) -> QPixmap | None:
+        """The pixmap shown."""
+        return self._pixmap
+
+    def setPixmap(self, pixmap: QPixmap) -> None:  # noqa: N802 - Qt naming
+        """Show ``pixmap`` (repaint only)."""
+        self._pixmap = pixmap
+        self.update()
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(_BG))
+        if self._pixmap is not None:
+            ratio = self._pixmap.devicePixelRatio() or 1.0
+            w, h = self._pixmap.width() / ratio, self._pixmap.height() / ratio
+            x, y = (self.width() - w) / 2, (self.height() - h) / 2
+            painter.drawPixmap(int(x), int(y), self._pixmap)
+        painter.end()
+
+
 class LearningCurvePlot(QWidget):
     """Dockable plot of training and validation loss per epoch.
 
@@ -105,11 +136,9 @@ class LearningCurvePlot(QWidget):
         self.warning_label.setStyleSheet(_WARN_STYLE)
         self.warning_label.setVisible(False)
 
-        self.image_label = QLabel(self)
-        self.image_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image_label = _PixmapView(self)
         self.image_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.image_label.setMinimumSize(220, 170)
-        self.image_label.setStyleSheet(f"background: {_BG};")
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)

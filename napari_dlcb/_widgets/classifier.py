@@ -44,6 +44,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_dlcb._widgets._common import layer_grid, notify_error, notify_info, notify_warning
+from napari_dlcb._widgets._plot import LearningCurvePlot
 from napari_dlcb.errors import DlcbError
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ class CellClassifierWidget(QWidget):
         self.status.setWordWrap(True)
         self.confusion = QTableWidget(0, 0)
         self.confusion.setMinimumHeight(120)
+        self.curve = LearningCurvePlot()
         self.export_button = QPushButton("Export CSV...")
         self.saliency_method = QComboBox()
         self.saliency_method.addItems(
@@ -201,6 +203,7 @@ class CellClassifierWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(QLabel("confusion matrix (rows: true, columns: predicted)"))
         layout.addWidget(self.confusion)
+        layout.addWidget(self.curve)
         layout.addWidget(self.export_button)
         layout.addLayout(sal)
         layout.addWidget(self.embedding_button)
@@ -228,7 +231,9 @@ class CellClassifierWidget(QWidget):
             names = [
                 ly.name
                 for ly in self.viewer.layers
-                if isinstance(ly, kind) and ly.name not in (PREDICTION_LAYER,)
+                if isinstance(ly, kind)
+                and ly.name != PREDICTION_LAYER
+                and not ly.name.startswith("saliency")
             ]
             combo.blockSignals(True)
             combo.clear()
@@ -409,6 +414,7 @@ class CellClassifierWidget(QWidget):
         self.worker.finished.connect(self._on_finished)
         self.train_button.setEnabled(False)
         self.stop_button.setEnabled(True)
+        self.curve.reset()
         self.status.setText(f"training ({settings.mode})...")
         self.worker.start()
 
@@ -430,6 +436,7 @@ class CellClassifierWidget(QWidget):
             self.show_confusion(ev.data["confusion"], ev.data["classes"])
         elif isinstance(ev, EpochEnd):
             self.status.setText(f"epoch {ev.epoch + 1}: loss {ev.train_loss:.3f}")
+            self.curve.add_epoch(ev.epoch + 1, ev.train_loss, ev.val_loss, is_best=ev.is_best)
         elif isinstance(ev, Finished):
             self.status.setText(f"finished ({ev.reason}) after {ev.epochs_run} epochs")
 
@@ -604,4 +611,5 @@ class CellClassifierWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self._stop.set()
+        self.curve.shutdown()
         super().closeEvent(event)

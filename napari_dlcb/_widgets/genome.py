@@ -22,12 +22,14 @@ and zoom together.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.qt.threading import thread_worker
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -84,6 +86,7 @@ class GenomeWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.workers: dict[str, Any] = {}  # one running worker per kind of job
+        self._last_mm_draw = 0.0
         self._genome = None
         self._model = None
         self._meta = None
@@ -109,6 +112,7 @@ class GenomeWidget(QWidget):
         self.show_btn = QPushButton("Show region")
         self.mm_btn = QPushButton("Mutation map")
         self.pred_btn = QPushButton("Predict tracks")
+        self.attr_btn = QPushButton("Attribution")
         self.train_btn = QPushButton("Train on peaks")
         self.stop_btn = QPushButton("Stop")
         self.status = QLabel("")
@@ -130,7 +134,7 @@ class GenomeWidget(QWidget):
         row1, row2 = QHBoxLayout(), QHBoxLayout()
         for b in (self.sample_btn, self.show_btn):
             row1.addWidget(b)
-        for b in (self.mm_btn, self.pred_btn, self.train_btn, self.stop_btn):
+        for b in (self.mm_btn, self.attr_btn, self.pred_btn, self.train_btn, self.stop_btn):
             row2.addWidget(b)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
@@ -145,6 +149,7 @@ class GenomeWidget(QWidget):
         self.show_btn.clicked.connect(self.show_region)
         self.mm_btn.clicked.connect(self.start_mutation_map)
         self.pred_btn.clicked.connect(self.start_predict)
+        self.attr_btn.clicked.connect(self.start_attribution)
         self.train_btn.clicked.connect(self.start_training)
         self.stop_btn.clicked.connect(self.stop)
         self.peak_box.activated.connect(self._go_to_peak)
@@ -216,6 +221,8 @@ class GenomeWidget(QWidget):
             layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
             if kwargs["metadata"].get("kind") == "variants":
                 layer.events.highlight.connect(self._on_variant_pick)
+            if kwargs["metadata"].get("kind") == "intervals":
+                layer.events.highlight.connect(self._on_interval_pick)
         # the mutation-map band exists from the start, so filling it never creates a layer
         self.mm_layer = None
         self._add_mm_layer(np.zeros((4, len(region)), np.float32), None)
@@ -226,6 +233,18 @@ class GenomeWidget(QWidget):
                 self.peak_box.addItem(f"{r.name}  {r.chrom}:{r.start}-{r.end}")
         self.viewer.reset_view()
         self.status.setText(f"{region}: {len(region)} bp")
+
+    def _on_interval_pick(self, event: Any = None) -> None:
+        """Clicking (selecting) an interval opens a 1 kb region centred on it."""
+        layer = next(
+            (ly for ly in self.viewer.layers if ly.metadata.get("kind") == "intervals"), None
+        )
+        if layer is None or not layer.selected_data or self._bed is None:
+            return
+        row = int(layer.features["bed_row"].iloc[sorted(layer.selected_data)[0]])
+        self.peak_box.setCurrentIndex(row)
+        # after this event: going there replaces the layer that is emitting it
+        QTimer.singleShot(0, lambda: self._go_to_peak(row))
 
     def _go_to_peak(self, index: int) -> None:
         if getattr(self, "_bed", None) is None or index < 0:
@@ -349,12 +368,61 @@ class GenomeWidget(QWidget):
             layer = self._add_mm_layer(np.zeros((4, len(self._region)), np.float32), target)
             layer.metadata["key"] = key
         layer.data[:, s:e] = block
-        m = float(np.abs(layer.data).max()) or 1.0
-        layer.contrast_limits = (-m, m)
-        layer.refresh()
+        # redraw at most every 100 ms (and at the end): blocks can arrive faster than frames
+        now = time.perf_counter()
+        if complete or now - self._last_mm_draw > 0.1:
+            m = float(np.abs(layer.data).max()) or 1.0
+            layer.contrast_limits = (-m, m)
+            layer.refresh()
+            self._last_mm_draw = now
         if complete:  # a stopped run is never cached
             self._mm_cache[key] = layer.data.copy()
         self.status.setText(f"mutation map: {s}-{e} done" + (" (complete)" if complete else ""))
+
+    # ------------------------------------------------------------------ attribution
+    def start_attribution(self) -> None:
+        """Integrated gradients (uniform baseline) of the chosen task as a 4 x L band.
+
+        The convergence delta (completeness error) is shown in the status line.
+        """
+        if self._region is None:
+            return
+        try:
+            model, meta = self._load_model(self.settings().model)
+        except DlcbError as err:
+            self._error(err)
+            return
+        target = max(0, self.target.currentIndex())
+        self._run(
+            "attribution", self._attr_worker(model, _one_hot(self._sequence), target), self._on_attr
+        )
+
+    @staticmethod
+    @thread_worker
+    def _attr_worker(model, x, target):
+        from napari_dlcb.interpret.dna_attribution import integrated_gradients
+
+        yield target, integrated_gradients(model, x, target=target, n_steps=32)
+
+    def _on_attr(self, item) -> None:
+        from napari_dlcb.io.genome import BANDS, ROW_SCALE
+
+        target, attr = item
+        data = attr.values[0]
+        name = "attribution (IG)"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        m = float(np.abs(data).max()) or 1.0
+        self.viewer.add_image(
+            data,
+            name=name,
+            colormap="PiYG",
+            contrast_limits=(-m, m),
+            scale=(ROW_SCALE, 1.0),
+            translate=(BANDS["attribution"] * ROW_SCALE, float(self._region.start)),
+            metadata={"genome_view": True, "kind": "attribution", "delta": float(attr.delta[0])},
+        )
+        self.status.setText(f"integrated gradients: convergence delta {float(attr.delta[0]):+.2e}")
 
     # ------------------------------------------------------------------ predictions
     def start_predict(self) -> None:

@@ -16,7 +16,16 @@ The viewport region is computed on the main thread from the camera and handed
 to the worker through a lock-guarded :class:`~._common.RegionHolder`, which is
 the trainer's ``preview_region`` callable. Stop sets a ``threading.Event`` that
 the engine checks after every batch; Resume calls ``fit`` again on the same
-trainer (the model keeps its weights).
+trainer (the model keeps its weights), or, if the annotation changed since
+(look at the overlay, paint corrections, resume), builds a new trainer that
+starts from the current weights.
+
+Keeping the event loop free (measured with a 10 ms ``QTimer`` probe, see
+``tests/widgets``): torch and the training modules are imported in a
+background thread when the widget opens (imports hold the GIL); the live layer
+is created when Train is pressed, then written in place and re-sliced; the
+status line never triggers a relayout of the main window; the learning curve
+is rendered off the GUI thread; layer updates are throttled to 1/s.
 
 Label convention in the live and final prediction layers: ``instances`` show
 instance ids; ``classes`` show the class values; ``scribbles`` show class

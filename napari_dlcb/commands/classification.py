@@ -6,6 +6,7 @@ Torch is imported inside the handlers only, so building the parser is cheap.
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def register(train, predict, top) -> None:
     )
     p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument(
+        "--max-cpu-minutes",
+        type=float,
+        default=None,
+        help="CPU-time budget of this process (fair on a shared machine); stops cleanly",
+    )
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
@@ -209,17 +216,26 @@ def run_train(args: argparse.Namespace) -> int:
     for note in trainer.notes:
         _say(f"note: {note}")
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     kwargs = {}
     if args.early_stopping is not None:
         kwargs["early_stopping"] = args.early_stopping
+    stop = threading.Event()
     events = trainer.fit(
         epochs=args.epochs,
         lr=args.lr,
         batch_size=args.batch_size,
         max_time=None if args.max_minutes is None else args.max_minutes * 60,
+        stop=stop,
         **kwargs,
     )
+    cpu_budget = None if args.max_cpu_minutes is None else args.max_cpu_minutes * 60
     for ev in events:
+        if cpu_budget is not None and not stop.is_set() and time.process_time() - cpu0 > cpu_budget:
+            _say(
+                f"CPU budget of {args.max_cpu_minutes:g} min reached: stopping (best weights kept)"
+            )
+            stop.set()
         if isinstance(ev, Started):
             _say(
                 f"training on {ev.device}: {ev.n_train} train / {ev.n_val} validation images "
@@ -238,8 +254,8 @@ def run_train(args: argparse.Namespace) -> int:
         elif isinstance(ev, Finished):
             _say(
                 f"finished ({ev.reason}) after {ev.epochs_run} epochs in "
-                f"{time.perf_counter() - t0:.0f}s; best epoch {ev.best_epoch + 1}, "
-                f"best score {ev.best_score:.4f}"
+                f"{time.perf_counter() - t0:.0f}s ({time.process_time() - cpu0:.0f} CPU-s); "
+                f"best epoch {ev.best_epoch + 1}, best score {ev.best_score:.4f}"
             )
     out = trainer.save(args.out)
     _say(f"saved model to {out}")

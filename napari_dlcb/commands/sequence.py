@@ -135,6 +135,7 @@ def register(train_sub, predict_sub, top_sub) -> None:
         help="fraction of a filter's max activation (default 0.5)",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-logos", action="store_true", help="skip the PNG logos (faster)")
     p.set_defaults(func=_motifs)
 
 
@@ -367,12 +368,10 @@ def _motifs(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_meme(motifs, out / "filters.meme")
     matches.to_csv(out / "matches.tsv", sep="\t", index=False, float_format="%.4g")
-    try:
+    if not args.no_logos:
         from napari_dlcb.interpret.motifs import save_logos
 
         save_logos(motifs, out / "logos")
-    except ImportError:  # matplotlib missing: logos are optional
-        pass
     best = matches.sort_values("p_value").drop_duplicates("filter").head(5)
     for row in best.itertuples():
         _say(

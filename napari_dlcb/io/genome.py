@@ -768,7 +768,10 @@ def region_layer_data(
             )
         )
     if bed is not None and len(bed):
-        hit = bed[(bed["chrom"] == r.chrom) & (bed["end"] > r.start) & (bed["start"] < r.end)]
+        mask = (
+            (bed["chrom"] == r.chrom) & (bed["end"] > r.start) & (bed["start"] < r.end)
+        ).to_numpy()
+        hit = bed[mask]
         if len(hit):
             rects = [
                 np.array([[0, s], [0, e], [2, e], [2, s]], float) - [0, r.start]
@@ -782,7 +785,10 @@ def region_layer_data(
                         "shape_type": "rectangle",
                         "face_color": "#ff7f0e80",
                         "edge_color": "#ff7f0e",
-                        "features": {"name": hit["name"].astype(str).tolist()},
+                        "features": {
+                            "name": hit["name"].astype(str).tolist(),
+                            "bed_row": [int(i) for i in np.flatnonzero(mask)],
+                        },
                         "text": {"string": "{name}", "size": 8, "color": "white"},
                         "metadata": {"kind": "intervals"},
                         **place("peaks"),

@@ -31,7 +31,8 @@ import importlib
 import io
 import json
 import os
-import tempfile
+import stat
+import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -666,15 +667,23 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def _atomic_write(file: Path, write: Callable[[Path], Any]) -> None:
-    """Write via a temporary file in the same folder, then rename over ``file``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    os.close(fd)
+    """Write via a temporary file in the same folder, then rename over ``file``.
+
+    The result gets the permissions a plain ``open()`` gives under the current
+    umask (safetensors itself writes owner-only files), and a crash never
+    leaves a half-written ``file``.
+    """
+    tmp = file.with_name(f".{file.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        write(Path(tmp))
+        with open(tmp, "xb"):
+            pass
+        mode = stat.S_IMODE(tmp.stat().st_mode)
+        write(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, file)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _one_line(err: BaseException) -> str:

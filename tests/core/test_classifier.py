@@ -453,3 +453,67 @@ def test_cell_classification_task_bad_input():
         CellClassificationTask(img, lab, {1: "a", 99: "b"}, base="none")
     with pytest.raises(DlcbError, match="no objects"):
         CellClassificationTask(img, np.zeros_like(lab), {1: "a", 2: "b"}, base="none")
+
+
+def test_cli_cpu_budget_stops_cleanly_and_saves(folder, tmp_path, capsys):
+    out = tmp_path / "model"
+    rc = main(
+        [
+            "train",
+            "classification",
+            "--images",
+            str(folder),
+            "--out",
+            str(out),
+            *TRAIN_FAST,
+            "--epochs",
+            "50",
+            "--max-cpu-minutes",
+            "0.00001",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "CPU budget of 1e-05 min reached" in text
+    assert "finished (cancelled)" in text
+    assert (out / "model.pt").is_file()
+
+
+def test_cli_saliency_of_a_segmentation_model(tmp_path):
+    from napari_dlcb.models.saved import ModelMeta, save_model
+    from napari_dlcb.models.unet import UNet2D
+
+    torch.manual_seed(0)
+    net = UNet2D(1, 2, base=4, depth=2).eval()
+    meta = ModelMeta(
+        "segmentation",
+        net.architecture(),
+        ["background", "nuclei"],
+        normalization={"mode": "per_image_zscore"},
+    )
+    folder = save_model(net, tmp_path / "unet", meta)
+    img = tmp_path / "img.tif"
+    tifffile.imwrite(img, (np.random.default_rng(0).random((40, 36)) * 1000).astype(np.uint16))
+    out = tmp_path / "sal.tif"
+    assert (
+        main(
+            [
+                "saliency",
+                "--model",
+                str(folder),
+                "--image",
+                str(img),
+                "--method",
+                "occlusion",
+                "--window",
+                "4",
+                "--target",
+                "nuclei",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    m = tifffile.imread(out)
+    assert m.shape == (40, 36) and np.abs(m).max() > 0

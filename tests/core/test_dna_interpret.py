@@ -22,6 +22,7 @@ from napari_dlcb.interpret.motifs import (
     load_motif_database,
     match_motifs,
     read_motif_file,
+    save_logos,
     scan_motifs,
     write_meme,
 )
@@ -77,6 +78,8 @@ def test_filter_motif_recovers_planted_motif_and_matches_database(tmp_path):
     # reverse-complement database motif matches on the - strand
     rc = match_motifs(motifs[:1], [Motif("GATA_rc", one_hot("TCTTATCT")[0] * 50 + 1)])
     assert rc.iloc[0].strand == "-" and rc.iloc[0].score > 5.9 and rc.iloc[0].p_value < 0.01
+    pngs = save_logos(motifs[:1], tmp_path / "logos")
+    assert len(pngs) == 1 and pngs[0].stat().st_size > 1000
     # MEME round trip
     f = write_meme(motifs, tmp_path / "m.meme")
     back = read_motif_file(f)

@@ -115,3 +115,59 @@ def test_builtin_model_recovers_planted_motifs(sample, jaspar):
         hits += bool(((own.start <= i) & (i < own.end)).any())
         n += 1
     assert hits >= n - 1, f"{hits} of {n}"
+
+
+@pytest.mark.slow
+def test_cli_score_variants_and_motifs_on_sample(sample, tmp_path):
+    from napari_dlcb.cli import main
+
+    d, g, _ = sample
+    out = tmp_path / "variants.tsv"
+    rc = main(
+        [
+            "score-variants",
+            "--model",
+            "builtin",
+            "--fasta",
+            str(d / "sample_genome.fa"),
+            "--vcf",
+            str(d / "variants.vcf"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    t = pd.read_csv(out, sep="\t")
+    mismatch = t[t["id"] == "ref_mismatch_demo"].iloc[0]
+    assert mismatch.status.startswith("REF mismatch") and np.isnan(mismatch.diff_CTCF)
+    broken = t[t["id"].str.startswith("break_") & (t.status == "ok")]
+    own = [row[f"diff_{row['id'].split('_')[1]}"] for _, row in broken.iterrows()]
+    assert len(own) >= 6 and np.median(own) < 0  # breaking a planted site lowers its TF's score
+    # motifs over the peak sequences, matched against the bundled JASPAR
+    peaks = read_bed(d / "peaks.bed", genome=g)
+    table = tmp_path / "peaks.tsv"
+    pd.DataFrame({"seq": [g.fetch(p.chrom, p.start, p.end) for p in peaks.itertuples()]}).to_csv(
+        table, sep="\t", index=False
+    )
+    assert (
+        main(
+            [
+                "motifs",
+                "--model",
+                "builtin",
+                "--table",
+                str(table),
+                "--out",
+                str(tmp_path / "m"),
+                "--device",
+                "cpu",
+                "--no-logos",
+            ]
+        )
+        == 0
+    )
+    m = pd.read_csv(tmp_path / "m" / "matches.tsv", sep="\t")
+    assert {"filter", "target", "p_value", "q_value"} <= set(m.columns)
+    assert m.p_value.min() < 1e-4 and (tmp_path / "m" / "filters.meme").is_file()

@@ -173,7 +173,7 @@ def test_builtin_segments_synthetic_nuclei():
     img, lab = synthetic_nuclei((256, 256), seed=12345)
     x = img.astype(np.float32)
     lo, hi = np.percentile(x, [1.0, 99.8])
-    x = (x - lo) / (hi - lo)
+    x = ((x - lo) / (hi - lo)).astype(np.float32)
     with torch.no_grad():
         prob = torch.softmax(model(torch.from_numpy(x)[None, None]), 1)[0].numpy()
     assert prob.shape == (3, 256, 256)

@@ -123,6 +123,14 @@ def test_save_hands_the_model_back_unchanged(tmp_path):
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
 
 
+def test_saved_files_get_normal_permissions(saved_dir, tmp_path):
+    folder, _ = saved_dir
+    ref = tmp_path / "reference.txt"
+    ref.write_text("x")  # permissions a plain open() gives under the current umask
+    for name in ("metadata.json", "weights.safetensors", "model.pt"):
+        assert (folder / name).stat().st_mode == ref.stat().st_mode, name
+
+
 def test_load_meta_and_path_to_metadata_file(saved_dir):
     folder, _ = saved_dir
     assert load_meta(folder).classes == ["background", "nuclei"]

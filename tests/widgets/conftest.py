@@ -50,7 +50,9 @@ def loop_probe(qtbot):
 def session_viewer(make_napari_viewer):
     """A shown viewer with the plugin's sample session (nuclei image + scribbles)."""
     viewer = make_napari_viewer(show=True)
-    viewer.window.resize(1200, 800)
+    # under Xvfb the canvas is rendered and composited in software (Mesa llvmpipe):
+    # each repaint costs time in proportion to its pixels, so keep the window modest
+    viewer.window.resize(1024, 720)
     try:
         viewer.open_sample("napari-dlcb", "session")
     except Exception as err:  # noqa: BLE001 - plugin not installed in this environment

@@ -67,7 +67,11 @@ def test_settings_are_the_core_arguments():
 def test_cell_classifier_end_to_end(make_napari_viewer, qtbot, tmp_path, loop_probe):
     from skimage.measure import regionprops
 
+    from napari_dlcb.models.registry import list_builtin
+
     viewer, source = _nuclei_viewer(make_napari_viewer)
+    if "unet2d-nuclei" in list_builtin():
+        assert source == "segmented"  # the built-in U-Net made the instance labels
     labels_layer = viewer.layers["nuclei labels"]
     widget = CellClassifierWidget(viewer)
     viewer.window.add_dock_widget(widget)
@@ -106,10 +110,16 @@ def test_cell_classifier_end_to_end(make_napari_viewer, qtbot, tmp_path, loop_pr
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     stall_ms = loop_probe.stop()
     print(f"longest event-loop stall while training: {stall_ms:.0f} ms")
-    # crops, training and prediction run in the worker; measured ~0.2-1.1 s on a 2-core box
-    # at load 12 (OS scheduling, not work on the GUI thread), hence the generous bound
-    assert stall_ms < 2000
+    # Crops, training and prediction run in the worker. The stall bound only holds on a
+    # machine that is not oversubscribed: at load 8-12 on 2 cores, 1-4 s stalls were seen
+    # from OS scheduling alone, so the bound is checked only below 1.5 jobs per core.
+    import os
+
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    if load < 1.5:
+        assert stall_ms < 500
     assert widget.n_confusion_updates >= 2  # live updates during training, then final
+    assert len(widget.curve.epochs) >= 2  # learning curve, one point per epoch
     cm = widget.last_confusion
     assert cm.shape == (2, 2) and cm.sum() == 8
     # labels coloured by predicted class

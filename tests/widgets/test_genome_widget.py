@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -69,6 +71,7 @@ def test_genome_view_end_to_end(make_napari_viewer, qtbot, small_model, loop_pro
             order.append(item[2])
 
     w._on_mm_block = spy
+    gc.collect()  # measure the mutation map, not garbage left by earlier tests
     loop_probe.start()
     w.start_mutation_map()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
@@ -99,6 +102,13 @@ def test_genome_view_end_to_end(make_napari_viewer, qtbot, small_model, loop_pro
     qtbot.waitUntil(lambda: "not scored" in w.status.text(), timeout=60_000)
     assert "REF mismatch" in w.status.text()
 
+    # attribution band with its convergence delta
+    w.start_attribution()
+    qtbot.waitUntil(lambda: "attribution (IG)" in viewer.layers, timeout=60_000)
+    att = viewer.layers["attribution (IG)"]
+    assert att.data.shape == (4, len(region)) and "delta" in w.status.text()
+    assert tuple(att.scale) == (ROW_SCALE, 1.0) and att.translate[1] == region.start
+
     # predicted tracks
     w.start_predict()
     qtbot.waitUntil(lambda: "predicted tracks" in viewer.layers, timeout=60_000)
@@ -114,6 +124,20 @@ def test_train_with_live_curve(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
     assert len(w.plot.epochs) == 2
     assert w.target.count() == 8 and "trained" in w.model_path.text()
+
+
+def test_clicking_an_interval_opens_it(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    w = GenomeWidget(viewer)
+    w.use_sample()
+    iv = next(ly for ly in viewer.layers if ly.metadata.get("kind") == "intervals")
+    row = int(iv.features["bed_row"].iloc[1])
+    iv.selected_data = {1}
+    peak = w._bed.iloc[row]
+    mid = (int(peak.start) + int(peak.end)) // 2
+    qtbot.waitUntil(lambda: w._region.start == mid - 500, timeout=10_000)
+    assert w.region.text() == f"{peak.chrom}:{mid - 500}-{mid + 500}"
+    assert w._region.start == mid - 500
 
 
 def test_bad_region_is_reported(make_napari_viewer):
