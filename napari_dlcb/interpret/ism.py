@@ -448,6 +448,9 @@ def iter_mutation_map(
     """
     dev = _model_device(model, device)
     xt = _prepare(x, dev)
+    p0 = next(iter(model.parameters()), None)
+    if p0 is not None and p0.is_floating_point():
+        xt = xt.to(p0.dtype)  # e.g. a float64 model
     N, _, L = xt.shape
     if method not in ("auto", "fast", "naive"):
         raise DlcbError(f"method must be 'auto', 'fast' or 'naive', not {method!r}")

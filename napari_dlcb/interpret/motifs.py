@@ -388,7 +388,18 @@ def match_motifs(
         query then p-value. ``offset`` is the position of the target's first
         column relative to the query's first column.
     """
-    cols_out = ["filter", "target", "score", "offset", "strand", "overlap", "p_value", "e_value", "q_value", "n_sites"]
+    cols_out = [
+        "filter",
+        "target",
+        "score",
+        "offset",
+        "strand",
+        "overlap",
+        "p_value",
+        "e_value",
+        "q_value",
+        "n_sites",
+    ]
     if not database:
         raise DlcbError("the motif database is empty")
     # All database columns, both strands, one block per (motif, strand), separated by gaps.
@@ -420,7 +431,9 @@ def match_motifs(
         S[:, ~valid_col] = np.nan
         sb = np.clip(((S + 1) / 2 * bins).round(), 0, bins)
         # Null: per query column, its score distribution against every database column.
-        hist = np.stack([np.bincount(sb[i, valid_col].astype(int), minlength=bins + 1) for i in range(k)]).astype(float)
+        hist = np.stack(
+            [np.bincount(sb[i, valid_col].astype(int), minlength=bins + 1) for i in range(k)]
+        ).astype(float)
         hist /= hist.sum(1, keepdims=True)
         # Alignment anchored at database column j (query column i meets column j + i).
         anchors = np.arange(-k + 1, n)

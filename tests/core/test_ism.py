@@ -196,6 +196,8 @@ def test_targets_batching_dtypes_and_errors():
     np.testing.assert_allclose(mutation_map(model, x, batch_size=7), full, atol=1e-6)
     np.testing.assert_allclose(mutation_map(model, x.numpy().astype(np.uint8)), full, atol=1e-6)
     np.testing.assert_allclose(mutation_map(model, x[0].numpy())[0], full[0], atol=1e-6)
+    m64 = mutation_map(ARCHS["deepbind"]().double(), x)
+    assert m64.shape == (2, 4, 50, 3) and m64.dtype == np.float32
     with pytest.raises(DlcbError, match="out of range"):
         mutation_map(model, x, target=3)
     with pytest.raises(DlcbError, match=r"\(N, 4, L\)"):
