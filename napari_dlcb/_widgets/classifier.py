@@ -43,7 +43,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_dlcb._widgets._common import layer_grid, notify_error, notify_info, notify_warning
+from napari_dlcb._widgets._common import (
+    ThrottledCall,
+    layer_grid,
+    notify_error,
+    notify_info,
+    notify_warning,
+)
 from napari_dlcb._widgets._plot import LearningCurvePlot
 from napari_dlcb.errors import DlcbError
 
@@ -172,6 +178,11 @@ class CellClassifierWidget(QWidget):
         self.confusion = QTableWidget(0, 0)
         self.confusion.setMinimumHeight(120)
         self.curve = LearningCurvePlot()
+        # the plot renders off-thread but still takes the GIL: redraw at most every 2 s
+        self._curve_rows: list[tuple[int, float, float, bool]] = []
+        self._curve_sync = ThrottledCall(self._sync_curve, interval_ms=2000, parent=self)
+        self._live_curve = False
+        self._curve_fresh = False
         self.export_button = QPushButton("Export CSV...")
         self.saliency_method = QComboBox()
         self.saliency_method.addItems(
@@ -414,7 +425,9 @@ class CellClassifierWidget(QWidget):
         self.worker.finished.connect(self._on_finished)
         self.train_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self.curve.reset()
+        self._curve_rows = []
+        self._curve_fresh = True  # reset the plot on its first redraw (a reset draws too)
+        self._live_curve = settings.mode == "full"
         self.status.setText(f"training ({settings.mode})...")
         self.worker.start()
 
@@ -436,11 +449,32 @@ class CellClassifierWidget(QWidget):
             self.show_confusion(ev.data["confusion"], ev.data["classes"])
         elif isinstance(ev, EpochEnd):
             self.status.setText(f"epoch {ev.epoch + 1}: loss {ev.train_loss:.3f}")
-            self.curve.add_epoch(ev.epoch + 1, ev.train_loss, ev.val_loss, is_best=ev.is_best)
+            self._curve_rows.append((ev.epoch + 1, ev.train_loss, ev.val_loss, ev.is_best))
+            if self._live_curve:  # linear mode finishes in seconds: draw once at the end
+                self._curve_sync.submit()
         elif isinstance(ev, Finished):
             self.status.setText(f"finished ({ev.reason}) after {ev.epochs_run} epochs")
+            if self._live_curve:
+                self._curve_sync.flush()
+
+    def _sync_curve(self) -> None:
+        """Add the epochs not yet on the learning curve (one redraw request)."""
+        if self._curve_fresh:
+            self.curve.reset()
+            self._curve_fresh = False
+        new = self._curve_rows[len(self.curve.epochs) :]
+        for epoch, train, val, best in new[:-1]:
+            self.curve.epochs.append(epoch)
+            self.curve.train_loss.append(train)
+            self.curve.val_loss.append(val)
+            if best:
+                self.curve.best_epoch = epoch
+        if new:
+            epoch, train, val, best = new[-1]
+            self.curve.add_epoch(epoch, train, val, is_best=best)
 
     def _on_finished(self) -> None:
+        self._sync_curve()
         self.worker = None
         self.train_button.setEnabled(True)
         self.stop_button.setEnabled(False)

@@ -348,22 +348,31 @@ class _AxisTile:
     weight: np.ndarray  # float32 weights for [lo, hi)
 
 
-def _axis_plan(start: int, stop: int, tile: int, halo: int, overlap: int) -> list[_AxisTile]:
+def _axis_plan(
+    start: int, stop: int, tile: int, halo: int, overlap: int, align: int = 1
+) -> list[_AxisTile]:
     """Tiles of input length ``tile`` whose weighted cores cover ``[start, stop)``.
 
-    Cores (tile minus ``halo`` each side) are spaced evenly and overlap by at
-    least ``overlap``; inside each overlap a transition zone of up to
-    ``overlap`` pixels carries a ``sin²``/``cos²`` hand-over. Weights of all
-    tiles sum to one at every output index.
+    Core starts lie on multiples of ``align`` in image coordinates, so every
+    tile of every call sees the image on the same pooling grid (a U-Net that
+    downsamples by 16 is equivariant only to shifts by multiples of 16).
+    Cores (tile minus ``halo`` each side) are spread evenly and overlap by at
+    least ``overlap`` where possible; inside each overlap a transition zone of
+    up to ``overlap`` pixels carries a ``sin²``/``cos²`` hand-over. The
+    weights of all tiles sum to one at every output index.
     """
     core = tile - 2 * halo
-    span = stop - start
-    if span <= core:
-        core_starts = [start - (core - span) // 2]  # spare context split evenly
+    if core < align:
+        align = 1
+    first = (start // align) * align
+    last = max(first, -(-(stop - core) // align) * align)  # its core reaches ``stop``
+    if last == first:
+        core_starts = [first]
     else:
-        max_step = max(1, core - overlap)
-        n = -(-(span - core) // max_step) + 1
-        core_starts = [start + round(k * (span - core) / (n - 1)) for k in range(n)]
+        max_step = max(align, ((core - overlap) // align) * align)
+        steps = (last - first) // align
+        n = -(-(last - first) // max_step) + 1
+        core_starts = [first + align * round(k * steps / (n - 1)) for k in range(n)]
     zones = []  # (zone start, zone length) between tile k-1 and tile k
     for k in range(1, len(core_starts)):
         step = core_starts[k] - core_starts[k - 1]
@@ -372,8 +381,8 @@ def _axis_plan(start: int, stop: int, tile: int, halo: int, overlap: int) -> lis
         zones.append((shared_lo + (shared_hi - shared_lo - length) // 2, length))
     tiles = []
     for k, c0 in enumerate(core_starts):
-        lo = start if k == 0 else zones[k - 1][0]
-        hi = stop if k == len(core_starts) - 1 else zones[k][0] + zones[k][1]
+        lo = c0 if k == 0 else zones[k - 1][0]
+        hi = c0 + core if k == len(core_starts) - 1 else zones[k][0] + zones[k][1]
         weight = np.ones(hi - lo, np.float32)
         if k > 0 and zones[k - 1][1]:
             length = zones[k - 1][1]
@@ -382,18 +391,24 @@ def _axis_plan(start: int, stop: int, tile: int, halo: int, overlap: int) -> lis
             length = zones[k][1]
             ramp = np.cos(0.5 * np.pi * (np.arange(length) + 0.5) / length) ** 2
             weight[hi - lo - length :] = ramp
-        tiles.append(_AxisTile(c0 - halo, lo, hi, weight))
+        keep_lo, keep_hi = max(lo, start), min(hi, stop)  # the plan may overhang the range
+        if keep_hi > keep_lo:
+            tiles.append(
+                _AxisTile(c0 - halo, keep_lo, keep_hi, weight[keep_lo - lo : keep_hi - lo])
+            )
     return tiles
 
 
-def _tile_size(tile: int | None, span: int, halo: int, overlap: int) -> int:
+def _tile_size(tile: int | None, span: int, halo: int, overlap: int, offset: int = 0) -> int:
     """The tile side used along one axis of ``span`` output pixels.
 
-    A given ``tile`` is the largest side used: it is shrunk (to a multiple of
-    the largest power of two, up to 32, that divides it) when the image is
-    smaller. ``None`` chooses the fewest tiles of at most ``AUTO_MAX_TILE``.
+    ``offset`` is how far the range starts after the aligned grid line before
+    it (the first core begins there). A given ``tile`` is the largest side
+    used: it is shrunk (to a multiple of the largest power of two, up to 32,
+    that divides it) when the image is smaller. ``None`` chooses the fewest
+    tiles of at most ``AUTO_MAX_TILE``.
     """
-    needed = span + 2 * halo
+    needed = span + offset + 2 * halo
     if tile is None:
         multiple = AUTO_MULTIPLE
         core_max = AUTO_MAX_TILE - 2 * halo
@@ -405,8 +420,8 @@ def _tile_size(tile: int | None, span: int, halo: int, overlap: int) -> int:
                 f"{AUTO_MAX_TILE} px; pass tile="
             )
         else:
-            n = -(-(span - core_max) // (core_max - overlap)) + 1
-            tile = -(-(span + (n - 1) * overlap) // n) + 2 * halo
+            n = -(-(span + offset - core_max) // (core_max - overlap)) + 1
+            tile = -(-(span + offset + (n - 1) * overlap) // n) + 2 * halo
         return -(-tile // multiple) * multiple
     if tile < 1:
         raise DlcbError(f"tile must be a positive number of pixels, got {tile}")
@@ -414,6 +429,14 @@ def _tile_size(tile: int | None, span: int, halo: int, overlap: int) -> int:
     if needed < tile:
         return min(tile, -(-needed // multiple) * multiple)
     return tile
+
+
+def _grid(model: Any) -> int:
+    """Alignment of tile positions: the model's downsampling factor, else 32."""
+    multiple = getattr(model, "multiple", None)
+    if isinstance(multiple, int) and 1 <= multiple <= 256:
+        return multiple
+    return AUTO_MULTIPLE
 
 
 def _as_pair(value: int | Sequence[int] | None, name: str) -> tuple[Any, Any]:
@@ -520,13 +543,14 @@ class _Engine:
     ) -> np.ndarray:
         """Blended prediction of ``region`` of ``source``, shape (K, h, w) float32."""
         (r0, r1), (c0, c1) = region
-        tiles_y = _tile_size(tile[0], r1 - r0, halo, overlap)
-        tiles_x = _tile_size(tile[1], c1 - c0, halo, overlap)
+        align = _grid(self.model)
+        tiles_y = _tile_size(tile[0], r1 - r0, halo, overlap, r0 % align)
+        tiles_x = _tile_size(tile[1], c1 - c0, halo, overlap, c0 % align)
         for side in (tiles_y, tiles_x):
             if side <= 2 * halo:
                 raise DlcbError(f"tile ({side}) must be larger than twice the halo ({halo})")
-        plan_y = _axis_plan(r0, r1, tiles_y, halo, overlap)
-        plan_x = _axis_plan(c0, c1, tiles_x, halo, overlap)
+        plan_y = _axis_plan(r0, r1, tiles_y, halo, overlap, align)
+        plan_x = _axis_plan(c0, c1, tiles_x, halo, overlap, align)
         jobs = [(ty, tx) for ty in plan_y for tx in plan_x]
         total = -(-len(jobs) // self.batch_size)
         out: np.ndarray | None = None

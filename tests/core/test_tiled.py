@@ -63,15 +63,21 @@ def image() -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("tile", "halo", "overlap"), [(64, 8, 8), (256, 32, 32), (100, 10, 40), (50, 0, 0), (33, 16, 5)]
+    ("tile", "halo", "overlap"),
+    [(64, 8, 8), (256, 32, 32), (100, 10, 40), (50, 0, 0), (33, 16, 5), (96, 32, 48)],
 )
-def test_axis_plan_is_a_partition_of_unity_inside_the_cores(tile, halo, overlap):
+@pytest.mark.parametrize("align", [1, 16, 32])
+@pytest.mark.parametrize("origin", [0, 10, 37])
+def test_axis_plan_is_a_partition_of_unity_inside_the_cores(tile, halo, overlap, align, origin):
     for span in range(1, 700, 3):
         total = np.zeros(span)
-        for t in _axis_plan(10, 10 + span, tile, halo, overlap):
+        for t in _axis_plan(origin, origin + span, tile, halo, overlap, align):
             assert t.start + halo <= t.lo < t.hi <= t.start + tile - halo
+            assert origin <= t.lo and t.hi <= origin + span
+            if tile - 2 * halo >= align:
+                assert (t.start + halo) % align == 0  # cores on the model's pooling grid
             assert np.all(t.weight > 0)
-            total[t.lo - 10 : t.hi - 10] += t.weight
+            total[t.lo - origin : t.hi - origin] += t.weight
         np.testing.assert_allclose(total, 1.0, atol=1e-6)
 
 
@@ -99,6 +105,44 @@ def test_tiled_equals_whole_image_prediction(shape, tile):
     out = predict_tiled(model, img, tile=tile, halo=HALO, device="cpu")
     assert out.shape == (3, *shape) and out.dtype == np.float32
     np.testing.assert_allclose(out, reference(model, img), atol=1e-5)
+
+
+class PoolingNet(nn.Module):
+    """Down- and upsamples by 2, like a one-level U-Net: equivariant to even shifts only."""
+
+    multiple = 2
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(1, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.c = nn.Conv2d(8, 2, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        low = nn.functional.interpolate(
+            torch.relu(self.b(nn.functional.avg_pool2d(h, 2))), scale_factor=2
+        )
+        return self.c(torch.cat([h, low], 1))
+
+
+@pytest.mark.parametrize("multiple", [2, None])  # the model's own factor, or the default 32
+def test_tiles_sit_on_the_models_pooling_grid(image, multiple):
+    model = PoolingNet()
+    image = image[:, :516]  # an even padded size for the one-pass reference
+    if multiple is None:
+        del PoolingNet.multiple
+    try:
+        whole = reference(model, image, halo=16)
+        tiled = predict_tiled(model, image, tile=96, halo=16, device="cpu")
+        part = predict_region(
+            model, image, (slice(101, 180), slice(33, 250)), halo=16, device="cpu"
+        )
+    finally:
+        PoolingNet.multiple = 2
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    np.testing.assert_allclose(part, whole[:, 101:180, 33:250], atol=1e-5)
 
 
 def test_batch_size_does_not_change_the_result(image):
