@@ -278,8 +278,11 @@ def fit(  # noqa: C901 - one readable loop beats many tiny functions here
         many epochs while training loss kept falling.
     channels_last : bool, optional
         Train 2-D convolutional models in channels-last memory format (about
-        1.4x faster on CPUs with oneDNN). Default: on for models containing
-        ``Conv2d``. The model is handed back in the default memory format.
+        1.4x faster on CPUs with oneDNN). Off by default: oneDNN crashes in the
+        backward pass of some layer combinations (seen with adaptive pooling on
+        tiny inputs), so callers opt in for architectures they have tested (the
+        segmentation trainer does for the U-Net). The model is handed back in
+        the default memory format.
 
     Yields
     ------
@@ -311,7 +314,7 @@ def fit(  # noqa: C901 - one readable loop beats many tiny functions here
         orig_device = torch.device("cpu")
     model.to(dev)
     if channels_last is None:
-        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        channels_last = False
     if channels_last:
         model.to(memory_format=torch.channels_last)
     source = params if params is not None else model.parameters()
