@@ -39,6 +39,26 @@ __all__ = ["SegmentationTrainer", "segmentation_metrics"]
 Region = tuple[slice, slice]
 
 
+#: target value meaning "any object class" (interior or boundary) in partial labels
+FOREGROUND = 3
+
+
+def partial_label_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy where ``FOREGROUND`` targets mean "interior or boundary".
+
+    Ordinary targets ``0..C-1`` are scored as usual, ``-1`` is ignored, and a
+    ``FOREGROUND`` pixel costs ``-log(p_interior + p_boundary)``.
+    """
+    t = target.long()
+    logp = torch.log_softmax(logits, 1)
+    known = (t >= 0) & (t < FOREGROUND)
+    fg = t == FOREGROUND
+    picked = logp.gather(1, t.clamp(0, logits.shape[1] - 1).unsqueeze(1)).squeeze(1)
+    fg_logp = torch.logsumexp(logp[:, 1:], dim=1)
+    total = -(picked * known).sum() - (fg_logp * fg).sum()
+    return total / (known.sum() + fg.sum()).clamp_min(1)
+
+
 def segmentation_metrics(outs: list[torch.Tensor], tgts: list[torch.Tensor]) -> dict[str, float]:
     """Pixel accuracy and mean IoU over labelled pixels (for ``fit(metrics=)``)."""
     inter: dict[int, int] = {}
@@ -53,6 +73,9 @@ def segmentation_metrics(outs: list[torch.Tensor], tgts: list[torch.Tensor]) -> 
             valid = t >= 0
             pred = o.argmax(1)[valid]
             tt = t[valid]
+            if (tt == FOREGROUND).any():  # partial labels: compare object vs background
+                pred = torch.where(pred > 0, FOREGROUND, 0)
+                tt = torch.where(tt > 0, FOREGROUND, 0)
         correct += int((pred == tt).sum())
         n += int(valid.sum())
         for c in torch.unique(torch.cat([pred, tt])).tolist():
@@ -197,6 +220,12 @@ class SegmentationTrainer:
         Makes the split, the patches and the weights reproducible.
     device : str
         "auto", "cpu", "cuda" or "mps".
+    scribble_instances : bool
+        When the scribbles have one object class (1 = background, 2 = objects)
+        and the base model segments instances (background / interior /
+        boundary, like the built-in U-Net), keep its head and train "object"
+        strokes as "interior or boundary", so prediction still returns
+        instances. The saved model then has ``label_kind="instances"``.
 
     Examples
     --------
@@ -221,6 +250,7 @@ class SegmentationTrainer:
         augment: bool = True,
         seed: int = 0,
         device: str = "auto",
+        scribble_instances: bool = True,
     ) -> None:
         from napari_dlcb.models.saved import ModelMeta
 
@@ -249,6 +279,24 @@ class SegmentationTrainer:
         model, base_meta, parent = _resolve_base(base)
         self.binary = _n_outputs(base_meta) == 1
         n_classes = len(self.class_values)
+        # Scribbles with one object class on an instance model (background / interior /
+        # boundary) keep the pretrained head: "object" strokes teach "interior or
+        # boundary" (a partial-label loss), so the result stays instances, as a
+        # cellpose user expects from painting a few nuclei.
+        self.scribble_instances = bool(
+            scribble_instances
+            and label_kind == "scribbles"
+            and n_classes == 2
+            and not self.binary
+            and getattr(base_meta, "label_kind", None) == "instances"
+            and len(base_meta.classes) == 3
+        )
+        if self.scribble_instances:
+            n_classes = 3
+        # the same for one-channel foreground models (e.g. BioImage.IO nuclei U-Nets)
+        self.binary_instances = bool(
+            scribble_instances and label_kind == "scribbles" and n_classes == 2 and self.binary
+        )
         if label_kind == "instances" and self.binary:
             n_classes = 2
         if self.binary and n_classes > 2:
@@ -262,6 +310,8 @@ class SegmentationTrainer:
         targets = [
             make_target(lab, label_kind, self.class_values, n_classes=n_classes) for lab in labs
         ]
+        if self.scribble_instances:  # object strokes -> FOREGROUND (interior or boundary)
+            targets = [np.where(t == 1, FOREGROUND, t) for t in targets]
         self._split(imgs, targets, val_fraction, seed)
         norm_mode = (base_meta.normalization or {}).get("mode", "percentile")
         if norm_mode in ("percentile", "zscore") or parent == "scratch":
@@ -271,23 +321,30 @@ class SegmentationTrainer:
             self.normalizer = Normalizer.from_dict(base_meta.normalization)
         self._norm = [self.normalizer(im) for im in imgs]
         arch = model.architecture() if hasattr(model, "architecture") else {"name": "torchscript"}
+        out_kind = "instances" if self.scribble_instances or self.binary_instances else label_kind
         self.meta = ModelMeta(
             task="segmentation",
             architecture=arch,
-            classes=class_names_for(label_kind, self.class_values)
-            if not (self.binary and label_kind == "instances")
+            classes=class_names_for(out_kind, self.class_values)
+            if not (self.binary and out_kind == "instances")
             else ["background", "foreground"],
-            label_kind=label_kind,
+            label_kind=out_kind,
             class_values=list(self.class_values)
-            if label_kind != "instances"
+            if out_kind != "instances"
             else list(range(n_classes)),
             normalization=self.normalizer.to_dict(),
             input_axes="bcyx",
             in_channels=imgs[0].shape[0],
             output_activation="sigmoid" if self.binary else "softmax",
             parent=parent,
-            extra={k: v for k, v in (base_meta.extra or {}).items() if k in ("halo",)},
+            extra={
+                k: v
+                for k, v in (base_meta.extra or {}).items()
+                if k in ("halo", "size_multiple", "postprocess")
+            },
         )
+        if self.scribble_instances or self.binary_instances:
+            self.meta.extra["trained_from"] = "scribbles (1 = background, 2 = objects)"
         self.patch_size = patch_size
         self.history: list[dict[str, float]] = []
         self._cache: dict[str, Any] | None = None
@@ -482,7 +539,9 @@ class SegmentationTrainer:
             net,
             train,
             val,
-            loss="bce" if self.binary else "cross_entropy",
+            loss="bce"
+            if self.binary
+            else (partial_label_loss if self.scribble_instances else "cross_entropy"),
             metrics=segmentation_metrics,
             epochs=epochs,
             lr=lr,

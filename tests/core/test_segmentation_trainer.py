@@ -57,7 +57,9 @@ def test_quick_mode_trains_decoder_only_and_previews(nuclei):
     previews = [e for e in events if isinstance(e, ev.Preview)]
     assert previews
     p = previews[-1].data
-    assert p["probabilities"].shape == (2, 80, 80) and p["labels"].shape == (80, 80)
+    # scribbles on the instance model keep its 3-class head and give instances
+    assert p["probabilities"].shape == (3, 80, 80) and p["labels"].shape == (80, 80)
+    assert tr.meta.label_kind == "instances" and p["labels"].max() >= 2
     assert p["offset"] == (10, 20)
     assert all(torch.equal(a, b) for a, b in zip(enc_before, tr.model.encoder_parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(dec_before, tr.model.decoder_parameters()))
@@ -137,3 +139,29 @@ def test_bad_input_is_one_clear_line(nuclei, make, msg):
     with pytest.raises(DlcbError, match=msg) as err:
         SegmentationTrainer(images, labels, base="scratch", device="cpu")
     assert "\n" not in str(err.value)
+
+
+def test_partial_label_loss_scores_object_strokes_as_interior_or_boundary():
+    from napari_dlcb.training.segmentation import FOREGROUND, partial_label_loss
+
+    logits = torch.tensor([[[[0.0]], [[2.0]], [[1.0]]]])  # (1, 3, 1, 1)
+    p = torch.softmax(logits, 1)[0, :, 0, 0]
+    fg = partial_label_loss(logits, torch.tensor([[[FOREGROUND]]]))
+    assert float(fg) == pytest.approx(-float(torch.log(p[1] + p[2])), rel=1e-5)
+    bg = partial_label_loss(logits, torch.tensor([[[0]]]))
+    assert float(bg) == pytest.approx(-float(torch.log(p[0])), rel=1e-5)
+    assert float(partial_label_loss(logits, torch.tensor([[[-1]]]))) == 0.0
+
+
+def test_scribble_instances_can_be_turned_off(nuclei):
+    img, lab = nuclei
+    tr = SegmentationTrainer(
+        [img],
+        [_scribbles(lab)],
+        base="builtin",
+        patch_size=64,
+        device="cpu",
+        scribble_instances=False,
+    )
+    assert tr.meta.label_kind == "scribbles" and tr.meta.classes[0] == "background"
+    assert tr.model.n_classes == 2
