@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
 
 __all__ = [
@@ -105,7 +106,7 @@ def register(train, predict, top) -> None:
 
 
 def _say(msg: str) -> None:
-    print(msg, flush=True)
+    say(msg)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -193,8 +194,9 @@ def run_train(args: argparse.Namespace) -> int:
             raise DlcbError(f"validation classes {vclasses} differ from training classes {classes}")
         val_images, val_labels = _read_all(vfiles), vlabels
 
+    from napari_dlcb.commands._report import describe_event
     from napari_dlcb.training.classification import ClassificationTrainer
-    from napari_dlcb.training.events import EpochEnd, Finished, Started, Warning
+    from napari_dlcb.training.events import Started
 
     trainer = ClassificationTrainer(
         images,
@@ -242,21 +244,10 @@ def run_train(args: argparse.Namespace) -> int:
                 f"({trainer.input_size}x{trainer.input_size}), {ev.n_trainable:,} of "
                 f"{ev.n_params:,} parameters trainable"
             )
-        elif isinstance(ev, EpochEnd):
-            mets = " ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
-            _say(
-                f"epoch {ev.epoch + 1}/{args.epochs} train_loss {ev.train_loss:.4f} "
-                f"val_loss {ev.val_loss:.4f} {mets} lr {ev.lr:.2g} {ev.seconds:.1f}s"
-                f"{' *' if ev.is_best else ''}"
-            )
-        elif isinstance(ev, Warning):
-            _say(f"warning: {ev.message}")
-        elif isinstance(ev, Finished):
-            _say(
-                f"finished ({ev.reason}) after {ev.epochs_run} epochs in "
-                f"{time.perf_counter() - t0:.0f}s ({time.process_time() - cpu0:.0f} CPU-s); "
-                f"best epoch {ev.best_epoch + 1}, best score {ev.best_score:.4f}"
-            )
+        else:
+            line = describe_event(ev, epochs=args.epochs, t0=t0, cpu0=cpu0)
+            if line is not None:
+                _say(line)
     out = trainer.save(args.out)
     _say(f"saved model to {out}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -92,7 +93,7 @@ def _pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
 
 
 def _say(msg: str) -> None:
-    print(msg, flush=True)
+    say(msg)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -109,7 +110,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise DlcbError(
                 f"label image {lp.name} has shape {lab.shape} but {ip.name} is {im.shape[:2]}"
             )
-    from napari_dlcb.training.events import EpochEnd, Finished, Started, Warning
+    from napari_dlcb.commands._report import describe_event
+    from napari_dlcb.training.events import Started
     from napari_dlcb.training.segmentation import SegmentationTrainer
 
     mode = args.mode
@@ -147,21 +149,10 @@ def run_train(args: argparse.Namespace) -> int:
                 f"training on {ev.device} ({'AMP' if ev.amp else 'fp32'}), "
                 f"{ev.n_trainable:,} of {ev.n_params:,} parameters trainable"
             )
-        elif isinstance(ev, EpochEnd):
-            mets = " ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
-            _say(
-                f"epoch {ev.epoch + 1}/{args.epochs} train_loss {ev.train_loss:.4f} "
-                f"val_loss {ev.val_loss:.4f} {mets} lr {ev.lr:.2g} "
-                f"{ev.seconds:.1f}s ({ev.samples_per_s:.1f} patches/s){' *' if ev.is_best else ''}"
-            )
-        elif isinstance(ev, Warning):
-            _say(f"warning: {ev.message}")
-        elif isinstance(ev, Finished):
-            _say(
-                f"finished ({ev.reason}) after {ev.epochs_run} epochs in "
-                f"{time.perf_counter() - t0:.0f}s; best epoch {ev.best_epoch + 1}, "
-                f"best score {ev.best_score:.4f}"
-            )
+        else:
+            line = describe_event(ev, epochs=args.epochs, t0=t0, rate_unit="patches")
+            if line is not None:
+                _say(line)
     out = trainer.save(args.out)
     _say(f"saved model to {out}")
     return 0

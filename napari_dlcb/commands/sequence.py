@@ -12,14 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+from napari_dlcb.commands._report import describe_event, say
 from napari_dlcb.errors import DlcbError
 
 __all__ = ["register"]
 
 
 def _say(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
+    say(msg, stream=sys.stderr)
 
 
 def register(train_sub, predict_sub, top_sub) -> None:
@@ -148,7 +148,6 @@ def _device(name: str) -> str:
 # --------------------------------------------------------------------------- handlers
 def _train(args: argparse.Namespace) -> int:
     from napari_dlcb.training.engine import fit_to_end
-    from napari_dlcb.training.events import EpochEnd, Finished, Warning
     from napari_dlcb.training.sequence import (
         SequenceTrainer,
         bed_training_data,
@@ -212,20 +211,12 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=_device(args.device),
     )
-    t0 = time.time()
+    t0 = time.perf_counter()
 
     def show(ev) -> None:
-        if isinstance(ev, EpochEnd):
-            auc = ev.metrics.get("auroc", float("nan"))
-            _say(
-                f"epoch {ev.epoch + 1}: train loss {ev.train_loss:.4f}, val loss {ev.val_loss:.4f}, val AUROC {auc:.4f} ({ev.seconds:.1f} s)"
-            )
-        elif isinstance(ev, Warning):
-            _say(f"note: {ev.message}")
-        elif isinstance(ev, Finished):
-            _say(
-                f"finished ({ev.reason}) after {ev.epochs_run} epochs; best epoch {ev.best_epoch + 1}; {time.time() - t0:.0f} s"
-            )
+        line = describe_event(ev, epochs=args.epochs, t0=t0)
+        if line is not None:
+            _say(line)
 
     max_time = args.max_minutes * 60 if args.max_minutes else None
     fit_to_end(
