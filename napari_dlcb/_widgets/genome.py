@@ -32,6 +32,7 @@ from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -46,6 +47,14 @@ from qtpy.QtWidgets import (
 
 from napari_dlcb._widgets._common import viewer_camera
 from napari_dlcb._widgets._plot import LearningCurvePlot
+from napari_dlcb._widgets.genome_motifs import (
+    ATTRIBUTION_METHODS,
+    MotifTable,
+    attribution_worker,
+    filter_motif_worker,
+    logo_layer_kwargs,
+    scan_worker,
+)
 from napari_dlcb.errors import DlcbError
 
 if TYPE_CHECKING:
@@ -113,6 +122,17 @@ class GenomeWidget(QWidget):
         self.mm_btn = QPushButton("Mutation map")
         self.pred_btn = QPushButton("Predict tracks")
         self.attr_btn = QPushButton("Attribution")
+        self.attr_method = QComboBox()
+        self.attr_method.addItems(list(ATTRIBUTION_METHODS))
+        self.motif_btn = QPushButton("Filter motifs")
+        self.scan_btn = QPushButton("Scan motifs")
+        self.scan_threshold = QDoubleSpinBox()
+        self.scan_threshold.setRange(0.5, 1.0)
+        self.scan_threshold.setSingleStep(0.01)
+        self.scan_threshold.setValue(0.9)
+        self.scan_threshold.setToolTip("relative PWM score a site must reach (0-1)")
+        self.motif_table = MotifTable()
+        self._motif_hits_source: list = []
         self.train_btn = QPushButton("Train on peaks")
         self.stop_btn = QPushButton("Stop")
         self.status = QLabel("")
@@ -131,16 +151,23 @@ class GenomeWidget(QWidget):
         form.addRow("model", self.model_path)
         form.addRow("task", self.target)
         form.addRow("epochs", self.epochs)
-        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        form.addRow("attribution", self.attr_method)
+        form.addRow("scan threshold", self.scan_threshold)
+        row1, row2, row3 = QHBoxLayout(), QHBoxLayout(), QHBoxLayout()
         for b in (self.sample_btn, self.show_btn):
             row1.addWidget(b)
         for b in (self.mm_btn, self.attr_btn, self.pred_btn, self.train_btn, self.stop_btn):
             row2.addWidget(b)
+        for b in (self.motif_btn, self.scan_btn):
+            row3.addWidget(b)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addLayout(row1)
         lay.addLayout(row2)
+        lay.addLayout(row3)
         lay.addWidget(self.status)
+        lay.addWidget(QLabel("first-layer filter motifs (Filter motifs)"))
+        lay.addWidget(self.motif_table)
         lay.addWidget(QLabel("variant effect (select a variant point)"))
         lay.addWidget(self.effects)
         lay.addWidget(self.plot)
@@ -150,6 +177,8 @@ class GenomeWidget(QWidget):
         self.mm_btn.clicked.connect(self.start_mutation_map)
         self.pred_btn.clicked.connect(self.start_predict)
         self.attr_btn.clicked.connect(self.start_attribution)
+        self.motif_btn.clicked.connect(self.start_filter_motifs)
+        self.scan_btn.clicked.connect(self.start_scan)
         self.train_btn.clicked.connect(self.start_training)
         self.stop_btn.clicked.connect(self.stop)
         self.peak_box.activated.connect(self._go_to_peak)
@@ -381,9 +410,12 @@ class GenomeWidget(QWidget):
 
     # ------------------------------------------------------------------ attribution
     def start_attribution(self) -> None:
-        """Integrated gradients (uniform baseline) of the chosen task as a 4 x L band.
+        """Attribution of the chosen task (method from the combo) as a letter logo band.
 
-        The convergence delta (completeness error) is shown in the status line.
+        The logo shows each observed base with height = its attribution (negative
+        letters hang below the baseline); the completeness error (convergence
+        delta) is shown in the status line and kept in the layer's metadata
+        with the raw (4, L) values.
         """
         if self._region is None:
             return
@@ -393,36 +425,153 @@ class GenomeWidget(QWidget):
             self._error(err)
             return
         target = max(0, self.target.currentIndex())
+        method = self.attr_method.currentText()
+        self.status.setText(f"{method}...")
         self._run(
-            "attribution", self._attr_worker(model, _one_hot(self._sequence), target), self._on_attr
+            "attribution",
+            attribution_worker(model, _one_hot(self._sequence), target, method),
+            self._on_attr,
         )
-
-    @staticmethod
-    @thread_worker
-    def _attr_worker(model, x, target):
-        from napari_dlcb.interpret.dna_attribution import integrated_gradients
-
-        yield target, integrated_gradients(model, x, target=target, n_steps=32)
 
     def _on_attr(self, item) -> None:
+        target, method, attr = item
+        values = attr.values[0]
+        for ly in [ly for ly in self.viewer.layers if ly.metadata.get("kind") == "attribution"]:
+            self.viewer.layers.remove(ly)
+        img, place = logo_layer_kwargs(
+            values, _one_hot(self._sequence)[0], float(self._region.start)
+        )
+        delta = float(attr.delta[0])
+        task = (
+            self._meta.classes[target]
+            if self._meta and target < len(self._meta.classes)
+            else target
+        )
+        self.attr_layer = self.viewer.add_image(
+            img,
+            rgb=True,
+            multiscale=len(img) > 1,
+            name=f"attribution logo ({method}, {task})",
+            metadata={
+                "genome_view": True,
+                "kind": "attribution",
+                "method": method,
+                "delta": delta,
+                "values": values,
+                "region": str(self._region),
+            },
+            **place,
+        )
+        total = float(values.sum())
+        note = ""
+        if abs(delta) > 0.05 * max(1.0, abs(total)):
+            note = {
+                "gradient x input": " (large: gradient x input is only a first-order estimate)",
+                "DeepLIFT/SHAP": " (large: captum's DeepLIFT treats this model's global max"
+                " pooling as linear; prefer integrated gradients)",
+            }.get(method, " (large: use more steps)")
+        self.status.setText(
+            f"{method} for {task}: completeness error (delta) {delta:+.2e}, "
+            f"sum of attributions {total:+.3f}{note}"
+        )
+
+    # ------------------------------------------------------------------ motifs
+    def _motif_windows(self, model_length: int) -> np.ndarray:
+        """One-hot windows for filter motifs: every BED peak (centred), else the region."""
+        from napari_dlcb.data.dna import one_hot
+
+        if self._bed is not None and len(self._bed):
+            half = model_length // 2
+            seqs = []
+            for r in self._bed.itertuples():
+                mid = (int(r.start) + int(r.end)) // 2
+                seqs.append(self._genome.fetch(r.chrom, mid - half, mid + half, pad=True))
+            return one_hot(seqs)
+        return one_hot(self._sequence)
+
+    def start_filter_motifs(self) -> None:
+        """PWMs of the model's first-layer filters, matched against bundled JASPAR 2024 CORE."""
+        if self._region is None:
+            return
+        try:
+            model, meta = self._load_model(self.settings().model)
+            x = self._motif_windows(int(meta.extra.get("length", 200)))
+        except DlcbError as err:
+            self._error(err)
+            return
+        self.status.setText(f"filter motifs from {len(x)} sequences...")
+        self._run("motifs", filter_motif_worker(model, x), self._on_motifs)
+
+    def _on_motifs(self, item) -> None:
+        if item[0] == "status":
+            self.status.setText(item[1])
+            return
+        _, motifs, best, db = item
+        self.filter_motifs, self.motif_matches = motifs, best
+        self.motif_table.show_motifs(motifs, best)
+        good = best[best.q_value < 0.05]
+        names = {m.name: m for m in db}
+        # the motifs a scan looks for: the significant best matches of the filters
+        self._motif_hits_source = [names[t] for t in dict.fromkeys(good.target) if t in names]
+        self.status.setText(
+            f"{len(best)} filters matched; {len(good)} with q < 0.05 "
+            f"({len(self._motif_hits_source)} distinct motifs for Scan motifs)"
+        )
+
+    def start_scan(self) -> None:
+        """Scan the region for the motifs that the filters matched (else those named like the tasks)."""
+        if self._region is None:
+            return
+        motifs = list(self._motif_hits_source)
+        if not motifs:
+            from napari_dlcb.interpret.motifs import load_motif_database
+
+            try:
+                _, meta = self._load_model(self.settings().model)
+            except DlcbError as err:
+                self._error(err)
+                return
+            tasks = {str(c).upper() for c in meta.classes}
+            motifs = [
+                m for m in load_motif_database("jaspar") if m.name.split()[-1].upper() in tasks
+            ]
+            if not motifs:
+                self._error(DlcbError("no motifs to scan for: run Filter motifs first"))
+                return
+        self._run(
+            "scan",
+            scan_worker(_one_hot(self._sequence)[0], motifs, float(self.scan_threshold.value())),
+            self._on_scan,
+        )
+
+    def _on_scan(self, hits) -> None:
         from napari_dlcb.io.genome import BANDS, ROW_SCALE
 
-        target, attr = item
-        data = attr.values[0]
-        name = "attribution (IG)"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        m = float(np.abs(data).max()) or 1.0
-        self.viewer.add_image(
-            data,
-            name=name,
-            colormap="PiYG",
-            contrast_limits=(-m, m),
+        for ly in [ly for ly in self.viewer.layers if ly.metadata.get("kind") == "motif_hits"]:
+            self.viewer.layers.remove(ly)
+        if hits.empty:
+            self.status.setText("motif scan: no sites above the threshold")
+            return
+        hits = hits.sort_values("start").reset_index(drop=True)
+        rows = np.arange(len(hits)) % 3  # stagger overlapping sites over 3 rows
+        rects = [
+            np.array([[r - 0.4, s - 0.5], [r + 0.4, e - 0.5]], float)
+            for r, s, e in zip(rows, hits.start, hits.end)
+        ]
+        names = [m.split()[-1] for m in hits.motif]
+        self.viewer.add_shapes(
+            rects,
+            shape_type="rectangle",
+            name="motif sites",
+            edge_width=0.05,
+            face_color="#f7b32b80",
+            features={"motif": names, "strand": hits.strand.tolist(), "score": hits.score},
+            text={"string": "{motif}{strand}", "size": 8, "color": "white"},
             scale=(ROW_SCALE, 1.0),
-            translate=(BANDS["attribution"] * ROW_SCALE, float(self._region.start)),
-            metadata={"genome_view": True, "kind": "attribution", "delta": float(attr.delta[0])},
+            translate=(BANDS["motifs"] * ROW_SCALE, float(self._region.start)),
+            metadata={"genome_view": True, "kind": "motif_hits", "hits": hits},
         )
-        self.status.setText(f"integrated gradients: convergence delta {float(attr.delta[0]):+.2e}")
+        self.status.setText(f"motif scan: {len(hits)} sites of {hits.motif.nunique()} motifs")
 
     # ------------------------------------------------------------------ predictions
     def start_predict(self) -> None:

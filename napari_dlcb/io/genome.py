@@ -662,6 +662,7 @@ BANDS = {
     "prediction": 21,
     "peaks": 27,
     "variants": 30,
+    "motifs": 33,
 }
 ROW_SCALE = 10.0
 

@@ -102,12 +102,12 @@ def test_genome_view_end_to_end(make_napari_viewer, qtbot, small_model, loop_pro
     qtbot.waitUntil(lambda: "not scored" in w.status.text(), timeout=60_000)
     assert "REF mismatch" in w.status.text()
 
-    # attribution band with its convergence delta
+    # attribution logo with its convergence delta
     w.start_attribution()
-    qtbot.waitUntil(lambda: "attribution (IG)" in viewer.layers, timeout=60_000)
-    att = viewer.layers["attribution (IG)"]
-    assert att.data.shape == (4, len(region)) and "delta" in w.status.text()
-    assert tuple(att.scale) == (ROW_SCALE, 1.0) and att.translate[1] == region.start
+    qtbot.waitUntil(lambda: getattr(w, "attr_layer", None) in viewer.layers, timeout=60_000)
+    att = w.attr_layer
+    assert att.metadata["values"].shape == (4, len(region)) and "delta" in w.status.text()
+    assert att.metadata["method"] == "integrated gradients" and att.rgb
 
     # predicted tracks
     w.start_predict()
@@ -148,3 +148,61 @@ def test_bad_region_is_reported(make_napari_viewer):
     w.region.setText("chrS1:29000-31000")
     w.show_region()
     assert "outside chrS1" in w.status.text() and len(viewer.layers) == n
+
+
+def test_attribution_logo_filter_motifs_and_scan(make_napari_viewer, qtbot):
+    """Built-in model on the sample region: logo over the planted sites, motif table, scan."""
+    import pandas as pd
+
+    from napari_dlcb._sample_data import genome_sample_dir
+
+    viewer = make_napari_viewer()
+    w = GenomeWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.use_sample()
+    region = w._region
+    sites = pd.read_csv(genome_sample_dir() / "planted_sites.tsv", sep="\t")
+    sites = sites[
+        (sites.chrom == region.chrom) & (sites.start >= region.start) & (sites.end <= region.end)
+    ]
+    assert {"CTCF", "GATA3"} <= set(sites.tf)
+    w._load_model("builtin")
+    w.target.setCurrentText("GATA3")
+    w.attr_method.setCurrentText("integrated gradients")
+    w.start_attribution()
+    qtbot.waitUntil(lambda: getattr(w, "attr_layer", None) in viewer.layers, timeout=60_000)
+    layer = w.attr_layer
+    assert layer.rgb and layer.metadata["kind"] == "attribution"
+    assert abs(layer.metadata["delta"]) < 0.1 and "delta" in w.status.text()
+    values = layer.metadata["values"]
+    assert values.shape == (4, len(region))
+    # the most important base for GATA3 lies in a planted GATA3 site
+    top = region.start + int(values.sum(0).argmax())
+    gata = sites[sites.tf == "GATA3"]
+    assert ((gata.start <= top) & (top < gata.end)).any(), top
+    # ... and the logo draws ink over that base (pixel centres -> world x in bp)
+    level0 = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+    px = level0.shape[1] // len(region)
+    cols = np.flatnonzero(level0[..., 3].any(0))
+    x_world = layer.translate[1] + layer.scale[1] * cols
+    assert (np.abs(x_world - top) < 0.5).any()
+    assert layer.translate[1] == pytest.approx(region.start - 0.5 + 0.5 / px)
+
+    # filter motifs: a table row per matched filter, with the planted TFs among the matches
+    w.start_filter_motifs()
+    qtbot.waitUntil(lambda: getattr(w, "motif_matches", None) is not None, timeout=120_000)
+    assert w.motif_table.rowCount() == len(w.motif_matches) > 0
+    assert w.motif_table.cellWidget(0, 1).pixmap() is not None
+    good = w.motif_matches[w.motif_matches.q_value < 0.05]
+    found = {t.split()[0] for t in good.target}
+    assert {"MA0139.2", "MA0080.7", "MA0496.4"} <= found, found  # CTCF, SPI1, MAFK
+
+    # scan the region for the matched motifs: every planted CTCF site is found on its strand
+    w.start_scan()
+    qtbot.waitUntil(lambda: "motif sites" in viewer.layers, timeout=60_000)
+    hits = viewer.layers["motif sites"].metadata["hits"]
+    ctcf = hits[hits.motif.str.endswith("CTCF")]
+    for s in sites[sites.tf == "CTCF"].itertuples():
+        start = s.start - region.start
+        assert ((ctcf.start == start) & (ctcf.strand == s.strand)).any(), s
+    assert viewer.layers["motif sites"].translate[1] == region.start
