@@ -217,6 +217,43 @@ class GenomeWidget(QWidget):
         self.region.setText(GENOME_SAMPLE_REGION)
         self.show_region()
 
+    def open_files(self, paths: list[str]) -> None:
+        """Put genome files in their fields (by file name) and show a region once a FASTA is known.
+
+        Each file is opened once here, so a bad one is reported at once with a
+        one-line error (and its field is left as it was). A FASTA whose
+        chromosomes do not contain the current region moves the region to the
+        first kilobase of its first chromosome.
+        """
+        from napari_dlcb._widgets.genome_reader import genome_file_kind
+        from napari_dlcb.io.genome import SignalTrack, parse_region, read_bed, read_fasta, read_vcf
+
+        fields = {"fasta": self.fasta, "bed": self.bed, "vcf": self.vcf, "bigwig": self.bigwig}
+        for p in sorted(paths, key=lambda q: genome_file_kind(q) != "fasta"):  # FASTA first
+            kind = genome_file_kind(p)
+            if kind == "fasta":
+                genome = read_fasta(p)
+                try:
+                    r = parse_region(self.region.text())
+                    genome.check(r.chrom, r.start, r.end)
+                except DlcbError:
+                    chrom, n = next(iter(genome.chromosomes.items()))
+                    self.region.setText(f"{chrom}:0-{min(n, 1000)}")
+            elif kind == "bed":
+                fasta = self.fasta.text().strip()
+                read_bed(p, genome=read_fasta(fasta) if fasta else None)
+            elif kind == "vcf":
+                read_vcf(p)
+            elif kind == "bigwig":
+                SignalTrack(p).close()
+            else:
+                raise DlcbError(f"not a genome file: {p}")
+            fields[kind].setText(str(p))
+        if self.fasta.text().strip():
+            self.show_region()
+        else:
+            self.status.setText("open a FASTA too, to show a region with these tracks")
+
     # ------------------------------------------------------------------ region
     def show_region(self) -> None:
         """Replace the genome layers with those of the region in the fields."""

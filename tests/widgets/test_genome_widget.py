@@ -206,3 +206,40 @@ def test_attribution_logo_filter_motifs_and_scan(make_napari_viewer, qtbot):
         start = s.start - region.start
         assert ((ctcf.start == start) & (ctcf.strand == s.strand)).any(), s
     assert viewer.layers["motif sites"].translate[1] == region.start
+
+
+def test_opening_genome_files_fills_the_genome_view(make_napari_viewer, tmp_path):
+    """File > Open on FASTA / BED / VCF / bigWig: the Genome view opens them on one bp axis."""
+    import shutil
+
+    from napari_dlcb._sample_data import genome_sample_dir
+    from napari_dlcb._widgets.genome_reader import get_genome_reader
+
+    d = genome_sample_dir()
+    for name in ("sample_genome.fa", "peaks.bed", "variants.vcf", "signal.bw"):
+        shutil.copy(d / name, tmp_path / name)  # no .fai: opening indexes the FASTA
+    assert get_genome_reader(str(tmp_path / "x.tif")) is None
+    assert get_genome_reader([str(tmp_path / "peaks.bed"), str(tmp_path / "x.tif")]) is None
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "peaks.bed"), plugin="napari-dlcb")  # before any FASTA
+    w = next(dw.inner_widget() for dw in viewer.window._wrapped_dock_widgets.values())
+    assert isinstance(w, GenomeWidget) and w.bed.text().endswith("peaks.bed")
+    assert "FASTA" in w.status.text() and len(viewer.layers) == 0
+    w.region.setText("chr1:100-200")  # not in this genome: the first kb is shown instead
+    viewer.open(str(tmp_path / "sample_genome.fa"), plugin="napari-dlcb")
+    assert str(w._region) == "chrS1:0-1000"
+    assert "sequence" in {ly.metadata.get("kind") for ly in viewer.layers}
+    assert w.peak_box.count() == len(w._bed) > 0  # the BED opened first is in use
+    viewer.open(
+        [str(tmp_path / "variants.vcf"), str(tmp_path / "signal.bw")],
+        plugin="napari-dlcb",
+        stack=False,
+    )
+    kinds = {ly.metadata.get("kind") for ly in viewer.layers}
+    assert {"sequence", "variants", "signal"} <= kinds
+    assert len(viewer.window._wrapped_dock_widgets) == 1  # the same dock is reused
+    # a truncated VCF is a one-line error, and the field keeps its file
+    (tmp_path / "bad.vcf").write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\nchrS1\n")
+    with pytest.raises(Exception, match="bad.vcf"):
+        viewer.open(str(tmp_path / "bad.vcf"), plugin="napari-dlcb")
+    assert w.vcf.text().endswith("variants.vcf")
