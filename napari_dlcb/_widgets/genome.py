@@ -504,8 +504,8 @@ class GenomeWidget(QWidget):
         if abs(delta) > 0.05 * max(1.0, abs(total)):
             note = {
                 "gradient x input": " (large: gradient x input is only a first-order estimate)",
-                "DeepLIFT/SHAP": " (large: captum's DeepLIFT treats this model's global max"
-                " pooling as linear; prefer integrated gradients)",
+                "DeepLIFT/SHAP": " (large: the model has layers DeepLIFT handles only"
+                " approximately; prefer integrated gradients)",
             }.get(method, " (large: use more steps)")
         self.status.setText(
             f"{method} for {task}: completeness error (delta) {delta:+.2e}, "

@@ -171,3 +171,30 @@ def test_attributions_on_motif_and_model_unchanged():
         d = deep_lift_shap(seq, x[:2], n_shuffles=4)
     assert d.values.shape == (2, 4, 30) and np.all(d.delta < 1e-3)
     assert model.training and hook_counts(model) == hooks
+
+
+@pytest.mark.parametrize("arch", ["deepbind", "basset"])
+def test_deeplift_is_complete_on_the_shipped_architectures(arch):
+    """ReLU -> max pool and DeepBind's global max+mean pool: DeepLIFT sums to f(x) - f(ref)."""
+    from napari_dlcb.interpret.dna_attribution import deeplift_equivalent
+    from napari_dlcb.models.dna import build_dna_model
+
+    torch.manual_seed(0)
+    kw = {"filters": (16, 8, 8), "hidden": (16, 16), "length": 96} if arch == "basset" else {}
+    model = build_dna_model(arch, n_tasks=2, **kw).train()
+    L = 96 if arch == "basset" else 40
+    x = one_hot(_seqs(2, L=L, seed=5))
+    names = [n for n, _ in model.named_modules()]
+    hooks = hook_counts(model)
+    same = deeplift_equivalent(model.eval(), L)
+    assert same is not model  # rewritten, on a copy
+    xt = torch.as_tensor(x)
+    torch.testing.assert_close(same(xt), model(xt), rtol=0, atol=0)
+    model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "treated as linear" warning
+        warnings.filterwarnings("ignore", message="Setting forward")
+        d = deep_lift_shap(model, x, target=1, n_shuffles=4)
+    assert d.values.shape == x.shape and np.all(np.abs(d.delta) < 1e-4), d.delta
+    assert model.training and hook_counts(model) == hooks
+    assert [n for n, _ in model.named_modules()] == names
