@@ -187,6 +187,11 @@ def test_attribution_logo_filter_motifs_and_scan(make_napari_viewer, qtbot):
     x_world = layer.translate[1] + layer.scale[1] * cols
     assert (np.abs(x_world - top) < 0.5).any()
     assert layer.translate[1] == pytest.approx(region.start - 0.5 + 0.5 / px)
+    # DeepLIFT/SHAP on the same model is complete too (the model is rewritten for captum)
+    w.attr_method.setCurrentText("DeepLIFT/SHAP")
+    w.start_attribution()
+    qtbot.waitUntil(lambda: w.attr_layer.metadata.get("method") == "DeepLIFT/SHAP", timeout=60_000)
+    assert abs(w.attr_layer.metadata["delta"]) < 1e-4 and "large" not in w.status.text()
 
     # filter motifs: a table row per matched filter, with the planted TFs among the matches
     w.start_filter_motifs()
