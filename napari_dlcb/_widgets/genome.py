@@ -77,15 +77,14 @@ class GenomeSettings:
 
     def validate(self) -> None:
         """Raise :class:`DlcbError` for missing files or an unreadable region."""
-        from napari_dlcb.io.genome import parse_region
-
         if not self.fasta or not Path(self.fasta).is_file():
             raise DlcbError(f"FASTA file not found: {self.fasta!r}")
         for name in ("bed", "bigwig", "vcf"):
             v = getattr(self, name)
             if v and not Path(v).is_file():
                 raise DlcbError(f"{name} file not found: {v}")
-        parse_region(self.region)
+        if not self.region:
+            raise DlcbError("enter a region: chr:start-end or the name of a BED interval")
 
 
 class GenomeWidget(QWidget):
@@ -110,7 +109,8 @@ class GenomeWidget(QWidget):
         self.bigwig = QLineEdit()
         self.vcf = QLineEdit()
         self.region = QLineEdit(GENOME_SAMPLE_REGION)
-        self.region.setPlaceholderText("chr:start-end (0-based, half-open)")
+        self.region.setPlaceholderText("chr:start-end (0-based, half-open) or a BED name")
+        self.region.returnPressed.connect(self.show_region)
         self.peak_box = QComboBox()
         self.model_path = QLineEdit("builtin")
         self.target = QComboBox()
@@ -259,11 +259,11 @@ class GenomeWidget(QWidget):
         """Replace the genome layers with those of the region in the fields."""
         from napari_dlcb.io.genome import (
             SignalTrack,
-            parse_region,
             read_bed,
             read_fasta,
             read_vcf,
             region_layer_data,
+            resolve_region,
         )
 
         try:
@@ -272,7 +272,7 @@ class GenomeWidget(QWidget):
             bed = read_bed(s.bed, genome=genome) if s.bed else None
             tracks = [SignalTrack(s.bigwig)] if s.bigwig else []
             variants = read_vcf(s.vcf) if s.vcf else None
-            region = parse_region(s.region)
+            region = resolve_region(s.region, genome=genome, bed=bed)
             genome.check(region.chrom, region.start, region.end)
             layers = region_layer_data(genome, region, tracks=tracks, bed=bed, variants=variants)
         except DlcbError as err:

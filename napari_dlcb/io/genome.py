@@ -35,6 +35,7 @@ __all__ = [
     "SignalTrack",
     "open_track",
     "parse_region",
+    "resolve_region",
     "read_bed",
     "read_bedgraph",
     "read_fasta",
@@ -88,6 +89,56 @@ def parse_region(text: str) -> Region:
     if end <= start:
         raise DlcbError(f"region {text!r} is empty: end must be greater than start")
     return Region(m.group(1), start, end)
+
+
+def resolve_region(
+    text: str, *, genome: Genome | None = None, bed: pd.DataFrame | None = None, width: int = 1000
+) -> Region:
+    """A region from ``chr:start-end``, or from the name of a BED interval.
+
+    Parameters
+    ----------
+    text : str
+        ``chr:start-end``, or a name in ``bed``'s ``name`` column (exact match
+        first, then case-insensitive; the first such interval is used).
+    genome : Genome, optional
+        Clips a named region to its chromosome.
+    bed : pandas.DataFrame, optional
+        Intervals from :func:`read_bed`.
+    width : int
+        Width of the window centred on a named interval (the interval itself
+        when it is wider).
+
+    Returns
+    -------
+    Region
+
+    Examples
+    --------
+    >>> bed = pd.DataFrame({"chrom": ["chr1"], "start": [5000], "end": [5200], "name": ["GATA3_peak"]})
+    >>> resolve_region("gata3_peak", bed=bed)
+    Region(chrom='chr1', start=4600, end=5600)
+    """
+    text = str(text).strip()
+    if _REGION_RE.match(text) or bed is None or "name" not in getattr(bed, "columns", ()):
+        return parse_region(text)
+    names = bed["name"].astype(str)
+    hit = bed[names == text]
+    if hit.empty:
+        hit = bed[names.str.lower() == text.lower()]
+    if hit.empty:
+        raise DlcbError(
+            f"cannot read region {text!r}: expected chr:start-end or the name of a BED interval"
+        )
+    r = hit.iloc[0]
+    start, end = int(r.start), int(r.end)
+    if end - start < width:
+        mid = (start + end) // 2
+        start, end = mid - width // 2, mid - width // 2 + width
+    start = max(0, start)
+    if genome is not None and r.chrom in genome.chromosomes:
+        end = min(end, genome.chromosomes[r.chrom])
+    return Region(str(r.chrom), start, end)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -164,3 +164,31 @@ def test_parse_region():
         with pytest.raises(DlcbError):
             parse_region(bad)
     assert np.isfinite(len(parse_region("c:0-1")))
+
+
+def test_resolve_region_by_bed_name():
+    import pandas as pd
+
+    from napari_dlcb.io.genome import Region, resolve_region
+
+    bed = pd.DataFrame(
+        {
+            "chrom": ["chr1", "chr1", "chr2"],
+            "start": [100, 5000, 9000],
+            "end": [300, 5200, 9900],
+            "name": ["edge", "GATA3", "gata3_wide"],
+        }
+    )
+    assert resolve_region("chr1:10-20", bed=bed) == Region("chr1", 10, 20)
+    assert resolve_region("GATA3", bed=bed) == Region("chr1", 4600, 5600)
+    assert resolve_region("GATA3_WIDE", bed=bed) == Region("chr2", 8950, 9950)  # 1 kb centred
+    assert resolve_region("edge", bed=bed) == Region("chr1", 0, 700)  # clipped at 0
+
+    class G:  # just the chromosome sizes
+        chromosomes = {"chr2": 9920}
+
+    assert resolve_region("gata3_wide", bed=bed, genome=G()).end == 9920
+    with pytest.raises(DlcbError, match="name of a BED interval"):
+        resolve_region("CTCF", bed=bed)
+    with pytest.raises(DlcbError, match="chr:start-end"):
+        resolve_region("GATA3")  # no BED: only coordinates

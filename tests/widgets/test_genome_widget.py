@@ -140,6 +140,21 @@ def test_clicking_an_interval_opens_it(make_napari_viewer, qtbot):
     assert w._region.start == mid - 500
 
 
+def test_region_by_bed_name(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = GenomeWidget(viewer)
+    w.use_sample()
+    peak = w._bed[w._bed.name == "SOX2"].iloc[0]
+    w.region.setText("sox2")
+    w.show_region()
+    mid = (int(peak.start) + int(peak.end)) // 2
+    assert (w._region.chrom, w._region.start, w._region.end) == (peak.chrom, mid - 500, mid + 500)
+    n = len(viewer.layers)
+    w.region.setText("NOT_A_PEAK")
+    w.show_region()
+    assert "name of a BED interval" in w.status.text() and len(viewer.layers) == n
+
+
 def test_bad_region_is_reported(make_napari_viewer):
     viewer = make_napari_viewer()
     w = GenomeWidget(viewer)
