@@ -15,7 +15,9 @@ layers on the main thread.
 - **Results**: a "predicted classes" Labels layer coloured by class, the
   predictions as per-object features of the labels layer, CSV export with
   regionprops morphology, per-cell saliency, and a 2-D embedding Points layer
-  linked to the labels (selecting a point selects its cell, and back).
+  (PCA, UMAP or t-SNE, computed in a worker) linked to the labels (selecting a
+  point selects its cell, and back), coloured by predicted or annotated class,
+  a class probability or any measurement of the exported table.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ CLASS_COLORS = [
 ANNOTATION_LAYER = "cell annotations"
 PREDICTION_LAYER = "predicted classes"
 EMBEDDING_LAYER = "cell embedding"
+UNANNOTATED_COLOR = "#d9d9d9"  # embedding points of cells nobody labelled
+MISSING_COLOR = "#808080"  # embedding points without a value for the chosen measurement
+CONTINUOUS_COLORMAP = "viridis"
+BY_PREDICTED = "predicted class"
+BY_ANNOTATED = "annotated class"
 
 
 @dataclass
@@ -105,6 +112,46 @@ class _TaskReady:
     """The core task, built in the worker."""
 
     task: Any
+
+
+@dataclass
+class _Embedding:
+    """What the embedding worker returns: 2-D coordinates and the export table."""
+
+    method: str
+    xy: np.ndarray
+    table: Any  # pandas.DataFrame, rows in the order of ``xy``
+
+
+def _embedding_job(task: Any, probs: np.ndarray, method: str) -> _Embedding:
+    """Worker body: network features -> 2-D embedding, and the export table to colour by."""
+    from napari_dlcb.interpret.embedding import embed
+
+    xy = embed(task.features(), method=method)
+    return _Embedding(method, xy, task.table(probs))
+
+
+def _continuous_colors(
+    values: np.ndarray, colormap: str = CONTINUOUS_COLORMAP
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """RGBA colours of ``values`` on a napari colormap, scaled from min to max.
+
+    NaN values get :data:`MISSING_COLOR`. Returns the colours (N, 4) and the
+    (low, high) values that map to the colormap's ends.
+    """
+    from napari.utils.colormaps import ensure_colormap
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    lo = float(v[finite].min()) if finite.any() else 0.0
+    hi = float(v[finite].max()) if finite.any() else 1.0
+    t = np.zeros_like(v) if hi <= lo else (v - lo) / (hi - lo)
+    out = np.empty((len(v), 4), np.float32)
+    out[:] = transform_color(MISSING_COLOR)[0]
+    if finite.any():
+        out[finite] = ensure_colormap(colormap).map(np.clip(t[finite], 0.0, 1.0))
+    return out, (lo, hi)
 
 
 @dataclass
@@ -189,7 +236,23 @@ class CellClassifierWidget(QWidget):
             ["integrated-gradients", "gradients", "smoothgrad", "gradcam", "occlusion"]
         )
         self.saliency_button = QPushButton("Saliency of selected cell")
-        self.embedding_button = QPushButton("Embedding (PCA)")
+        from napari_dlcb.interpret.embedding import available_methods  # no torch import
+
+        self.embedding_method = QComboBox()
+        self.embedding_method.addItems(available_methods())
+        self.embedding_method.setToolTip(
+            "pca: instant, linear; umap / tsne: non-linear neighbourhoods (a few seconds)"
+        )
+        self.embedding_button = QPushButton("Embedding")
+        self.embedding_button.setToolTip("2-D map of the network's per-cell features")
+        self.color_by = QComboBox()
+        self.color_by.setToolTip("Colour the embedding points by a class or any measurement")
+        self.color_by.setEnabled(False)
+        self.embedding_worker: Any = None
+        self.embedding_layer: Any = None
+        self.n_embeddings = 0
+        self._embedding_table: Any = None
+        self._color_choices: dict[str, tuple[str, str]] = {}
         for b in (self.export_button, self.saliency_button, self.embedding_button):
             b.setEnabled(False)
 
@@ -217,7 +280,13 @@ class CellClassifierWidget(QWidget):
         layout.addWidget(self.curve)
         layout.addWidget(self.export_button)
         layout.addLayout(sal)
-        layout.addWidget(self.embedding_button)
+        emb = QFormLayout()
+        emb_row = QHBoxLayout()
+        emb_row.addWidget(self.embedding_method)
+        emb_row.addWidget(self.embedding_button)
+        emb.addRow("embedding", emb_row)
+        emb.addRow("colour by", self.color_by)
+        layout.addLayout(emb)
         layout.addStretch(1)
 
         self.classes_edit.editingFinished.connect(self._refresh_classes)
@@ -226,8 +295,11 @@ class CellClassifierWidget(QWidget):
         self.train_button.clicked.connect(self.start_training)
         self.stop_button.clicked.connect(self.stop_training)
         self.export_button.clicked.connect(self._export_dialog)
-        self.saliency_button.clicked.connect(self.show_cell_saliency)
-        self.embedding_button.clicked.connect(self.show_embedding)
+        # not the public methods: ``clicked(checked)`` would pass a bool as the object id
+        # or method (bound methods, not lambdas, so Qt holds no reference cycle to self)
+        self.saliency_button.clicked.connect(self._saliency_clicked)
+        self.embedding_button.clicked.connect(self._embedding_clicked)
+        self.color_by.currentTextChanged.connect(self._on_color_by_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
@@ -583,14 +655,47 @@ class CellClassifierWidget(QWidget):
         layer.metadata["saliency"] = {"object_id": oid, **res.extra, "target": res.target}
         return layer
 
-    def show_embedding(self) -> Any:
-        """Add the 2-D PCA embedding of per-object features as a linked Points layer."""
-        from napari_dlcb.interpret.embedding import embed
+    def _saliency_clicked(self) -> None:
+        self.show_cell_saliency()
+
+    def _embedding_clicked(self) -> None:
+        self.show_embedding()
+
+    def show_embedding(self, method: str | None = None) -> Any:
+        """Compute the 2-D embedding of the per-object features in a worker.
+
+        The result becomes a Points layer beside the labels, linked to them and
+        coloured as "colour by" says. Returns the worker (None if nothing started).
+        """
+        from napari.qt.threading import create_worker
 
         if self.task is None or self.probs is None:
             notify_error("train the classifier first")
             return None
-        xy = embed(self.task.features())
+        if self.worker is not None:
+            notify_error("training is running: compute the embedding when it has finished")
+            return None
+        if self.embedding_worker is not None:
+            return None
+        if method is not None:
+            self.embedding_method.setCurrentText(method)
+        method = self.embedding_method.currentText() or "pca"
+        worker = create_worker(_embedding_job, self.task, self.probs, method)
+        worker.returned.connect(self._add_embedding)
+        worker.errored.connect(notify_error)
+        worker.finished.connect(self._on_embedding_finished)
+        self.embedding_worker = worker
+        self.embedding_button.setEnabled(False)
+        self.status.setText(f"computing the {method} embedding...")
+        worker.start()
+        return worker
+
+    def _on_embedding_finished(self) -> None:
+        self.embedding_worker = None
+        self.embedding_button.setEnabled(self.task is not None and self.probs is not None)
+
+    def _add_embedding(self, result: _Embedding) -> Any:
+        xy, table = result.xy, result.table
         labels = self.labels_layer
         h, w = np.asarray(labels.data).shape
         span = np.ptp(xy, axis=0)
@@ -600,21 +705,92 @@ class CellClassifierWidget(QWidget):
         coords = np.column_stack([pts[:, 1] + 0.05 * h, pts[:, 0] + w * 1.1])
         grid = layer_grid(labels)
         coords = coords * np.asarray(grid["scale"]) + np.asarray(grid["translate"])
-        pred = self.probs.argmax(1)
-        features = {
-            "object_id": self.ids,
-            "class": np.asarray([self.task.classes[k] for k in pred], object),
-        }
-        colors = [CLASS_COLORS[k % len(CLASS_COLORS)] for k in pred]
+        features = table.reset_index(drop=True).copy()
         if EMBEDDING_LAYER in self.viewer.layers:
             self.viewer.layers.remove(EMBEDDING_LAYER)
         layer = self.viewer.add_points(
-            coords, name=EMBEDDING_LAYER, features=features, face_color=colors, size=6,
-            border_width=0,
+            coords, name=EMBEDDING_LAYER, features=features, size=6, border_width=0,
+            metadata={"method": result.method},
         )  # fmt: skip
         layer.selected_data.events.items_changed.connect(self._on_point_selected)
         self.embedding_layer = layer
+        self._embedding_table = features
+        self.n_embeddings += 1
+        self._fill_color_choices(features)
+        self.color_embedding()
+        self.status.setText(f"{result.method} embedding of {len(coords)} cells")
         return layer
+
+    def _fill_color_choices(self, table: Any) -> None:
+        """Fill "colour by": both class columns, each probability, every numeric measurement."""
+        import pandas as pd
+
+        choices: dict[str, tuple[str, str]] = {
+            BY_PREDICTED: ("class", "class"),
+            BY_ANNOTATED: ("class", "annotated"),
+        }
+        for name in self.task.classes:
+            choices[f"probability of {name}"] = ("value", f"prob_{name}")
+        for col in table.columns:
+            if col in ("object_id", "class", "annotated") or col.startswith("prob_"):
+                continue
+            dtype = table[col].dtype
+            if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+                choices[col] = ("value", col)
+        current = self.color_by.currentText()
+        self._color_choices = choices
+        self.color_by.blockSignals(True)
+        self.color_by.clear()
+        self.color_by.addItems(list(choices))
+        self.color_by.setCurrentText(current if current in choices else BY_PREDICTED)
+        self.color_by.blockSignals(False)
+        self.color_by.setEnabled(True)
+
+    def _on_color_by_changed(self, *args: Any) -> None:
+        if self.embedding_layer is not None and self.embedding_layer in self.viewer.layers:
+            self.color_embedding()
+
+    def color_embedding(self, choice: str | None = None) -> None:
+        """Recolour the embedding points (no recomputation).
+
+        Classes use the class colours of the labels; probabilities and
+        measurements use the ``viridis`` colormap from their minimum to maximum.
+        """
+        layer = self.embedding_layer
+        if layer is None or layer not in self.viewer.layers:
+            notify_error("compute the embedding first")
+            return
+        if choice is not None:
+            if choice not in self._color_choices:
+                notify_error(f"cannot colour by {choice!r}: choose one of the list")
+                return
+            self.color_by.blockSignals(True)
+            self.color_by.setCurrentText(choice)
+            self.color_by.blockSignals(False)
+        choice = self.color_by.currentText() or BY_PREDICTED
+        kind, column = self._color_choices.get(choice, ("class", "class"))
+        values = self._embedding_table[column].to_numpy()
+        if kind == "class":
+            index = {c: k for k, c in enumerate(self.task.classes)}
+            colors = [
+                CLASS_COLORS[index[v] % len(CLASS_COLORS)] if v in index else UNANNOTATED_COLOR
+                for v in values
+            ]
+            layer.face_color = colors
+            layer.metadata["colour_by"] = {"name": choice, "column": column}
+            self.status.setText(f"embedding coloured by {choice}")
+            return
+        colors, (lo, hi) = _continuous_colors(values)
+        layer.face_color = colors
+        layer.metadata["colour_by"] = {
+            "name": choice,
+            "column": column,
+            "colormap": CONTINUOUS_COLORMAP,
+            "contrast_limits": (lo, hi),
+        }
+        self.status.setText(
+            f"embedding coloured by {choice}: {lo:.3g} (dark blue) to {hi:.3g} (yellow)"
+        )
 
     def _on_point_selected(self, *args: Any) -> None:
         if self._syncing or EMBEDDING_LAYER not in self.viewer.layers:

@@ -9,7 +9,9 @@ thread and adds the result as layers on the source image's grid:
   with a diverging colormap centred on 0 over the source image;
 - the first-layer filters as an image grid;
 - the top-k maximally activating patches of a chosen channel of a chosen
-  layer, as an image grid, with their locations as a Points layer.
+  layer, as an image grid, with their locations as a Points layer;
+- an input generated to maximise that channel (activation maximisation), as
+  an image layer.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -137,6 +140,11 @@ class InterpretWidget(QWidget):
         self.k_spin.setRange(1, 256)
         self.k_spin.setValue(16)
         self.patches_button = QPushButton("Top activating patches")
+        self.actmax_button = QPushButton("Activation maximisation")
+        self.actmax_button.setToolTip(
+            "Generate an input that maximises the mean activation of the channel\n"
+            "(gradient ascent with L2, total-variation and jitter regularisation)"
+        )
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -158,13 +166,17 @@ class InterpretWidget(QWidget):
         form2.addRow("channel", self.channel_spin)
         form2.addRow("k", self.k_spin)
         layout.addLayout(form2)
-        layout.addWidget(self.patches_button)
+        channel_views = QHBoxLayout()
+        channel_views.addWidget(self.patches_button)
+        channel_views.addWidget(self.actmax_button)
+        layout.addLayout(channel_views)
         layout.addWidget(self.status)
         layout.addStretch(1)
 
         self.saliency_button.clicked.connect(self.compute_saliency)
         self.filters_button.clicked.connect(self.show_filters)
         self.patches_button.clicked.connect(self.show_top_patches)
+        self.actmax_button.clicked.connect(self.show_activation_maximisation)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
@@ -181,7 +193,8 @@ class InterpretWidget(QWidget):
             names = extra + [
                 ly.name
                 for ly in self.viewer.layers
-                if isinstance(ly, kind) and not ly.name.startswith(("saliency", "filters", "top "))
+                if isinstance(ly, kind)
+                and not ly.name.startswith(("saliency", "filters", "top ", "act-max"))
             ]
             combo.blockSignals(True)
             combo.clear()
@@ -371,3 +384,60 @@ class InterpretWidget(QWidget):
             f"top {len(tp.values)} patches ({tp.patch_size} px) for channel {channel}"
         )
         self.last_points = pts
+
+    def show_activation_maximisation(self) -> None:
+        """Generate an input maximising the chosen channel of the chosen layer (worker)."""
+        try:
+            model, meta = self.model()
+        except DlcbError as err:
+            notify_error(err)
+            return
+        layer_name = self.layer_edit.text().strip() or None
+        channel = int(self.channel_spin.value())
+        in_channels = int(getattr(meta, "in_channels", 1) or 1)
+
+        def work():
+            from napari_dlcb.interpret.network import activation_maximisation
+            from napari_dlcb.interpret.saliency import resolve_layer
+
+            mod = resolve_layer(model, layer_name)
+            name = next(n for n, m in model.named_modules() if m is mod)
+            image, trace = activation_maximisation(
+                model, layer=mod, channel=channel, in_channels=in_channels
+            )
+            return name, image, trace
+
+        self._run(work, lambda out: self._add_actmax(channel, *out))
+
+    def _add_actmax(self, channel: int, layer_name: str, image: np.ndarray, trace: list) -> Any:
+        name = f"act-max {layer_name}[{channel}]"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        # beside the chosen image (if any), at the image's pixel size
+        place: dict[str, Any] = {}
+        source = self.image_combo.currentText()
+        if source and source in self.viewer.layers:
+            src = self.viewer.layers[source]
+            grid = layer_grid(src)
+            w = src.data.shape[1] if getattr(src, "rgb", False) else src.data.shape[-1]
+            place = {
+                "scale": grid["scale"],
+                "translate": (
+                    grid["translate"][0],
+                    grid["translate"][1] + w * grid["scale"][1] * 1.05,
+                ),
+            }
+        data = image[0] if image.shape[0] == 1 else image  # (Y, X), or (C, Y, X) as a stack
+        if data.ndim == 3:
+            place = {k: (1.0, *v) if k == "scale" else (0.0, *v) for k, v in place.items()}
+        layer = self.viewer.add_image(data, name=name, colormap="gray", **place)
+        layer.metadata["activation_maximisation"] = {
+            "layer": layer_name,
+            "channel": channel,
+            "trace": list(trace),
+        }
+        self.status.setText(
+            f"{name}: mean activation {trace[0]:.3g} -> {trace[-1]:.3g} in {len(trace)} steps"
+        )
+        self.last_actmax = layer
+        return layer

@@ -10,7 +10,10 @@ The widget is a thin adapter over
    constructs the trainer and drains ``trainer.fit(...)``;
 3. it turns the yielded events into a status line, a learning-curve plot and a
    live prediction layer for the visible part of the image, throttled to about
-   one layer refresh per second.
+   one layer refresh per second; with "Live saliency" on, some previews also
+   carry a saliency map of the foreground class on the centre of the viewport
+   (computed by the trainer in the training thread, at most a third of its
+   time), shown as a diverging "<image> live saliency" layer.
 
 The viewport region is computed on the main thread from the camera and handed
 to the worker through a lock-guarded :class:`~._common.RegionHolder`, which is
@@ -89,6 +92,16 @@ BASES = {
     "bioimageio": "BioImage.IO package…",
 }
 OUTPUT_KEY = "dlcb_output"  # layer.metadata key marking layers this widget made
+#: choices of the "Live saliency" combo: off, or a method of
+#: ``napari_dlcb.training.segmentation.LIVE_SALIENCY`` (same names as the Interpret dock)
+LIVE_SALIENCY_CHOICES = (
+    "off",
+    "gradients",
+    "smoothgrad",
+    "gradcam",
+    "integrated-gradients",
+    "occlusion",
+)
 FULL_PLANE_PIXELS = 2048 * 2048  # live layer as large as the plane up to this size
 
 
@@ -113,6 +126,7 @@ class TrainingSettings:
     patch_size: int = 256
     augment: bool = True
     preview_interval: float = 1.0
+    live_saliency: str | None = None
     channel_axis: int | None = None
     extra_fit: dict[str, Any] = field(default_factory=dict)
 
@@ -137,6 +151,7 @@ class TrainingSettings:
             "lr": self.lr,
             "batch_size": self.batch_size,
             "preview_interval": self.preview_interval,
+            "preview_saliency": self.live_saliency,
             **self.extra_fit,
         }
 
@@ -323,7 +338,10 @@ class SegmentationWidget(QWidget):
         self._total_epochs = 0
         self._overfit_notified = False
         self.preview_layer: Labels | None = None
+        self.saliency_layer: Image | None = None
+        self._pending_saliency: dict[str, Any] | None = None
         self.n_preview_updates = 0
+        self.n_saliency_updates = 0
         self.region_shown: tuple[slice, slice] | None = None
         #: extra keyword arguments for ``trainer.fit`` (scripting), e.g.
         #: ``{"samples_per_epoch": 16}`` for shorter epochs and a livelier plot
@@ -424,6 +442,14 @@ class SegmentationWidget(QWidget):
         self.preview_check = QCheckBox("Live prediction of the visible region")
         self.preview_check.setChecked(True)
         form.addRow("", self.preview_check)
+        self.saliency_combo = QComboBox()
+        self.saliency_combo.addItems(LIVE_SALIENCY_CHOICES)
+        self.saliency_combo.setToolTip(
+            "While training, explain the foreground class on the centre of the visible\n"
+            "region with the current weights (blue: against, red: for). Maps are computed\n"
+            "in the training thread and take at most a third of its time."
+        )
+        form.addRow("Live saliency", self.saliency_combo)
         layout.addWidget(model_box)
 
         # ---- actions
@@ -463,6 +489,7 @@ class SegmentationWidget(QWidget):
         self.labels_combo.currentIndexChanged.connect(self._on_selection_changed)
         self.autosave_check.toggled.connect(self._on_selection_changed)
         self.kind_combo.currentIndexChanged.connect(self._on_kind_changed)
+        self.preview_check.toggled.connect(self._on_preview_toggled)
         self._on_base_changed()
 
     def _connect_viewer(self) -> None:
@@ -498,7 +525,11 @@ class SegmentationWidget(QWidget):
         return layer if isinstance(layer, kind) and layer in self.viewer.layers else None
 
     def _refresh_layer_choices(self, event: Any = None) -> None:
-        images = [lay for lay in self.viewer.layers if isinstance(lay, Image)]
+        images = [
+            lay
+            for lay in self.viewer.layers
+            if isinstance(lay, Image) and lay.metadata.get(OUTPUT_KEY) != "live saliency"
+        ]
         labels = [
             lay
             for lay in self.viewer.layers
@@ -614,8 +645,17 @@ class SegmentationWidget(QWidget):
             device=self.device_combo.currentText(),
             channel_axis=-1 if image is not None and image.rgb else None,
             preview_interval=1.0,
+            live_saliency=(
+                None
+                if self.saliency_combo.currentText() == "off" or not self.preview_check.isChecked()
+                else self.saliency_combo.currentText()
+            ),
             extra_fit=dict(self.fit_overrides),
         )
+
+    def _on_preview_toggled(self, *args: Any) -> None:
+        # the saliency map is computed alongside the live prediction, or not at all
+        self.saliency_combo.setEnabled(self.preview_check.isChecked() and not self.is_training)
 
     def _on_base_changed(self, *args: Any) -> None:
         builtin = self.base_combo.currentData() == "builtin"
@@ -792,6 +832,8 @@ class SegmentationWidget(QWidget):
         image = self.image_layer
         if self.preview_check.isChecked() and image is not None:
             self._ensure_preview_layer(image)
+            if settings.live_saliency:
+                self._ensure_saliency_layer(image)
             self._start_tracking(image)
             fit_kwargs["preview_image"] = img
             fit_kwargs["preview_region"] = self._region
@@ -842,6 +884,12 @@ class SegmentationWidget(QWidget):
         if isinstance(ev, E.Progress):
             self._progress_throttle.submit(ev)
         elif isinstance(ev, E.Preview):
+            if isinstance(ev.data, dict):
+                if "saliency" in ev.data:
+                    # only some previews carry a map: keep the newest for the next refresh
+                    self._pending_saliency = ev.data
+                elif "saliency_error" in ev.data:
+                    notify_warning(ev.data["saliency_error"])
             self._preview_throttle.submit(ev)
         elif isinstance(ev, E.EpochEnd):
             self._on_epoch_end(ev)
@@ -1003,6 +1051,57 @@ class SegmentationWidget(QWidget):
             layer.data = labels
         self.region_shown = (slice(r0, r0 + labels.shape[0]), slice(c0, c0 + labels.shape[1]))
         self.n_preview_updates += 1
+        if self._pending_saliency is not None:
+            self._apply_saliency(image, self._pending_saliency)
+            self._pending_saliency = None
+
+    def _ensure_saliency_layer(self, image: Image) -> Image:
+        """The live saliency layer, created hidden when training starts (see the preview)."""
+        layer = self.saliency_layer
+        name = f"{image.name} live saliency"
+        if layer is not None and layer in self.viewer.layers and layer.name == name:
+            return layer
+        with _keep_selection(self.viewer):
+            layer = self.viewer.add_image(
+                np.zeros((1, 1), np.float32),
+                name=name,
+                colormap="bwr",
+                contrast_limits=(-1.0, 1.0),
+                opacity=0.7,
+                blending="translucent",
+                visible=False,  # shown with the first map
+                metadata={OUTPUT_KEY: "live saliency", "dlcb_fresh": True},
+                **layer_grid(image),
+            )
+        self.saliency_layer = layer
+        return layer
+
+    def _apply_saliency(self, image: Image, data: dict[str, Any]) -> None:
+        """Show a live saliency map on the image grid, diverging around 0."""
+        smap = np.asarray(data["saliency"], np.float32)
+        r0, c0 = (int(v) for v in data.get("saliency_offset", (0, 0)))
+        layer = self._ensure_saliency_layer(image)
+        grid = layer_grid(image)
+        scale = np.asarray(grid["scale"])
+        translate = np.asarray(grid["translate"]) + scale * np.array([r0, c0])
+        lim = float(np.abs(smap).max()) or 1.0
+        if not np.allclose(layer.scale, scale):
+            layer.scale = grid["scale"]
+        if not np.allclose(layer.translate, translate):
+            layer.translate = tuple(translate)
+        layer.data = smap
+        layer.contrast_limits_range = (-lim, lim)
+        layer.contrast_limits = (-lim, lim)
+        method = data.get("saliency_method", "saliency")
+        target = data.get("saliency_target")
+        classes = getattr(getattr(self.trainer, "meta", None), "classes", None) or []
+        cls = classes[target] if target is not None and 0 <= target < len(classes) else target
+        layer.metadata.update(
+            {"saliency": {"method": method, "target": target, "class": cls, "offset": (r0, c0)}}
+        )
+        if layer.metadata.pop("dlcb_fresh", False):
+            layer.visible = True
+        self.n_saliency_updates += 1
 
     # ================================================================== predict / save
     def predict(self) -> bool:
@@ -1163,6 +1262,7 @@ class SegmentationWidget(QWidget):
             self.new_labels_btn,
         ):
             w.setEnabled(not training)
+        self._on_preview_toggled()
         self.base_path.setEnabled(not training and self.base_combo.currentData() != "builtin")
         self.base_browse.setEnabled(self.base_path.isEnabled())
         if not training:

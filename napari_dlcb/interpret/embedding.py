@@ -4,20 +4,24 @@
 label (or, for a crop classifier, takes its pooled features of a crop centred
 on each object); :func:`embed` projects them to 2-D with PCA (NumPy SVD),
 or UMAP / t-SNE where ``umap-learn`` / ``scikit-learn`` are installed.
+
+Importing this module does not import torch (only :func:`object_features`
+needs it), so a widget can list :func:`available_methods` and call
+:func:`embed` without paying for the torch import on the GUI thread.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.interpret._state import preserve_model_state
-from napari_dlcb.interpret.saliency import resolve_device, resolve_layer
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["ObjectFeatures", "available_methods", "embed", "object_features"]
 
@@ -96,9 +100,13 @@ def object_features(
     >>> of.ids.tolist(), of.features.shape
     ([1, 2], (2, 4))
     """
+    import torch
     from scipy import ndimage as ndi
+    from torch import nn
 
     from napari_dlcb.data.cells import object_crops, object_ids
+    from napari_dlcb.interpret._state import preserve_model_state
+    from napari_dlcb.interpret.saliency import resolve_device, resolve_layer
 
     dev = resolve_device(device)
     img = np.asarray(image, dtype=np.float32)
@@ -211,11 +219,17 @@ def embed(
     if method == "umap":
         if importlib.util.find_spec("umap") is None:
             raise DlcbError("UMAP needs the umap-learn package (pip install umap-learn)")
+        if x.shape[0] < 4:
+            # umap-learn's spectral initialisation fails with an obscure error below 4 points
+            raise DlcbError(f"UMAP needs at least 4 objects ({x.shape[0]} given); use PCA")
         import umap
 
         n_neighbors = max(2, min(15, x.shape[0] - 1))
         return (
-            umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, random_state=seed)
+            # n_jobs=1: a seed makes umap-learn single-threaded anyway (and warn otherwise)
+            umap.UMAP(
+                n_components=n_components, n_neighbors=n_neighbors, random_state=seed, n_jobs=1
+            )
             .fit_transform(x)
             .astype(np.float32)
         )

@@ -167,6 +167,10 @@ class _TargetModel(nn.Module):
         out = self.model(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
+        return self.reduce(out)
+
+    def reduce(self, out: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` scores from the model's raw output."""
         if out.ndim == 2:
             return out
         if out.ndim != 4:
@@ -249,7 +253,7 @@ def _prepare(
         raw = model(x)
         if isinstance(raw, (tuple, list)):
             raw = raw[0]
-        scores = wrapped(x)
+        scores = wrapped.reduce(raw)  # one forward pass, not two
     n_classes = int(scores.shape[1])
     if isinstance(target, str):
         names = list(classes or [])
@@ -291,7 +295,9 @@ def _run(model: nn.Module, fn, **kw) -> SaliencyResult:
     if not isinstance(model, nn.Module):
         raise DlcbError("saliency needs a torch model (nn.Module)")
     device = resolve_device(kw.pop("device", "cpu"))
-    with preserve_model_state(model):
+    # inference_mode(False): callable from inside ``torch.inference_mode()`` too, e.g. the
+    # training engine's live preview; tensors made here then take part in autograd.
+    with torch.inference_mode(False), preserve_model_state(model):
         prep = _prepare(
             model,
             kw.pop("image"),

@@ -120,3 +120,66 @@ def test_activation_maximisation_increases_activation_and_restores_model():
     assert trace[-1] > trace[0]
     assert m.training and all(p.requires_grad for p in m.parameters())
     assert all(p.grad is None for p in m.parameters())
+
+
+# --------------------------------------------------------------------------- UMAP and t-SNE
+def _two_clusters(n: int = 30, dim: int = 12, gap: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two Gaussian clouds ``gap`` standard deviations apart in feature space."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(n, dim))
+    b = rng.normal(size=(n, dim)) + gap / np.sqrt(dim)  # centre distance = gap
+    group = np.repeat([0, 1], n)
+    return np.concatenate([a, b]).astype(np.float32), group
+
+
+def _nearest_centroid_accuracy(xy: np.ndarray, group: np.ndarray) -> float:
+    """Share of points closer to their own group's 2-D centroid than to the other's."""
+    c = np.stack([xy[group == g].mean(0) for g in (0, 1)])
+    d = np.linalg.norm(xy[:, None, :] - c[None], axis=-1)
+    return float((d.argmin(1) == group).mean())
+
+
+@pytest.mark.parametrize("method", ["umap", "tsne"])
+def test_nonlinear_embedding_shape_seed_and_separation(method):
+    pytest.importorskip("umap" if method == "umap" else "sklearn")
+    assert method in available_methods()
+    x, group = _two_clusters()
+    xy = embed(x, method=method, seed=0)
+    assert xy.shape == (60, 2) and xy.dtype == np.float32
+    assert np.isfinite(xy).all()
+    # the same seed gives the same map, bit for bit
+    np.testing.assert_array_equal(embed(x, method=method, seed=0), xy)
+    # the two clusters stay apart: a nearest-centroid rule separates them perfectly,
+    # and every point is nearer its own cluster's points than the other cluster's
+    assert _nearest_centroid_accuracy(xy, group) == 1.0
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert (group[d.argmin(1)] == group).all()
+    assert xy.std(0).min() > 0  # not collapsed onto a line or a point
+    # a 3-D embedding has the requested number of components
+    assert embed(x[:20], method=method, n_components=3, seed=0).shape == (20, 3)
+
+
+def test_umap_seed_changes_the_layout_and_tiny_inputs_are_refused():
+    pytest.importorskip("umap")
+    x, _ = _two_clusters()
+    a, b = embed(x, method="umap", seed=0), embed(x, method="umap", seed=1)
+    assert np.abs(a - b).max() > 1e-3  # the seed is really passed on
+    with pytest.raises(DlcbError, match="UMAP needs at least 4 objects"):
+        embed(x[:3], method="umap")
+    # t-SNE handles very few objects (perplexity is scaled down)
+    pytest.importorskip("sklearn")
+    assert np.isfinite(embed(x[:3], method="tsne")).all()
+
+
+def test_embedding_module_imports_without_torch():
+    """The classifier dock lists the methods and embeds on the GUI side without torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from napari_dlcb.interpret.embedding import available_methods, embed; "
+        "import numpy as np; assert embed(np.eye(3)).shape == (3, 2); "
+        "assert 'pca' in available_methods(); assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

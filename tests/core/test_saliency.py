@@ -248,3 +248,20 @@ def test_preserve_model_state_restores_after_an_exception():
     assert model.training and model[1].training
     assert model[0].weight.requires_grad
     assert model[0].weight.grad is None
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_works_inside_inference_mode_like_outside(method, image):
+    """The training engine's live preview runs under ``torch.inference_mode()``."""
+    model = _unet().train()
+    model(torch.randn(1, 1, 16, 16)).sum().backward()  # a training step left gradients
+    grads = [p.grad.clone() for p in model.parameters()]
+    ref = saliency(model, image, method=method, target=1, **FAST)
+    with torch.inference_mode():
+        res = saliency(model, image, method=method, target=1, **FAST)
+        # the caller's inference mode is intact afterwards
+        assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+    np.testing.assert_allclose(res.map, ref.map, rtol=1e-5, atol=1e-6)
+    assert np.abs(res.map).max() > 0
+    assert model.training and hook_counts(model) == {}
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -165,3 +166,155 @@ def test_scribble_instances_can_be_turned_off(nuclei):
     )
     assert tr.meta.label_kind == "scribbles" and tr.meta.classes[0] == "background"
     assert tr.model.n_classes == 2
+
+
+# --------------------------------------------------------------------------- live saliency
+def _model_snapshot(model: torch.nn.Module) -> dict:
+    from napari_dlcb.interpret._state import hook_counts
+
+    return {
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
+        "weights": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "hooks": hook_counts(model),
+    }
+
+
+def _same_snapshot(a: dict, b: dict) -> bool:
+    def eq(x, y):
+        return (x is None and y is None) or (x is not None and y is not None and torch.equal(x, y))
+
+    return (
+        a["training"] == b["training"]
+        and a["requires_grad"] == b["requires_grad"]
+        and a["hooks"] == b["hooks"]
+        and all(eq(a["grads"][n], b["grads"][n]) for n in a["grads"])
+        and all(torch.equal(a["weights"][n], b["weights"][n]) for n in a["weights"])
+    )
+
+
+def test_live_saliency_explains_current_weights_and_hands_model_back(nuclei, monkeypatch):
+    from napari_dlcb.inference.tiled import freeze_normalizer
+    from napari_dlcb.interpret.saliency import saliency
+    from napari_dlcb.training import segmentation as segmod
+
+    img, lab = nuclei
+    tr = SegmentationTrainer(
+        [img], [_scribbles(lab)], base="builtin", mode="quick", patch_size=64, device="cpu"
+    )
+    # a crop smaller than the 80 px viewport, and a map on every preview
+    monkeypatch.setitem(segmod.LIVE_SALIENCY, "gradients", (32, {}))
+    monkeypatch.setattr(segmod, "LIVE_SALIENCY_SHARE", 1.0)
+    region = (slice(10, 90), slice(20, 100))
+    norm = freeze_normalizer(tr.normalizer, img)
+    before, maps = None, []
+    for e in tr.fit(
+        epochs=2,
+        batch_size=4,
+        samples_per_epoch=8,
+        preview_image=img,
+        preview_region=lambda: region,
+        preview_interval=0.0,
+        preview_saliency="gradients",
+    ):
+        if isinstance(e, ev.Progress):
+            before = _model_snapshot(tr.model)  # right after an optimiser step
+        elif isinstance(e, ev.Preview) and e.step >= 0:
+            d = e.data
+            assert d["offset"] == (10, 20) and d["labels"].shape == (80, 80)
+            # the centre 32 x 32 of the viewport, on the image grid
+            assert d["saliency_offset"] == (34, 44) and d["saliency"].shape == (32, 32)
+            assert d["saliency_method"] == "gradients" and d["saliency_target"] == 1
+            # the model is handed back as the optimiser left it: mode, grads, weights, hooks
+            assert _same_snapshot(before, _model_snapshot(tr.model))
+            # ... and the map is the saliency of exactly these weights
+            ref = saliency(
+                tr.model,
+                norm(img[34:66, 44:76]),
+                method="gradients",
+                channel_axis=0,
+                classes=tr.meta.classes,
+            )
+            np.testing.assert_allclose(d["saliency"], ref.map, rtol=1e-4, atol=1e-6)
+            assert np.ptp(d["saliency"]) > 0
+            maps.append(d["saliency"])
+    assert len(maps) >= 3
+    assert not np.allclose(maps[0], maps[-1])  # the map follows the training
+
+
+def test_live_saliency_budget_and_errors(nuclei, monkeypatch):
+    import napari_dlcb.interpret.saliency as sal
+    from napari_dlcb.training import segmentation as segmod
+
+    img, lab = nuclei
+    tr = SegmentationTrainer(
+        [img], [_scribbles(lab)], base="builtin", mode="quick", patch_size=64, device="cpu"
+    )
+    with pytest.raises(DlcbError, match="unknown live saliency method 'deeplift'"):
+        next(tr.fit(epochs=1, preview_image=img, preview_saliency="deeplift"))
+
+    real, cost, calls = sal.saliency, 0.3, []
+
+    def slow(*args, **kwargs):  # a map that takes `cost` seconds
+        time.sleep(cost)
+        calls.append(time.perf_counter())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sal, "saliency", slow)
+    stop = threading.Event()
+    fit = {
+        "epochs": 100,
+        "batch_size": 4,
+        "samples_per_epoch": 8,
+        "preview_image": img,
+        "preview_interval": 0.0,
+    }
+    with_map = without = 0
+    for e in tr.fit(preview_saliency="gradients", stop=stop, **fit):
+        if isinstance(e, ev.Preview):
+            with_map += "saliency" in e.data
+            without += "saliency" not in e.data
+            if len(calls) >= 3:
+                stop.set()
+    share = segmod.LIVE_SALIENCY_SHARE
+    assert with_map == len(calls) == 3
+    assert without >= 1  # previews between maps carry the prediction only
+    # after a map of `cost` s, the next one waits at least cost * (1 / share - 1)
+    assert min(np.diff(calls)) >= cost / share * 0.99
+
+    def broken(*args, **kwargs):
+        raise DlcbError("this model has no 2-D convolution layer for Grad-CAM")
+
+    monkeypatch.setattr(sal, "saliency", broken)
+    fit["epochs"] = 2
+    data = [e.data for e in tr.fit(preview_saliency="gradcam", **fit) if isinstance(e, ev.Preview)]
+    assert len(data) >= 3 and all("probabilities" in d for d in data)  # the overlay goes on
+    errors = [d["saliency_error"] for d in data if "saliency_error" in d]
+    assert errors == [
+        "live gradcam saliency is unavailable: this model has no 2-D convolution layer for Grad-CAM"
+    ]
+    assert not any("saliency" in d for d in data)
+
+    def shape_error(*args, **kwargs):  # what a model with fixed input sizes raises
+        raise RuntimeError("Sizes of tensors must match except in dimension 1\nmore detail")
+
+    monkeypatch.setattr(sal, "saliency", shape_error)
+    data = [
+        e.data for e in tr.fit(preview_saliency="occlusion", **fit) if isinstance(e, ev.Preview)
+    ]
+    errors = [d["saliency_error"] for d in data if "saliency_error" in d]
+    assert errors == [
+        "live occlusion saliency is unavailable: Sizes of tensors must match except in dimension 1"
+    ]
+
+
+def test_live_saliency_crop_is_centred_and_fits_the_model():
+    from napari_dlcb.training.segmentation import _centre_span
+
+    assert _centre_span(10, 90, 32) == (34, 66)  # centred in the viewport
+    assert _centre_span(0, 100, 256) == (0, 100)  # a small viewport is kept whole
+    assert _centre_span(0, 100, 256, 16) == (2, 98)  # 96 = 6 x 16 for the model
+    assert _centre_span(0, 10, 256, 16) == (0, 10)  # too small to round: kept

@@ -172,8 +172,10 @@ def test_cell_classifier_end_to_end(make_napari_viewer, qtbot, tmp_path, loop_pr
     assert sal is not None and sal.data.shape == (32, 32)
     assert np.abs(sal.data).max() > 0 and sal.colormap.name == "bwr"
 
-    # embedding linked to the labels
-    pts = widget.show_embedding()
+    # embedding (computed in a worker) linked to the labels
+    assert widget.show_embedding() is not None
+    qtbot.waitUntil(lambda: widget.embedding_worker is None, timeout=60_000)
+    pts = widget.embedding_layer
     assert pts.name == EMBEDDING_LAYER and len(pts.data) == len(table)
     ids = pts.features["object_id"].to_numpy()
     pts.selected_data = {5}
@@ -181,6 +183,120 @@ def test_cell_classifier_end_to_end(make_napari_viewer, qtbot, tmp_path, loop_pr
     assert labels_layer.show_selected_label
     labels_layer.selected_label = int(ids[9])
     assert pts.selected_data == {9}
+
+
+def _rgba(color) -> np.ndarray:
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    return transform_color(color)[0]
+
+
+def test_embedding_colour_by_measurement_and_methods(make_napari_viewer, qtbot):
+    from napari.utils.colormaps import ensure_colormap
+    from skimage.measure import regionprops
+
+    from napari_dlcb._widgets.classifier import CLASS_COLORS, UNANNOTATED_COLOR
+    from napari_dlcb.interpret.embedding import available_methods
+
+    viewer, _ = _nuclei_viewer(make_napari_viewer)
+    labels_layer = viewer.layers["nuclei labels"]
+    lab = np.asarray(labels_layer.data)
+    widget = CellClassifierWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.setCurrentText("nuclei")
+    widget.labels_combo.setCurrentText("nuclei labels")
+    widget.classes_edit.setText("small, large")
+    widget.classes_edit.editingFinished.emit()
+    area = {p.label: p.area for p in regionprops(lab)}  # measured here, independently
+    by_area = sorted((a, i) for i, a in area.items() if a > 20)
+    for _, i in by_area[:4]:
+        widget.annotate(i, "small")
+    for _, i in by_area[-4:]:
+        widget.annotate(i, "large")
+    widget.epochs_spin.setValue(10)
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert widget.probs is not None
+
+    methods = [widget.embedding_method.itemText(i) for i in range(widget.embedding_method.count())]
+    assert methods == available_methods() and methods[0] == "pca"
+    assert not widget.color_by.isEnabled()  # nothing to colour yet
+    widget.embedding_button.click()
+    qtbot.waitUntil(lambda: widget.embedding_worker is None, timeout=60_000)
+    pts = widget.embedding_layer
+    assert pts.metadata["method"] == "pca" and widget.n_embeddings == 1
+    ids = pts.features["object_id"].to_numpy()
+    assert sorted(ids.tolist()) == sorted(area)
+    choices = [widget.color_by.itemText(i) for i in range(widget.color_by.count())]
+    assert choices[:4] == [
+        "predicted class",
+        "annotated class",
+        "probability of small",
+        "probability of large",
+    ]
+    # every numeric measurement of the export table is offered
+    table = widget.task.table(widget.probs)
+    for col in ("area", "perimeter", "eccentricity", "solidity", "intensity_mean"):
+        assert col in choices and col in table.columns
+
+    # categorical: predicted class colours (default), then annotated / not annotated
+    pred = widget.probs.argmax(1)
+    assert widget.color_by.currentText() == "predicted class"
+    np.testing.assert_allclose(pts.face_color, [_rgba(CLASS_COLORS[k]) for k in pred], atol=1e-6)
+    widget.color_by.setCurrentText("annotated class")
+    annotated = {**{i: 0 for _, i in by_area[:4]}, **{i: 1 for _, i in by_area[-4:]}}
+    want = [_rgba(CLASS_COLORS[annotated[i]] if i in annotated else UNANNOTATED_COLOR) for i in ids]
+    np.testing.assert_allclose(pts.face_color, want, atol=1e-6)
+
+    # continuous: colours climb the colormap with the area; the biggest cell is at the top
+    coords = np.array(pts.data, copy=True)
+    widget.color_by.setCurrentText("area")
+    assert widget.embedding_layer is pts and widget.n_embeddings == 1  # recoloured only
+    np.testing.assert_array_equal(pts.data, coords)
+    cmap = ensure_colormap("viridis")
+    lut = cmap.map(np.linspace(0, 1, 1001))
+    position = np.array(
+        [np.abs(lut - c).sum(1).argmin() / 1000 for c in np.asarray(pts.face_color)]
+    )
+    areas = np.array([area[i] for i in ids], float)
+    order = np.argsort(areas, kind="stable")
+    assert (np.diff(position[order]) >= -1e-3).all()  # monotone in the area
+    np.testing.assert_allclose(pts.face_color[areas.argmax()], cmap.map([1.0])[0], atol=1e-6)
+    np.testing.assert_allclose(pts.face_color[areas.argmin()], cmap.map([0.0])[0], atol=1e-6)
+    np.testing.assert_allclose(
+        position, (areas - areas.min()) / (areas.max() - areas.min()), atol=2e-3
+    )
+    assert pts.metadata["colour_by"]["contrast_limits"] == (areas.min(), areas.max())
+    # a class probability, from the widget's predictions
+    widget.color_embedding("probability of large")
+    p_large = widget.probs[:, 1]
+    top = int(np.argmax(p_large))
+    np.testing.assert_allclose(pts.face_color[top], cmap.map([1.0])[0], atol=1e-6)
+    lo, hi = pts.metadata["colour_by"]["contrast_limits"]
+    assert (lo, hi) == pytest.approx((p_large.min(), p_large.max()))
+
+    # the per-cell saliency button explains the selected cell (not the click's `checked`)
+    labels_layer.selected_label = int(ids[top])
+    widget.saliency_button.click()
+    assert any(ly.name.startswith(f"saliency cell {ids[top]} (") for ly in viewer.layers)
+
+    # another method recomputes; the colouring and the cell link stay
+    if "tsne" not in methods:
+        pytest.skip("scikit-learn is not installed")
+    widget.color_by.setCurrentText("area")
+    widget.embedding_method.setCurrentText("tsne")
+    widget.embedding_button.click()
+    qtbot.waitUntil(lambda: widget.embedding_worker is None, timeout=120_000)
+    tsne = widget.embedding_layer
+    assert tsne.metadata["method"] == "tsne" and widget.n_embeddings == 2
+    assert tsne.name == EMBEDDING_LAYER and len(tsne.data) == len(ids)
+    assert np.isfinite(tsne.data).all() and not np.allclose(tsne.data, coords)
+    assert widget.color_by.currentText() == "area"
+    ids = tsne.features["object_id"].to_numpy()
+    biggest = int(np.argmax([area[i] for i in ids]))
+    np.testing.assert_allclose(tsne.face_color[biggest], cmap.map([1.0])[0], atol=1e-6)
+    tsne.selected_data = {biggest}
+    assert labels_layer.selected_label == ids[biggest]
 
 
 def test_classifier_widget_refuses_a_single_class(make_napari_viewer):
@@ -263,3 +379,40 @@ def test_interpret_widget_saliency_filters_patches(make_napari_viewer, qtbot, tm
     pts = viewer.layers["top locations ch 1"]
     assert len(pts.data) == 5
     assert "top patches ch 1" in viewer.layers
+
+    # activation maximisation of the same channel, from the button, in a worker
+    from napari_dlcb.interpret._state import hook_counts
+    from napari_dlcb.interpret.network import layer_activations
+    from napari_dlcb.interpret.saliency import resolve_layer
+
+    model = widget.model()[0]
+    default = resolve_layer(model, None)  # the empty layer field means this one
+    lname = next(n for n, m in model.named_modules() if m is default)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    widget.actmax_button.click()
+    assert widget.worker is not None  # runs off the GUI thread
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    act = viewer.layers[f"act-max {lname}[1]"]
+    gen = np.asarray(act.data, np.float32)
+    assert gen.shape == (64, 64) and np.isfinite(gen).all() and np.ptp(gen) > 0
+    info = act.metadata["activation_maximisation"]
+    assert info["layer"] == lname and info["channel"] == 1 and len(info["trace"]) == 128
+    # placed beside the image, not over it, and not offered as an input image
+    assert act.translate[1] > viewer.layers["nuclei"].data.shape[1]
+    assert act.name not in [
+        widget.image_combo.itemText(i) for i in range(widget.image_combo.count())
+    ]
+
+    def mean_act(x):
+        return float(layer_activations(model, x, layer=lname)[1].mean())
+
+    rng = np.random.default_rng(0)
+    generated = mean_act(gen)
+    baselines = [mean_act(np.zeros_like(gen))] + [  # zero, and noise of the same spread
+        mean_act(rng.normal(0, gen.std(), gen.shape).astype(np.float32)) for _ in range(3)
+    ]
+    assert generated > 0 and generated > 3 * max(baselines), (generated, baselines)
+    # the model is handed back unchanged
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert hook_counts(model) == {} and model.training == was_training

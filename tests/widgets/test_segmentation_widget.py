@@ -393,6 +393,75 @@ def test_live_training_end_to_end(session_viewer, qtbot, loop_probe):
     assert max_gap < 200, f"event loop stalled for {max_gap:.0f} ms"
 
 
+def test_live_saliency_while_training(session_viewer, qtbot, loop_probe):
+    """Train with live saliency on: a diverging map of the viewport follows the weights."""
+    pytest.importorskip("napari_dlcb.training.segmentation")
+    from napari_dlcb.interpret._state import hook_counts
+    from napari_dlcb.training.segmentation import LIVE_SALIENCY
+
+    viewer = session_viewer
+    image = next(lay for lay in viewer.layers if isinstance(lay, Image))
+    scribbles = viewer.layers["scribbles"]
+    for lay in (image, scribbles):  # a non-trivial world grid
+        lay.scale, lay.translate = (0.5, 0.5), (10.0, 20.0)
+    viewer.reset_view()
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segmentation", area="right")
+    widget.select_layers(image=image.name, labels="scribbles")
+    widget.mode_combo.setCurrentIndex(0)  # quick
+    widget.epochs_spin.setValue(200)  # stopped by the test
+    widget.device_combo.setCurrentText("cpu")
+    widget.fit_overrides = {"samples_per_epoch": 8}
+    assert widget.settings().fit_kwargs()["preview_saliency"] is None  # off by default
+    widget.saliency_combo.setCurrentText("gradients")
+    assert widget.settings().fit_kwargs()["preview_saliency"] == "gradients"
+    widget.preview_check.setChecked(False)  # no live prediction, no live saliency
+    assert widget.settings().live_saliency is None and not widget.saliency_combo.isEnabled()
+    widget.preview_check.setChecked(True)
+    qtbot.waitUntil(lambda: widget.warmed_up, timeout=60000)
+
+    widget.train_btn.click()
+    assert widget.is_training and not widget.saliency_combo.isEnabled()
+    layer = widget.saliency_layer
+    assert layer is not None and layer.name == f"{image.name} live saliency"
+    assert image.name in [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]
+    assert layer.name not in [
+        widget.image_combo.itemText(i) for i in range(widget.image_combo.count())
+    ]
+    loop_probe.start()
+    qtbot.waitUntil(lambda: widget.n_saliency_updates >= 1, timeout=90000)
+    first = np.array(layer.data, copy=True)
+    qtbot.waitUntil(lambda: widget.n_saliency_updates >= 2, timeout=90000)
+    widget.stop_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=30000)
+    max_gap = loop_probe.stop()
+
+    assert layer in viewer.layers and layer.visible and layer.colormap.name == "bwr"
+    data = np.asarray(layer.data)
+    assert data.ndim == 2 and max(data.shape) <= LIVE_SALIENCY["gradients"][0]
+    assert np.isfinite(data).all() and np.ptp(data) > 0  # not constant
+    lo, hi = layer.contrast_limits
+    assert lo == -hi and hi == pytest.approx(np.abs(data).max(), rel=1e-6)
+    # a fresh map: the weights changed between the two maps
+    assert first.shape != data.shape or not np.allclose(first, data)
+    # on the image grid: same scale, translated by the crop's offset in image pixels
+    info = layer.metadata["saliency"]
+    assert info["method"] == "gradients" and info["class"] == "interior"
+    r0, c0 = info["offset"]
+    np.testing.assert_allclose(layer.scale, image.scale[-2:])
+    np.testing.assert_allclose(layer.translate, (10 + 0.5 * r0, 20 + 0.5 * c0))
+    # the map covers (the centre of) the region the live prediction showed
+    rows, cols = widget.region_shown
+    assert rows.start <= r0 and r0 + data.shape[0] <= rows.stop
+    assert cols.start <= c0 and c0 + data.shape[1] <= cols.stop
+    # the training thread handed the model back without leftover hooks
+    assert hook_counts(widget.trainer.model) == {}
+    print(
+        f"\nlive saliency: {widget.n_saliency_updates} maps, {widget.n_preview_updates} "
+        f"overlays; event loop max gap {max_gap:.0f} ms"
+    )
+
+
 # --------------------------------------------------------------------------- autosave
 def test_widget_autosaves_chosen_labels_layer(small_viewer, qtbot, dlcb_cache):
     pytest.importorskip("napari_dlcb.io.project")
