@@ -430,3 +430,25 @@ class ViewportTracker:
         for emitter in self._emitters:
             emitter.disconnect(self.update)
         self._emitters = []
+
+
+def attribution_colormap() -> Any:
+    """Diverging blue-transparent-red colormap for saliency/attribution layers over an image.
+
+    Zero is fully transparent and the alpha grows with ``|value|``, so a map
+    drawn over its image (symmetric contrast limits) hides nothing where the
+    model does not care, unlike ``bwr``, whose white zero washes the image out.
+    """
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(
+        colors=[
+            [0.1, 0.3, 1.0, 1.0],
+            [0.1, 0.3, 1.0, 0.0],
+            [1.0, 0.15, 0.1, 0.0],
+            [1.0, 0.15, 0.1, 1.0],
+        ],
+        controls=[0.0, 0.5, 0.5, 1.0],
+        name="dlcb_attribution",
+        display_name="attribution (blue - transparent - red)",
+    )

@@ -47,6 +47,7 @@ from qtpy.QtWidgets import (
 
 from napari_dlcb._widgets._common import (
     ThrottledCall,
+    attribution_colormap,
     layer_grid,
     notify_error,
     notify_info,
@@ -649,7 +650,7 @@ class CellClassifierWidget(QWidget):
         lim = float(np.abs(smap).max()) or 1.0
         name = f"saliency cell {oid} ({res.method}, {self.task.classes[res.target]})"
         layer = self.viewer.add_image(
-            smap, name=name, colormap="bwr", contrast_limits=(-lim, lim), blending="translucent",
+            smap, name=name, colormap=attribution_colormap(), contrast_limits=(-lim, lim), blending="translucent",
             opacity=0.8, scale=grid["scale"], translate=translate,
         )  # fmt: skip
         layer.metadata["saliency"] = {"object_id": oid, **res.extra, "target": res.target}

@@ -32,7 +32,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_dlcb._widgets._common import layer_grid, notify_error, visible_region
+from napari_dlcb._widgets._common import (
+    attribution_colormap,
+    layer_grid,
+    notify_error,
+    visible_region,
+)
 from napari_dlcb.errors import DlcbError
 
 if TYPE_CHECKING:
@@ -309,7 +314,7 @@ class InterpretWidget(QWidget):
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         out = self.viewer.add_image(
-            smap, name=name, colormap="bwr", contrast_limits=(-lim, lim), opacity=0.7,
+            smap, name=name, colormap=attribution_colormap(), contrast_limits=(-lim, lim), opacity=0.9,
             blending="translucent", scale=grid["scale"], translate=translate,
         )  # fmt: skip
         out.metadata["saliency"] = {"offset": offset, "target": res.target, **res.extra}

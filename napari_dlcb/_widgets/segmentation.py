@@ -70,6 +70,7 @@ from napari_dlcb._widgets._common import (
     StatusText,
     ThrottledCall,
     ViewportTracker,
+    attribution_colormap,
     layer_grid,
     notify_error,
     notify_info,
@@ -1065,9 +1066,9 @@ class SegmentationWidget(QWidget):
             layer = self.viewer.add_image(
                 np.zeros((1, 1), np.float32),
                 name=name,
-                colormap="bwr",
+                colormap=attribution_colormap(),
                 contrast_limits=(-1.0, 1.0),
-                opacity=0.7,
+                opacity=0.9,
                 blending="translucent",
                 visible=False,  # shown with the first map
                 metadata={OUTPUT_KEY: "live saliency", "dlcb_fresh": True},

@@ -170,7 +170,7 @@ def test_cell_classifier_end_to_end(make_napari_viewer, qtbot, tmp_path, loop_pr
     labels_layer.selected_label = int(large[0].label)
     sal = widget.show_cell_saliency()
     assert sal is not None and sal.data.shape == (32, 32)
-    assert np.abs(sal.data).max() > 0 and sal.colormap.name == "bwr"
+    assert np.abs(sal.data).max() > 0 and sal.colormap.name == "dlcb_attribution"
 
     # embedding (computed in a worker) linked to the labels
     assert widget.show_embedding() is not None
@@ -353,7 +353,7 @@ def test_interpret_widget_saliency_filters_patches(make_napari_viewer, qtbot, tm
     r0, c0 = layer.metadata["saliency"]["offset"]
     assert tuple(layer.translate) == (r0, c0)
     assert np.abs(layer.data).max() > 0
-    assert layer.colormap.name == "bwr"
+    assert layer.colormap.name == "dlcb_attribution"
     lo, hi = layer.contrast_limits
     assert lo == -hi
 

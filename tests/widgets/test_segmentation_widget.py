@@ -436,7 +436,7 @@ def test_live_saliency_while_training(session_viewer, qtbot, loop_probe):
     qtbot.waitUntil(lambda: not widget.is_training, timeout=30000)
     max_gap = loop_probe.stop()
 
-    assert layer in viewer.layers and layer.visible and layer.colormap.name == "bwr"
+    assert layer in viewer.layers and layer.visible and layer.colormap.name == "dlcb_attribution"
     data = np.asarray(layer.data)
     assert data.ndim == 2 and max(data.shape) <= LIVE_SALIENCY["gradients"][0]
     assert np.isfinite(data).all() and np.ptp(data) > 0  # not constant
@@ -538,3 +538,13 @@ def test_predict_with_saved_model_without_training(small_viewer, qtbot, tmp_path
     np.testing.assert_allclose(out.scale, viewer.layers["img"].scale)
     prob = viewer.layers["img foreground probability"].data
     assert prob.shape == (256, 320) and 0.0 <= prob.min() and prob.max() <= 1.0
+
+
+def test_attribution_colormap_is_transparent_at_zero():
+    from napari_dlcb._widgets._common import attribution_colormap
+
+    cm = attribution_colormap()
+    rgba = cm.map(np.array([0.0, 0.25, 0.5, 0.75, 1.0]))
+    assert rgba[2, 3] == 0.0 and rgba[0, 3] == rgba[4, 3] == 1.0  # zero hides nothing
+    assert rgba[1, 3] == pytest.approx(0.5) and rgba[3, 3] == pytest.approx(0.5)
+    assert rgba[0, 2] > rgba[0, 0] and rgba[4, 0] > rgba[4, 2]  # negative blue, positive red
