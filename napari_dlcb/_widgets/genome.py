@@ -623,26 +623,29 @@ class GenomeWidget(QWidget):
         window = int(meta.extra.get("length", 200))
         self._run(
             "predict",
-            self._pred_worker(model, self._sequence, window, list(meta.classes)),
+            self._pred_worker(model, self._sequence, window, meta),
             self._on_pred,
         )
 
     @staticmethod
     @thread_worker
-    def _pred_worker(model, sequence, window, names):
+    def _pred_worker(model, sequence, window, meta):
         from napari_dlcb.training.sequence import predict_region
 
         centres, prob = predict_region(
-            model, sequence, window=window, step=max(1, len(sequence) // 400)
+            model, sequence, window=window, step=max(1, len(sequence) // 400), meta=meta
         )
-        yield centres, prob, names
+        yield centres, prob, list(meta.classes)
 
     def _on_pred(self, item) -> None:
 
         centres, prob, names = item
         paths = []
         for j in range(prob.shape[1]):
-            paths.append(np.stack([5 - 5 * prob[:, j], centres.astype(float)], 1))
+            v = prob[:, j]  # probabilities, or a regression's values scaled to the band
+            lo, hi = (0.0, 1.0) if v.min() >= 0 and v.max() <= 1 else (v.min(), v.max())
+            v = (v - lo) / ((hi - lo) or 1.0)
+            paths.append(np.stack([5 - 5 * v, centres.astype(float)], 1))
         if "predicted tracks" in self.viewer.layers:
             self.viewer.layers.remove("predicted tracks")
         self.viewer.add_shapes(

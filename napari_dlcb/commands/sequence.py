@@ -47,7 +47,13 @@ def register(train_sub, predict_sub, top_sub) -> None:
     src.add_argument(
         "--bed-labels",
         default="membership",
-        help="'membership', 'name' (one task per BED name) or comma-separated BED columns",
+        help="'membership', 'name' (one task per BED name), 'none' (only --signal-labels) "
+        "or comma-separated BED columns",
+    )
+    src.add_argument(
+        "--signal-labels",
+        help="comma-separated bigWig/bedGraph files (with --bed): one regression task per track, "
+        "the mean signal over each window",
     )
     src.add_argument(
         "--sequence-column", default="seq", help="table column with sequences (default seq)"
@@ -57,7 +63,15 @@ def register(train_sub, predict_sub, top_sub) -> None:
         "--negatives",
         choices=["auto", "none", "dinucleotide-shuffle", "gc-matched", "flanks"],
         default="auto",
-        help="how to make negatives; auto: dinucleotide-shuffle when every label is positive (default)",
+        help="how to make negatives; auto: dinucleotide-shuffle when every label is positive, "
+        "flanks with --signal-labels (default)",
+    )
+    src.add_argument(
+        "--task-type",
+        choices=["auto", "binary", "regression"],
+        default="auto",
+        help="auto: binary when every label is 0 or 1, else regression (MSE on standardised "
+        "targets, Pearson r)",
     )
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--arch", choices=["deepbind", "basset"], default="deepbind")
@@ -172,18 +186,24 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if not (args.fasta and args.bed):
             raise DlcbError("--fasta and --bed go together")
-        negatives = "dinucleotide-shuffle" if args.negatives == "auto" else args.negatives
+        tracks = [t.strip() for t in args.signal_labels.split(",")] if args.signal_labels else []
+        negatives = args.negatives
+        if negatives == "auto":
+            negatives = "flanks" if tracks else "dinucleotide-shuffle"
         bed_labels = (
             args.bed_labels
-            if args.bed_labels in ("membership", "name")
+            if args.bed_labels in ("membership", "name", "none")
             else args.bed_labels.split(",")
         )
+        if bed_labels == "none" and not tracks:
+            raise DlcbError("--bed-labels none needs --signal-labels")
         seqs, y, tasks, chroms = bed_training_data(
             args.fasta,
             args.bed,
             window=args.window,
             negatives=negatives,
             labels=bed_labels,
+            tracks=tracks,
             seed=args.seed,
         )
         if args.val_chroms:
@@ -210,6 +230,7 @@ def _train(args: argparse.Namespace) -> int:
         val_index=val_index,
         seed=args.seed,
         device=_device(args.device),
+        task_type=args.task_type,
     )
     t0 = time.perf_counter()
 

@@ -418,9 +418,9 @@ def windows_from_bed(
     window : int
         Window length in bp. Windows running past a chromosome end are padded
         with ``N`` (kept, never dropped).
-    labels : "membership", "name" or list of column names
+    labels : "membership", "name", "none" or list of column names
         ``"membership"``: one task, every window labelled 1 (add negatives
-        separately). ``"name"``: one task per distinct BED name, 1 where a
+        separately). ``"none"``: no BED task (only ``tracks``). ``"name"``: one task per distinct BED name, 1 where a
         window's interval carries that name. A list: numeric BED columns.
     tracks : list of SignalTrack, optional
         Appends one regression-style label per track: the mean signal over
@@ -443,7 +443,9 @@ def windows_from_bed(
     seqs = [genome.fetch(c, int(s), int(e), pad=True) for c, s, e in zip(chroms, starts, ends)]
     columns: list[np.ndarray] = []
     names: list[str] = []
-    if isinstance(labels, str) and labels == "membership":
+    if isinstance(labels, str) and labels == "none":
+        pass  # only the tracks' means
+    elif isinstance(labels, str) and labels == "membership":
         columns.append(np.ones(len(bed), dtype=np.float32))
         names.append("bound")
     elif isinstance(labels, str) and labels == "name":
@@ -537,7 +539,10 @@ def gc_matched_background(
 def flank_negatives(
     genome, bed: pd.DataFrame, *, window: int = 1000, distance: int = 3000
 ) -> tuple[list[str], pd.DataFrame]:
-    """Windows ``distance`` bp up- and downstream of each interval centre (those inside the chromosome).
+    """Windows ``distance`` bp up- and downstream of each interval centre.
+
+    Only windows inside the chromosome that overlap no interval of ``bed``
+    are kept (a negative must not be another peak).
 
     Returns
     -------
@@ -545,11 +550,21 @@ def flank_negatives(
     info : pandas.DataFrame
     """
     centre = ((bed["start"].to_numpy() + bed["end"].to_numpy()) // 2).astype(np.int64)
+    by_chrom = {
+        c: (g["start"].to_numpy(np.int64), g["end"].to_numpy(np.int64))
+        for c, g in bed.sort_values("start").groupby(bed["chrom"].astype(str))
+    }
+
+    def overlaps(c: str, s: int, e: int) -> bool:
+        starts, ends = by_chrom[c]
+        i = np.searchsorted(starts, e)  # intervals starting before e
+        return bool((ends[:i] > s).any())
+
     seqs, rows = [], []
     for c, m in zip(bed["chrom"].astype(str), centre):
         for shift in (-distance, distance):
             s = int(m + shift - window // 2)
-            if s >= 0 and s + window <= genome.chromosomes[c]:
+            if s >= 0 and s + window <= genome.chromosomes[c] and not overlaps(c, s, s + window):
                 seqs.append(genome.fetch(c, s, s + window))
                 rows.append((c, s, s + window))
     return seqs, pd.DataFrame(rows, columns=["chrom", "start", "end"])

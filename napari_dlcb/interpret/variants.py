@@ -88,8 +88,9 @@ def variant_effect(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     rc_average: bool = True,
+    meta=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid predictions for reference and alternative one-hot windows.
+    """Predictions for reference and alternative one-hot windows (sigmoid, or a regression's values).
 
     Parameters
     ----------
@@ -99,13 +100,14 @@ def variant_effect(
         ``(N, 4, L)`` one-hot.
     target : int or sequence of int, optional
         Outputs to keep.
-    batch_size, device, rc_average
-        As for :func:`napari_dlcb.training.sequence.predict_sequences`.
+    batch_size, device, rc_average, meta
+        As for :func:`napari_dlcb.training.sequence.predict_sequences` (a
+        regression model's ``meta`` gives predictions on the label scale).
 
     Returns
     -------
     p_ref, p_alt : numpy.ndarray
-        ``(N, T)`` probabilities; the effect is ``p_alt - p_ref``.
+        ``(N, T)`` probabilities (or values); the effect is ``p_alt - p_ref``.
     """
     from napari_dlcb.training.sequence import predict_sequences
 
@@ -114,12 +116,9 @@ def variant_effect(
         raise DlcbError(
             f"reference and alternative windows differ in shape: {x_ref.shape} vs {x_alt.shape}"
         )
-    p_ref = predict_sequences(
-        model, x_ref, batch_size=batch_size, device=device, rc_average=rc_average
-    )
-    p_alt = predict_sequences(
-        model, x_alt, batch_size=batch_size, device=device, rc_average=rc_average
-    )
+    kw = {"batch_size": batch_size, "device": device, "rc_average": rc_average, "meta": meta}
+    p_ref = predict_sequences(model, x_ref, **kw)
+    p_alt = predict_sequences(model, x_alt, **kw)
     if target is not None:
         t = [target] if np.ndim(target) == 0 else list(target)
         p_ref, p_alt = p_ref[:, t], p_alt[:, t]
@@ -181,6 +180,7 @@ def score_variants(
             one_hot([a for a, k in zip(alts, ok) if k], length=length),
             batch_size=batch_size,
             device=device,
+            meta=meta,
         )
         T = p_ref.shape[1]
     else:

@@ -127,6 +127,7 @@ def bed_training_data(
     window: int = 1000,
     negatives: str = "dinucleotide-shuffle",
     labels: str | Sequence[str] = "membership",
+    tracks: Sequence[str | os.PathLike] = (),
     seed: int = 0,
 ) -> tuple[list[str], np.ndarray, list[str], list[str]]:
     """Windows centred on BED peaks, labelled, plus negatives.
@@ -141,6 +142,11 @@ def bed_training_data(
         How negatives are made (labelled 0 for every task).
     labels : "membership", "name" or list of BED columns
         See :func:`napari_dlcb.data.dna.windows_from_bed`.
+    tracks : list of path-like
+        bigWig / bedGraph files: one more task per track, the mean signal over
+        each window (a regression target). Negatives then need a genomic
+        origin ("flanks", "gc-matched" or "none"), so that their signal can be
+        read too.
     seed : int
         Seed for shuffles and background sampling.
 
@@ -149,13 +155,20 @@ def bed_training_data(
     seqs, y, task_names, chroms
         ``chroms`` names each window's chromosome (for hold-out splits).
     """
-    from napari_dlcb.io.genome import read_bed, read_fasta
+    from napari_dlcb.io.genome import open_track, read_bed, read_fasta
 
     if negatives not in NEGATIVES:
         raise DlcbError(f"--negatives must be one of {', '.join(NEGATIVES)}, not {negatives!r}")
+    if tracks and negatives == "dinucleotide-shuffle":
+        raise DlcbError(
+            "signal-track labels need negatives from the genome (flanks, gc-matched or none), "
+            "not shuffled sequences, whose signal is unknown"
+        )
     genome = read_fasta(fasta)
     peaks = read_bed(bed, genome=genome)
-    seqs, y, info = windows_from_bed(genome, peaks, window=window, labels=labels)
+    opened = [open_track(t) for t in tracks]
+    seqs, y, info = windows_from_bed(genome, peaks, window=window, labels=labels, tracks=opened)
+    n_bed = y.shape[1] - len(opened)
     chroms = info["chrom"].tolist()
     neg: list[str] = []
     neg_chroms: list[str] = []
@@ -168,7 +181,13 @@ def bed_training_data(
     elif negatives == "flanks":
         neg, ninfo = flank_negatives(genome, peaks, window=window, distance=3 * window)
         neg_chroms = ninfo["chrom"].tolist()
-    y = np.concatenate([y, np.zeros((len(neg), y.shape[1]), np.float32)])
+    y_neg = np.zeros((len(neg), y.shape[1]), np.float32)
+    for k, tr in enumerate(opened if len(neg) else []):  # the negatives' own signal
+        y_neg[:, n_bed + k] = [
+            tr.mean(c, max(0, int(a)), int(b))
+            for c, a, b in zip(ninfo["chrom"], ninfo["start"], ninfo["end"])
+        ]
+    y = np.concatenate([y, y_neg])
     return seqs + neg, y, info.attrs["task_names"], chroms + neg_chroms
 
 
@@ -233,6 +252,27 @@ def auroc_metric(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) -> 
     return {"auroc": float(np.mean(vals)) if vals else float("nan")}
 
 
+def pearson_metric(outputs, targets) -> dict[str, float]:
+    """Mean Pearson correlation over regression tasks (the engine's metrics hook)."""
+    o = torch.cat([t.float() for t in outputs]).cpu().numpy()
+    t = torch.cat([t.float() for t in targets]).cpu().numpy()
+    if o.ndim == 1:
+        o, t = o[:, None], t[:, None]
+    vals = []
+    for j in range(o.shape[1]):
+        m = np.isfinite(t[:, j])
+        if m.sum() > 2 and np.std(t[m, j]) > 0 and np.std(o[m, j]) > 0:
+            vals.append(float(np.corrcoef(o[m, j], t[m, j])[0, 1]))
+    return {"pearson": float(np.mean(vals)) if vals else float("nan")}
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the finite targets (NaN = unlabelled)."""
+    m = torch.isfinite(target)
+    diff = torch.where(m, pred - torch.nan_to_num(target), torch.zeros_like(pred))
+    return (diff**2).sum() / m.sum().clamp(min=1)
+
+
 # --------------------------------------------------------------------------- model helpers
 def _fixed_length(meta_or_config: dict) -> int | None:
     """Input length an architecture needs (Basset's flatten), or None for any length."""
@@ -293,19 +333,28 @@ def predict_sequences(
     rc_average : bool
         Average the logits of both strands.
     activation : {"sigmoid", "none"}
-        Applied to the (averaged) logits.
+        Applied to the (averaged) logits. A regression model's ``meta``
+        overrides it: outputs are mapped back to the label scale.
 
     Returns
     -------
     numpy.ndarray
-        ``(N, T)`` float32.
+        ``(N, T)`` float32: probabilities, or predicted values for a
+        regression model.
     """
     from napari_dlcb.interpret._state import preserve_model_state
 
     if not isinstance(x, np.ndarray):
         x = one_hot(list(x))
+    scale = None
     if meta is not None:
         _check_length(meta, x.shape[2])
+        if meta.extra.get("task_type") == "regression":
+            activation = "none"
+            scale = (
+                np.asarray(meta.extra["target_mean"], np.float32),
+                np.asarray(meta.extra["target_std"], np.float32),
+            )
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     outs = []
     with preserve_model_state(model):
@@ -322,10 +371,28 @@ def predict_sequences(
             )
     if not outs:
         return np.zeros((0, 0), np.float32)
-    return np.concatenate(outs)
+    out = np.concatenate(outs)
+    if scale is not None:  # regression: back from the standardised training scale
+        out = out * scale[1] + scale[0]
+    return out
 
 
 # --------------------------------------------------------------------------- trainer
+def _task_type(y: np.ndarray, requested: str) -> str:
+    finite = y[np.isfinite(y)]
+    binary = bool(np.isin(finite, (0.0, 1.0)).all())
+    if requested == "auto":
+        return "binary" if binary else "regression"
+    if requested == "binary" and not binary:
+        raise DlcbError(
+            "binary tasks need labels 0 or 1 (NaN = unlabelled); these have other values - "
+            "use task_type='regression' for a signal such as a bigWig mean"
+        )
+    if requested not in ("binary", "regression"):
+        raise DlcbError(f"task_type must be auto, binary or regression, not {requested!r}")
+    return requested
+
+
 class SequenceTrainer:
     """Train or fine-tune a DNA CNN on one-hot windows with the shared engine.
 
@@ -334,7 +401,11 @@ class SequenceTrainer:
     seqs : list of str or numpy.ndarray
         Training sequences (equal length) or their one-hot ``(N, 4, L)``.
     y : numpy.ndarray
-        ``(N, T)`` labels in [0, 1]; NaN = unlabelled.
+        ``(N, T)`` labels; NaN = unlabelled. Binary tasks (0/1) train with
+        binary cross-entropy and report AUROC; other values (e.g. a bigWig
+        mean) make a regression model: targets are standardised with the
+        training rows' mean and SD only, the loss is MSE and the metric
+        Pearson's r.
     task_names : list of str, optional
         One name per label column.
     arch : {"deepbind", "basset"}
@@ -354,6 +425,8 @@ class SequenceTrainer:
         Seed of the split and of training.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    task_type : {"auto", "binary", "regression"}
+        ``"auto"``: binary when every finite label is 0 or 1.
 
     Examples
     --------
@@ -380,6 +453,7 @@ class SequenceTrainer:
         rc_augment: bool = True,
         seed: int = 0,
         device: str = "auto",
+        task_type: str = "auto",
     ):
         x = seqs if isinstance(seqs, np.ndarray) else one_hot(list(seqs))
         y = np.asarray(y, np.float32)
@@ -428,6 +502,17 @@ class SequenceTrainer:
             val_index = np.asarray(val_index, int)
             train_index = np.setdiff1d(np.arange(len(x)), val_index)
         self.train_index, self.val_index = np.sort(train_index), np.sort(val_index)
+        self.task_type = _task_type(y, task_type)
+        target_extra: dict = {}
+        if self.task_type == "regression":
+            # standardise with the training rows only (never validation or test statistics)
+            with np.errstate(all="ignore"):
+                mu = np.nanmean(y[self.train_index], axis=0)
+                sd = np.nanstd(y[self.train_index], axis=0)
+            mu = np.where(np.isfinite(mu), mu, 0.0).astype(np.float32)
+            sd = np.where(np.isfinite(sd) & (sd > 1e-12), sd, 1.0).astype(np.float32)
+            y = (y - mu) / sd
+            target_extra = {"target_mean": mu.tolist(), "target_std": sd.tolist()}
         self.train = OneHotDataset(x[self.train_index], y[self.train_index], rc_augment=rc_augment)
         self.val = (
             OneHotDataset(x[self.val_index], y[self.val_index]) if len(self.val_index) else None
@@ -439,9 +524,11 @@ class SequenceTrainer:
             classes=self.task_names,
             input_axes="bcl",
             in_channels=4,
-            output_activation="sigmoid",
+            output_activation="sigmoid" if self.task_type == "binary" else "none",
             parent=parent,
             extra={
+                "task_type": self.task_type,
+                **target_extra,
                 "length": L,
                 "alphabet": "ACGT",
                 "ambiguous": "fractional",
@@ -473,8 +560,8 @@ class SequenceTrainer:
             self.model,
             self.train,
             self.val,
-            loss="bce",
-            metrics=auroc_metric,
+            loss="bce" if self.task_type == "binary" else masked_mse,
+            metrics=auroc_metric if self.task_type == "binary" else pearson_metric,
             monitor="val_loss" if self.val is not None else "train_loss",
             epochs=epochs,
             batch_size=batch_size,
@@ -508,7 +595,7 @@ class SequenceTrainer:
             yield ev
 
     def predict(self, x, **kwargs) -> np.ndarray:
-        """Probabilities ``(N, T)`` for sequences or one-hot (see :func:`predict_sequences`)."""
+        """Probabilities (or regression values) ``(N, T)`` (see :func:`predict_sequences`)."""
         return predict_sequences(self.model, x, meta=self.meta, **kwargs)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -562,6 +649,7 @@ def predict_region(
     step: int = 10,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    meta: ModelMeta | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted tracks along a sequence: windows of ``window`` bp every ``step`` bp.
 
@@ -573,7 +661,7 @@ def predict_region(
     centres : numpy.ndarray
         Window centres (0-based positions in ``sequence``).
     prob : numpy.ndarray
-        ``(n_windows, T)`` probabilities.
+        ``(n_windows, T)`` probabilities (values for a regression ``meta``).
 
     Examples
     --------
@@ -586,4 +674,4 @@ def predict_region(
     padded = "N" * half + sequence + "N" * (window - half)
     centres = np.arange(0, len(sequence), step)
     x = one_hot([padded[c : c + window] for c in centres])
-    return centres, predict_sequences(model, x, batch_size=batch_size, device=device)
+    return centres, predict_sequences(model, x, batch_size=batch_size, device=device, meta=meta)
