@@ -11,7 +11,12 @@ layers on the main thread.
   show as a Points layer with the class name.
 - **Train**: "linear" (frozen pretrained features + linear head, instant on a
   CPU) or "full" fine-tuning, in a ``thread_worker``; the confusion matrix on
-  the labelled cells updates live.
+  the labelled cells updates live. If a cell is selected (or has a saliency
+  layer) when training starts, its saliency map is recomputed in the training
+  thread with the current weights (the method chosen beside "Saliency of
+  selected cell", within a third of the training time) and its layer refreshes
+  at most once a second; pressing the button while training runs switches the
+  live map to the selected cell.
 - **Results**: a "predicted classes" Labels layer coloured by class, the
   predictions as per-object features of the labels layer, CSV export with
   regionprops morphology, per-cell saliency, and a 2-D embedding Points layer
@@ -48,6 +53,7 @@ from qtpy.QtWidgets import (
 from napari_dlcb._widgets._common import (
     ThrottledCall,
     attribution_colormap,
+    keep_selection,
     layer_grid,
     notify_error,
     notify_info,
@@ -163,6 +169,12 @@ class _Results:
     probs: np.ndarray
     class_image: np.ndarray
     confusion: dict[str, Any]
+    #: the live cell's map with the final weights (``CellClassificationTask.saliency_preview``)
+    saliency: dict[str, Any] | None = None
+
+
+#: ``layer.metadata`` key of a per-cell saliency layer: the object id it explains
+CELL_SALIENCY_KEY = "cell_saliency"
 
 
 def _class_colormap(n_classes: int) -> Any:
@@ -200,6 +212,13 @@ class CellClassifierWidget(QWidget):
         self._syncing = False
         self.last_confusion: np.ndarray | None = None
         self.n_confusion_updates = 0
+        # live per-cell saliency: the request the training thread reads at each preview
+        # (a one-item list, so the button can switch cells while training runs)
+        self._live_request: list[Any] = [None]
+        self._live_grid: dict[str, Any] | None = None
+        self._cell_chosen = False  # the user picked a label on the labels layer
+        self._live_saliency_throttle = ThrottledCall(self._apply_live_saliency, 1000, self)
+        self.n_live_saliency_updates = 0
 
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
@@ -237,6 +256,10 @@ class CellClassifierWidget(QWidget):
             ["integrated-gradients", "gradients", "smoothgrad", "gradcam", "occlusion"]
         )
         self.saliency_button = QPushButton("Saliency of selected cell")
+        self.saliency_button.setToolTip(
+            "Saliency map of the selected cell's crop. A cell selected when training starts "
+            "gets a map that refreshes as the classifier trains."
+        )
         from napari_dlcb.interpret.embedding import available_methods  # no torch import
 
         self.embedding_method = QComboBox()
@@ -354,6 +377,7 @@ class CellClassifierWidget(QWidget):
                 old.mouse_drag_callbacks.remove(self._on_click)
             old.events.selected_label.disconnect(self._on_label_selected)
         self._hooked_labels = new
+        self._cell_chosen = False
         if new is not None:
             new.events.selected_label.connect(self._on_label_selected)
             self._toggle_annotation(self.annotate_check.isChecked())
@@ -478,19 +502,32 @@ class CellClassifierWidget(QWidget):
         self._stop = threading.Event()
         stop, fit_kwargs = self._stop, settings.as_fit_arguments()
         core_kwargs = settings.as_core_arguments()
+        # a new list each run: a worker still winding down keeps reading its own
+        live = self._live_request = [self._live_cell_request()]
+        self._live_grid = layer_grid(self.labels_layer)
+        self._live_saliency_throttle.cancel()
 
         def run():
             # crops, pretrained weights and features are prepared off the GUI thread
             from napari_dlcb.training.classification import CellClassificationTask
 
             task = CellClassificationTask(image, labels, channel_axis=channel_axis, **core_kwargs)
+            if live[0] is not None and not np.any(task.crops.ids == live[0].object_id):
+                live[0] = None  # the selected label is no object: no live map
             yield _TaskReady(task)
-            yield from task.fit(stop=stop, **fit_kwargs)
+            # the callable is asked in the training thread at every preview
+            yield from task.fit(stop=stop, preview_saliency=lambda: live[0], **fit_kwargs)
             # predictions (and napari's JIT-compiled label colouring) off the GUI thread
             ids, probs = task.predict()
             class_img = task.class_image(probs)
             _class_colormap(len(task.classes)).map(class_img.ravel()[:16])
-            yield _Results(ids, probs, class_img, task.training_confusion())
+            final = None
+            if live[0] is not None:  # the live cell's map with the final (best) weights
+                try:
+                    final = task.saliency_preview(live[0])
+                except (DlcbError, RuntimeError):
+                    final = None  # already reported by the live preview
+            yield _Results(ids, probs, class_img, task.training_confusion(), final)
 
         self.worker = create_worker(run)
         self.worker.yielded.connect(self._on_event)
@@ -513,13 +550,23 @@ class CellClassifierWidget(QWidget):
 
         if isinstance(ev, _TaskReady):
             self.task = ev.task
+            self.saliency_button.setEnabled(True)  # while training: picks the live cell
             for note in ev.task.notes:
                 notify_warning(note)
         elif isinstance(ev, _Results):
             self.show_confusion(**ev.confusion)
             self.apply_predictions(ev)
-        elif isinstance(ev, Preview) and isinstance(ev.data, dict) and "confusion" in ev.data:
-            self.show_confusion(ev.data["confusion"], ev.data["classes"])
+            if ev.saliency is not None:
+                # the final weights' map replaces any live one still waiting
+                self._live_saliency_throttle.cancel()
+                self._apply_live_saliency(ev.saliency)
+        elif isinstance(ev, Preview) and isinstance(ev.data, dict):
+            if "confusion" in ev.data:
+                self.show_confusion(ev.data["confusion"], ev.data["classes"])
+            if "saliency" in ev.data:
+                self._live_saliency_throttle.submit(ev.data)  # at most one refresh a second
+            elif "saliency_error" in ev.data:
+                notify_warning(ev.data["saliency_error"])
         elif isinstance(ev, EpochEnd):
             self.status.setText(f"epoch {ev.epoch + 1}: loss {ev.train_loss:.3f}")
             self._curve_rows.append((ev.epoch + 1, ev.train_loss, ev.val_loss, ev.is_best))
@@ -633,27 +680,104 @@ class CellClassifierWidget(QWidget):
                 notify_error(err)
 
     def show_cell_saliency(self, object_id: int | None = None) -> Any:
-        """Add a saliency layer for one cell (default: the labels layer's selected label)."""
+        """Show the saliency layer of one cell (default: the labels layer's selected label).
+
+        Each cell has one layer, shared with the live refresh during training.
+        While training runs, the live map switches to this cell instead (it is
+        computed in the training thread) and the cell's existing layer, if any,
+        is returned.
+        """
+        from napari_dlcb.training.classification import LiveCellSaliency
+
         if self.task is None:
             notify_error("train the classifier first")
             return None
         oid = int(self.labels_layer.selected_label if object_id is None else object_id)
+        request = LiveCellSaliency(oid, method=self.saliency_method.currentText())
+        if self.worker is not None:  # the model is training: never touch it from here
+            if not np.any(self.task.crops.ids == oid):
+                notify_error(f"object {oid} is not in the labels layer")
+                return None
+            self._live_request[0] = request
+            self.status.setText(f"saliency of cell {oid} refreshes as the classifier trains")
+            return self._cell_saliency_layer(oid)
         try:
-            smap, origin, res = self.task.cell_saliency(
-                oid, method=self.saliency_method.currentText()
-            )
+            data = self.task.saliency_preview(request)
         except DlcbError as err:
             notify_error(err)
             return None
-        grid = layer_grid(self.labels_layer)
-        translate = tuple(t + o * s for t, o, s in zip(grid["translate"], origin, grid["scale"]))
+        return self._show_cell_map(data, layer_grid(self.labels_layer))
+
+    def _cell_saliency_layer(self, object_id: int) -> Any:
+        """The saliency layer of one cell, or None."""
+        from napari.layers import Image
+
+        for ly in self.viewer.layers:
+            if isinstance(ly, Image) and ly.metadata.get(CELL_SALIENCY_KEY) == int(object_id):
+                return ly
+        return None
+
+    def _live_cell_request(self) -> Any:
+        """The cell to explain while training: the selected one, else the newest map's."""
+        from napari.layers import Image
+
+        from napari_dlcb.training.classification import LiveCellSaliency
+
+        method = self.saliency_method.currentText() or "integrated-gradients"
+        labels = self.labels_layer
+        selected = int(labels.selected_label)
+        if selected > 0 and (self._cell_chosen or labels.show_selected_label):
+            return LiveCellSaliency(selected, method=method)
+        for ly in reversed(self.viewer.layers):  # the top-most, usually the newest
+            if isinstance(ly, Image) and ly.metadata.get(CELL_SALIENCY_KEY) is not None:
+                return LiveCellSaliency(int(ly.metadata[CELL_SALIENCY_KEY]), method=method)
+        return None
+
+    def _apply_live_saliency(self, data: dict[str, Any]) -> None:
+        """Show a live (or the final) map of the training's cell; see the preview."""
+        grid = self._live_grid or layer_grid(self.labels_layer)
+        self._show_cell_map(data, grid)
+        self.n_live_saliency_updates += 1
+
+    def _show_cell_map(self, data: dict[str, Any], grid: dict[str, Any]) -> Any:
+        """Create or update the cell's saliency layer over the cell, diverging around 0.
+
+        ``data`` holds the items of ``CellClassificationTask.saliency_preview``.
+        """
+        oid = int(data["saliency_object"])
+        smap = np.asarray(data["saliency"], np.float32)
+        scale = np.asarray(grid["scale"], float)
+        origin = np.asarray(data["saliency_origin"], float)
+        translate = np.asarray(grid["translate"], float) + origin * scale
         lim = float(np.abs(smap).max()) or 1.0
-        name = f"saliency cell {oid} ({res.method}, {self.task.classes[res.target]})"
-        layer = self.viewer.add_image(
-            smap, name=name, colormap=attribution_colormap(), contrast_limits=(-lim, lim), blending="translucent",
-            opacity=0.8, scale=grid["scale"], translate=translate,
-        )  # fmt: skip
-        layer.metadata["saliency"] = {"object_id": oid, **res.extra, "target": res.target}
+        method, cls = data["saliency_method"], data["saliency_class"]
+        name = f"saliency cell {oid} ({method}, {cls})"
+        info = {
+            "object_id": oid,
+            **data.get("saliency_extra", {}),
+            "target": int(data["saliency_target"]),
+            "class": cls,
+            "method": method,
+        }
+        layer = self._cell_saliency_layer(oid)
+        if layer is None:
+            with keep_selection(self.viewer):  # clicking cells keeps working
+                layer = self.viewer.add_image(
+                    smap, name=name, colormap=attribution_colormap(), contrast_limits=(-lim, lim),
+                    blending="translucent", opacity=0.8, scale=tuple(scale),
+                    translate=tuple(translate), metadata={CELL_SALIENCY_KEY: oid, "saliency": info},
+                )  # fmt: skip
+            return layer
+        if not np.allclose(layer.scale, scale):
+            layer.scale = tuple(scale)
+        if not np.allclose(layer.translate, translate):
+            layer.translate = tuple(translate)
+        layer.data = smap
+        layer.contrast_limits_range = (-lim, lim)
+        layer.contrast_limits = (-lim, lim)
+        layer.metadata["saliency"] = info
+        if layer.name != name:
+            layer.name = name
         return layer
 
     def _saliency_clicked(self) -> None:
@@ -809,6 +933,8 @@ class CellClassifierWidget(QWidget):
             self._syncing = False
 
     def _on_label_selected(self, event: Any = None) -> None:
+        if self._hooked_labels is not None:
+            self._cell_chosen = int(self._hooked_labels.selected_label) > 0
         if self._syncing or EMBEDDING_LAYER not in self.viewer.layers:
             return
         layer = self.viewer.layers[EMBEDDING_LAYER]
@@ -822,5 +948,6 @@ class CellClassifierWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self._stop.set()
+        self._live_saliency_throttle.cancel()
         self.curve.shutdown()
         super().closeEvent(event)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +70,7 @@ from napari_dlcb._widgets._common import (
     ThrottledCall,
     ViewportTracker,
     attribution_colormap,
+    keep_selection,
     layer_grid,
     notify_error,
     notify_info,
@@ -284,28 +284,6 @@ def _alive(widget: QWidget) -> bool:
     except RuntimeError:
         return False
     return True
-
-
-@contextmanager
-def _keep_selection(viewer: napari.Viewer) -> Iterator[None]:
-    """Add layers without making them active, so the user keeps painting where they were.
-
-    Uses the layer list's ``_activate_on_insert`` switch when it exists (it also
-    saves two selection updates, ~0.2 s each on a slow machine); otherwise the
-    previous active layer is restored afterwards.
-    """
-    layers = viewer.layers
-    active = layers.selection.active
-    switch = hasattr(layers, "_activate_on_insert")
-    if switch:
-        layers._activate_on_insert = False
-    try:
-        yield
-    finally:
-        if switch:
-            layers._activate_on_insert = True
-        elif active is not None and active in layers:
-            layers.selection.active = active
 
 
 class SegmentationWidget(QWidget):
@@ -1008,7 +986,7 @@ class SegmentationWidget(QWidget):
                 return layer
             self.viewer.layers.remove(layer)
         shape = (rows, cols) if full else (1, 1)
-        with _keep_selection(self.viewer):
+        with keep_selection(self.viewer):
             layer = self.viewer.add_labels(
                 np.zeros(shape, np.uint8),
                 name=f"{image.name} live prediction",
@@ -1062,7 +1040,7 @@ class SegmentationWidget(QWidget):
         name = f"{image.name} live saliency"
         if layer is not None and layer in self.viewer.layers and layer.name == name:
             return layer
-        with _keep_selection(self.viewer):
+        with keep_selection(self.viewer):
             layer = self.viewer.add_image(
                 np.zeros((1, 1), np.float32),
                 name=name,

@@ -16,8 +16,9 @@ shared training engine in one of two modes:
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from napari_dlcb.training.events import Finished, Preview, TrainEvent
 __all__ = [
     "CellClassificationTask",
     "ClassificationTrainer",
+    "LIVE_SALIENCY_SHARE",
+    "LiveCellSaliency",
     "PreparedImages",
     "confusion_matrix",
     "load_base",
@@ -46,6 +49,34 @@ __all__ = [
 BUILTIN_WEIGHTS = (
     Path(__file__).resolve().parents[1] / "models" / "weights" / "cellclf_nuclei.safetensors"
 )
+
+
+#: Largest share of the training thread's time that live per-cell saliency may take
+#: (``CellClassificationTask.fit(preview_saliency=...)``). A map that took ``t`` seconds
+#: is followed by previews without a map for the next ``t * (1 / share - 1)`` seconds
+#: (2 t for 1/3), so training keeps at least two thirds of the time whatever the method,
+#: crop size or device; as in :data:`napari_dlcb.training.segmentation.LIVE_SALIENCY_SHARE`.
+LIVE_SALIENCY_SHARE = 1 / 3
+
+
+@dataclass(frozen=True)
+class LiveCellSaliency:
+    """Which cell to explain live while training (``fit(preview_saliency=...)``).
+
+    Parameters
+    ----------
+    object_id : int
+        Label of the object whose crop is explained.
+    method : str
+        A method of :data:`napari_dlcb.interpret.saliency.METHODS`.
+    target : int or str, optional
+        Class index or name to explain; None explains the class the current
+        weights predict for that cell.
+    """
+
+    object_id: int
+    method: str = "integrated-gradients"
+    target: int | str | None = None
 
 
 @dataclass
@@ -424,6 +455,7 @@ class ClassificationTrainer:
         stop: Any = None,
         preview_interval: float = 1.0,
         max_time: float | None = None,
+        preview_extra: Callable[[], dict[str, Any] | None] | None = None,
         **fit_kwargs: Any,
     ) -> Iterator[TrainEvent]:
         """Train and yield engine events.
@@ -438,6 +470,13 @@ class ClassificationTrainer:
             1e-3 (full) or 1e-2 (linear).
         preview_interval : float
             Seconds between confusion-matrix previews.
+        preview_extra : callable, optional
+            ``preview_extra() -> dict or None``, called in the training thread
+            with every preview, while :attr:`model` holds the current weights (in
+            "linear" mode: the frozen extractor and the current head) in eval
+            mode under ``torch.inference_mode``; its items are added to
+            ``Preview.data``. Without a validation set the previews carry only
+            these items, and a preview without any is not yielded.
         **fit_kwargs
             Passed on to the engine.
 
@@ -462,13 +501,13 @@ class ClassificationTrainer:
             )
         has_val = len(self.y_val) > 0
         monitor = "accuracy" if has_val else "val_loss"
-        preview = self._confusion if has_val else None
+        preview = _with_extra(self._confusion if has_val else None, preview_extra)
         if self.mode == "linear":
             yield from self._fit_linear(
                 loss_fn,
                 sampler,
                 monitor,
-                preview,
+                preview_extra,
                 epochs=epochs,
                 lr=lr or 1e-2,
                 batch_size=batch_size,
@@ -516,7 +555,7 @@ class ClassificationTrainer:
             self._record(ev)
             yield ev
 
-    def _fit_linear(self, loss_fn, sampler, monitor, preview, **kw) -> Iterator[TrainEvent]:
+    def _fit_linear(self, loss_fn, sampler, monitor, preview_extra, **kw) -> Iterator[TrainEvent]:
         model = self.model.to(self.device).eval()
         with torch.no_grad():
 
@@ -574,7 +613,9 @@ class ClassificationTrainer:
                 device=self.device,
                 seed=self.seed,
                 sampler=sampler,
-                preview=head_preview if fv is not None else None,
+                # the engine trains (and previews) the head, which is ``model.head``:
+                # ``preview_extra`` sees the whole model with the current head
+                preview=_with_extra(head_preview if fv is not None else None, preview_extra),
                 **kw,
             ):
                 self._record(ev)
@@ -654,6 +695,22 @@ class ClassificationTrainer:
         self.model.eval()
         example = torch.zeros(1, self.model.in_channels, self.input_size, self.input_size)
         return save_model(self.model.cpu(), path, self.meta, example_input=example)
+
+
+def _with_extra(
+    preview: Callable[[nn.Module], dict[str, Any]] | None,
+    extra: Callable[[], dict[str, Any] | None] | None,
+) -> Callable[[nn.Module], dict[str, Any] | None] | None:
+    """An engine preview that adds ``extra()``'s items to ``preview``'s (None: neither)."""
+    if extra is None:
+        return preview
+
+    def combined(net: nn.Module) -> dict[str, Any] | None:
+        out = dict(preview(net)) if preview is not None else {}
+        out.update(extra() or {})
+        return out or None
+
+    return combined
 
 
 def _predict(
@@ -840,12 +897,47 @@ class CellClassificationTask:
         self._x_all = self.trainer._norm(self.crops.crops.astype(np.float32))
 
     # training ------------------------------------------------------------------------
-    def fit(self, **kwargs: Any) -> Iterator[TrainEvent]:
+    def fit(
+        self,
+        *,
+        preview_saliency: LiveCellSaliency
+        | int
+        | Callable[[], LiveCellSaliency | int | None]
+        | None = None,
+        **kwargs: Any,
+    ) -> Iterator[TrainEvent]:
         """Train; yields engine events (see :meth:`ClassificationTrainer.fit`).
 
         Without a validation split, ``Preview.data["confusion"]`` is the
         confusion matrix on the labelled cells themselves (training fit).
+
+        Parameters
+        ----------
+        preview_saliency : LiveCellSaliency or int or callable, optional
+            A cell to explain live (an int is its object id, explained with
+            integrated gradients), or a callable returning one (or None for no
+            map), asked in the training thread at every preview so the cell can
+            change while training runs. The map is :meth:`cell_saliency` of the
+            current weights (in "linear" mode the frozen extractor with the
+            current head), computed in the training thread inside the engine's
+            preview. Previews that carry one add the items of
+            :meth:`saliency_preview`; maps take at most
+            :data:`LIVE_SALIENCY_SHARE` of the training time. If a request
+            cannot be explained (unknown cell or class, a method that fails on
+            this model), one preview carries ``"saliency_error"`` (one line)
+            and that request is not tried again; training goes on.
+        **kwargs
+            Passed on to :meth:`ClassificationTrainer.fit`.
+
+        Raises
+        ------
+        DlcbError
+            If a fixed ``preview_saliency`` names an unknown cell, method or class.
         """
+        if preview_saliency is not None:
+            if not callable(preview_saliency):
+                self._live_request(preview_saliency)  # bad input fails before training
+            kwargs["preview_extra"] = self._make_live_saliency(preview_saliency)
         if not len(self.trainer.y_val):
             kwargs.setdefault("preview_interval", 0.5)
             for ev in self.trainer.fit(**kwargs):
@@ -862,6 +954,106 @@ class CellClassificationTask:
         from napari_dlcb.training.engine import fit_to_end
 
         return fit_to_end(self.fit(**kwargs))
+
+    def _live_request(self, request: LiveCellSaliency | int) -> LiveCellSaliency:
+        """Check a live-saliency request against this task; DlcbError if it cannot work."""
+        from napari_dlcb.interpret.saliency import METHODS
+
+        if not isinstance(request, LiveCellSaliency):
+            if isinstance(request, (bool, np.bool_)) or not isinstance(request, (int, np.integer)):
+                raise DlcbError(
+                    f"preview_saliency must be a LiveCellSaliency or an object id, not {request!r}"
+                )
+            request = LiveCellSaliency(int(request))
+        if not np.any(self.crops.ids == int(request.object_id)):
+            raise DlcbError(f"object {request.object_id} is not in the labels layer")
+        if request.method not in METHODS:
+            raise DlcbError(
+                f"unknown saliency method {request.method!r}; choose one of {', '.join(METHODS)}"
+            )
+        t = request.target
+        if isinstance(t, str) and t not in self.classes:
+            raise DlcbError(
+                f"target class {t!r} does not exist; classes are: {', '.join(self.classes)}"
+            )
+        if t is not None and not isinstance(t, str) and not 0 <= int(t) < len(self.classes):
+            raise DlcbError(
+                f"target class {t} does not exist: the model has {len(self.classes)} classes"
+            )
+        return request
+
+    def _make_live_saliency(
+        self, request: LiveCellSaliency | int | Callable[[], LiveCellSaliency | int | None]
+    ) -> Callable[[], dict[str, Any]]:
+        """``f() -> dict``: a map of the requested cell within the time budget, or nothing.
+
+        Runs in the training thread between two optimiser steps (the engine's
+        preview), on ``self.trainer.model`` with its current weights;
+        ``saliency`` hands the model back unchanged (mode, ``requires_grad``,
+        ``.grad``, hooks) and works inside ``torch.inference_mode``.
+        """
+        get = request if callable(request) else (lambda: request)
+        state: dict[str, Any] = {"next": -np.inf, "failed": set()}
+
+        def live() -> dict[str, Any]:
+            req = get()
+            start = time.perf_counter()
+            if req is None or start < state["next"]:
+                return {}
+            key = repr(req)  # a request that failed is not tried again
+            if key in state["failed"]:
+                return {}
+            try:
+                out = self.saliency_preview(req)
+            except (DlcbError, RuntimeError) as err:  # e.g. a method this model can't take
+                # an optional view must not end the training: say so once per request
+                state["failed"].add(key)
+                msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                what = getattr(req, "method", "integrated-gradients")
+                oid = getattr(req, "object_id", req)
+                return {
+                    "saliency_error": f"live {what} saliency of cell {oid} is unavailable: {msg}"
+                }
+            spent = time.perf_counter() - start
+            state["next"] = time.perf_counter() + spent * (1 / LIVE_SALIENCY_SHARE - 1)
+            return out
+
+        return live
+
+    def saliency_preview(self, request: LiveCellSaliency | int) -> dict[str, Any]:
+        """The saliency map of one cell with the current weights, as preview items.
+
+        Parameters
+        ----------
+        request : LiveCellSaliency or int
+            The cell (and method and target class) to explain.
+
+        Returns
+        -------
+        dict
+            ``"saliency"`` ((S, S) float32 on the crop grid),
+            ``"saliency_object"`` (object id), ``"saliency_origin"`` ((row, col)
+            of the crop's top-left pixel in the image), ``"saliency_method"``,
+            ``"saliency_target"`` (class index), ``"saliency_class"`` (its name)
+            and ``"saliency_extra"`` (the method's numbers, e.g.
+            ``completeness_error``).
+
+        Raises
+        ------
+        DlcbError
+            If the request names an unknown cell, method or class.
+        """
+        req = self._live_request(request)
+        smap, origin, res = self.cell_saliency(req.object_id, method=req.method, target=req.target)
+        return {
+            "saliency": smap,
+            "saliency_object": int(req.object_id),
+            "saliency_origin": (int(origin[0]), int(origin[1])),
+            "saliency_method": req.method,
+            "saliency_target": int(res.target),
+            "saliency_class": self.classes[int(res.target)],
+            "saliency_extra": dict(res.extra),
+        }
 
     def training_confusion(self) -> dict[str, Any]:
         """Confusion matrix of the current model on the labelled cells."""

@@ -517,3 +517,197 @@ def test_cli_saliency_of_a_segmentation_model(tmp_path):
     )
     m = tifffile.imread(out)
     assert m.shape == (40, 36) and np.abs(m).max() > 0
+
+
+# --------------------------------------------------------------------------- live saliency
+def _model_snapshot(model: torch.nn.Module) -> dict:
+    from napari_dlcb.interpret._state import hook_counts
+
+    return {
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
+        "weights": {n: t.detach().clone() for n, t in model.state_dict().items()},
+        "hooks": hook_counts(model),
+    }
+
+
+def _assert_same_snapshot(a: dict, b: dict) -> None:
+    assert a["training"] == b["training"]
+    assert a["requires_grad"] == b["requires_grad"]
+    assert a["hooks"] == b["hooks"]
+    for n, g in a["grads"].items():
+        assert (g is None) == (b["grads"][n] is None), n
+        assert g is None or torch.equal(g, b["grads"][n]), n
+    assert all(torch.equal(a["weights"][n], b["weights"][n]) for n in a["weights"])
+
+
+_SCENE_ANNOTATIONS = {1: "small", 2: "large", 3: "small", 4: "large", 5: "small", 6: "large"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "val_fraction"), [("linear", 0.0), ("full", 0.0), ("linear", 0.5)]
+)
+def test_live_cell_saliency_explains_current_weights_and_hands_model_back(
+    mode, val_fraction, monkeypatch
+):
+    from napari_dlcb.interpret.saliency import saliency
+    from napari_dlcb.training import classification as clf
+    from napari_dlcb.training.events import EpochEnd, Finished, Preview, Progress
+
+    img, lab = _cells_scene()
+    task = clf.CellClassificationTask(
+        img,
+        lab,
+        _SCENE_ANNOTATIONS,
+        classes=["small", "large"],
+        crop_size=24,
+        base="builtin",
+        mode=mode,
+        val_fraction=val_fraction,
+        augment=False,
+        device="cpu",
+    )
+    monkeypatch.setattr(clf, "LIVE_SALIENCY_SHARE", 1.0)  # a map on every preview
+    model = task.trainer.model
+    cell = 11  # not a labelled cell: the map explains the current prediction for it
+    i = int(np.flatnonzero(task.crops.ids == cell)[0])
+    x = task.trainer.normalizer(task.crops.crops[i].astype(np.float32), channel_axis=0)
+    before, maps, steps, n_epochs = None, [], [], 0
+    for e in task.fit(
+        epochs=6,
+        preview_interval=0.0,
+        preview_saliency=clf.LiveCellSaliency(cell, method="gradients"),
+        early_stopping=None,
+    ):
+        if isinstance(e, Progress):
+            before = _model_snapshot(model)  # right after an optimiser step
+        elif isinstance(e, EpochEnd):
+            n_epochs += 1
+        elif isinstance(e, Preview) and "saliency" in e.data:
+            d = e.data
+            assert d["saliency"].shape == (24, 24) and d["saliency"].dtype == np.float32
+            assert d["saliency_object"] == cell and d["saliency_method"] == "gradients"
+            assert d["saliency_origin"] == tuple(int(v) for v in task.crops.origins[i])
+            assert d["saliency_class"] == task.classes[d["saliency_target"]]
+            if val_fraction:  # the validation confusion matrix still comes with it
+                assert d["confusion"].shape == (2, 2)
+            if e.step >= 0:  # the engine's preview between two optimiser steps
+                # the model is handed back as the optimiser left it: mode, grads, weights,
+                # hooks
+                _assert_same_snapshot(before, _model_snapshot(model))
+            # ... and the map is the saliency of exactly these weights (the whole model:
+            # in linear mode the frozen extractor with the head as trained so far)
+            ref = saliency(model, x, method="gradients", classes=task.classes, channel_axis=0)
+            assert d["saliency_target"] == ref.target
+            np.testing.assert_allclose(d["saliency"], ref.map, rtol=1e-4, atol=1e-7)
+            assert np.ptp(d["saliency"]) > 0
+            maps.append(d["saliency"])
+            steps.append(e.step)
+        elif isinstance(e, Finished):
+            assert e.reason == "completed"
+    assert n_epochs == 6 and len(maps) >= 6  # one map after every optimiser step at least
+    assert sum(e_step >= 0 for e_step in steps) >= 6
+    assert not np.allclose(maps[0], maps[-1], rtol=1e-3, atol=0)  # it follows the training
+    if mode == "linear":  # only the head was trained; the extractor is still frozen in place
+        assert all(p.requires_grad for p in model.parameters())
+    # without a request nothing changes: no map, same events as before
+    plain = [e for e in task.fit(epochs=1, preview_interval=0.0) if isinstance(e, Preview)]
+    assert plain and not any("saliency" in e.data for e in plain)
+
+
+def test_live_cell_saliency_budget_errors_and_changing_cell(monkeypatch):
+    import threading
+    import time
+
+    import napari_dlcb.interpret.saliency as sal
+    from napari_dlcb.training import classification as clf
+    from napari_dlcb.training.events import Finished, Preview, Progress
+
+    img, lab = _cells_scene()
+    task = clf.CellClassificationTask(
+        img, lab, _SCENE_ANNOTATIONS, classes=["small", "large"], crop_size=24, device="cpu"
+    )
+    # a fixed request is checked before any training
+    for bad, match in (
+        (clf.LiveCellSaliency(99), "object 99 is not in the labels"),
+        (clf.LiveCellSaliency(7, method="deeplift"), "unknown saliency method 'deeplift'"),
+        (clf.LiveCellSaliency(7, target="huge"), "target class 'huge' does not exist"),
+        (clf.LiveCellSaliency(7, target=2), "target class 2 does not exist"),
+        ("7", "must be a LiveCellSaliency or an object id"),
+    ):
+        with pytest.raises(DlcbError, match=match):
+            next(task.fit(epochs=1, preview_saliency=bad))
+
+    real, cost, calls = sal.saliency, 0.2, []
+
+    def slow(*args, **kwargs):  # a map that takes `cost` seconds
+        time.sleep(cost)
+        calls.append(time.perf_counter())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sal, "saliency", slow)
+    stop = threading.Event()
+    shown, steps_between = [], [0]
+    for e in task.fit(
+        epochs=100_000, preview_interval=0.0, preview_saliency=7, stop=stop, early_stopping=None
+    ):
+        if isinstance(e, Progress):
+            steps_between[-1] += 1
+        elif isinstance(e, Preview) and "saliency" in e.data:
+            shown.append(e.data)
+            steps_between.append(0)
+            if len(calls) >= 4:
+                stop.set()
+    share = clf.LIVE_SALIENCY_SHARE
+    assert len(shown) == len(calls) == 4  # an int is the object id ...
+    assert {d["saliency_method"] for d in shown} == {"integrated-gradients"}  # ... with IG
+    assert all(d["saliency_object"] == 7 for d in shown)
+    # after a map of `cost` s, the next one waits at least cost * (1 / share - 1)
+    assert min(np.diff(calls)) >= cost / share * 0.99
+    # and the training went on in between: optimiser steps between any two maps
+    assert len(steps_between) == 5 and all(n >= 1 for n in steps_between[1:-1])
+
+    # a method that cannot explain the model: one error, and the training goes on
+    def broken(*args, **kwargs):
+        raise RuntimeError("Sizes of tensors must match except in dimension 1\nmore detail")
+
+    monkeypatch.setattr(sal, "saliency", broken)
+    events = list(
+        task.fit(
+            epochs=5,
+            preview_interval=0.0,
+            preview_saliency=clf.LiveCellSaliency(7, method="occlusion"),
+            early_stopping=None,
+        )
+    )
+    data = [e.data for e in events if isinstance(e, Preview)]
+    assert [d["saliency_error"] for d in data if "saliency_error" in d] == [
+        "live occlusion saliency of cell 7 is unavailable: "
+        "Sizes of tensors must match except in dimension 1"
+    ]
+    assert not any("saliency" in d for d in data)
+    assert sum("confusion" in d for d in data) == 5  # the confusion matrix goes on
+    assert isinstance(events[-1], Finished) and events[-1].reason == "completed"
+
+    # a callable request is asked at every preview: the explained cell can change mid-way
+    monkeypatch.setattr(sal, "saliency", real)
+    monkeypatch.setattr(clf, "LIVE_SALIENCY_SHARE", 1.0)
+    asked = []
+
+    def current():
+        asked.append(len(asked))
+        if len(asked) <= 2:
+            return None  # no cell chosen yet: no map
+        return clf.LiveCellSaliency(3 if len(asked) <= 4 else 12, method="gradients")
+
+    objects = [
+        e.data["saliency_object"]
+        for e in task.fit(
+            epochs=4, preview_interval=0.0, preview_saliency=current, early_stopping=None
+        )
+        if isinstance(e, Preview) and "saliency" in e.data
+    ]
+    assert len(asked) >= 6 and objects[:2] == [3, 3] and set(objects[2:]) == {12}

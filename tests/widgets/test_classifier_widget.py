@@ -416,3 +416,114 @@ def test_interpret_widget_saliency_filters_patches(make_napari_viewer, qtbot, tm
     # the model is handed back unchanged
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert hook_counts(model) == {} and model.training == was_training
+
+
+def test_cell_saliency_refreshes_live_while_training(make_napari_viewer, qtbot, loop_probe):
+    import os
+
+    from napari.layers import Image
+    from skimage.measure import regionprops
+
+    from napari_dlcb._widgets.classifier import CELL_SALIENCY_KEY
+
+    viewer, _ = _nuclei_viewer(make_napari_viewer)
+    labels_layer = viewer.layers["nuclei labels"]
+    lab = np.asarray(labels_layer.data)
+    widget = CellClassifierWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.setCurrentText("nuclei")
+    widget.labels_combo.setCurrentText("nuclei labels")
+    widget.classes_edit.setText("small, large")
+    widget.classes_edit.editingFinished.emit()
+    props = sorted((p for p in regionprops(lab) if p.area > 20), key=lambda p: p.area)
+    for p in props[:4]:
+        widget.annotate(p.label, "small")
+    for p in props[-4:]:
+        widget.annotate(p.label, "large")
+    cell, other = props[len(props) // 2], props[len(props) // 2 + 1]  # not labelled
+    labels_layer.selected_label = int(cell.label)  # the user selects a cell
+    widget.saliency_method.setCurrentText("gradients")
+    # full fine-tuning of 64-px crops with a long patience: training lasts long enough to
+    # watch the map change, and the test stops it (as a user would) once it has
+    widget.mode_combo.setCurrentText("full")
+    widget.crop_spin.setValue(64)
+    widget.epochs_spin.setValue(500)
+
+    # observe the layers through napari's own events: every map the viewer receives
+    seen: dict[int, list[tuple[np.ndarray, bool]]] = {}
+
+    def watch(layer):
+        oid = layer.metadata.get(CELL_SALIENCY_KEY)
+        if not isinstance(layer, Image) or oid is None:
+            return
+        training = widget.worker is not None
+        seen.setdefault(oid, []).append((np.array(layer.data, copy=True), training))
+        layer.events.data.connect(
+            lambda e: seen[oid].append((np.array(layer.data, copy=True), widget.worker is not None))
+        )
+
+    viewer.layers.events.inserted.connect(lambda e: watch(e.value))
+    loop_probe.start()
+    widget.start_training()
+    assert widget.worker is not None
+
+    def live_maps(oid):
+        return [m for m, training in seen.get(oid, []) if training]
+
+    # two different maps of the selected cell while the classifier trains
+    qtbot.waitUntil(
+        lambda: (
+            widget.worker is None
+            or (len(live_maps(cell.label)) >= 2 and not np.allclose(*live_maps(cell.label)[-2:]))
+        ),
+        timeout=120_000,
+    )
+    assert widget.worker is not None, "training ended before two live maps arrived"
+    # the button, while training runs, moves the live map to another cell
+    labels_layer.selected_label = int(other.label)
+    assert widget.saliency_button.isEnabled()
+    widget.saliency_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None or bool(live_maps(other.label)), timeout=60_000)
+    assert live_maps(other.label), "the live map did not follow the button"
+    widget.stop_training()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    stall_ms = loop_probe.stop()
+    print(f"longest event-loop stall while training with live saliency: {stall_ms:.0f} ms")
+    if os.getloadavg()[0] / (os.cpu_count() or 1) < 1.5:  # see the end-to-end test
+        assert stall_ms < 1000
+
+    # one layer per cell, over the cell's crop, refreshed in place (never re-added)
+    layers = [ly for ly in viewer.layers if ly.metadata.get(CELL_SALIENCY_KEY) is not None]
+    assert sorted(ly.metadata[CELL_SALIENCY_KEY] for ly in layers) == sorted(
+        [cell.label, other.label]
+    )
+    task = widget.task
+    for p in (cell, other):
+        layer = widget._cell_saliency_layer(p.label)
+        i = int(np.flatnonzero(task.crops.ids == p.label)[0])
+        r0, c0 = task.crops.origins[i]
+        assert tuple(layer.translate) == (r0, c0) and layer.data.shape == (64, 64)
+        rr, cc = p.centroid  # the cell lies inside the map
+        assert r0 <= rr < r0 + 64 and c0 <= cc < c0 + 64
+        assert layer.name.startswith(f"saliency cell {p.label} (gradients, ")
+        assert layer.colormap.name == "dlcb_attribution"
+        lo, hi = layer.contrast_limits
+        assert lo == -hi and hi == pytest.approx(np.abs(layer.data).max())
+    maps = live_maps(cell.label)
+    assert len(maps) >= 2 and not np.allclose(maps[0], maps[-1])
+    # at most about one refresh a second: the training thread offers a map every 0.5 s
+    assert widget._live_saliency_throttle.interval_ms == 1000
+    # the last map (after training) explains the final weights
+    final = widget._cell_saliency_layer(other.label)
+    ref, _, _ = task.cell_saliency(other.label, method="gradients")
+    np.testing.assert_allclose(final.data, ref, rtol=1e-4, atol=1e-7)
+    assert widget.n_live_saliency_updates == sum(len(v) for v in seen.values())
+
+    # the button after training reuses the cell's layer
+    n_layers = len(viewer.layers)
+    labels_layer.selected_label = int(cell.label)
+    widget.saliency_button.click()
+    assert len(viewer.layers) == n_layers
+    before = widget._cell_saliency_layer(cell.label)
+    ref, _, _ = task.cell_saliency(cell.label, method="gradients")
+    np.testing.assert_allclose(before.data, ref, rtol=1e-4, atol=1e-7)
