@@ -64,10 +64,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--max-minutes", type=float, default=30, help="wall-clock guard")
     ap.add_argument("--max-cpu-minutes", type=float, default=9.5)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base", default="none")
     ap.add_argument(
-        "--extra", default="--width 32 --blocks 1,1,1", help="more train options, space separated"
+        "--extra", default="--width 32 --blocks 2,2,2", help="more train options, space separated"
     )
     ap.add_argument("--no-tta", dest="tta", action="store_false")
     a = ap.parse_args()
