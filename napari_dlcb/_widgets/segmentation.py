@@ -104,6 +104,11 @@ LIVE_SALIENCY_CHOICES = (
     "occlusion",
 )
 FULL_PLANE_PIXELS = 2048 * 2048  # live layer as large as the plane up to this size
+#: Predict on a lazy (dask / zarr / multiscale) image larger than this runs block by
+#: block into an OME-Zarr store in the user cache and shows the result lazily, so
+#: images larger than memory can be segmented from the GUI (as the CLI does).
+BLOCKWISE_PIXELS = 4096 * 4096
+PYRAMID_SMALLEST = 2048  # coarsest level of a block-wise result's lazy pyramid
 
 
 @dataclass
@@ -207,6 +212,29 @@ def _predict_job(
     model, meta = load_for_inference(base, device=device)
     prob, labels = segment((model, meta), image, channel_axis=channel_axis, device=device)
     return prob, labels, meta
+
+
+def _predict_blockwise_job(
+    model_source: Any,
+    image: Any,
+    dest: str,
+    channel_axis: int | None,
+    device: str,
+    holder: dict[str, Any],
+) -> Iterator[dict]:
+    """Worker body of Predict for big lazy images: block by block into an OME-Zarr store.
+
+    Yields the progress events of :func:`napari_dlcb.inference.segment.segment_zarr`.
+    The generator is kept in ``holder["gen"]``: a worker that is quit (Stop) just
+    stops iterating, so the widget closes it afterwards, which cancels the run and
+    leaves nothing at ``dest``.
+    """
+    from napari_dlcb.inference.segment import segment_zarr
+
+    holder["gen"] = segment_zarr(
+        model_source, image, dest, channel_axis=channel_axis, device=device
+    )
+    yield from holder["gen"]
 
 
 def _display_labels(labels: np.ndarray, label_kind: str | None) -> np.ndarray:
@@ -837,7 +865,15 @@ class SegmentationWidget(QWidget):
         worker.start()
 
     def stop_training(self) -> None:
-        """Ask the worker to stop after the current batch (the best weights are kept)."""
+        """Ask the worker to stop after the current batch (the best weights are kept).
+
+        During a block-by-block prediction, Stop cancels it instead (nothing is kept).
+        """
+        if self.worker is None and self.predict_worker is not None:
+            self._predict_cancelled = True
+            self.predict_worker.quit()
+            self._set_status("Prediction cancelled.")
+            return
         if self.worker is None:
             return
         self._stop.set()
@@ -1105,6 +1141,9 @@ class SegmentationWidget(QWidget):
         index = self._plane_index(image)
         plane = data[index] if index else data
         name = image.name
+        rows, cols = plane_shape(image)
+        if not isinstance(plane, np.ndarray) and rows * cols > BLOCKWISE_PIXELS:
+            return self._predict_blockwise(image, plane, settings)
         worker = create_worker(
             _predict_job,
             self.trainer,
@@ -1124,9 +1163,99 @@ class SegmentationWidget(QWidget):
         worker.start()
         return True
 
+    def _predict_blockwise(self, image: Image, plane: Any, settings: Any) -> bool:
+        """Predict a big lazy image block by block (cancellable with Stop)."""
+        import re
+        import time as _time
+
+        from napari_dlcb.io.project import user_cache_dir
+
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", image.name)[:60] or "image"
+        dest = (
+            user_cache_dir() / "predictions" / f"{safe}-{_time.strftime('%Y%m%d-%H%M%S')}.ome.zarr"
+        )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        source = (
+            (self.trainer.model, self.trainer.meta) if self.trainer is not None else settings.base
+        )
+        holder: dict[str, Any] = {}
+        self._predict_cancelled = False
+        worker = create_worker(
+            _predict_blockwise_job,
+            source,
+            plane,
+            str(dest),
+            settings.channel_axis,
+            settings.device,
+            holder,
+            _start_thread=False,
+            _ignore_errors=True,
+        )
+        name = image.name
+        worker.yielded.connect(lambda ev: self._on_block(ev, name))
+        worker.errored.connect(self._on_worker_error)
+        # a quit worker leaves its generator suspended: close it (cleans up dest)
+        worker.finished.connect(lambda: holder.get("gen") and holder["gen"].close())
+        worker.finished.connect(self._on_predict_finished)
+        self.predict_worker = worker
+        self.predict_btn.setEnabled(False)
+        self.stop_btn.setEnabled(True)
+        self.progress.setFormat("block %v / %m")
+        self._set_status(f"Predicting '{name}' block by block into {dest}…")
+        worker.start()
+        return True
+
+    def _on_block(self, ev: dict, name: str) -> None:
+        if getattr(self, "_predict_cancelled", False):
+            return  # events already queued when Stop was pressed
+        total = int(ev.get("total", 0))
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(int(ev.get("done", 0)))
+        if "path" not in ev:
+            self._set_status(
+                f"Predicting '{name}': {ev.get('stage', 'predict')} block {ev.get('done')}/{total}"
+            )
+            return
+        if name not in self.viewer.layers:
+            return
+        from napari_dlcb.inference.tiled import open_prediction_lazy
+
+        image = self.viewer.layers[name]
+        grid = layer_grid(image)
+        prob, labels = open_prediction_lazy(ev["path"], smallest=PYRAMID_SMALLEST)
+        scale = 255.0 if prob[0].dtype == np.uint8 else 1.0  # uint8 storage = p * 255
+        single = prob[0].shape[0] == 1  # sigmoid model: channel 0 is the foreground
+        fg = [p[0] / scale if single else 1.0 - p[0] / scale for p in prob]
+        for lname in (f"{name} foreground probability", f"{name} segmentation"):
+            if lname in self.viewer.layers:
+                self.viewer.layers.remove(lname)
+        self.viewer.add_image(
+            fg if len(fg) > 1 else fg[0],
+            multiscale=len(fg) > 1,
+            name=f"{name} foreground probability",
+            colormap="magma",
+            visible=False,
+            contrast_limits=(0.0, 1.0),
+            metadata={OUTPUT_KEY: "probability", "path": ev["path"]},
+            **grid,
+        )
+        if labels is not None:
+            self.viewer.add_labels(
+                labels if len(labels) > 1 else labels[0],
+                multiscale=len(labels) > 1,
+                name=f"{name} segmentation",
+                opacity=0.6,
+                metadata={OUTPUT_KEY: "seg", "path": ev["path"]},
+                **grid,
+            )
+        self._set_status(f"Segmented '{name}' block by block; stored in {ev['path']}.")
+
     def _on_predict_finished(self) -> None:
         self.predict_worker = None
         self.predict_btn.setEnabled(True)
+        self.progress.setFormat("epoch %v / %m")
+        if not self.is_training:
+            self.stop_btn.setEnabled(False)
 
     def _on_predicted(self, result: tuple, name: str) -> None:
         prob, labels, meta = result

@@ -27,6 +27,7 @@ _EXPORTS = {
     "predict_zarr": "tiled",
     "freeze_normalizer": "tiled",
     "open_prediction": "tiled",
+    "open_prediction_lazy": "tiled",
     "resolve_device": "tiled",
     "predict_zarr_distributed": "distributed",
     "segment": "segment",

@@ -70,6 +70,7 @@ __all__ = [
     "predict_region",
     "predict_tiled",
     "predict_zarr",
+    "open_prediction_lazy",
     "resolve_device",
 ]
 
@@ -1140,6 +1141,52 @@ def open_prediction(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | N
     root = zarr.open_group(str(path), mode="r")
     labels = root.get(f"labels/{LABELS_NAME}/0")
     return _decode(np.asarray(root["0"])), None if labels is None else np.asarray(labels)
+
+
+def open_prediction_lazy(
+    path: str | os.PathLike, *, smallest: int = 2048
+) -> tuple[list[Any], list[Any] | None]:
+    """Open what :func:`predict_zarr` wrote lazily, as dask pyramids for a viewer.
+
+    Nothing is read until a level's chunks are computed, so a result larger
+    than memory can be shown as napari multiscale layers.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``dest`` of :func:`predict_zarr`.
+    smallest : int
+        Coarser levels (every 2nd pixel of the previous one) are added until
+        both sides are at most this.
+
+    Returns
+    -------
+    probabilities : list of dask arrays, shapes (C, Y / 2**k, X / 2**k)
+        As stored (uint8 = p * 255, or float).
+    labels : list of dask arrays (Y / 2**k, X / 2**k), or None
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, torch
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "p.ome.zarr"
+    >>> _ = list(predict_zarr(torch.nn.Conv2d(1, 2, 1), np.ones((300, 200), np.float32), out, tile=128, device="cpu"))
+    >>> prob, labels = open_prediction_lazy(out, smallest=100)
+    >>> [p.shape for p in prob], labels
+    ([(2, 300, 200), (2, 150, 100), (2, 75, 50)], None)
+    """
+    import dask.array as da
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+
+    def pyramid(arr: Any) -> list[Any]:
+        levels = [da.from_zarr(arr)]
+        while max(levels[-1].shape[-2:]) > smallest:
+            levels.append(levels[-1][..., ::2, ::2])
+        return levels
+
+    labels = root.get(f"labels/{LABELS_NAME}/0")
+    return pyramid(root["0"]), None if labels is None else pyramid(labels)
 
 
 def _check_zarr_options(

@@ -12,6 +12,7 @@ Two kinds of tests, as in cellfinder's widget tests:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -548,3 +549,65 @@ def test_attribution_colormap_is_transparent_at_zero():
     assert rgba[2, 3] == 0.0 and rgba[0, 3] == rgba[4, 3] == 1.0  # zero hides nothing
     assert rgba[1, 3] == pytest.approx(0.5) and rgba[3, 3] == pytest.approx(0.5)
     assert rgba[0, 2] > rgba[0, 0] and rgba[4, 0] > rgba[4, 2]  # negative blue, positive red
+
+
+def _lazy_nuclei(reps: int = 1):
+    import dask.array as da
+    import tifffile
+
+    from napari_dlcb._sample_data import sample_data_dir
+
+    img = tifffile.imread(sample_data_dir() / "nuclei.tif")
+    return img, da.from_array(np.tile(img, (reps, reps)), chunks=256)
+
+
+def test_predict_lazy_image_block_by_block(make_napari_viewer, qtbot, dlcb_cache, monkeypatch):
+    """A dask-backed image is segmented into an OME-Zarr store and shown lazily."""
+    import dask.array as da
+
+    from napari_dlcb.inference.segment import segment
+
+    monkeypatch.setattr(segmod, "BLOCKWISE_PIXELS", 0)
+    monkeypatch.setattr(segmod, "PYRAMID_SMALLEST", 256)
+    img, lazy = _lazy_nuclei()
+    viewer = make_napari_viewer()
+    viewer.add_image(lazy, name="big", scale=(0.5, 0.5))
+    widget = _dock(viewer)
+    widget.select_layers(image="big")
+    assert widget.predict()
+    qtbot.waitUntil(lambda: widget.predict_worker is None, timeout=120_000)
+    seg, prob = viewer.layers["big segmentation"], viewer.layers["big foreground probability"]
+    assert seg.multiscale and isinstance(seg.data[0], da.Array)  # lazy, read from the store
+    assert seg.data[0].shape == img.shape and seg.data[1].shape == (256, 256)
+    assert Path(seg.metadata["path"]).is_dir()
+    assert Path(seg.metadata["path"]).is_relative_to(dlcb_cache)
+    np.testing.assert_allclose(seg.scale, (0.5, 0.5))
+    # same result as predicting the whole image in memory
+    want = segment("builtin", img, device="cpu")
+    fg = np.asarray(prob.data[0])
+    diff = np.abs(fg - (1.0 - want.probabilities[0]))  # uint8 storage: steps of 1/255
+    assert diff.max() < 0.02 and diff.mean() < 2e-3, (diff.max(), diff.mean())
+    agree = ((np.asarray(seg.data[0]) > 0) == (want.labels > 0)).mean()
+    assert agree > 0.99, agree
+    assert "block by block" in widget.status.text()
+
+
+def test_stop_cancels_a_block_by_block_prediction(
+    make_napari_viewer, qtbot, dlcb_cache, monkeypatch
+):
+    monkeypatch.setattr(segmod, "BLOCKWISE_PIXELS", 0)
+    _, lazy = _lazy_nuclei(reps=4)  # 2048 x 2048: 4 blocks of 1024
+    viewer = make_napari_viewer()
+    viewer.add_image(lazy, name="big")
+    widget = _dock(viewer)
+    widget.select_layers(image="big")
+    assert widget.predict()
+    assert widget.stop_btn.isEnabled()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 1, timeout=120_000)  # a block is done
+    widget.stop_btn.click()
+    qtbot.waitUntil(lambda: widget.predict_worker is None, timeout=120_000)
+    assert "big segmentation" not in viewer.layers
+    assert "cancelled" in widget.status.text()
+    out = dlcb_cache / "predictions"
+    assert not any(out.iterdir())  # nothing left behind, not even a partial store
+    assert not widget.stop_btn.isEnabled() and widget.predict_btn.isEnabled()
