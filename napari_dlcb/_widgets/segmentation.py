@@ -845,6 +845,7 @@ class SegmentationWidget(QWidget):
             fit_kwargs["preview_image"] = img
             fit_kwargs["preview_region"] = self._region
         self._show_plot()
+        self.progress.setFormat("epoch %v / %m")
         self.progress.setRange(0, settings.epochs)
         self.progress.setValue(0)
         self._set_status("Starting…")
@@ -1253,7 +1254,6 @@ class SegmentationWidget(QWidget):
     def _on_predict_finished(self) -> None:
         self.predict_worker = None
         self.predict_btn.setEnabled(True)
-        self.progress.setFormat("epoch %v / %m")
         if not self.is_training:
             self.stop_btn.setEnabled(False)
 
