@@ -337,7 +337,7 @@ class SegmentationWidget(QWidget):
         self._tracker: ViewportTracker | None = None
         self._autosave: Any = None
         self._trainer_signature: tuple | None = None
-        self._trained_labels: np.ndarray | None = None
+        self._trained_labels: list[np.ndarray] | None = None
         self._last_labels: Labels | None = None
         self._choices: dict[int, list[Layer]] = {}  # id(combo) -> layers in item order
         self._epoch_offset = 0
@@ -694,9 +694,15 @@ class SegmentationWidget(QWidget):
             int(np.clip(round(float(c)), 0, shape[i] - 1)) for i, c in enumerate(data_pt[:n_lead])
         )
 
-    def _training_arrays(self, settings: TrainingSettings) -> tuple[np.ndarray, np.ndarray]:
-        """Validate the chosen layers and return (image plane, labels plane).
+    def _training_arrays(
+        self, settings: TrainingSettings
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Validate the chosen layers and return (image planes, label planes, preview plane).
 
+        For a stack whose labels layer has the same leading axes, every plane
+        with annotation trains (the current one first), as a user who paints a
+        few planes of a stack expects; a 2-D labels layer over a stack
+        annotates the current plane. The preview plane is the one on screen.
         Cheap checks only, on the main thread: the trainer repeats the full
         validation in the worker.
         """
@@ -719,12 +725,26 @@ class SegmentationWidget(QWidget):
                 f"'{image.name}' has shape {img_shape}; they must match."
             )
         img_index = self._plane_index(image)
-        lab_index = self._plane_index(labels) if len(lab_shape) > 2 else ()
-        img = np.asarray(image.data[img_index] if img_index else image.data)
-        lab = np.asarray(labels.data[lab_index] if lab_index else labels.data)
-        if settings.label_kind != "classes" and not np.any(lab):
+        preview = np.asarray(image.data[img_index] if img_index else image.data)
+        if len(lab_shape) > 2:  # a stack annotated plane by plane
+            lab_data = np.asarray(labels.data)
+            lead = lab_data.reshape(-1, *lab_shape[-2:])
+            painted = [int(i) for i in np.flatnonzero(lead.reshape(len(lead), -1).any(1))]
+            current = int(np.ravel_multi_index(img_index, lab_shape[:-2])) if img_index else 0
+            if settings.label_kind == "classes" or not painted:
+                painted = [current]
+            painted.sort(key=lambda i: i != current)  # the plane on screen first
+            lead_shape = lab_shape[:-2]
+            imgs = [  # only the painted planes are read (the image may be lazy)
+                np.asarray(image.data[tuple(int(v) for v in np.unravel_index(i, lead_shape))])
+                for i in painted
+            ]
+            labs = [np.array(lead[i], copy=True) for i in painted]
+        else:
+            imgs, labs = [preview], [np.array(labels.data, copy=True)]
+        if settings.label_kind != "classes" and not any(np.any(lab) for lab in labs):
             raise DlcbError(
-                f"'{labels.name}' has no annotation on this plane; paint some "
+                f"'{labels.name}' has no annotation; paint some "
                 + (
                     "strokes (1 = background, 2 = objects)."
                     if settings.label_kind == "scribbles"
@@ -733,14 +753,15 @@ class SegmentationWidget(QWidget):
             )
         from napari_dlcb.data.labels import class_values_for
 
-        class_values_for([lab], settings.label_kind)  # DlcbError: one class only
-        if np.issubdtype(img.dtype, np.floating) and not np.all(np.isfinite(img)):
-            raise DlcbError(f"image '{image.name}' contains NaN or infinite values.")
-        if img.size and img.min() == img.max():
-            raise DlcbError(f"image '{image.name}' is constant; there is nothing to learn.")
+        class_values_for(labs, settings.label_kind)  # DlcbError: one class only
+        for img in imgs:
+            if np.issubdtype(img.dtype, np.floating) and not np.all(np.isfinite(img)):
+                raise DlcbError(f"image '{image.name}' contains NaN or infinite values.")
+            if img.size and img.min() == img.max():
+                raise DlcbError(f"image '{image.name}' is constant; there is nothing to learn.")
         if settings.base != "builtin" and not settings.base:
             raise DlcbError("Choose a model folder or BioImage.IO package to start from.")
-        return img, np.array(lab, copy=True)
+        return imgs, labs, preview
 
     # ================================================================== training
     @property
@@ -754,14 +775,14 @@ class SegmentationWidget(QWidget):
             return False
         settings = self.settings()
         try:
-            img, lab = self._training_arrays(settings)
+            imgs, labs, img = self._training_arrays(settings)
         except DlcbError as err:
             notify_error(err)
             return False
         kwargs = settings.trainer_kwargs()
         self.trainer = None
         self._trainer_signature = None
-        self._trained_labels = lab
+        self._trained_labels = labs
         self._epoch_offset = 0
         self._last_epoch = -1
         self.plot.reset()
@@ -769,7 +790,7 @@ class SegmentationWidget(QWidget):
         self._flush_autosave()
 
         def build() -> Any:
-            return _build_trainer([img], [lab], kwargs)
+            return _build_trainer(imgs, labs, kwargs)
 
         self._start_worker(build, settings, img, signature=self._signature(settings))
         return True
@@ -789,24 +810,25 @@ class SegmentationWidget(QWidget):
             return False
         settings = self.settings()
         try:
-            img, lab = self._training_arrays(settings)
+            imgs, labs, img = self._training_arrays(settings)
         except DlcbError as err:
             notify_error(err)
             return False
         build = None
+        old = self._trained_labels
         same = (
-            self._trained_labels is not None
-            and lab.shape == self._trained_labels.shape
-            and np.array_equal(lab, self._trained_labels)
+            old is not None
+            and len(old) == len(labs)
+            and all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(old, labs))
             and self._signature(settings) == self._trainer_signature
         )
         if not same:
             kwargs = settings.trainer_kwargs()
             kwargs["base"] = (self.trainer.model, self.trainer.meta)
-            self._trained_labels = lab
+            self._trained_labels = labs
 
             def build() -> Any:
-                return _build_trainer([img], [lab], kwargs)
+                return _build_trainer(imgs, labs, kwargs)
 
             self.trainer = None
         self.plot.mark_resume()

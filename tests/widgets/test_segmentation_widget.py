@@ -611,3 +611,32 @@ def test_stop_cancels_a_block_by_block_prediction(
     out = dlcb_cache / "predictions"
     assert not any(out.iterdir())  # nothing left behind, not even a partial store
     assert not widget.stop_btn.isEnabled() and widget.predict_btn.isEnabled()
+
+
+def test_every_annotated_plane_of_a_stack_trains(make_napari_viewer, qtbot, fake_trainer):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    stack = rng.random((4, 64, 80)).astype(np.float32)
+    lab = np.zeros((4, 64, 80), np.uint8)
+    lab[0] = _scribble(lab[0])
+    lab[2] = _scribble(lab[2])
+    viewer.add_image(stack, name="stack")
+    viewer.add_labels(lab, name="marks")
+    viewer.dims.set_point(0, 3)  # the plane on screen has no annotation
+    widget = _dock(viewer)
+    widget.select_layers(image="stack", labels="marks")
+    widget.epochs_spin.setValue(1)
+    assert widget.start_training()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    tr = fake_trainer.instances[-1]
+    assert len(tr.images) == 2  # planes 0 and 2, read plane by plane
+    np.testing.assert_array_equal(tr.images[0], stack[0])
+    np.testing.assert_array_equal(tr.images[1], stack[2])
+    np.testing.assert_array_equal(tr.labels[1], lab[2])
+    # on an annotated plane, that plane comes first (it is also the live preview's)
+    viewer.dims.set_point(0, 2)
+    assert widget.start_training()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    tr = fake_trainer.instances[-1]
+    np.testing.assert_array_equal(tr.images[0], stack[2])
+    np.testing.assert_array_equal(tr.images[1], stack[0])
