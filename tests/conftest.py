@@ -50,3 +50,24 @@ def _limit_threads():
     torch.set_num_threads(min(n, 2))
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def slow_saliency(monkeypatch):
+    """``make(cost)``: make ``interpret.saliency.saliency`` take ``cost`` s more; returns call times."""
+    import time
+
+    import napari_dlcb.interpret.saliency as sal
+
+    def make(cost: float) -> list[float]:
+        real, calls = sal.saliency, []
+
+        def slow(*args, **kwargs):
+            time.sleep(cost)
+            calls.append(time.perf_counter())
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(sal, "saliency", slow)
+        return calls
+
+    return make

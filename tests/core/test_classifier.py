@@ -618,9 +618,8 @@ def test_live_cell_saliency_explains_current_weights_and_hands_model_back(
     assert plain and not any("saliency" in e.data for e in plain)
 
 
-def test_live_cell_saliency_budget_errors_and_changing_cell(monkeypatch):
+def test_live_cell_saliency_budget_errors_and_changing_cell(monkeypatch, slow_saliency):
     import threading
-    import time
 
     import napari_dlcb.interpret.saliency as sal
     from napari_dlcb.training import classification as clf
@@ -641,14 +640,8 @@ def test_live_cell_saliency_budget_errors_and_changing_cell(monkeypatch):
         with pytest.raises(DlcbError, match=match):
             next(task.fit(epochs=1, preview_saliency=bad))
 
-    real, cost, calls = sal.saliency, 0.2, []
-
-    def slow(*args, **kwargs):  # a map that takes `cost` seconds
-        time.sleep(cost)
-        calls.append(time.perf_counter())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sal, "saliency", slow)
+    cost, real = 0.2, sal.saliency
+    calls = slow_saliency(cost)  # saliency() now takes `cost` seconds; calls = their times
     stop = threading.Event()
     shown, steps_between = [], [0]
     for e in task.fit(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -245,7 +244,7 @@ def test_live_saliency_explains_current_weights_and_hands_model_back(nuclei, mon
     assert not np.allclose(maps[0], maps[-1])  # the map follows the training
 
 
-def test_live_saliency_budget_and_errors(nuclei, monkeypatch):
+def test_live_saliency_budget_and_errors(nuclei, monkeypatch, slow_saliency):
     import napari_dlcb.interpret.saliency as sal
     from napari_dlcb.training import segmentation as segmod
 
@@ -256,14 +255,8 @@ def test_live_saliency_budget_and_errors(nuclei, monkeypatch):
     with pytest.raises(DlcbError, match="unknown live saliency method 'deeplift'"):
         next(tr.fit(epochs=1, preview_image=img, preview_saliency="deeplift"))
 
-    real, cost, calls = sal.saliency, 0.3, []
-
-    def slow(*args, **kwargs):  # a map that takes `cost` seconds
-        time.sleep(cost)
-        calls.append(time.perf_counter())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sal, "saliency", slow)
+    cost = 0.3
+    calls = slow_saliency(cost)  # saliency() now takes `cost` seconds; calls = their times
     stop = threading.Event()
     fit = {
         "epochs": 100,

@@ -34,6 +34,17 @@ class _Click:
         self.modifiers = list(modifiers)
 
 
+def _classifier_dock(viewer):
+    """The Cell classifier dock on the nuclei image and labels, classes small / large."""
+    widget = CellClassifierWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.setCurrentText("nuclei")
+    widget.labels_combo.setCurrentText("nuclei labels")
+    widget.classes_edit.setText("small, large")
+    widget.classes_edit.editingFinished.emit()
+    return widget
+
+
 def _nuclei_viewer(make_napari_viewer):
     from napari_dlcb._sample_data import nuclei_sample
 
@@ -73,12 +84,7 @@ def test_cell_classifier_end_to_end(make_napari_viewer, qtbot, tmp_path, loop_pr
     if "unet2d-nuclei" in list_builtin():
         assert source == "segmented"  # the built-in U-Net made the instance labels
     labels_layer = viewer.layers["nuclei labels"]
-    widget = CellClassifierWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.image_combo.setCurrentText("nuclei")
-    widget.labels_combo.setCurrentText("nuclei labels")
-    widget.classes_edit.setText("small, large")
-    widget.classes_edit.editingFinished.emit()
+    widget = _classifier_dock(viewer)
     widget.annotate_check.setChecked(True)
     assert widget._on_click in labels_layer.mouse_drag_callbacks
 
@@ -201,12 +207,7 @@ def test_embedding_colour_by_measurement_and_methods(make_napari_viewer, qtbot):
     viewer, _ = _nuclei_viewer(make_napari_viewer)
     labels_layer = viewer.layers["nuclei labels"]
     lab = np.asarray(labels_layer.data)
-    widget = CellClassifierWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.image_combo.setCurrentText("nuclei")
-    widget.labels_combo.setCurrentText("nuclei labels")
-    widget.classes_edit.setText("small, large")
-    widget.classes_edit.editingFinished.emit()
+    widget = _classifier_dock(viewer)
     area = {p.label: p.area for p in regionprops(lab)}  # measured here, independently
     by_area = sorted((a, i) for i, a in area.items() if a > 20)
     for _, i in by_area[:4]:
@@ -429,12 +430,7 @@ def test_cell_saliency_refreshes_live_while_training(make_napari_viewer, qtbot, 
     viewer, _ = _nuclei_viewer(make_napari_viewer)
     labels_layer = viewer.layers["nuclei labels"]
     lab = np.asarray(labels_layer.data)
-    widget = CellClassifierWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.image_combo.setCurrentText("nuclei")
-    widget.labels_combo.setCurrentText("nuclei labels")
-    widget.classes_edit.setText("small, large")
-    widget.classes_edit.editingFinished.emit()
+    widget = _classifier_dock(viewer)
     props = sorted((p for p in regionprops(lab) if p.area > 20), key=lambda p: p.area)
     for p in props[:4]:
         widget.annotate(p.label, "small")
