@@ -635,16 +635,16 @@ class GenomeWidget(QWidget):
         centres, prob = predict_region(
             model, sequence, window=window, step=max(1, len(sequence) // 400), meta=meta
         )
-        yield centres, prob, list(meta.classes)
+        yield centres, prob, list(meta.classes), meta.extra.get("task_type", "binary")
 
     def _on_pred(self, item) -> None:
 
-        centres, prob, names = item
+        centres, prob, names, task_type = item
         paths = []
         for j in range(prob.shape[1]):
             v = prob[:, j]  # probabilities, or a regression's values scaled to the band
-            lo, hi = (0.0, 1.0) if v.min() >= 0 and v.max() <= 1 else (v.min(), v.max())
-            v = (v - lo) / ((hi - lo) or 1.0)
+            if task_type == "regression":
+                v = (v - v.min()) / ((v.max() - v.min()) or 1.0)
             paths.append(np.stack([5 - 5 * v, centres.astype(float)], 1))
         if "predicted tracks" in self.viewer.layers:
             self.viewer.layers.remove("predicted tracks")
