@@ -475,3 +475,20 @@ def keep_selection(viewer: napari.Viewer) -> Iterator[None]:
             layers._activate_on_insert = True
         elif active is not None and active in layers:
             layers.selection.active = active
+
+
+def refill_combo(combo: Any, names: list[str], *, default: str | None = None) -> None:
+    """Replace a combo box's items, keeping the current choice when it is still there.
+
+    Otherwise ``default`` is chosen (when given). Signals are blocked meanwhile,
+    so listeners see no transient selection.
+    """
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    elif default is not None:
+        combo.setCurrentText(default)
+    combo.blockSignals(False)

@@ -58,6 +58,7 @@ from napari_dlcb._widgets._common import (
     notify_error,
     notify_info,
     notify_warning,
+    refill_combo,
 )
 from napari_dlcb._widgets._plot import LearningCurvePlot
 from napari_dlcb.errors import DlcbError
@@ -334,7 +335,6 @@ class CellClassifierWidget(QWidget):
         from napari.layers import Image, Labels
 
         for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentText()
             names = [
                 ly.name
                 for ly in self.viewer.layers
@@ -342,12 +342,7 @@ class CellClassifierWidget(QWidget):
                 and ly.name != PREDICTION_LAYER
                 and not ly.name.startswith("saliency")
             ]
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+            refill_combo(combo, names)
         self._on_labels_changed()
 
     @property
@@ -862,13 +857,8 @@ class CellClassifierWidget(QWidget):
             dtype = table[col].dtype
             if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
                 choices[col] = ("value", col)
-        current = self.color_by.currentText()
         self._color_choices = choices
-        self.color_by.blockSignals(True)
-        self.color_by.clear()
-        self.color_by.addItems(list(choices))
-        self.color_by.setCurrentText(current if current in choices else BY_PREDICTED)
-        self.color_by.blockSignals(False)
+        refill_combo(self.color_by, list(choices), default=BY_PREDICTED)
         self.color_by.setEnabled(True)
 
     def _on_color_by_changed(self, *args: Any) -> None:

@@ -36,6 +36,7 @@ from napari_dlcb._widgets._common import (
     attribution_colormap,
     layer_grid,
     notify_error,
+    refill_combo,
     visible_region,
 )
 from napari_dlcb.errors import DlcbError
@@ -194,19 +195,13 @@ class InterpretWidget(QWidget):
             (self.image_combo, Image, []),
             (self.labels_combo, Labels, [NO_LAYER]),
         ):
-            current = combo.currentText()
             names = extra + [
                 ly.name
                 for ly in self.viewer.layers
                 if isinstance(ly, kind)
                 and not ly.name.startswith(("saliency", "filters", "top ", "act-max"))
             ]
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+            refill_combo(combo, names)
 
     def settings(self) -> InterpretSettings:
         """Current options."""
