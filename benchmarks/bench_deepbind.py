@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_dlcb.training.sequence import auroc
+from napari_dlcb.tasks.sequence import auroc
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (
@@ -127,7 +127,7 @@ def janggu(epochs: int = 30, threads: int = 1) -> None:
 
     from napari_dlcb.io.genome import read_fasta_records
     from napari_dlcb.training.engine import fit_to_end
-    from napari_dlcb.training.sequence import SequenceTrainer
+    from napari_dlcb.tasks.sequence import SequenceTrainer
 
     torch.set_num_threads(threads)
     d = DATA.parent / "janggu_oct4_vs_mafk"
@@ -168,7 +168,7 @@ def finetune_curve(
 
     from napari_dlcb.data.dna import read_sequence_table, shuffled_negatives
     from napari_dlcb.training.engine import fit_to_end
-    from napari_dlcb.training.sequence import SequenceTrainer
+    from napari_dlcb.tasks.sequence import SequenceTrainer
 
     torch.set_num_threads(threads)
     train = read_sequence_table(next((DATA / "train").glob("GATA3_*_AC.seq.gz")))

@@ -13,7 +13,7 @@ import tifffile
 
 from napari_dlcb._sample_data import sample_data_dir
 from napari_dlcb.training.events import EpochEnd, Preview
-from napari_dlcb.training.segmentation import SegmentationTrainer
+from napari_dlcb.tasks.segmentation import SegmentationTrainer
 
 from _common import record
 

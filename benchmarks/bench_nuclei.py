@@ -22,7 +22,7 @@ from napari_dlcb.inference.postprocess import (
 from napari_dlcb.inference.segment import segment
 from napari_dlcb.io.images import read_image
 from napari_dlcb.models.registry import resolve_base
-from napari_dlcb.training.segmentation import SegmentationTrainer
+from napari_dlcb.tasks.segmentation import SegmentationTrainer
 
 from _common import record, shared_data
 

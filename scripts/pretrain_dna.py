@@ -25,7 +25,7 @@ import torch
 
 from napari_dlcb.data.dna import random_dna, reverse_complement_str, sample_motif
 from napari_dlcb.training.engine import fit_to_end
-from napari_dlcb.training.sequence import SequenceTrainer, auroc, predict_sequences
+from napari_dlcb.tasks.sequence import SequenceTrainer, auroc, predict_sequences
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "napari_dlcb" / "models" / "weights"

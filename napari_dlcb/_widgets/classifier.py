@@ -1,6 +1,6 @@
 """Cell-classifier dock widget: click cells, train, colour labels by class, look inside.
 
-A thin adapter over :class:`napari_dlcb.training.classification.CellClassificationTask`
+A thin adapter over :class:`napari_dlcb.tasks.cells.CellClassificationTask`
 (STYLE.md rule 2): the widget collects the layers, the clicked annotations and
 the options into :class:`CellClassifierSettings`, starts one worker over the
 task's ``fit`` generator, and turns events into a live confusion matrix and
@@ -504,7 +504,7 @@ class CellClassifierWidget(QWidget):
 
         def run():
             # crops, pretrained weights and features are prepared off the GUI thread
-            from napari_dlcb.training.classification import CellClassificationTask
+            from napari_dlcb.tasks.cells import CellClassificationTask
 
             task = CellClassificationTask(image, labels, channel_axis=channel_axis, **core_kwargs)
             if live[0] is not None and not np.any(task.crops.ids == live[0].object_id):
@@ -682,7 +682,7 @@ class CellClassifierWidget(QWidget):
         computed in the training thread) and the cell's existing layer, if any,
         is returned.
         """
-        from napari_dlcb.training.classification import LiveCellSaliency
+        from napari_dlcb.tasks.cells import LiveCellSaliency
 
         if self.task is None:
             notify_error("train the classifier first")
@@ -716,7 +716,7 @@ class CellClassifierWidget(QWidget):
         """The cell to explain while training: the selected one, else the newest map's."""
         from napari.layers import Image
 
-        from napari_dlcb.training.classification import LiveCellSaliency
+        from napari_dlcb.tasks.cells import LiveCellSaliency
 
         method = self.saliency_method.currentText() or "integrated-gradients"
         labels = self.labels_layer

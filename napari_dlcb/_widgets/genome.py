@@ -10,8 +10,8 @@ A thin adapter over the core (STYLE rule 2): the widget reads its inputs into
   visible part of the region first, then the rest in blocks; the 4 x L
   heatmap layer fills in as blocks arrive. Results are cached per (model,
   sequence, task);
-* **Predict tracks** - :func:`napari_dlcb.training.sequence.predict_region`;
-* **Train on peaks** - :class:`napari_dlcb.training.sequence.SequenceTrainer`
+* **Predict tracks** - :func:`napari_dlcb.tasks.sequence.predict_region`;
+* **Train on peaks** - :class:`napari_dlcb.tasks.sequence.SequenceTrainer`
   with a live learning curve;
 * picking a variant (select a point of the *variants* layer) scores it with
   :func:`napari_dlcb.interpret.variants.score_variants` for every task.
@@ -339,7 +339,7 @@ class GenomeWidget(QWidget):
 
     # ------------------------------------------------------------------ model
     def _load_model(self, path: str):
-        from napari_dlcb.training.sequence import load_sequence_model
+        from napari_dlcb.tasks.sequence import load_sequence_model
 
         if self._model is None or getattr(self, "_model_source", None) != path:
             self._model, self._meta = load_sequence_model(path)
@@ -408,7 +408,7 @@ class GenomeWidget(QWidget):
     @thread_worker
     def _mm_worker(source, model, x, regions, target):
         from napari_dlcb.interpret.ism import iter_mutation_map
-        from napari_dlcb.training.sequence import load_sequence_model
+        from napari_dlcb.tasks.sequence import load_sequence_model
 
         if model is None:
             model, meta = load_sequence_model(source)
@@ -630,7 +630,7 @@ class GenomeWidget(QWidget):
     @staticmethod
     @thread_worker
     def _pred_worker(model, sequence, window, meta):
-        from napari_dlcb.training.sequence import predict_region
+        from napari_dlcb.tasks.sequence import predict_region
 
         centres, prob = predict_region(
             model, sequence, window=window, step=max(1, len(sequence) // 400), meta=meta
@@ -733,7 +733,7 @@ class GenomeWidget(QWidget):
     @staticmethod
     @thread_worker
     def _train_worker(fasta, bed, epochs):
-        from napari_dlcb.training.sequence import SequenceTrainer, bed_training_data
+        from napari_dlcb.tasks.sequence import SequenceTrainer, bed_training_data
 
         seqs, y, tasks, _ = bed_training_data(fasta, bed, window=200, labels="name")
         trainer = SequenceTrainer(

@@ -1,7 +1,7 @@
 """Segmentation dock widget: annotate, fine-tune a U-Net live, predict, save.
 
 The widget is a thin adapter over
-:class:`napari_dlcb.training.segmentation.SegmentationTrainer`:
+:class:`napari_dlcb.tasks.segmentation.SegmentationTrainer`:
 
 1. it validates the chosen layers on the main thread (cheap checks; a
    :class:`~napari_dlcb.errors.DlcbError` becomes a one-line notification and no
@@ -94,7 +94,7 @@ BASES = {
 }
 OUTPUT_KEY = "dlcb_output"  # layer.metadata key marking layers this widget made
 #: choices of the "Live saliency" combo: off, or a method of
-#: ``napari_dlcb.training.segmentation.LIVE_SALIENCY`` (same names as the Interpret dock)
+#: ``napari_dlcb.tasks.segmentation.LIVE_SALIENCY`` (same names as the Interpret dock)
 LIVE_SALIENCY_CHOICES = (
     "off",
     "gradients",
@@ -194,7 +194,7 @@ def _training_job(
 
 
 def _build_trainer(images: list[np.ndarray], labels: list[np.ndarray], kwargs: dict) -> Any:
-    from napari_dlcb.training.segmentation import SegmentationTrainer
+    from napari_dlcb.tasks.segmentation import SegmentationTrainer
 
     return SegmentationTrainer(images, labels, **kwargs)
 
@@ -259,7 +259,7 @@ def _display_labels(labels: np.ndarray, label_kind: str | None) -> np.ndarray:
 
 WARMUP_MODULES = (
     "torch",
-    "napari_dlcb.training.segmentation",
+    "napari_dlcb.tasks.segmentation",
     "napari_dlcb.inference.tiled",
     "napari_dlcb.inference.postprocess",
     "napari_dlcb.data.labels",

@@ -195,7 +195,7 @@ def run_train(args: argparse.Namespace) -> int:
         val_images, val_labels = _read_all(vfiles), vlabels
 
     from napari_dlcb.commands._report import describe_event
-    from napari_dlcb.training.classification import ClassificationTrainer
+    from napari_dlcb.tasks.cells import ClassificationTrainer
     from napari_dlcb.training.events import Started
 
     trainer = ClassificationTrainer(
@@ -269,7 +269,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from napari_dlcb.models import classifier as _classifier  # registers "cellclf"
     from napari_dlcb.models.saved import load_model
-    from napari_dlcb.training.classification import predict_proba
+    from napari_dlcb.tasks.cells import predict_proba
 
     del _classifier
     folder = Path(args.images)
@@ -329,7 +329,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         raise DlcbError(f"{args.image.name} is not a 2-D grey or RGB image (shape {image.shape})")
     target = _resolve_target(args.target, list(meta.classes))
     if meta.task == "classification":
-        from napari_dlcb.training.classification import prepare_images
+        from napari_dlcb.tasks.cells import prepare_images
 
         size = int(meta.extra.get("input_size") or 32)
         prep = prepare_images([image], size=size, channels=int(meta.in_channels))

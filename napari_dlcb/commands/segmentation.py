@@ -112,7 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
             )
     from napari_dlcb.commands._report import describe_event
     from napari_dlcb.training.events import Started
-    from napari_dlcb.training.segmentation import SegmentationTrainer
+    from napari_dlcb.tasks.segmentation import SegmentationTrainer
 
     mode = args.mode
     if mode == "auto":

@@ -154,7 +154,7 @@ def register(train_sub, predict_sub, top_sub) -> None:
 
 
 def _device(name: str) -> str:
-    from napari_dlcb.training.engine import resolve_device
+    from napari_dlcb.device import resolve_device
 
     return str(resolve_device(name))
 
@@ -162,7 +162,7 @@ def _device(name: str) -> str:
 # --------------------------------------------------------------------------- handlers
 def _train(args: argparse.Namespace) -> int:
     from napari_dlcb.training.engine import fit_to_end
-    from napari_dlcb.training.sequence import (
+    from napari_dlcb.tasks.sequence import (
         SequenceTrainer,
         bed_training_data,
         table_training_data,
@@ -270,7 +270,7 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_dlcb.data.dna import read_sequence_table
-    from napari_dlcb.training.sequence import load_sequence_model, predict_sequences
+    from napari_dlcb.tasks.sequence import load_sequence_model, predict_sequences
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
@@ -316,7 +316,7 @@ def _mutation_map(args: argparse.Namespace) -> int:
 
     from napari_dlcb.data.dna import one_hot
     from napari_dlcb.interpret.ism import mutation_map
-    from napari_dlcb.training.sequence import _check_length, load_sequence_model
+    from napari_dlcb.tasks.sequence import _check_length, load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     if args.sequence:
@@ -346,7 +346,7 @@ def _mutation_map(args: argparse.Namespace) -> int:
 def _score_variants(args: argparse.Namespace) -> int:
     from napari_dlcb.interpret.variants import score_variants
     from napari_dlcb.io.genome import read_fasta, read_vcf
-    from napari_dlcb.training.sequence import load_sequence_model
+    from napari_dlcb.tasks.sequence import load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     table = score_variants(model, read_fasta(args.fasta), read_vcf(args.vcf), meta=meta)
@@ -368,7 +368,7 @@ def _motifs(args: argparse.Namespace) -> int:
         match_motifs,
         write_meme,
     )
-    from napari_dlcb.training.sequence import load_sequence_model
+    from napari_dlcb.tasks.sequence import load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)

@@ -28,7 +28,6 @@ _EXPORTS = {
     "freeze_normalizer": "tiled",
     "open_prediction": "tiled",
     "open_prediction_lazy": "tiled",
-    "resolve_device": "tiled",
     "predict_zarr_distributed": "distributed",
     "segment": "segment",
     "segment_zarr": "segment",

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.inference.tiled import (
     Block,
@@ -33,7 +34,7 @@ from napari_dlcb.inference.tiled import (
     _blocks,
     _check_zarr_options,
     _Engine,
-    _inference_model,
+    _inference_on,
     _instances_block,
     _predict_block,
     _relabel_block,
@@ -43,7 +44,6 @@ from napari_dlcb.inference.tiled import (
     _tile_normalizer,
     _ZarrLayout,
     freeze_normalizer,
-    resolve_device,
 )
 
 __all__ = ["predict_zarr_distributed"]
@@ -93,7 +93,7 @@ def _predict_task(block: Block, *, model_dir: str, store: str, settings: dict) -
     # the model is shared by the worker's threads; eval + inference mode only reads it.
     # A dask source is computed right here: submitting to the cluster from inside a
     # task could wait forever for the thread this task occupies.
-    with _inference_model(model, dev), dask.config.set(scheduler="synchronous"):
+    with _inference_on(model, dev), dask.config.set(scheduler="synchronous"):
         _predict_block(
             engine,
             source,

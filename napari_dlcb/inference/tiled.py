@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,7 +72,6 @@ __all__ = [
     "predict_tiled",
     "predict_zarr",
     "open_prediction_lazy",
-    "resolve_device",
 ]
 
 #: Largest tile side chosen automatically (``tile=None``): a 1024 px viewport
@@ -88,71 +88,10 @@ Region = tuple[slice, slice] | Sequence[tuple[int, int]]
 # ----------------------------------------------------------------------------- device
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"`` into CUDA if available, else Apple MPS, else CPU.
+def _inference_on(model: Any, device: Any) -> Any:
+    from napari_dlcb.models.state import inference_mode_on
 
-    Parameters
-    ----------
-    device : str or torch.device
-        ``"auto"`` or anything :class:`torch.device` accepts.
-
-    Returns
-    -------
-    torch.device
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    import torch
-
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise DlcbError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'mps'") from err
-
-
-def _model_device(model: Any) -> torch.device | None:
-    """Device of the model's first parameter or buffer; None for a stateless model."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return None
-
-
-@contextlib.contextmanager
-def _inference_model(model: Any, device: torch.device) -> Iterator[Any]:
-    """Put ``model`` in eval mode on ``device``; hand it back unchanged afterwards.
-
-    The training flag of every sub-module and the original device are restored
-    in a ``finally`` block, also when the caller's generator is closed early.
-    """
-    import torch
-
-    modes = [(m, m.training) for m in model.modules()]
-    original = _model_device(model)
-    try:
-        model.eval()
-        if original is not None and original != device:
-            model.to(device)
-        with torch.inference_mode():
-            yield model
-    finally:
-        for module, mode in modes:
-            module.train(mode)
-        if original is not None and _model_device(model) != original:
-            model.to(original)
+    return inference_mode_on(model, device)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -686,7 +625,7 @@ def predict_region(
     normalizer = freeze_normalizer(normalizer, source)
     dev = resolve_device(device)
     engine = _Engine(model, dev, _tile_normalizer(normalizer), activation, amp, int(batch_size))
-    with _inference_model(model, dev):
+    with _inference_on(model, dev):
         return engine.predict(
             source,
             (rows, cols),
@@ -1372,7 +1311,7 @@ def _predict_zarr_events(
             amp,
             batch_size,
         )
-        with _inference_model(model, dev):
+        with _inference_on(model, dev):
             for block in blocks:
                 prob = engine.predict(src, block, tile=model_tile, halo=halo, overlap=overlap)
                 if layout is None:  # the number of classes is known after one block

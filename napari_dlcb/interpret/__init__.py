@@ -15,7 +15,6 @@ _LAZY = {
     "naive_mutation_map": "ism",
     # image interpretation (issue 4)
     "SaliencyResult": "saliency",
-    "preserve_model_state": "_state",
     "filter_grid": "network",
     "top_activating_patches": "network",
     "activation_maximisation": "network",

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.interpret._state import preserve_model_state
+from napari_dlcb.models.state import preserve_model_state
 
 __all__ = [
     "Attribution",

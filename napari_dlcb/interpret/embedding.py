@@ -105,8 +105,9 @@ def object_features(
     from torch import nn
 
     from napari_dlcb.data.cells import object_crops, object_ids
-    from napari_dlcb.interpret._state import preserve_model_state
-    from napari_dlcb.interpret.saliency import resolve_device, resolve_layer
+    from napari_dlcb.device import resolve_device
+    from napari_dlcb.interpret.saliency import resolve_layer
+    from napari_dlcb.models.state import preserve_model_state
 
     dev = resolve_device(device)
     img = np.asarray(image, dtype=np.float32)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.interpret._state import preserve_model_state
+from napari_dlcb.models.state import preserve_model_state
 
 __all__ = ["mutation_map", "iter_mutation_map", "naive_mutation_map", "fast_path_supported"]
 
@@ -398,12 +398,10 @@ def _out2d(y: torch.Tensor) -> torch.Tensor:
 
 
 def _model_device(model: nn.Module, device) -> torch.device:
-    if device is not None and str(device) != "auto":
-        return torch.device(device)
-    if device is not None:  # "auto"
-        from napari_dlcb.training.engine import resolve_device
+    from napari_dlcb.device import resolve_device
 
-        return resolve_device("auto")
+    if device is not None:
+        return resolve_device(device)
     for p in model.parameters():
         return p.device
     return torch.device("cpu")

@@ -131,7 +131,7 @@ def filter_motifs(
     """
     import torch
 
-    from napari_dlcb.interpret._state import preserve_model_state
+    from napari_dlcb.models.state import preserve_model_state
 
     conv = _first_conv(model)
     x = np.asarray(x, np.float32)

@@ -2,7 +2,7 @@
 
 These are the classic views of what a CNN has learnt (Zeiler & Fergus 2014;
 Erhan et al. 2009; Olah et al. 2017). Every function hands the model back
-unchanged (:func:`~napari_dlcb.interpret._state.preserve_model_state`).
+unchanged (:func:`~napari_dlcb.models.state.preserve_model_state`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.interpret._state import preserve_model_state
-from napari_dlcb.interpret.saliency import resolve_device, resolve_layer
+from napari_dlcb.interpret.saliency import resolve_layer
+from napari_dlcb.models.state import preserve_model_state
 
 __all__ = [
     "TopPatches",

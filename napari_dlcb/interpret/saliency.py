@@ -23,7 +23,7 @@ The methods wrap captum (Kokhlikyan et al. 2020):
   (Zeiler & Fergus 2014).
 
 The model is handed back unchanged (mode, device, ``requires_grad``,
-``.grad``, hooks): see :func:`napari_dlcb.interpret._state.preserve_model_state`.
+``.grad``, hooks): see :func:`napari_dlcb.models.state.preserve_model_state`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.interpret._state import preserve_model_state
+from napari_dlcb.models.state import preserve_model_state
 
 __all__ = [
     "METHODS",
@@ -48,7 +49,6 @@ __all__ = [
     "integrated_gradients",
     "gradcam",
     "occlusion",
-    "resolve_device",
     "resolve_layer",
 ]
 
@@ -82,31 +82,6 @@ class SaliencyResult:
     target: int
     per_channel: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Turn ``"auto"``/``None``/``"cpu"``/``"cuda"`` into a ``torch.device``.
-
-    Parameters
-    ----------
-    device : str or torch.device or None
-        ``"auto"`` or None pick CUDA when available, else CPU.
-
-    Returns
-    -------
-    torch.device
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DlcbError("device 'cuda' was requested but no CUDA GPU is available")
-    return dev
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module:

@@ -101,7 +101,7 @@ def variant_effect(
     target : int or sequence of int, optional
         Outputs to keep.
     batch_size, device, rc_average, meta
-        As for :func:`napari_dlcb.training.sequence.predict_sequences` (a
+        As for :func:`napari_dlcb.tasks.sequence.predict_sequences` (a
         regression model's ``meta`` gives predictions on the label scale).
 
     Returns
@@ -109,7 +109,7 @@ def variant_effect(
     p_ref, p_alt : numpy.ndarray
         ``(N, T)`` probabilities (or values); the effect is ``p_alt - p_ref``.
     """
-    from napari_dlcb.training.sequence import predict_sequences
+    from napari_dlcb.tasks.sequence import predict_sequences
 
     x_ref, x_alt = np.asarray(x_ref, np.float32), np.asarray(x_alt, np.float32)
     if x_ref.shape != x_alt.shape:

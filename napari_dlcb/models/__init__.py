@@ -28,6 +28,9 @@ _LAZY = {
     "load_builtin": "napari_dlcb.models.registry",
     "resolve_base": "napari_dlcb.models.registry",
     "load_bioimageio": "napari_dlcb.models.bioimageio",
+    "preserve_model_state": "napari_dlcb.models.state",
+    "inference_mode_on": "napari_dlcb.models.state",
+    "state_to_cpu": "napari_dlcb.models.state",
 }
 
 __all__ = sorted(_LAZY)

@@ -51,8 +51,9 @@ from typing import Any
 
 import torch
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.models.saved import ModelMeta, _one_line, _resolve_device
+from napari_dlcb.models.saved import ModelMeta, _one_line
 
 __all__ = ["load_bioimageio", "find_bioimageio_yaml", "is_bioimageio_package"]
 
@@ -212,7 +213,7 @@ def load_bioimageio(
         rdf = _parse_yaml(pkg)
         if validate or validate is None:
             _validate_with_spec(pkg, required=bool(validate))
-        return _load(pkg, rdf, _resolve_device(device))
+        return _load(pkg, rdf, resolve_device(device))
     finally:
         pkg.close()
 

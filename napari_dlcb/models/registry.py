@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.models.saved import (
     METADATA_FILE,
     ModelMeta,
-    _resolve_device,
     build_model,
     load_model,
     load_weights,
@@ -220,7 +220,7 @@ def load_builtin(
     model = build_model(meta.architecture)
     load_weights(model, WEIGHTS_DIR / entry.weights)
     meta.extra["source"] = f"builtin:{name}"
-    return model.to(_resolve_device(device)).eval(), meta
+    return model.to(resolve_device(device)).eval(), meta
 
 
 def resolve_base(

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 
 __all__ = [
@@ -620,7 +621,7 @@ def load_model(
     """
     folder = _model_dir(path)
     meta = load_meta(folder)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if meta.architecture["name"] == "torchscript":
         ts = folder / TORCHSCRIPT_FILE
         if not ts.is_file():
@@ -647,23 +648,6 @@ def _model_dir(path: str | os.PathLike) -> Path:
     if not p.is_dir():
         raise DlcbError(f"not a napari-dlcb model folder: {p}")
     return p
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise DlcbError(f"unknown device {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DlcbError("device 'cuda' was requested but no CUDA GPU is available")
-    return dev
 
 
 def _atomic_write(file: Path, write: Callable[[Path], Any]) -> None:

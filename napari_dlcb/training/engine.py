@@ -2,20 +2,33 @@
 
 ``fit`` yields :mod:`~napari_dlcb.training.events` while it trains. Every
 ``yield`` is a point where the caller may pause (by not pulling), cancel (by
-closing the generator or setting ``stop``), or update a GUI. Whatever ends the
-run, the model is left holding the best weights seen, on its original device
-and in its original train/eval mode.
+closing the generator or setting ``stop``), or update a GUI.
+
+What the model holds when the run ends
+--------------------------------------
+Whatever ends the run, the model is left on its original device, in its
+original train/eval mode, holding the best weights *that were scored*:
+
+- with validation data, weights are scored on it at the end of every epoch,
+  and also when the run is stopped part-way through an epoch (so a Stop
+  before the first epoch ends keeps what was learnt if it validates better);
+  with ``validate_start`` the starting weights are scored first, so
+  fine-tuning never hands back a model that validates worse than its base;
+- without validation data, the last weights are kept;
+- after divergence, the best scored weights (or the starting ones).
+
+:attr:`Finished.kept` says in one sentence which weights the model now holds.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.models.state import state_to_cpu
+from napari_dlcb.training.checkpoint import load_checkpoint, write_checkpoint
 from napari_dlcb.training.events import (
     Checkpoint,
     EpochEnd,
@@ -34,35 +50,12 @@ from napari_dlcb.training.events import (
     TrainEvent,
     Warning,
 )
+from napari_dlcb.training.losses import LossFn, masked_loss
+from napari_dlcb.training.metrics import accuracy_metric
 
-__all__ = ["fit", "fit_to_end", "resolve_device", "masked_loss", "seed_everything"]
+__all__ = ["accuracy_metric", "fit", "fit_to_end", "masked_loss", "seed_everything"]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Turn ``"auto"``/``None`` into cuda, then mps, then cpu; validate the rest.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DlcbError("device 'cuda' was requested but no CUDA GPU is available")
-    if dev.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise DlcbError("device 'mps' was requested but Apple MPS is not available")
-    return dev
+MetricsFn = Callable[[list[torch.Tensor], list[torch.Tensor]], dict[str, float]]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -73,46 +66,6 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
-
-
-def masked_loss(kind: str) -> LossFn:
-    """Return a loss that ignores unlabelled targets.
-
-    Parameters
-    ----------
-    kind : {"cross_entropy", "bce"}
-        ``"cross_entropy"``: logits (B, C, ...) and int64 targets (B, ...) where
-        ``-1`` marks unlabelled positions (sparse scribbles). ``"bce"``: logits
-        and float targets of the same shape where NaN marks a missing label
-        (multitask DNA).
-
-    Returns
-    -------
-    callable
-        ``loss(logits, targets) -> scalar``; 0 (with a gradient) when nothing
-        in the batch is labelled.
-    """
-    if kind == "cross_entropy":
-
-        def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            target = target.long()
-            per = nn.functional.cross_entropy(logits, target, ignore_index=-1, reduction="none")
-            n = (target >= 0).sum()
-            return per.sum() / n.clamp_min(1)
-
-        return ce
-    if kind == "bce":
-
-        def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            target = target.to(logits.dtype).reshape(logits.shape)
-            valid = ~torch.isnan(target)
-            per = nn.functional.binary_cross_entropy_with_logits(
-                logits, torch.where(valid, target, torch.zeros_like(target)), reduction="none"
-            )
-            return (per * valid).sum() / valid.sum().clamp_min(1)
-
-        return bce
-    raise DlcbError(f"unknown loss {kind!r}; use 'cross_entropy', 'bce' or a callable")
 
 
 def _to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -134,41 +87,6 @@ def _forward(model: nn.Module, x: Any) -> torch.Tensor:
     return model(*x) if isinstance(x, (list, tuple)) else model(x)
 
 
-def _state_to_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(path)
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        for name, val in st.items():
-            if isinstance(val, torch.Tensor):
-                tensors[f"{pid}.{name}"] = val.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[name] = val
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, val in tensors.items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = val
-    for pid, sc in meta.get("scalars", {}).items():
-        state.setdefault(int(pid), {}).update(sc)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
 def _make_optimizer(
     name: str, params: list, lr: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
@@ -184,13 +102,415 @@ def _make_optimizer(
     raise DlcbError(f"unknown optimizer {name!r}; use 'adam', 'adamw' or 'sgd'")
 
 
-def fit(  # noqa: C901 - one readable loop beats many tiny functions here
+def _trainable(model: nn.Module, params: Iterable[Any] | None) -> list[Any]:
+    """Parameters (or parameter groups, dicts with their own ``lr``) that require grad."""
+    source = list(params) if params is not None else list(model.parameters())
+    if source and isinstance(source[0], dict):
+        groups = []
+        for g in source:
+            ps = [p for p in g["params"] if p.requires_grad]
+            if ps:
+                groups.append({**g, "params": ps})
+        return groups
+    return [p for p in source if p.requires_grad]
+
+
+def _count(trainable: list[Any]) -> int:
+    if trainable and isinstance(trainable[0], dict):
+        return sum(p.numel() for g in trainable for p in g["params"])
+    return sum(p.numel() for p in trainable)
+
+
+@dataclass
+class _Options:
+    loss_fn: LossFn
+    metrics: MetricsFn | None
+    monitor: str
+    epochs: int
+    batch_size: int
+    lr_patience: int
+    lr_factor: float
+    early_stopping: int | None
+    amp: bool
+    seed: int
+    checkpoint_dir: Path | None
+    resume: bool
+    preview: Callable[[nn.Module], Any] | None
+    preview_interval: float
+    stop: threading.Event | None
+    max_time: float | None
+    steps_per_epoch: int | None
+    epoch_seconds: float | None
+    divergence_factor: float
+    overfit_patience: int
+    channels_last: bool
+    validate_start: bool
+
+
+@dataclass
+class _Best:
+    """The best scored weights so far (``epoch`` -1: the starting weights)."""
+
+    score: float
+    epoch: int = -2  # -2: nothing scored yet
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    label: str = ""
+
+
+class _Run:
+    """One training run; :meth:`events` is the generator that :func:`fit` returns."""
+
+    def __init__(self, model: nn.Module, train: Any, val: Any, opts: _Options, setup: dict):
+        self.model, self.train, self.val, self.o = model, train, val, opts
+        self.dev: torch.device = setup["device"]
+        self.opt: torch.optim.Optimizer = setup["optimizer"]
+        self.trainable = setup["trainable"]
+        self.use_amp = bool(opts.amp) and self.dev.type == "cuda"
+        self.gen = seed_everything(opts.seed)
+        self.orig_training: bool = setup["orig_training"]
+        self.orig_device: torch.device = setup["orig_device"]
+        self.minimise = opts.monitor == "val_loss" or any(
+            k in opts.monitor for k in ("loss", "error")
+        )
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt,
+            mode="min" if self.minimise else "max",
+            factor=opts.lr_factor,
+            patience=opts.lr_patience,
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.loader = torch.utils.data.DataLoader(
+            train,
+            batch_size=opts.batch_size,
+            shuffle=setup["sampler"] is None,
+            sampler=setup["sampler"],
+            generator=self.gen if setup["sampler"] is None else None,
+            collate_fn=setup["collate_fn"],
+            num_workers=setup["num_workers"],
+            drop_last=len(train) > opts.batch_size,
+            pin_memory=self.dev.type == "cuda",
+        )
+        self.val_loader = (
+            torch.utils.data.DataLoader(
+                val, batch_size=opts.batch_size, shuffle=False, collate_fn=setup["collate_fn"]
+            )
+            if val is not None and len(val) > 0
+            else None
+        )
+        self.best = _Best(math.inf if self.minimise else -math.inf)
+        self.history: list[dict[str, float]] = []
+        self.start_epoch = 0
+        self.first_loss: float | None = None
+        self.bad_epochs = self.overfit_run = 0
+        self.overfit_warned = False
+        self.steps_since_eval = 0
+        self.last_preview = -math.inf
+        self.t_start = time.perf_counter()
+
+    # ------------------------------------------------------------------ helpers
+    def autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+
+    def stopped(self) -> bool:
+        return self.o.stop is not None and self.o.stop.is_set()
+
+    def out_of_time(self) -> bool:
+        return self.o.max_time is not None and time.perf_counter() - self.t_start > self.o.max_time
+
+    def better(self, score: float) -> bool:
+        if not math.isfinite(score):
+            return False
+        if self.best.epoch == -2:
+            return True
+        return score < self.best.score if self.minimise else score > self.best.score
+
+    def take_best(self, score: float, epoch: int, label: str) -> None:
+        self.best = _Best(float(score), epoch, state_to_cpu(self.model), label)
+
+    def score_of(self, train_loss: float, val_loss: float, mets: dict[str, float]) -> float:
+        if self.val_loader is None:
+            return train_loss
+        return {"val_loss": val_loss, "train_loss": train_loss, **mets}.get(
+            self.o.monitor, val_loss
+        )
+
+    def evaluate(self) -> tuple[float, dict[str, float]]:
+        """Validation loss and metrics of the current weights (eval mode, no grad)."""
+        model, cl = self.model, self.o.channels_last
+        model.eval()
+        total, count = 0.0, 0
+        outs: list[torch.Tensor] = []
+        tgts: list[torch.Tensor] = []
+        with torch.inference_mode():
+            for x, y in self.val_loader:
+                x, y = _to_device(x, self.dev, cl), _to_device(y, self.dev)
+                with self.autocast():
+                    out = _forward(model, x).float()
+                bs = _batch_size_of(x)
+                total += float(self.o.loss_fn(out, y)) * bs
+                count += bs
+                if self.o.metrics is not None:
+                    outs.append(out.cpu())
+                    tgts.append(y.cpu())
+        model.train()
+        self.steps_since_eval = 0
+        mets = self.o.metrics(outs, tgts) if self.o.metrics is not None else {}
+        return total / max(count, 1), {k: float(v) for k, v in mets.items()}
+
+    def run_preview(self, epoch: int, step: int) -> Preview | None:
+        o = self.o
+        if o.preview is None or time.perf_counter() - self.last_preview < o.preview_interval:
+            return None
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                data = o.preview(self.model)
+        finally:
+            self.model.train(was)
+        self.last_preview = time.perf_counter()
+        return Preview(epoch=epoch, step=step, data=data) if data is not None else None
+
+    # ------------------------------------------------------------------ the loop
+    def start(self) -> Started:
+        o = self.o
+        baseline: dict[str, Any] | None = None
+        if o.resume:
+            st, best = load_checkpoint(o.checkpoint_dir, self.model, self.opt, self.dev)
+            self.start_epoch = st["epoch"] + 1
+            self.history = st.get("history", [])
+            self.best = _Best(st["best_score"], st["best_epoch"], best or {}, "")
+        elif o.validate_start and self.val_loader is not None:
+            val_loss, mets = self.evaluate()
+            score = self.score_of(math.nan, val_loss, mets)
+            if math.isfinite(score):
+                self.take_best(score, -1, "the starting weights")
+            baseline = {"val_loss": val_loss, **mets}
+        return Started(
+            device=str(self.dev),
+            amp=self.use_amp,
+            n_train=len(self.train),
+            n_val=len(self.val) if self.val is not None else 0,
+            n_params=sum(p.numel() for p in self.model.parameters()),
+            n_trainable=_count(self.trainable),
+            start_epoch=self.start_epoch,
+            baseline=baseline,
+        )
+
+    def train_epoch(self, epoch: int, totals: dict[str, float]) -> Iterator[TrainEvent]:
+        """One epoch of optimisation steps; fills ``totals`` (loss sum, samples)."""
+        o, model = self.o, self.model
+        model.train()
+        t0 = time.perf_counter()
+        steps = len(self.loader)
+        if o.steps_per_epoch is not None:
+            steps = min(o.steps_per_epoch, steps)
+        for step, (x, y) in enumerate(self.loader):
+            if step >= steps or self.stopped():
+                break
+            x, y = _to_device(x, self.dev, o.channels_last), _to_device(y, self.dev)
+            self.opt.zero_grad(set_to_none=True)
+            with self.autocast():
+                batch_loss = o.loss_fn(_forward(model, x).float(), y)
+            if not torch.isfinite(batch_loss):
+                totals["diverged"] = 1
+                break
+            self.scaler.scale(batch_loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.steps_since_eval += 1
+            lv, bs = float(batch_loss.detach()), _batch_size_of(x)
+            totals["loss"] += lv * bs
+            totals["seen"] += bs
+            yield Progress(epoch=epoch, step=step, steps=steps, loss=lv)
+            pv = self.run_preview(epoch, step)
+            if pv is not None:
+                yield pv
+            if self.out_of_time():
+                break
+            if o.epoch_seconds is not None and time.perf_counter() - t0 >= o.epoch_seconds:
+                break
+
+    def diverged(self, train_loss: float, totals: dict[str, float]) -> bool:
+        if totals.get("diverged"):
+            return True
+        if self.first_loss is None:
+            return not math.isfinite(train_loss)
+        return (
+            not math.isfinite(train_loss) or train_loss > self.o.divergence_factor * self.first_loss
+        )
+
+    def end_epoch(
+        self, epoch: int, train_loss: float, seen: int, seconds: float, partial: bool
+    ) -> Iterator[TrainEvent]:
+        """Score the epoch, keep the best weights, decay the LR, warn, checkpoint."""
+        val_loss, mets = self.evaluate() if self.val_loader is not None else (math.nan, {})
+        score = self.score_of(train_loss, val_loss, mets)
+        improved = self.better(score) or (self.val_loader is None and self.best.epoch < 0)
+        if improved:
+            self.take_best(score, epoch, f"epoch {epoch + 1}")
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        lr_before = self.opt.param_groups[0]["lr"]
+        if math.isfinite(score) and not partial:
+            self.sched.step(score)
+        lr_now = self.opt.param_groups[0]["lr"]
+        rec = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr_now}
+        self.history.append({**rec, **mets})
+        yield EpochEnd(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            metrics=mets,
+            lr=lr_before,
+            seconds=seconds,
+            samples_per_s=seen / max(seconds, 1e-9),
+            is_best=improved,
+            partial=partial,
+        )
+        if lr_now < lr_before:
+            yield Warning(
+                kind="lr_decay",
+                message=f"validation plateau: learning rate {lr_before:.2g} -> {lr_now:.2g}",
+                epoch=epoch,
+            )
+        yield from self.overfitting(epoch, train_loss, val_loss)
+        if self.o.checkpoint_dir is not None:
+            state = {
+                "epoch": epoch,
+                "best_score": self.best.score,
+                "best_epoch": self.best.epoch,
+                "history": self.history,
+                "monitor": self.o.monitor,
+            }
+            best = self.best.state if improved else None
+            for kind, path in write_checkpoint(
+                self.o.checkpoint_dir, self.model, self.opt, state, best
+            ):
+                yield Checkpoint(path=str(path), kind=kind, epoch=epoch)
+
+    def overfitting(self, epoch: int, train_loss: float, val_loss: float) -> Iterator[Warning]:
+        if len(self.history) < 2 or not math.isfinite(val_loss):
+            return
+        prev = self.history[-2]
+        if val_loss > prev["val_loss"] and train_loss <= prev["train_loss"]:
+            self.overfit_run += 1
+        else:
+            self.overfit_run, self.overfit_warned = 0, False
+        if self.overfit_run >= self.o.overfit_patience and not self.overfit_warned:
+            self.overfit_warned = True
+            yield Warning(
+                kind="overfitting",
+                message=f"validation loss rose for {self.overfit_run} epochs while training "
+                "loss fell: the model is overfitting (more labels, more augmentation "
+                "or earlier stopping help)",
+                epoch=epoch,
+            )
+
+    def events(self) -> Iterator[TrainEvent]:
+        """The run: ``Started``, epochs, ``Finished``; cleans up however it ends."""
+        reason, epoch = "completed", self.start_epoch - 1
+        try:
+            yield self.start()
+            for epoch in range(self.start_epoch, self.start_epoch + self.o.epochs):
+                t0 = time.perf_counter()
+                totals = {"loss": 0.0, "seen": 0}
+                yield from self.train_epoch(epoch, totals)
+                train_loss = totals["loss"] / max(totals["seen"], 1)
+                if self.diverged(train_loss, totals):
+                    reason = "diverged"
+                    yield Warning(
+                        kind="diverged",
+                        message=f"loss diverged in epoch {epoch + 1}; restoring the best "
+                        "weights. Try a lower learning rate.",
+                        epoch=epoch,
+                    )
+                    break
+                if self.first_loss is None and totals["seen"]:
+                    self.first_loss = train_loss
+                partial = self.stopped() or (self.out_of_time() and self.steps_since_eval > 0)
+                if self.stopped() and totals["seen"] == 0:
+                    reason = "cancelled"
+                    break
+                seconds = time.perf_counter() - t0
+                yield from self.end_epoch(epoch, train_loss, totals["seen"], seconds, partial)
+                pv = self.run_preview(epoch, -1)
+                if pv is not None:
+                    yield pv
+                reason = self.reason_to_stop()
+                if reason != "completed":
+                    break
+        except GeneratorExit:
+            self.close_quietly()
+            raise
+        except BaseException:
+            self.restore(self.best.state)
+            raise
+        yield self.finish(reason)
+
+    def reason_to_stop(self) -> str:
+        if self.stopped():
+            return "cancelled"
+        if self.o.early_stopping is not None and self.bad_epochs >= self.o.early_stopping:
+            return "early_stopping"
+        if self.out_of_time():
+            return "time_limit"
+        return "completed"
+
+    def close_quietly(self) -> None:
+        """The generator was closed mid-run: score what was learnt, keep the better."""
+        if self.steps_since_eval and self.val_loader is not None:
+            val_loss, mets = self.evaluate()
+            score = self.score_of(math.nan, val_loss, mets)
+            if self.better(score):
+                self.take_best(score, len(self.history) + self.start_epoch, "the stopped weights")
+        keep_last = self.val_loader is None
+        self.restore(None if keep_last else self.best.state)
+
+    def restore(self, state: dict[str, torch.Tensor] | None) -> None:
+        if state:
+            self.model.load_state_dict(state)
+        self.model.to(self.orig_device, memory_format=torch.contiguous_format)
+        self.model.train(self.orig_training)
+
+    def finish(self, reason: str) -> Finished:
+        if reason == "diverged" or self.val_loader is not None:
+            self.restore(self.best.state)
+            kept = self.kept_sentence(reason)
+        else:
+            self.restore(None)
+            kept = "the last weights (there is no validation data to choose others)"
+        return Finished(
+            reason=reason,
+            best_epoch=self.best.epoch if self.best.epoch >= -1 else -1,
+            best_score=float(self.best.score),
+            epochs_run=len(self.history),
+            history=self.history,
+            kept=kept,
+        )
+
+    def kept_sentence(self, reason: str) -> str:
+        b = self.best
+        if b.epoch == -2 or not b.state:
+            return "the starting weights (nothing was scored)"
+        score = f"{self.o.monitor if self.val_loader is not None else 'train_loss'} {b.score:.4g}"
+        if b.epoch == -1:
+            return f"the starting weights ({score}): training did not beat them on validation"
+        last = self.history[-1] if self.history else {}
+        when = b.label or f"epoch {b.epoch + 1}"
+        if last.get("epoch") == b.epoch and reason == "cancelled":
+            when = f"the weights at Stop ({when})"
+        return f"{when} ({score})"
+
+
+def fit(
     model: nn.Module,
     train: torch.utils.data.Dataset,
     val: torch.utils.data.Dataset | None = None,
     *,
     loss: str | LossFn = "cross_entropy",
-    metrics: Callable[[list[torch.Tensor], list[torch.Tensor]], dict[str, float]] | None = None,
+    metrics: MetricsFn | None = None,
     monitor: str = "val_loss",
     epochs: int = 50,
     batch_size: int = 8,
@@ -201,7 +521,7 @@ def fit(  # noqa: C901 - one readable loop beats many tiny functions here
     lr_patience: int = 3,
     lr_factor: float = 0.5,
     early_stopping: int | None = 10,
-    params: Iterable[nn.Parameter] | None = None,
+    params: Iterable[Any] | None = None,
     device: str | torch.device | None = "auto",
     amp: bool = True,
     seed: int = 0,
@@ -215,22 +535,24 @@ def fit(  # noqa: C901 - one readable loop beats many tiny functions here
     stop: threading.Event | None = None,
     max_time: float | None = None,
     steps_per_epoch: int | None = None,
+    epoch_seconds: float | None = None,
     divergence_factor: float = 1e3,
     overfit_patience: int = 3,
     channels_last: bool | None = None,
+    validate_start: bool = False,
 ) -> Iterator[TrainEvent]:
     """Train ``model`` and yield progress events.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Trained in place. On exit it holds the best weights (by ``monitor``
-        on the validation set, or the last weights without one), on its
-        original device and in its original train/eval mode.
+        Trained in place. On exit it holds the best scored weights (see the
+        module docstring), on its original device and in its original mode.
     train, val : torch.utils.data.Dataset
         Items are ``(x, y)``; ``x`` may be a tuple of tensors (``model(*x)``).
-    loss : {"cross_entropy", "bce"} or callable
-        See :func:`masked_loss`; a callable gets ``(logits, targets)``.
+    loss : {"cross_entropy", "bce", "mse"} or callable
+        See :func:`~napari_dlcb.training.losses.masked_loss`; a callable gets
+        ``(logits, targets)``.
     metrics : callable, optional
         ``metrics(logits_list, targets_list) -> dict`` on validation outputs.
     monitor : str
@@ -244,8 +566,10 @@ def fit(  # noqa: C901 - one readable loop beats many tiny functions here
         epochs without improvement of ``monitor``.
     early_stopping : int or None
         Stop after this many epochs without improvement; None disables.
-    params : iterable of Parameter, optional
-        What to train (e.g. only a decoder); default all with ``requires_grad``.
+    params : iterable of Parameter or of dict, optional
+        What to train (e.g. only a decoder), or parameter groups with their
+        own ``lr`` (e.g. a smaller one for pretrained layers); default all
+        parameters with ``requires_grad``.
     device : str
         "auto" (cuda, then mps, then cpu), "cpu", "cuda", "mps".
     amp : bool
@@ -257,7 +581,7 @@ def fit(  # noqa: C901 - one readable loop beats many tiny functions here
         e.g. a ``WeightedRandomSampler`` for class imbalance).
     checkpoint_dir : path, optional
         Where ``best.safetensors``, ``last.safetensors`` and the optimiser and
-        trainer state go after every epoch.
+        trainer state go after every epoch (atomically).
     resume : bool
         Continue from ``checkpoint_dir``'s last checkpoint (weights, optimiser
         moments, epoch counter, best score).
@@ -265,11 +589,15 @@ def fit(  # noqa: C901 - one readable loop beats many tiny functions here
         ``preview(model)`` runs in eval mode without gradients at most every
         ``preview_interval`` seconds; its result is yielded as :class:`Preview`.
     stop : threading.Event, optional
-        Set it from any thread to end training cleanly at the next step.
+        Set it from any thread to end training cleanly at the next step; the
+        partial epoch is then validated and kept if it scores best.
     max_time : float, optional
         Wall-clock budget in seconds.
     steps_per_epoch : int, optional
         Cap the number of optimisation steps per epoch.
+    epoch_seconds : float, optional
+        End each epoch's optimisation after this many seconds (at least one
+        step), so the learning curve moves at a steady pace on any machine.
     divergence_factor : float
         Training stops (reason "diverged") when the loss is non-finite or
         exceeds this multiple of the first epoch's loss.
@@ -279,10 +607,13 @@ def fit(  # noqa: C901 - one readable loop beats many tiny functions here
     channels_last : bool, optional
         Train 2-D convolutional models in channels-last memory format (about
         1.4x faster on CPUs with oneDNN). Off by default: oneDNN crashes in the
-        backward pass of some layer combinations (seen with adaptive pooling on
-        tiny inputs), so callers opt in for architectures they have tested (the
-        segmentation trainer does for the U-Net). The model is handed back in
-        the default memory format.
+        backward pass of some layer combinations, so callers opt in for
+        architectures they have tested. The model is handed back in the
+        default memory format.
+    validate_start : bool
+        Score the starting weights on the validation set first; they are kept
+        if no later epoch beats them (fine-tuning never makes a model worse
+        on held-out annotation). :attr:`Started.baseline` carries the scores.
 
     Yields
     ------
@@ -303,336 +634,86 @@ def fit(  # noqa: C901 - one readable loop beats many tiny functions here
     """
     if len(train) == 0:  # type: ignore[arg-type]
         raise DlcbError("there is no training data (no labelled samples)")
-    loss_fn: LossFn = masked_loss(loss) if isinstance(loss, str) else loss
+    _check_numbers(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
     dev = resolve_device(device)
-    use_amp = bool(amp) and dev.type == "cuda"
-    gen = seed_everything(seed)
-    orig_training = model.training
-    try:
-        orig_device = next(model.parameters()).device
-    except StopIteration:
-        orig_device = torch.device("cpu")
-    model.to(dev)
-    if channels_last is None:
-        channels_last = False
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    source = params if params is not None else model.parameters()
-    trainable = [p for p in source if p.requires_grad]
+    trainable = _trainable(model, params)
     if not trainable:
         raise DlcbError("the model has no trainable parameters")
     opt = _make_optimizer(optimizer, trainable, lr, weight_decay, momentum)
-    minimise = monitor == "val_loss" or "loss" in monitor or "error" in monitor
     if val is None and monitor != "val_loss":
-        monitor, minimise = "train_loss", True
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min" if minimise else "max", factor=lr_factor, patience=lr_patience
+        monitor = "train_loss"
+    opts = _Options(
+        loss_fn=masked_loss(loss) if isinstance(loss, str) else loss,
+        metrics=metrics,
+        monitor=monitor,
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr_patience=lr_patience,
+        lr_factor=lr_factor,
+        early_stopping=early_stopping,
+        amp=amp,
+        seed=seed,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        resume=resume,
+        preview=preview,
+        preview_interval=preview_interval,
+        stop=stop,
+        max_time=max_time,
+        steps_per_epoch=steps_per_epoch,
+        epoch_seconds=epoch_seconds,
+        divergence_factor=divergence_factor,
+        overfit_patience=overfit_patience,
+        channels_last=bool(channels_last),
+        validate_start=validate_start,
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.float16))
-        if use_amp
-        else (lambda: nullcontext())
-    )
-    loader = torch.utils.data.DataLoader(
-        train,
-        batch_size=batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=gen if sampler is None else None,
-        collate_fn=collate_fn,
-        num_workers=num_workers,
-        drop_last=len(train) > batch_size,  # type: ignore[arg-type]
-        pin_memory=dev.type == "cuda",
-    )
-    val_loader = (
-        torch.utils.data.DataLoader(
-            val, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=0
-        )
-        if val is not None and len(val) > 0  # type: ignore[arg-type]
-        else None
-    )
-    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckdir is not None:
-        ckdir.mkdir(parents=True, exist_ok=True)
-
-    best_score = math.inf if minimise else -math.inf
-    best_epoch = -1
-    best_state = _state_to_cpu(model)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    if resume:
-        if ckdir is None or not (ckdir / "last.safetensors").exists():
-            raise DlcbError("cannot resume: no checkpoint 'last.safetensors' in checkpoint_dir")
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(ckdir / "last.safetensors"), device=str(dev)))
-        st = json.loads((ckdir / "trainer_state.json").read_text())
-        opt_file = ckdir / "optimizer.safetensors"
-        if opt_file.exists():
-            _load_optimizer(opt, load_file(str(opt_file), device=str(dev)), st["optimizer"])
-        start_epoch, best_score, best_epoch = st["epoch"] + 1, st["best_score"], st["best_epoch"]
-        history = st.get("history", [])
-        if (ckdir / "best.safetensors").exists():
-            best_state = load_file(str(ckdir / "best.safetensors"))
-
-    n_params = sum(p.numel() for p in model.parameters())
-    yield Started(
-        device=str(dev),
-        amp=use_amp,
-        n_train=len(train),  # type: ignore[arg-type]
-        n_val=len(val) if val is not None else 0,  # type: ignore[arg-type]
-        n_params=n_params,
-        n_trainable=sum(p.numel() for p in trainable),
-        start_epoch=start_epoch,
-    )
-    t_start = time.perf_counter()
-    last_preview = -math.inf
-    first_loss: float | None = None
-    bad_epochs = 0
-    overfit_run = 0
-    overfit_warned = False
-    reason = "completed"
-    epoch = start_epoch - 1
-    global_step = 0
-
-    def stopped() -> bool:
-        return stop is not None and stop.is_set()
-
-    def run_preview(ep: int, step: int) -> Preview | None:
-        nonlocal last_preview
-        if preview is None:
-            return None
-        now = time.perf_counter()
-        if now - last_preview < preview_interval:
-            return None
-        was = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                data = preview(model)
-        finally:
-            model.train(was)
-        last_preview = time.perf_counter()
-        return Preview(epoch=ep, step=step, data=data) if data is not None else None
-
-    try:
-        for epoch in range(start_epoch, start_epoch + epochs):
-            model.train()
-            t0 = time.perf_counter()
-            total, count, seen = 0.0, 0, 0
-            steps = len(loader) if steps_per_epoch is None else min(steps_per_epoch, len(loader))
-            diverged = False
-            for step, (x, y) in enumerate(loader):
-                if step >= steps or stopped():
-                    break
-                x, y = _to_device(x, dev, channels_last), _to_device(y, dev)
-                opt.zero_grad(set_to_none=True)
-                with autocast():
-                    out = _forward(model, x)
-                    batch_loss = loss_fn(out.float(), y)
-                if not torch.isfinite(batch_loss):
-                    diverged = True
-                    break
-                scaler.scale(batch_loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                lv = float(batch_loss.detach())
-                bs = _batch_size_of(x)
-                total += lv * bs
-                count += bs
-                seen += bs
-                global_step += 1
-                yield Progress(epoch=epoch, step=step, steps=steps, loss=lv)
-                pv = run_preview(epoch, step)
-                if pv is not None:
-                    yield pv
-                if max_time is not None and time.perf_counter() - t_start > max_time:
-                    break
-            train_loss = total / max(count, 1)
-            if first_loss is None and count:
-                first_loss = train_loss
-            if diverged or (
-                first_loss is not None
-                and (not math.isfinite(train_loss) or train_loss > divergence_factor * first_loss)
-            ):
-                reason = "diverged"
-                yield Warning(
-                    kind="diverged",
-                    message=f"loss diverged in epoch {epoch}; restoring the best weights. "
-                    "Try a lower learning rate.",
-                    epoch=epoch,
-                )
-                break
-            if stopped():
-                reason = "cancelled"
-                break
-            val_loss, mets = math.nan, {}
-            if val_loader is not None:
-                val_loss, mets = _evaluate(
-                    model, val_loader, loss_fn, metrics, dev, autocast, bool(channels_last)
-                )
-            seconds = time.perf_counter() - t0
-            score = {"val_loss": val_loss, "train_loss": train_loss, **mets}.get(monitor, val_loss)
-            if val_loader is None:
-                score = train_loss
-            improved = (score < best_score) if minimise else (score > best_score)
-            if improved or best_epoch < 0:
-                best_score, best_epoch, bad_epochs = float(score), epoch, 0
-                best_state = _state_to_cpu(model)
-            else:
-                bad_epochs += 1
-            lr_before = opt.param_groups[0]["lr"]
-            if math.isfinite(score):
-                sched.step(score)
-            lr_now = opt.param_groups[0]["lr"]
-            rec = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr_now}
-            rec.update(mets)
-            history.append(rec)
-            yield EpochEnd(
-                epoch=epoch,
-                train_loss=train_loss,
-                val_loss=val_loss,
-                metrics=mets,
-                lr=lr_before,
-                seconds=seconds,
-                samples_per_s=seen / max(seconds, 1e-9),
-                is_best=improved,
-            )
-            if lr_now < lr_before:
-                yield Warning(
-                    kind="lr_decay",
-                    message=f"validation plateau: learning rate {lr_before:.2g} -> {lr_now:.2g}",
-                    epoch=epoch,
-                )
-            if len(history) >= 2 and math.isfinite(val_loss):
-                prev = history[-2]
-                if val_loss > prev["val_loss"] and train_loss <= prev["train_loss"]:
-                    overfit_run += 1
-                else:
-                    overfit_run, overfit_warned = 0, False
-                if overfit_run >= overfit_patience and not overfit_warned:
-                    overfit_warned = True
-                    yield Warning(
-                        kind="overfitting",
-                        message=f"validation loss rose for {overfit_run} epochs while training "
-                        "loss fell: the model is overfitting (more labels, more augmentation "
-                        "or earlier stopping help)",
-                        epoch=epoch,
-                    )
-            if ckdir is not None:
-                yield from _checkpoint(
-                    ckdir,
-                    model,
-                    best_state,
-                    opt,
-                    epoch,
-                    improved,
-                    {
-                        "epoch": epoch,
-                        "best_score": best_score,
-                        "best_epoch": best_epoch,
-                        "history": history,
-                        "monitor": monitor,
-                    },
-                )
-            pv = run_preview(epoch, -1)
-            if pv is not None:
-                yield pv
-            if early_stopping is not None and bad_epochs >= early_stopping:
-                reason = "early_stopping"
-                break
-            if max_time is not None and time.perf_counter() - t_start > max_time:
-                reason = "time_limit"
-                break
-            if stopped():
-                reason = "cancelled"
-                break
-    except GeneratorExit:
-        reason = "cancelled"
-        _restore(
-            model,
-            best_state,
-            val_loader is not None or reason == "diverged",
-            orig_device,
-            orig_training,
-        )
-        raise
-    except BaseException:
-        _restore(model, best_state, True, orig_device, orig_training)
-        raise
-    keep_best = val_loader is not None or reason == "diverged"
-    _restore(model, best_state, keep_best, orig_device, orig_training)
-    yield Finished(
-        reason=reason,
-        best_epoch=best_epoch,
-        best_score=float(best_score),
-        epochs_run=len(history),
-        history=history,
+    if opts.checkpoint_dir is not None:
+        opts.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    return _fit_events(
+        model, train, val, opts, dev, opt, trainable, sampler, collate_fn, num_workers
     )
 
 
-def _restore(
+def _check_numbers(*, epochs: int, batch_size: int, lr: float, weight_decay: float) -> None:
+    if int(epochs) < 1:
+        raise DlcbError(f"epochs must be at least 1, got {epochs}")
+    if int(batch_size) < 1:
+        raise DlcbError(f"batch size must be at least 1, got {batch_size}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise DlcbError(f"learning rate must be a positive finite number, got {lr}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise DlcbError(f"weight decay must be a finite number >= 0, got {weight_decay}")
+
+
+def _fit_events(
     model: nn.Module,
-    best_state: dict[str, torch.Tensor],
-    use_best: bool,
-    device: torch.device,
-    training: bool,
-) -> None:
-    if use_best and best_state:
-        model.load_state_dict(best_state)
-    model.to(device, memory_format=torch.contiguous_format)
-    model.train(training)
-
-
-def _evaluate(
-    model: nn.Module,
-    loader: torch.utils.data.DataLoader,
-    loss_fn: LossFn,
-    metrics: Callable | None,
+    train: Any,
+    val: Any,
+    opts: _Options,
     dev: torch.device,
-    autocast: Callable,
-    channels_last: bool = False,
-) -> tuple[float, dict[str, float]]:
-    model.eval()
-    total, count = 0.0, 0
-    outs: list[torch.Tensor] = []
-    tgts: list[torch.Tensor] = []
-    with torch.inference_mode():
-        for x, y in loader:
-            x, y = _to_device(x, dev, channels_last), _to_device(y, dev)
-            with autocast():
-                out = _forward(model, x).float()
-            bs = _batch_size_of(x)
-            total += float(loss_fn(out, y)) * bs
-            count += bs
-            if metrics is not None:
-                outs.append(out.cpu())
-                tgts.append(y.cpu())
-    model.train()
-    mets = {k: float(v) for k, v in metrics(outs, tgts).items()} if metrics is not None else {}
-    return total / max(count, 1), mets
-
-
-def _checkpoint(
-    ckdir: Path,
-    model: nn.Module,
-    best_state: dict[str, torch.Tensor],
     opt: torch.optim.Optimizer,
-    epoch: int,
-    improved: bool,
-    state: dict,
+    trainable: list[Any],
+    sampler: Any,
+    collate_fn: Any,
+    num_workers: int,
 ) -> Iterator[TrainEvent]:
-    _save_safetensors(_state_to_cpu(model), ckdir / "last.safetensors")
-    tensors, opt_meta = _optimizer_tensors(opt)
-    _save_safetensors(tensors, ckdir / "optimizer.safetensors")
-    tmp = ckdir / "trainer_state.json.tmp"
-    tmp.write_text(json.dumps({**state, "optimizer": opt_meta}, default=float))
-    tmp.replace(ckdir / "trainer_state.json")
-    yield Checkpoint(path=str(ckdir / "last.safetensors"), kind="last", epoch=epoch)
-    if improved:
-        _save_safetensors(best_state, ckdir / "best.safetensors")
-        yield Checkpoint(path=str(ckdir / "best.safetensors"), kind="best", epoch=epoch)
+    """The generator half of :func:`fit` (arguments are checked before the first ``next``)."""
+    from napari_dlcb.device import model_device
+
+    orig = {"orig_training": model.training, "orig_device": model_device(model) or dev}
+    model.to(dev)
+    if opts.channels_last:
+        model.to(memory_format=torch.channels_last)
+    setup = {
+        "device": dev,
+        "optimizer": opt,
+        "trainable": trainable,
+        "sampler": sampler,
+        "collate_fn": collate_fn,
+        "num_workers": num_workers,
+        **orig,
+    }
+    run = _Run(model, train, val, opts, setup)
+    yield from run.events()
 
 
 def fit_to_end(events: Iterator[TrainEvent], *, on_event: Callable | None = None) -> Finished:
@@ -653,14 +734,3 @@ def fit_to_end(events: Iterator[TrainEvent], *, on_event: Callable | None = None
     if not isinstance(last, Finished):  # pragma: no cover - fit always finishes
         raise RuntimeError("training ended without a Finished event")
     return last
-
-
-def accuracy_metric(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) -> dict[str, float]:
-    """Accuracy over labelled positions (targets ``>= 0``), for ``metrics=``."""
-    correct, n = 0, 0
-    for o, t in zip(outs, tgts):
-        pred = o.argmax(1)
-        m = t >= 0
-        correct += int((pred[m] == t[m]).sum())
-        n += int(m.sum())
-    return {"accuracy": correct / max(n, 1)}

@@ -18,6 +18,7 @@ __all__ = [
     "Preview",
     "Warning",
     "Finished",
+    "JobProgress",
 ]
 
 
@@ -37,6 +38,8 @@ class Started(TrainEvent):
     n_params: int
     n_trainable: int
     start_epoch: int = 0
+    #: validation loss and metrics of the starting weights (``fit(validate_start=True)``)
+    baseline: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class EpochEnd(TrainEvent):
     seconds: float
     samples_per_s: float
     is_best: bool
+    #: the epoch was cut short by Stop or the time limit (and validated then)
+    partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,10 +97,28 @@ class Warning(TrainEvent):  # noqa: A001 - a training warning, not the builtin
 
 @dataclass(frozen=True)
 class Finished(TrainEvent):
-    """Training ended; the model holds the weights of ``best_epoch``."""
+    """Training ended; the model holds the weights of ``best_epoch``.
+
+    ``best_epoch`` is -1 when the model holds its starting weights (nothing
+    was scored, or fine-tuning did not beat them on validation). ``kept`` says
+    in one sentence which weights the model now holds, for the status line.
+    """
 
     reason: str
     best_epoch: int
     best_score: float
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
+    kept: str = ""
+
+
+@dataclass(frozen=True)
+class JobProgress(TrainEvent):
+    """Progress of a long job that is not an epoch loop (prediction, ISM, a search).
+
+    ``total`` is None when unknown. GUIs show it in napari's activity dock.
+    """
+
+    done: int
+    total: int | None = None
+    message: str = ""

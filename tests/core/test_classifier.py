@@ -14,7 +14,7 @@ from skimage.io import imsave
 from napari_dlcb.cli import main
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.models.classifier import CellClassifier, adapt_in_channels
-from napari_dlcb.training.classification import (
+from napari_dlcb.tasks.cells import (
     ClassificationTrainer,
     confusion_matrix,
     predict_proba,
@@ -380,7 +380,7 @@ def test_trainer_bad_input():
 
 def test_builtin_base_is_adapted_to_channels_and_classes():
     from napari_dlcb.models.registry import list_builtin
-    from napari_dlcb.training.classification import load_base
+    from napari_dlcb.tasks.cells import load_base
 
     assert "cellclf-nuclei" in list_builtin("classification")
     model, parent, info = load_base("builtin", in_channels=3, n_classes=5)
@@ -407,7 +407,7 @@ def _cells_scene():
 
 
 def test_cell_classification_task_end_to_end(tmp_path):
-    from napari_dlcb.training.classification import CellClassificationTask
+    from napari_dlcb.tasks.cells import CellClassificationTask
 
     img, lab = _cells_scene()
     ann = {1: "small", 2: "large", 3: "small", 4: "large", 5: "small", 6: "large"}
@@ -442,7 +442,7 @@ def test_cell_classification_task_end_to_end(tmp_path):
 
 
 def test_cell_classification_task_bad_input():
-    from napari_dlcb.training.classification import CellClassificationTask
+    from napari_dlcb.tasks.cells import CellClassificationTask
 
     img, lab = _cells_scene()
     with pytest.raises(DlcbError, match="label some cells"):
@@ -521,7 +521,7 @@ def test_cli_saliency_of_a_segmentation_model(tmp_path):
 
 # --------------------------------------------------------------------------- live saliency
 def _model_snapshot(model: torch.nn.Module) -> dict:
-    from napari_dlcb.interpret._state import hook_counts
+    from napari_dlcb.models.state import hook_counts
 
     return {
         "training": {n: m.training for n, m in model.named_modules()},
@@ -554,7 +554,7 @@ def test_live_cell_saliency_explains_current_weights_and_hands_model_back(
     mode, val_fraction, monkeypatch
 ):
     from napari_dlcb.interpret.saliency import saliency
-    from napari_dlcb.training import classification as clf
+    from napari_dlcb.tasks import cells as clf
     from napari_dlcb.training.events import EpochEnd, Finished, Preview, Progress
 
     img, lab = _cells_scene()
@@ -622,7 +622,7 @@ def test_live_cell_saliency_budget_errors_and_changing_cell(monkeypatch, slow_sa
     import threading
 
     import napari_dlcb.interpret.saliency as sal
-    from napari_dlcb.training import classification as clf
+    from napari_dlcb.tasks import cells as clf
     from napari_dlcb.training.events import Finished, Preview, Progress
 
     img, lab = _cells_scene()

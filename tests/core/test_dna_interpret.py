@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from napari_dlcb.data.dna import one_hot
-from napari_dlcb.interpret._state import hook_counts
 from napari_dlcb.interpret.dna_attribution import (
     deep_lift_shap,
     gradient_x_input,
@@ -28,6 +27,7 @@ from napari_dlcb.interpret.motifs import (
 )
 from napari_dlcb.interpret.variants import score_variants, variant_windows
 from napari_dlcb.io.genome import Genome, read_vcf
+from napari_dlcb.models.state import hook_counts
 
 GATA = "AGATAAGG"
 

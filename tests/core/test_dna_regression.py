@@ -9,7 +9,7 @@ import pytest
 from napari_dlcb.cli import main
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.training.engine import fit_to_end
-from napari_dlcb.training.sequence import (
+from napari_dlcb.tasks.sequence import (
     SequenceTrainer,
     bed_training_data,
     load_sequence_model,

@@ -18,7 +18,7 @@ from napari_dlcb.interpret.motifs import (
     scan_motifs,
 )
 from napari_dlcb.io.genome import SignalTrack, read_bed, read_fasta, read_vcf
-from napari_dlcb.training.sequence import load_sequence_model, predict_sequences
+from napari_dlcb.tasks.sequence import load_sequence_model, predict_sequences
 
 #: family keyword of each planted TF, for matching filter motifs against all of JASPAR
 FAMILY = {

@@ -13,7 +13,7 @@ from napari_dlcb.cli import main
 from napari_dlcb.data.dna import one_hot
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.training.engine import fit_to_end
-from napari_dlcb.training.sequence import (
+from napari_dlcb.tasks.sequence import (
     SequenceTrainer,
     auroc,
     bed_training_data,

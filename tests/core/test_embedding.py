@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.interpret._state import hook_counts
 from napari_dlcb.interpret.embedding import available_methods, embed, object_features
 from napari_dlcb.interpret.network import (
     activation_maximisation,
@@ -17,6 +16,7 @@ from napari_dlcb.interpret.network import (
     top_activating_patches,
 )
 from napari_dlcb.models.classifier import CellClassifier
+from napari_dlcb.models.state import hook_counts
 
 
 def _two_kinds():

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.interpret._state import hook_counts, preserve_model_state
 from napari_dlcb.interpret.saliency import METHODS, occlusion, resolve_layer, saliency
 from napari_dlcb.models.classifier import CellClassifier
+from napari_dlcb.models.state import hook_counts, preserve_model_state
 from napari_dlcb.models.unet import UNet2D
 
 FAST = {"n_samples": 4, "n_steps": 16, "window": 4, "stride": 4}

@@ -11,7 +11,7 @@ import torch
 from napari_dlcb.data.synthetic import synthetic_nuclei
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.training import events as ev
-from napari_dlcb.training.segmentation import SegmentationTrainer
+from napari_dlcb.tasks.segmentation import SegmentationTrainer
 
 
 def _scribbles(labels: np.ndarray) -> np.ndarray:
@@ -142,7 +142,7 @@ def test_bad_input_is_one_clear_line(nuclei, make, msg):
 
 
 def test_partial_label_loss_scores_object_strokes_as_interior_or_boundary():
-    from napari_dlcb.training.segmentation import FOREGROUND, partial_label_loss
+    from napari_dlcb.tasks.segmentation import FOREGROUND, partial_label_loss
 
     logits = torch.tensor([[[[0.0]], [[2.0]], [[1.0]]]])  # (1, 3, 1, 1)
     p = torch.softmax(logits, 1)[0, :, 0, 0]
@@ -169,7 +169,7 @@ def test_scribble_instances_can_be_turned_off(nuclei):
 
 # --------------------------------------------------------------------------- live saliency
 def _model_snapshot(model: torch.nn.Module) -> dict:
-    from napari_dlcb.interpret._state import hook_counts
+    from napari_dlcb.models.state import hook_counts
 
     return {
         "training": {n: m.training for n, m in model.named_modules()},
@@ -198,7 +198,7 @@ def _same_snapshot(a: dict, b: dict) -> bool:
 def test_live_saliency_explains_current_weights_and_hands_model_back(nuclei, monkeypatch):
     from napari_dlcb.inference.tiled import freeze_normalizer
     from napari_dlcb.interpret.saliency import saliency
-    from napari_dlcb.training import segmentation as segmod
+    from napari_dlcb.tasks import segmentation as segmod
 
     img, lab = nuclei
     tr = SegmentationTrainer(
@@ -246,7 +246,7 @@ def test_live_saliency_explains_current_weights_and_hands_model_back(nuclei, mon
 
 def test_live_saliency_budget_and_errors(nuclei, monkeypatch, slow_saliency):
     import napari_dlcb.interpret.saliency as sal
-    from napari_dlcb.training import segmentation as segmod
+    from napari_dlcb.tasks import segmentation as segmod
 
     img, lab = nuclei
     tr = SegmentationTrainer(
@@ -305,7 +305,7 @@ def test_live_saliency_budget_and_errors(nuclei, monkeypatch, slow_saliency):
 
 
 def test_live_saliency_crop_is_centred_and_fits_the_model():
-    from napari_dlcb.training.segmentation import _centre_span
+    from napari_dlcb.tasks.segmentation import _centre_span
 
     assert _centre_span(10, 90, 32) == (34, 66)  # centred in the viewport
     assert _centre_span(0, 100, 256) == (0, 100)  # a small viewport is kept whole

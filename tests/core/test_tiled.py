@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.inference.postprocess import average_precision, instances_from_probabilities
 from napari_dlcb.inference.tiled import (
@@ -22,7 +23,6 @@ from napari_dlcb.inference.tiled import (
     predict_region,
     predict_tiled,
     predict_zarr,
-    resolve_device,
 )
 
 HALO = 8

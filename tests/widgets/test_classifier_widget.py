@@ -382,9 +382,9 @@ def test_interpret_widget_saliency_filters_patches(make_napari_viewer, qtbot, tm
     assert "top patches ch 1" in viewer.layers
 
     # activation maximisation of the same channel, from the button, in a worker
-    from napari_dlcb.interpret._state import hook_counts
     from napari_dlcb.interpret.network import layer_activations
     from napari_dlcb.interpret.saliency import resolve_layer
+    from napari_dlcb.models.state import hook_counts
 
     model = widget.model()[0]
     default = resolve_layer(model, None)  # the empty layer field means this one

@@ -16,7 +16,7 @@ from napari_dlcb.io.genome import BANDS, ROW_SCALE
 
 @pytest.fixture
 def small_model(tmp_path):
-    from napari_dlcb.training.sequence import SequenceTrainer
+    from napari_dlcb.tasks.sequence import SequenceTrainer
 
     rng = np.random.default_rng(0)
     seqs = ["".join(rng.choice(list("ACGT"), 200)) for _ in range(8)]

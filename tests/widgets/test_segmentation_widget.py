@@ -325,7 +325,7 @@ def test_worker_error_becomes_one_line_notification(small_viewer, qtbot, monkeyp
 # --------------------------------------------------------------------------- end to end
 def test_live_training_end_to_end(session_viewer, qtbot, loop_probe):
     """Sample image + scribbles -> Train -> live overlay updates -> Stop; loop stays responsive."""
-    pytest.importorskip("napari_dlcb.training.segmentation")
+    pytest.importorskip("napari_dlcb.tasks.segmentation")
     from napari_dlcb.models.registry import list_builtin
 
     assert "unet2d-nuclei" in list_builtin("segmentation"), "the built-in U-Net is not installed"
@@ -396,9 +396,9 @@ def test_live_training_end_to_end(session_viewer, qtbot, loop_probe):
 
 def test_live_saliency_while_training(session_viewer, qtbot, loop_probe):
     """Train with live saliency on: a diverging map of the viewport follows the weights."""
-    pytest.importorskip("napari_dlcb.training.segmentation")
-    from napari_dlcb.interpret._state import hook_counts
-    from napari_dlcb.training.segmentation import LIVE_SALIENCY
+    pytest.importorskip("napari_dlcb.tasks.segmentation")
+    from napari_dlcb.models.state import hook_counts
+    from napari_dlcb.tasks.segmentation import LIVE_SALIENCY
 
     viewer = session_viewer
     image = next(lay for lay in viewer.layers if isinstance(lay, Image))
@@ -505,7 +505,7 @@ def test_widget_autosaves_chosen_labels_layer(small_viewer, qtbot, dlcb_cache):
 
 # --------------------------------------------------------------------------- models on disk
 def test_unreadable_model_folder_notifies(small_viewer, qtbot, tmp_path):
-    pytest.importorskip("napari_dlcb.training.segmentation")
+    pytest.importorskip("napari_dlcb.tasks.segmentation")
     broken = tmp_path / "model"
     broken.mkdir()
     (broken / "metadata.json").write_text("{not json")
@@ -521,7 +521,7 @@ def test_unreadable_model_folder_notifies(small_viewer, qtbot, tmp_path):
 
 
 def test_predict_with_saved_model_without_training(small_viewer, qtbot, tmp_path):
-    seg = pytest.importorskip("napari_dlcb.training.segmentation")
+    seg = pytest.importorskip("napari_dlcb.tasks.segmentation")
     from napari_dlcb.data.synthetic import synthetic_nuclei
 
     img, lab = synthetic_nuclei((96, 96), seed=1)

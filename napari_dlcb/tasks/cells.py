@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_dlcb.data.normalize import Normalizer, to_cyx
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.models.classifier import CellClassifier, adapt_in_channels
-from napari_dlcb.training.engine import fit, resolve_device
+from napari_dlcb.training.engine import fit
 from napari_dlcb.training.events import Finished, Preview, TrainEvent
 
 __all__ = [
@@ -55,7 +56,7 @@ BUILTIN_WEIGHTS = (
 #: (``CellClassificationTask.fit(preview_saliency=...)``). A map that took ``t`` seconds
 #: is followed by previews without a map for the next ``t * (1 / share - 1)`` seconds
 #: (2 t for 1/3), so training keeps at least two thirds of the time whatever the method,
-#: crop size or device; as in :data:`napari_dlcb.training.segmentation.LIVE_SALIENCY_SHARE`.
+#: crop size or device; as in :data:`napari_dlcb.tasks.segmentation.LIVE_SALIENCY_SHARE`.
 LIVE_SALIENCY_SHARE = 1 / 3
 
 

@@ -30,8 +30,9 @@ from napari_dlcb.data.augment import Augment, random_crop
 from napari_dlcb.data.labels import IGNORE, class_names_for, class_values_for, make_target
 from napari_dlcb.data.normalize import Normalizer, check_image, to_cyx
 from napari_dlcb.data.splits import block_mask, train_val_split
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.training.engine import fit, resolve_device
+from napari_dlcb.training.engine import fit
 from napari_dlcb.training.events import TrainEvent
 
 __all__ = ["LIVE_SALIENCY", "LIVE_SALIENCY_SHARE", "SegmentationTrainer", "segmentation_metrics"]

@@ -1,4 +1,14 @@
-"""Hand a model back exactly as it was received (STYLE.md rule 6).
+"""Hand a model back exactly as it was received (STYLE.md rule 6): the one model-state guard.
+
+Training, prediction and interpretation all change a model for a while: they
+switch it to eval mode, move it to a device, turn on gradients and register
+hooks. This module is the one place that records and restores that state:
+
+- :func:`preserve_model_state`: everything (mode of every sub-module, devices,
+  ``requires_grad``, ``.grad``, hooks), for interpretation methods;
+- :func:`inference_mode_on`: eval mode on a device under
+  ``torch.inference_mode``, for prediction;
+- :func:`state_to_cpu`: a CPU copy of the weights (best-epoch snapshots).
 
 Interpretation functions switch a model to eval mode, move it to a device,
 turn on gradients and register hooks. :func:`preserve_model_state` undoes all
@@ -17,7 +27,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["ModelState", "preserve_model_state", "hook_counts"]
+__all__ = [
+    "ModelState",
+    "hook_counts",
+    "inference_mode_on",
+    "preserve_model_state",
+    "state_to_cpu",
+]
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -184,3 +200,41 @@ def preserve_model_state(model: nn.Module, *, strict_hooks: bool = True) -> Iter
             if strict_hooks:
                 raise RuntimeError(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def state_to_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``model.state_dict()`` (a snapshot that later steps cannot change)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+@contextlib.contextmanager
+def inference_mode_on(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """Eval mode on ``device`` under ``torch.inference_mode``; hand the model back unchanged.
+
+    The training flag of every sub-module and the original device are restored
+    in a ``finally`` block, also when the caller's generator is closed early.
+
+    Examples
+    --------
+    >>> m = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+    >>> with inference_mode_on(m, torch.device("cpu")):
+    ...     m.training
+    False
+    >>> m.training
+    True
+    """
+    from napari_dlcb.device import model_device
+
+    modes = [(m, m.training) for m in model.modules()]
+    original = model_device(model)
+    try:
+        model.eval()
+        if original is not None and original != device:
+            model.to(device)
+        with torch.inference_mode():
+            yield model
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+        if original is not None and model_device(model) != original:
+            model.to(original)

@@ -342,7 +342,7 @@ def predict_sequences(
         ``(N, T)`` float32: probabilities, or predicted values for a
         regression model.
     """
-    from napari_dlcb.interpret._state import preserve_model_state
+    from napari_dlcb.models.state import preserve_model_state
 
     if not isinstance(x, np.ndarray):
         x = one_hot(list(x))

@@ -1,0 +1,87 @@
+"""The one device resolver: ``device="auto"`` means CUDA, then Apple MPS, then CPU.
+
+Every public function that runs a model takes ``device="auto"`` and calls
+:func:`resolve_device`, so the rule (and its checks) is the same for training,
+prediction, interpretation, the CLI and the widgets. torch is imported only
+when a function is called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from napari_dlcb.errors import DlcbError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["DEVICE_CHOICES", "model_device", "resolve_device"]
+
+#: What users may type or pick (``cuda:1`` and friends are accepted too).
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(device: Any = "auto") -> torch.device:
+    """Turn ``"auto"`` (or None) into cuda, then mps, then cpu; check the rest.
+
+    Parameters
+    ----------
+    device : str or torch.device or None
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a
+        :class:`torch.device`.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    DlcbError
+        For an unknown device, or one this machine does not have.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    import torch
+
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device).strip())
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise DlcbError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'mps'") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DlcbError("device 'cuda' was requested but no CUDA GPU is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DlcbError(
+                f"device {str(dev)!r} was requested but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type == "mps" and not _mps_available():
+        raise DlcbError("device 'mps' was requested but Apple MPS is not available")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise DlcbError(f"unsupported device {str(dev)!r}: use 'auto', 'cpu', 'cuda' or 'mps'")
+    return dev
+
+
+def model_device(model: Any) -> torch.device | None:
+    """Device of a model's first parameter or buffer; None for a stateless model."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return None
