@@ -126,8 +126,8 @@ def janggu(epochs: int = 30, threads: int = 1) -> None:
     import torch
 
     from napari_dlcb.io.genome import read_fasta_records
-    from napari_dlcb.training.engine import fit_to_end
     from napari_dlcb.tasks.sequence import SequenceTrainer
+    from napari_dlcb.training.engine import fit_to_end
 
     torch.set_num_threads(threads)
     d = DATA.parent / "janggu_oct4_vs_mafk"
@@ -167,8 +167,8 @@ def finetune_curve(
     import torch
 
     from napari_dlcb.data.dna import read_sequence_table, shuffled_negatives
-    from napari_dlcb.training.engine import fit_to_end
     from napari_dlcb.tasks.sequence import SequenceTrainer
+    from napari_dlcb.training.engine import fit_to_end
 
     torch.set_num_threads(threads)
     train = read_sequence_table(next((DATA / "train").glob("GATA3_*_AC.seq.gz")))

@@ -12,8 +12,8 @@ import time
 import tifffile
 
 from napari_dlcb._sample_data import sample_data_dir
-from napari_dlcb.training.events import EpochEnd, Preview
 from napari_dlcb.tasks.segmentation import SegmentationTrainer
+from napari_dlcb.training.events import EpochEnd, Preview
 
 from _common import record
 

@@ -17,8 +17,8 @@ import numpy as np
 import tifffile
 
 from napari_dlcb._sample_data import sample_data_dir
-from napari_dlcb.training.events import EpochEnd, Preview
 from napari_dlcb.tasks.segmentation import LIVE_SALIENCY, SegmentationTrainer
+from napari_dlcb.training.events import EpochEnd, Preview
 
 from _common import record
 

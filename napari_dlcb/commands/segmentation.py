@@ -111,8 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
                 f"label image {lp.name} has shape {lab.shape} but {ip.name} is {im.shape[:2]}"
             )
     from napari_dlcb.commands._report import describe_event
-    from napari_dlcb.training.events import Started
     from napari_dlcb.tasks.segmentation import SegmentationTrainer
+    from napari_dlcb.training.events import Started
 
     mode = args.mode
     if mode == "auto":

@@ -161,12 +161,12 @@ def _device(name: str) -> str:
 
 # --------------------------------------------------------------------------- handlers
 def _train(args: argparse.Namespace) -> int:
-    from napari_dlcb.training.engine import fit_to_end
     from napari_dlcb.tasks.sequence import (
         SequenceTrainer,
         bed_training_data,
         table_training_data,
     )
+    from napari_dlcb.training.engine import fit_to_end
 
     if bool(args.table) == bool(args.fasta or args.bed):
         raise DlcbError("give either --table FILE, or --fasta GENOME with --bed PEAKS")

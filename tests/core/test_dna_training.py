@@ -12,7 +12,6 @@ import torch
 from napari_dlcb.cli import main
 from napari_dlcb.data.dna import one_hot
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.training.engine import fit_to_end
 from napari_dlcb.tasks.sequence import (
     SequenceTrainer,
     auroc,
@@ -21,6 +20,7 @@ from napari_dlcb.tasks.sequence import (
     predict_sequences,
     table_training_data,
 )
+from napari_dlcb.training.engine import fit_to_end
 
 MOTIF = "TGATAAGA"
 

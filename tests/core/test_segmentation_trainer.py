@@ -10,8 +10,8 @@ import torch
 
 from napari_dlcb.data.synthetic import synthetic_nuclei
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.training import events as ev
 from napari_dlcb.tasks.segmentation import SegmentationTrainer
+from napari_dlcb.training import events as ev
 
 
 def _scribbles(labels: np.ndarray) -> np.ndarray:
