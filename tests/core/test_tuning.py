@@ -214,11 +214,11 @@ def test_budget_in_minutes_is_kept(tmp_path):
 def test_bad_requests_are_one_line_errors(tmp_path):
     obj = ToyObjective()
     cases = [
-        dict(strategy="grid", n_trials=1),
-        dict(n_trials=None),
-        dict(budget_minutes=0),
-        dict(n_trials=0),
-        dict(budget_minutes=float("nan")),
+        {"strategy": "grid", "n_trials": 1},
+        {"n_trials": None},
+        {"budget_minutes": 0},
+        {"n_trials": 0},
+        {"budget_minutes": float("nan")},
     ]
     for kw in cases:
         with pytest.raises(DlcbError) as err:
