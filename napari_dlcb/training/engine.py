@@ -162,6 +162,8 @@ class _Run:
 
     def __init__(self, model: nn.Module, train: Any, val: Any, opts: _Options, setup: dict):
         self.model, self.train, self.val, self.o = model, train, val, opts
+        self.net: nn.Module = setup.get("net", model)  # DistributedDataParallel under torchrun
+        self.dist = setup.get("dist")
         self.dev: torch.device = setup["device"]
         self.opt: torch.optim.Optimizer = setup["optimizer"]
         self.trainable = setup["trainable"]
@@ -179,12 +181,18 @@ class _Run:
             patience=opts.lr_patience,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        sampler = setup["sampler"]
+        if self.dist is not None:
+            from napari_dlcb.training import distributed
+
+            sampler = distributed.sampler(train, self.dist, opts.seed)
+        self.sampler = sampler
         self.loader = torch.utils.data.DataLoader(
             train,
             batch_size=opts.batch_size,
-            shuffle=setup["sampler"] is None,
-            sampler=setup["sampler"],
-            generator=self.gen if setup["sampler"] is None else None,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=self.gen if sampler is None else None,
             collate_fn=setup["collate_fn"],
             num_workers=setup["num_workers"],
             drop_last=len(train) > opts.batch_size,
@@ -213,6 +221,16 @@ class _Run:
 
     def stopped(self) -> bool:
         return self.o.stop is not None and self.o.stop.is_set()
+
+    def agree(self, flag: bool) -> bool:
+        """Under torchrun, True if any process says True (all processes then act alike)."""
+        if self.dist is None:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
 
     def out_of_time(self) -> bool:
         return self.o.max_time is not None and time.perf_counter() - self.t_start > self.o.max_time
@@ -299,20 +317,22 @@ class _Run:
 
     def train_epoch(self, epoch: int, totals: dict[str, float]) -> Iterator[TrainEvent]:
         """One epoch of optimisation steps; fills ``totals`` (loss sum, samples)."""
-        o, model = self.o, self.model
-        model.train()
+        o = self.o
+        self.net.train()
         t0 = time.perf_counter()
         steps = len(self.loader)
         if o.steps_per_epoch is not None:
             steps = min(o.steps_per_epoch, steps)
+        if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
         for step, (x, y) in enumerate(self.loader):
-            if step >= steps or self.stopped():
+            if step >= steps or self.agree(self.stopped()):
                 break
             x, y = _to_device(x, self.dev, o.channels_last), _to_device(y, self.dev)
             self.opt.zero_grad(set_to_none=True)
             with self.autocast():
-                batch_loss = o.loss_fn(_forward(model, x).float(), y)
-            if not torch.isfinite(batch_loss):
+                batch_loss = o.loss_fn(_forward(self.net, x).float(), y)
+            if self.agree(not bool(torch.isfinite(batch_loss))):
                 totals["diverged"] = 1
                 break
             self.scaler.scale(batch_loss).backward()
@@ -326,9 +346,8 @@ class _Run:
             pv = self.run_preview(epoch, step)
             if pv is not None:
                 yield pv
-            if self.out_of_time():
-                break
-            if o.epoch_seconds is not None and time.perf_counter() - t0 >= o.epoch_seconds:
+            epoch_over = o.epoch_seconds is not None and time.perf_counter() - t0 >= o.epoch_seconds
+            if self.agree(self.out_of_time() or epoch_over):
                 break
 
     def diverged(self, train_loss: float, totals: dict[str, float]) -> bool:
@@ -376,7 +395,7 @@ class _Run:
                 epoch=epoch,
             )
         yield from self.overfitting(epoch, train_loss, val_loss)
-        if self.o.checkpoint_dir is not None:
+        if self.o.checkpoint_dir is not None and (self.dist is None or self.dist.is_writer):
             state = {
                 "epoch": epoch,
                 "best_score": self.best.score,
@@ -698,11 +717,23 @@ def _fit_events(
 ) -> Iterator[TrainEvent]:
     """The generator half of :func:`fit` (arguments are checked before the first ``next``)."""
     from napari_dlcb.device import model_device
+    from napari_dlcb.training import distributed
 
     orig = {"orig_training": model.training, "orig_device": model_device(model) or dev}
+    ctx = distributed.context()
+    if ctx is not None:
+        if sampler is not None:
+            raise DlcbError(
+                "a class-balancing sampler cannot be combined with torchrun; "
+                "use loss weighting instead"
+            )
+        dev = distributed.device_for(ctx, dev)
     model.to(dev)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
+    if ctx is not None:
+        orig["net"] = distributed.wrap(model, ctx, dev)
+        orig["dist"] = ctx
     setup = {
         "device": dev,
         "optimizer": opt,
