@@ -71,3 +71,56 @@ def slow_saliency(monkeypatch):
         return calls
 
     return make
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A throw-away local PostgreSQL server (initdb + pg_ctl), as an SQLAlchemy URL.
+
+    Started by the test session itself (CI has the server binaries but no running
+    server); skipped where the binaries are missing. As root, the server runs as the
+    ``postgres`` user (PostgreSQL refuses to run as root).
+    """
+    import shutil
+    import subprocess
+
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    import tempfile
+
+    # not under pytest's tmp folder: that is private to root, and the server runs as postgres
+    base = Path(tempfile.mkdtemp(prefix="dlcb-pg-"))
+    data = base / "data"
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL")
+        prefix = [runuser, "-u", "postgres", "--"]
+        shutil.chown(base, "postgres")
+        os.chmod(base, 0o700)
+    port = _free_port()
+    run = {"check": True, "capture_output": True, "timeout": 120}
+    subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], **run)
+    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-w", "-l", str(base / "log"), "start"],
+        **run,
+    )
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )

@@ -51,6 +51,7 @@ __all__ = [
     "TrialEpoch",
     "TrialFinished",
     "TrialStarted",
+    "run_trial",
     "tune",
 ]
 
@@ -201,8 +202,10 @@ def tune(
     seed: int = 0,
     prune: bool = True,
     stop: threading.Event | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
 ) -> Iterator[Any]:
-    """Run a hyper-parameter study in this process; yield trial and study events.
+    """Run a hyper-parameter study; yield trial and study events.
 
     Parameters
     ----------
@@ -232,62 +235,178 @@ def tune(
         trials at the same epoch.
     stop : threading.Event, optional
         Ends the study cleanly after the running trial stops.
+    scheduler : str, optional
+        A dask scheduler address (``tcp://host:8786``): trials run in parallel
+        on its workers (see :mod:`napari_dlcb.tuning.cluster`).
+    n_workers : int, optional
+        Start a local dask cluster of this many single-threaded workers.
 
     Yields
     ------
     TrialStarted, TrialEpoch, TrialFinished, then StudyFinished.
     """
-    import optuna
-
     _check(strategy, budget_minutes, n_trials)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     space = (space or objective.default_space()).check(objective.base.to_dict())
+    name = study_name or f"napari-dlcb-{objective.kind}"
+    spec = objective.spec() if (scheduler or n_workers) else None
+    study = open_study(name, storage, out, objective.direction, strategy, seed, prune)
+    release_stale_trials(study)
+    planner = _Planner(study, space, objective, strategy)
+    planner.enqueue_line_search()
+    t0 = time.perf_counter()
+    deadline = None if budget_minutes is None else time.time() + 60 * float(budget_minutes)
+    stop = stop or threading.Event()
+    if spec is not None:
+        reason = yield from _tune_on_cluster(
+            spec,
+            study,
+            planner,
+            space,
+            out,
+            storage,
+            scheduler,
+            n_workers,
+            seed=seed,
+            strategy=strategy,
+            prune=prune,
+            deadline=deadline,
+            n_trials=n_trials,
+            stop=stop,
+        )
+    else:
+        reason = yield from _tune_here(
+            objective, study, planner, space, out, seed, deadline, n_trials, stop
+        )
+    yield finish_study(study, objective, out, reason, time.perf_counter() - t0)
+
+
+def open_study(
+    name: str,
+    storage: str | None,
+    out: Path,
+    direction: str,
+    strategy: str,
+    seed: int,
+    prune: bool,
+) -> Any:
+    """Create or load the study in its storage, with the strategy's sampler and the pruner."""
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
+    return optuna.create_study(
         storage=open_storage(storage, out),
-        study_name=study_name or f"napari-dlcb-{objective.kind}",
-        direction=objective.direction,
+        study_name=name,
+        direction=direction,
         sampler=_sampler(strategy, seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
         if prune
         else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
-    release_stale_trials(study)
-    planner = _Planner(study, space, objective, strategy)
-    planner.enqueue_line_search()
-    t0 = time.perf_counter()
-    deadline = None if budget_minutes is None else t0 + 60 * float(budget_minutes)
-    stop = stop or threading.Event()
-    finished_here, reason = 0, "completed"
+
+
+def _tune_here(
+    objective: Objective,
+    study: Any,
+    planner: _Planner,
+    space: SearchSpace,
+    out: Path,
+    seed: int,
+    deadline: float | None,
+    n_trials: int | None,
+    stop: threading.Event,
+) -> Iterator[Any]:
+    """Trials one after another in this process; returns why the study ended."""
+    finished_here = 0
     while True:
         if stop.is_set():
-            reason = "cancelled"
-            break
+            return "cancelled"
         if n_trials is not None and finished_here >= n_trials:
-            break
-        if deadline is not None and time.perf_counter() >= deadline - 5:
-            reason = "budget"
-            break
+            return "completed"
+        if deadline is not None and time.time() >= deadline - 5:
+            return "budget"
         trial = study.ask(planner.distributions())
         yield TrialStarted(trial.number, dict(trial.params))
-        result = yield from _run_trial(objective, space, trial, out, seed, deadline, stop)
+        result = yield from run_trial(objective, space, trial, out, seed, deadline, stop)
         finished_here += 1
         yield result
-    yield finish_study(study, objective, out, reason, time.perf_counter() - t0)
 
 
-def _run_trial(
+def _tune_on_cluster(
+    spec: dict[str, Any],
+    study: Any,
+    planner: _Planner,
+    space: SearchSpace,
+    out: Path,
+    storage: str | None,
+    scheduler: str | None,
+    n_workers: int | None,
+    *,
+    seed: int,
+    strategy: str,
+    prune: bool,
+    deadline: float | None,
+    n_trials: int | None,
+    stop: threading.Event,
+) -> Iterator[Any]:
+    """Trials in parallel on dask workers, all in the study's storage."""
+    from napari_dlcb.tuning.cluster import connect, dispatch
+
+    client, cluster = connect(scheduler, n_workers)
+    url = storage or str(out / "study.journal")
+    try:
+        for r in dispatch(
+            client,
+            spec,
+            storage=url,
+            study_name=study.study_name,
+            out_dir=out,
+            planner=planner,
+            fixed=space.fixed,
+            seed=seed,
+            strategy=strategy,
+            prune=prune,
+            deadline=deadline,
+            n_trials=n_trials,
+            stop=stop,
+        ):
+            yield TrialFinished(
+                r["number"],
+                r["state"],
+                r["value"],
+                r["params"],
+                r["seconds"],
+                r["worker"],
+                r["message"],
+            )
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    if stop.is_set():
+        return "cancelled"
+    return "budget" if deadline is not None and time.time() >= deadline - 5 else "completed"
+
+
+def run_trial(
     objective: Objective,
     space: SearchSpace,
     trial: Any,
     out: Path,
     seed: int,
     deadline: float | None,
-    stop: threading.Event,
+    stop: threading.Event | None = None,
+    worker: str = "local",
 ) -> Iterator[Any]:
-    """Train one trial's task, report its curve, tell optuna; return a TrialFinished."""
+    """Train one trial's task, report its curve, tell optuna; return a TrialFinished.
+
+    A generator: it yields :class:`TrialEpoch` events and returns the
+    :class:`TrialFinished` (``result = yield from run_trial(...)``).
+    ``deadline`` is a ``time.time()`` stamp.
+    """
+    stop = stop or threading.Event()
     from optuna.trial import TrialState
 
     from napari_dlcb.training.events import EpochEnd, Finished
@@ -302,7 +421,7 @@ def _run_trial(
         task = objective.make_task(config)
         options = objective.fit_options(config)
         if deadline is not None:
-            options["max_time"] = max(deadline - time.perf_counter(), 1.0)
+            options["max_time"] = max(deadline - time.time(), 1.0)
         finished = None
         for ev in task.fit(stop=trial_stop, **options):
             if stop.is_set():
@@ -328,7 +447,7 @@ def _run_trial(
         value = objective.trial_value(task, finished)
         trial.set_user_attr("curve", curve)
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
-        trial.set_user_attr("worker", "local")
+        trial.set_user_attr("worker", worker)
         trial.set_user_attr("config", config.to_dict())
         if pruned:
             trial.study.tell(trial, state=TrialState.PRUNED)
@@ -345,5 +464,5 @@ def _run_trial(
         trial.study.tell(trial, state=TrialState.FAIL)
         state, value, message = "fail", math.nan, str(err).splitlines()[0]
     return TrialFinished(
-        trial.number, state, value, params, time.perf_counter() - t0, "local", message, curve
+        trial.number, state, value, params, time.perf_counter() - t0, worker, message, curve
     )

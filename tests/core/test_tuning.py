@@ -272,3 +272,21 @@ def test_killed_study_resumes_without_losing_trials(tmp_path):
     fin = events[-1]
     assert fin.n_complete >= 3  # the two from before the kill survive, plus the new one
     assert math.isfinite(fin.best_value)
+
+
+def test_postgresql_storage(tmp_path, postgres_url):
+    pytest.importorskip("psycopg2")
+    events = list(
+        tune(
+            ToyObjective(),
+            out_dir=tmp_path,
+            strategy="random",
+            n_trials=2,
+            seed=0,
+            storage=postgres_url,
+            study_name="pg-test",
+        )
+    )
+    assert events[-1].n_complete == 2
+    study = optuna.load_study(study_name="pg-test", storage=postgres_url)
+    assert len(study.trials) == 2
