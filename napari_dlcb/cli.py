@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -78,11 +79,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DlcbError as err:
-        print(f"napari-dlcb: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err), 2)
     except KeyboardInterrupt:
         print("napari-dlcb: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        return _fail("not enough memory for this request (try smaller tiles, batches or images)", 2)
+    except OSError as err:  # disk full, permission denied, a file vanished mid-run
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        return _fail(f"{err.strerror or err}{where}", 2)
+    except Exception as err:  # noqa: BLE001 - a bug: one line here, the traceback on request
+        if os.environ.get("NAPARI_DLCB_DEBUG"):
+            raise
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return _fail(
+            f"unexpected {type(err).__name__}{': ' + detail if detail else ''} "
+            "(a bug: please report it; NAPARI_DLCB_DEBUG=1 shows the traceback)",
+            1,
+        )
+
+
+def _fail(message: str, status: int) -> int:
+    """Print one line on stderr and return the exit status."""
+    line = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"napari-dlcb: error: {line}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover
