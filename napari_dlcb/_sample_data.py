@@ -167,7 +167,7 @@ def mosaic_path(*, size: int = 8192, tile: int = 1024, seed: int = 0) -> Path:
     DlcbError
         Bad ``size``/``tile``.
     """
-    from napari_dlcb.io.images import is_zarr_path
+    from napari_dlcb.io.paths import is_zarr_path
     from napari_dlcb.io.project import user_cache_dir
 
     if tile < 64 or tile % 64 or size < tile or size % tile:
@@ -189,7 +189,7 @@ def _write_mosaic(path: Path, *, size: int, tile: int, seed: int) -> None:
     import dask.array as da
     import numpy as np
 
-    from napari_dlcb.io.images import write_ome_zarr
+    from napari_dlcb.io.omezarr_write import write_ome_zarr
 
     n = size // tile
     images, labels = [], []

@@ -114,7 +114,8 @@ class AnnotationAutosave:
         max_delay: float = 5.0,
         label_kind: str | None = None,
     ) -> None:
-        from napari_dlcb.io.project import AnnotationStore, DebouncedSaver
+        from napari_dlcb.io.autosave import DebouncedSaver
+        from napari_dlcb.io.project import AnnotationStore
 
         self.image_layer = image_layer
         self.labels_layer = labels_layer

@@ -53,7 +53,7 @@ import torch
 
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.models.saved import ModelMeta, _one_line
+from napari_dlcb.models.meta import ModelMeta, one_line
 
 __all__ = ["load_bioimageio", "find_bioimageio_yaml", "is_bioimageio_package"]
 
@@ -73,9 +73,7 @@ class _Package:
             try:
                 self._zip = zipfile.ZipFile(path)
             except (OSError, zipfile.BadZipFile) as err:
-                raise DlcbError(
-                    f"cannot open bioimage.io package {path}: {_one_line(err)}"
-                ) from err
+                raise DlcbError(f"cannot open bioimage.io package {path}: {one_line(err)}") from err
             names = set(self._zip.namelist())
             cands = [n for n in _YAML_NAMES if n in names]
             cands += sorted(n for n in names if n.endswith(".bioimageio.yaml") and "/" not in n)
@@ -225,7 +223,7 @@ def _parse_yaml(pkg: _Package) -> dict:
     try:
         rdf = yaml.safe_load(pkg.read(pkg.yaml_name).decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise DlcbError(f"cannot parse {pkg.yaml_name}: {_one_line(err)}") from err
+        raise DlcbError(f"cannot parse {pkg.yaml_name}: {one_line(err)}") from err
     if not isinstance(rdf, dict):
         raise DlcbError(f"{pkg.yaml_name} is not a bioimage.io description")
     if rdf.get("type") != "model":
@@ -450,7 +448,7 @@ def _probe(
             try:
                 y = model(x)
             except RuntimeError as err:
-                last = _one_line(err)
+                last = one_line(err)
                 continue
             if isinstance(y, torch.Tensor) and y.ndim == 4 and tuple(y.shape[-2:]) == (side, side):
                 return m, int(y.shape[1])
@@ -463,7 +461,7 @@ def _probe(
                 if y.ndim == 4 and tuple(y.shape[-2:]) == tuple(fixed):
                     return None, int(y.shape[1])
             except RuntimeError as err:
-                last = _one_line(err)
+                last = one_line(err)
     raise DlcbError(f"the model does not return outputs on the input's grid ({last})")
 
 
@@ -495,7 +493,7 @@ def _load(pkg: _Package, rdf: dict, device: torch.device) -> tuple[Any, ModelMet
         model = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as err:  # torch raises RuntimeError or zip errors for bad archives
         raise DlcbError(
-            f"cannot load TorchScript weights {entry['source']}: {_one_line(err)}"
+            f"cannot load TorchScript weights {entry['source']}: {one_line(err)}"
         ) from err
     model.eval()
     multiple, n_out = _probe(model, in_channels, size)

@@ -615,7 +615,7 @@ class SegmentationTrainer:
         saliency_method: str | None = None,
     ):
         from napari_dlcb.inference.postprocess import labels_from_probabilities
-        from napari_dlcb.inference.tiled import predict_region
+        from napari_dlcb.inference.tiled import predict_viewport
 
         arr = image
         live_saliency = self._make_live_saliency(arr, saliency_method) if saliency_method else None
@@ -630,7 +630,7 @@ class SegmentationTrainer:
             c0, c1 = max(cs.start or 0, 0), min(cs.stop or w, w)
             if r1 <= r0 or c1 <= c0:
                 return None
-            prob = predict_region(
+            prob = predict_viewport(
                 self.model,
                 arr,
                 (slice(r0, r1), slice(c0, c1)),

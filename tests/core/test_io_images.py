@@ -16,17 +16,10 @@ from PIL import Image
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io import _npe2
-from napari_dlcb.io.images import (
-    add_ome_zarr_labels,
-    image_stem,
-    is_labels_path,
-    ome_zarr_label_names,
-    read_image,
-    read_multiscale,
-    read_zarr,
-    write_labels_tiff,
-    write_ome_zarr,
-)
+from napari_dlcb.io.images import read_image, write_labels_tiff
+from napari_dlcb.io.omezarr import ome_zarr_label_names, read_multiscale, read_zarr
+from napari_dlcb.io.omezarr_write import add_ome_zarr_labels, write_ome_zarr
+from napari_dlcb.io.paths import image_stem, is_labels_path
 from napari_dlcb.io.project import AnnotationStore
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.models import saved
+from napari_dlcb.models import architectures, saved
 from napari_dlcb.models.registry import (
     BUILTIN_MODELS,
     list_builtin,
@@ -371,7 +371,7 @@ def test_register_architecture_lazy_string(registered):
 def test_every_listed_architecture_resolves():
     # the table names other tasks' networks lazily, so load_model works in a fresh process
     for name in list(saved.ARCHITECTURES):
-        assert callable(saved._resolve_builder(name)), name
+        assert callable(architectures.resolve_builder(name)), name
     register_architecture("unet2d", UNet2D)  # the same class as the lazy string: accepted
 
 
