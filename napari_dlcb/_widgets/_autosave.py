@@ -2,7 +2,7 @@
 
 :func:`enable_autosave` connects a Labels layer to the
 :class:`~napari_dlcb.io.project.AnnotationStore` of its image, through a
-:class:`~napari_dlcb.io.project.DebouncedSaver`, so that painting is written to
+:class:`~napari_dlcb.io.autosave.DebouncedSaver`, so that painting is written to
 disk a moment (``delay`` seconds) after the last edit and a crash loses at most
 that much work. Reopening the image with the plugin's reader restores the layer.
 

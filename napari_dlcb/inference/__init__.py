@@ -18,8 +18,8 @@ use, and torch only when a model runs.
 
 Modules: ``tiling`` (the engine: tile plan, blending, batches), ``tiled``
 (in-memory images and viewports), ``blockwise`` (OME-Zarr, block by block),
-``stitch`` (instances across blocks), ``distributed``, ``segment``,
-``postprocess`` (labels), ``metrics``. A *tile* is a window the network sees;
+``store`` (the OME-Zarr prediction store), ``stitch`` (instances across
+blocks), ``distributed``, ``segment``, ``postprocess`` (labels), ``metrics``. A *tile* is a window the network sees;
 a *block* is a piece of storage.
 """
 
@@ -33,8 +33,8 @@ _EXPORTS = {
     "predict_viewport": "tiled",
     "predict_zarr": "blockwise",
     "freeze_normalizer": "tiled",
-    "open_prediction": "blockwise",
-    "open_prediction_lazy": "blockwise",
+    "open_prediction": "store",
+    "open_prediction_lazy": "store",
     "predict_zarr_distributed": "distributed",
     "segment": "segment",
     "segment_zarr": "segment",

@@ -29,7 +29,14 @@ from napari_dlcb.data.images import ImageSource
 from napari_dlcb.data.normalize import cyx_normalizer, freeze_normalizer
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.inference.stitch import Block, Stitcher, face_strips
+from napari_dlcb.inference.stitch import Stitcher, instances_block, relabel_block
+from napari_dlcb.inference.store import (
+    PROBABILITY_DTYPES,
+    Block,
+    create_store,
+    prediction_arrays,
+    store_block,
+)
 from napari_dlcb.inference.tiling import TileEngine, as_pair, check_activation, check_sizes
 from napari_dlcb.io.omezarr import pixel_size
 from napari_dlcb.models.spec import DEFAULT_HALO
@@ -39,25 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from napari_dlcb.io.omezarr_write import OmeZarrBuilder
 
-__all__ = [
-    "LABELS_NAME",
-    "Block",
-    "BlockSettings",
-    "block_grid",
-    "create_store",
-    "decode_probabilities",
-    "instances_block",
-    "open_prediction",
-    "open_prediction_lazy",
-    "predict_block",
-    "predict_zarr",
-    "prediction_arrays",
-    "relabel_block",
-]
+__all__ = ["BlockSettings", "block_grid", "predict_block", "predict_zarr"]
 
-#: Name of the label image that :func:`predict_zarr` writes under ``labels/``.
-LABELS_NAME = "segmentation"
-_PROB_DTYPES = ("uint8", "float16", "float32")
 _LABEL_MODES = (None, "classes", "instances")
 
 
@@ -96,8 +86,8 @@ class BlockSettings:
     ) -> BlockSettings:
         """Check every option with a one-line :class:`DlcbError`; ``activation`` is checked."""
         overlap = check_sizes(halo, overlap, batch_size)
-        if dtype not in _PROB_DTYPES:
-            raise DlcbError(f"dtype must be one of {', '.join(_PROB_DTYPES)}, got {dtype!r}")
+        if dtype not in PROBABILITY_DTYPES:
+            raise DlcbError(f"dtype must be one of {', '.join(PROBABILITY_DTYPES)}, got {dtype!r}")
         if dtype == "uint8" and activation is None:
             raise DlcbError("dtype='uint8' stores probabilities; use float16/float32 for logits")
         if labels not in _LABEL_MODES:
@@ -139,86 +129,6 @@ def block_grid(shape: tuple[int, int], block: int) -> list[Block]:
     ]
 
 
-def encode_probabilities(prob: np.ndarray, dtype: str) -> np.ndarray:
-    """Probabilities as stored: uint8 = round(255 p), or float16/float32."""
-    if dtype == "uint8":
-        return np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
-    return prob.astype(dtype)
-
-
-def decode_probabilities(stored: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`encode_probabilities`, float32."""
-    if stored.dtype == np.uint8:
-        return stored.astype(np.float32) * np.float32(1 / 255)
-    return stored.astype(np.float32)
-
-
-def create_store(
-    dest: str | os.PathLike,
-    settings: BlockSettings,
-    *,
-    channels: int,
-    shape: tuple[int, int],
-    activation: str | None,
-    scale: tuple[float, float] = (1.0, 1.0),
-    overwrite: bool = False,
-) -> OmeZarrBuilder:
-    """Start the OME-Zarr store of a prediction, at a temporary path beside ``dest``.
-
-    ``<tmp>/0`` holds the probabilities (C, Y, X) in chunks of (C, block,
-    block), ``<tmp>/labels/segmentation/0`` the labels (Y, X) int32 if
-    ``settings.labels``. Fill them (:func:`prediction_arrays` opens them from
-    any process), then ``finish()`` renames the store to ``dest``.
-    """
-    from napari_dlcb.io.omezarr_write import OmeZarrBuilder
-
-    chunks = (settings.block, settings.block)
-    info = {
-        "block": settings.block,
-        "halo": settings.halo,
-        "activation": activation or "none",
-        "probability_scale": 255 if settings.dtype == "uint8" else 1,
-    }
-    out = OmeZarrBuilder(dest, overwrite=overwrite, zarr_only=False)
-    try:
-        out.image(
-            (channels, *shape),
-            settings.dtype,
-            axes="cyx",
-            chunks=chunks,
-            scale=(1.0, *scale),
-            name="probabilities",
-            metadata=info,
-            whole_axes="c",
-        )
-        if settings.labels is not None:
-            out.labels(LABELS_NAME, shape, "int32", axes="yx", chunks=chunks, scale=scale)
-    except BaseException:
-        out.discard()
-        raise
-    return out
-
-
-def prediction_arrays(path: str | os.PathLike, mode: str = "r+") -> tuple[Any, Any | None]:
-    """(probabilities, labels or None) zarr arrays of a prediction store (finished or not)."""
-    import zarr
-
-    root = zarr.open_group(str(path), mode=mode)
-    return root["0"], root.get(f"labels/{LABELS_NAME}/0")
-
-
-def store_block(
-    prob: np.ndarray, block: Block, prob_array: Any, label_array: Any, settings: BlockSettings
-) -> None:
-    """Write one block's probabilities (and class labels) into the store."""
-    from napari_dlcb.inference.postprocess import classes_from_probabilities
-
-    (r0, r1), (c0, c1) = block
-    prob_array[:, r0:r1, c0:c1] = encode_probabilities(prob, settings.dtype)
-    if settings.labels == "classes" and label_array is not None:
-        label_array[r0:r1, c0:c1] = classes_from_probabilities(prob, settings.class_values)
-
-
 def predict_block(
     engine: TileEngine,
     source: ImageSource,
@@ -231,110 +141,45 @@ def predict_block(
     prob = engine.predict(
         source, block, tile=settings.tile, halo=settings.halo, overlap=settings.overlap
     )
-    store_block(prob, block, prob_array, label_array, settings)
+    _store(prob, block, prob_array, label_array, settings)
 
 
-def instances_block(
-    prob_array: Any,
-    label_array: Any,
-    block: Block,
-    shape: tuple[int, int],
+def _store(
+    prob: np.ndarray, block: Block, prob_array: Any, label_array: Any, settings: BlockSettings
+) -> None:
+    store_block(
+        prob,
+        block,
+        prob_array,
+        label_array,
+        dtype=settings.dtype,
+        class_labels=settings.labels == "classes",
+        class_values=settings.class_values,
+    )
+
+
+def _new_store(
+    dest: Path,
     settings: BlockSettings,
-) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
-    """Segment one block's window into instances and store its core with block-local ids.
-
-    Returns the number of local ids, the ids present in the core, and the
-    window's labels on the strips around the block's faces
-    (:func:`~napari_dlcb.inference.stitch.face_strips`): the arguments of
-    :meth:`Stitcher.add <napari_dlcb.inference.stitch.Stitcher.add>` after the
-    block index.
-    """
-    from napari_dlcb.inference.postprocess import instances_from_probabilities
-
-    (r0, r1), (c0, c1) = block
-    margin = settings.margin
-    w0, w1 = max(0, r0 - margin), min(shape[0], r1 + margin)
-    v0, v1 = max(0, c0 - margin), min(shape[1], c1 + margin)
-    window = decode_probabilities(np.asarray(prob_array[:, w0:w1, v0:v1]))
-    lab = instances_from_probabilities(window, **settings.postprocess)
-    core = lab[r0 - w0 : r1 - w0, c0 - v0 : c1 - v0]
-    label_array[r0:r1, c0:c1] = core
-    present = np.unique(core)
-    strips = face_strips(lab, ((w0, w1), (v0, v1)), block, shape, margin)
-    return int(lab.max(initial=0)), present[present > 0], strips
-
-
-def relabel_block(label_array: Any, block: Block, offset: int, lut: np.ndarray) -> None:
-    """Replace a block's local ids by global ones (``lut`` from :meth:`Stitcher.lookup`)."""
-    (r0, r1), (c0, c1) = block
-    local = np.asarray(label_array[r0:r1, c0:c1]).astype(np.int64)
-    label_array[r0:r1, c0:c1] = np.where(local > 0, lut[local + offset], 0).astype(np.int32)
-
-
-def open_prediction(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read what :func:`predict_zarr` wrote, as float32 probabilities and labels.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The ``dest`` of :func:`predict_zarr`.
-
-    Returns
-    -------
-    probabilities : ndarray of float32, shape (C, Y, X)
-        uint8 storage is divided by 255.
-    labels : ndarray of int32, shape (Y, X), or None
-
-    Notes
-    -----
-    This loads everything into memory; use :func:`open_prediction_lazy` for
-    large results.
-    """
-    prob, labels = prediction_arrays(path, mode="r")
-    return decode_probabilities(np.asarray(prob)), None if labels is None else np.asarray(labels)
-
-
-def open_prediction_lazy(
-    path: str | os.PathLike, *, smallest: int = 2048
-) -> tuple[list[Any], list[Any] | None]:
-    """Open what :func:`predict_zarr` wrote lazily, as dask pyramids for a viewer.
-
-    Nothing is read until a level's chunks are computed, so a result larger
-    than memory can be shown as napari multiscale layers.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The ``dest`` of :func:`predict_zarr`.
-    smallest : int
-        Coarser levels (every 2nd pixel of the previous one) are added until
-        both sides are at most this.
-
-    Returns
-    -------
-    probabilities : list of dask arrays, shapes (C, Y / 2**k, X / 2**k)
-        As stored (uint8 = p * 255, or float).
-    labels : list of dask arrays (Y / 2**k, X / 2**k), or None
-
-    Examples
-    --------
-    >>> import tempfile, pathlib, torch
-    >>> out = pathlib.Path(tempfile.mkdtemp()) / "p.ome.zarr"
-    >>> _ = list(predict_zarr(torch.nn.Conv2d(1, 2, 1), np.ones((300, 200), np.float32), out, block=128, device="cpu"))
-    >>> prob, labels = open_prediction_lazy(out, smallest=100)
-    >>> [p.shape for p in prob], labels
-    ([(2, 300, 200), (2, 150, 100), (2, 75, 50)], None)
-    """
-    import dask.array as da
-
-    def pyramid(arr: Any) -> list[Any]:
-        levels = [da.from_zarr(arr)]
-        while max(levels[-1].shape[-2:]) > smallest:
-            levels.append(levels[-1][..., ::2, ::2])
-        return levels
-
-    prob, labels = prediction_arrays(path, mode="r")
-    return pyramid(prob), None if labels is None else pyramid(labels)
+    *,
+    channels: int,
+    shape: tuple[int, int],
+    activation: str | None,
+    scale: tuple[float, float],
+    overwrite: bool,
+) -> OmeZarrBuilder:
+    return create_store(
+        dest,
+        channels=channels,
+        shape=shape,
+        block=settings.block,
+        dtype=settings.dtype,
+        labels=settings.labels is not None,
+        activation=activation,
+        halo=settings.halo,
+        scale=scale,
+        overwrite=overwrite,
+    )
 
 
 def predict_zarr(
@@ -392,7 +237,7 @@ def predict_zarr(
         between tiles inside a block (default ``halo``).
     dtype : {"uint8", "float16", "float32"}
         Storage of probabilities. ``"uint8"`` (default) stores
-        ``round(255 * p)``: error <= 0.002. :func:`open_prediction` decodes it.
+        ``round(255 * p)``: error <= 0.002. ``open_prediction`` decodes it.
     labels : {None, "classes", "instances"}
         Also write labels: the arg-max class written as ``class_values``, or
         objects made by ``instances_from_probabilities`` (with ``postprocess``
@@ -416,6 +261,7 @@ def predict_zarr(
     >>> import tempfile, pathlib, torch
     >>> model = torch.nn.Conv2d(1, 2, 3, padding=1)
     >>> img = np.random.default_rng(0).random((200, 300), dtype=np.float32)
+    >>> from napari_dlcb.inference.store import open_prediction
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "pred.ome.zarr"
     >>> events = list(predict_zarr(model, img, out, block=128, halo=8, device="cpu"))
     >>> events[-1]["done"], events[-1]["total"], open_prediction(out)[0].shape
@@ -470,7 +316,7 @@ def _events(
                     src, block, tile=settings.tile, halo=settings.halo, overlap=settings.overlap
                 )
                 if out is None:  # the number of classes is known after one block
-                    out = create_store(
+                    out = _new_store(
                         dest,
                         settings,
                         channels=prob.shape[0],
@@ -480,7 +326,7 @@ def _events(
                         overwrite=overwrite,
                     )
                     prob_array, label_array = prediction_arrays(out.path)
-                store_block(prob, block, prob_array, label_array, settings)
+                _store(prob, block, prob_array, label_array, settings)
                 del prob
                 event = {"done": done, "total": total, "stage": "predict", "block": block}
                 if done < total:  # the last event comes once the store is complete
@@ -511,7 +357,15 @@ def _instance_passes(
     grid = (-(-shape[0] // settings.block), -(-shape[1] // settings.block))
     stitcher = Stitcher(grid)
     for i, block in enumerate(blocks):
-        stitcher.add(i, *instances_block(prob_array, label_array, block, shape, settings))
+        result = instances_block(
+            prob_array,
+            label_array,
+            block,
+            shape,
+            margin=settings.margin,
+            options=settings.postprocess,
+        )
+        stitcher.add(i, *result)
         done += 1
         yield {"done": done, "total": total, "stage": "instances", "block": block}
     offsets, lut = stitcher.lookup()

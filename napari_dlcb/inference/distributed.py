@@ -31,17 +31,9 @@ from napari_dlcb.data.images import ImageSource
 from napari_dlcb.data.normalize import cyx_normalizer, freeze_normalizer
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.inference.blockwise import (
-    Block,
-    BlockSettings,
-    block_grid,
-    create_store,
-    instances_block,
-    predict_block,
-    prediction_arrays,
-    relabel_block,
-)
-from napari_dlcb.inference.stitch import Stitcher
+from napari_dlcb.inference.blockwise import BlockSettings, block_grid, predict_block
+from napari_dlcb.inference.stitch import Stitcher, instances_block, relabel_block
+from napari_dlcb.inference.store import Block, create_store, prediction_arrays
 from napari_dlcb.inference.tiling import TileEngine
 from napari_dlcb.io.omezarr import pixel_size
 from napari_dlcb.models.spec import InferenceSpec
@@ -110,7 +102,9 @@ def _instances_task(
     index: int, block: Block, *, store: str, shape: tuple[int, int], settings: BlockSettings
 ) -> tuple[int, int, np.ndarray, dict[str, np.ndarray]]:
     prob_array, label_array = prediction_arrays(store)
-    count, present, strips = instances_block(prob_array, label_array, block, shape, settings)
+    count, present, strips = instances_block(
+        prob_array, label_array, block, shape, margin=settings.margin, options=settings.postprocess
+    )
     return index, count, present, strips
 
 
@@ -257,10 +251,13 @@ def predict_zarr_distributed(
     )
     out = create_store(
         dest,
-        settings,
         channels=_output_channels(model_dir, src.channels),
         shape=src.shape,
+        block=settings.block,
+        dtype=settings.dtype,
+        labels=settings.labels is not None,
         activation=spec.activation,
+        halo=settings.halo,
         scale=pixel_size(source),
         overwrite=overwrite,
     )

@@ -20,14 +20,15 @@ imports torch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from napari_dlcb.inference.metrics import overlaps
+from napari_dlcb.inference.store import Block, decode_probabilities
 
-__all__ = ["Stitcher", "face_strips", "strip_pairs"]
-
-#: An output block: ((row start, row stop), (column start, column stop)).
-Block = tuple[tuple[int, int], tuple[int, int]]
+__all__ = ["Stitcher", "face_strips", "instances_block", "relabel_block", "strip_pairs"]
 
 
 def face_strips(
@@ -130,3 +131,41 @@ class Stitcher:
         lut = np.zeros(n, np.int64)
         lut[present] = rank.ravel() + 1
         return offsets, lut
+
+
+def instances_block(
+    prob_array: Any,
+    label_array: Any,
+    block: Block,
+    shape: tuple[int, int],
+    *,
+    margin: int,
+    options: Mapping[str, Any],
+) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
+    """Segment one block's window into instances and store its core with block-local ids.
+
+    The window reaches ``margin`` pixels into the neighbours; ``options`` go
+    to ``instances_from_probabilities``. Returns the number of local ids, the
+    ids present in the core, and the window's labels on the strips around the
+    block's faces (:func:`face_strips`): the arguments of :meth:`Stitcher.add`
+    after the block index.
+    """
+    from napari_dlcb.inference.postprocess import instances_from_probabilities
+
+    (r0, r1), (c0, c1) = block
+    w0, w1 = max(0, r0 - margin), min(shape[0], r1 + margin)
+    v0, v1 = max(0, c0 - margin), min(shape[1], c1 + margin)
+    window = decode_probabilities(np.asarray(prob_array[:, w0:w1, v0:v1]))
+    lab = instances_from_probabilities(window, **dict(options))
+    core = lab[r0 - w0 : r1 - w0, c0 - v0 : c1 - v0]
+    label_array[r0:r1, c0:c1] = core
+    present = np.unique(core)
+    strips = face_strips(lab, ((w0, w1), (v0, v1)), block, shape, margin)
+    return int(lab.max(initial=0)), present[present > 0], strips
+
+
+def relabel_block(label_array: Any, block: Block, offset: int, lut: np.ndarray) -> None:
+    """Replace a block's local ids by global ones (``lut`` from :meth:`Stitcher.lookup`)."""
+    (r0, r1), (c0, c1) = block
+    local = np.asarray(label_array[r0:r1, c0:c1]).astype(np.int64)
+    label_array[r0:r1, c0:c1] = np.where(local > 0, lut[local + offset], 0).astype(np.int32)

@@ -99,6 +99,33 @@ def test_to_cyx_conventions():
         to_cyx(np.zeros((2, 3, 4, 5)))
 
 
+def test_one_channel_rule_for_arrays_and_lazy_sources():
+    """Issue 9: to_cyx and the tiled reader had different channel rules."""
+    from napari_dlcb.data.images import ImageSource, channel_layout
+
+    rng = np.random.default_rng(0)
+    cases = [
+        (rng.random((5, 6)), None, 1),
+        (rng.random((5, 6, 3)), None, 3),  # RGB
+        (rng.random((5, 6, 4)), None, 3),  # RGBA: alpha dropped
+        (rng.random((1, 5, 6)), None, 1),  # a leading singleton is one channel
+        (rng.random((2, 5, 6)), 0, 2),
+        (rng.random((5, 6, 4)), -1, 4),  # an explicit channel axis keeps every channel
+    ]
+    for arr, axis, channels in cases:
+        cyx = to_cyx(arr, axis)
+        assert cyx.shape == (channels, 5, 6), (arr.shape, axis)
+        np.testing.assert_array_equal(ImageSource(arr, axis).read((0, 5), (0, 6)), cyx)
+    for shape, axis, match in [
+        ((3, 40, 40), None, "channel_axis"),  # a stack or 3 channels: say which
+        ((5, 6), 0, "3-D"),
+        ((2, 5, 6), 3, "out of range"),
+        ((2, 3, 4, 5), None, "2-D"),
+    ]:
+        with pytest.raises(DlcbError, match=match):
+            channel_layout(shape, axis)
+
+
 def test_augment_keeps_image_and_target_aligned():
     rng = np.random.default_rng(1)
     img = np.zeros((1, 64, 64), np.float32)

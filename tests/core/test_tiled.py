@@ -14,9 +14,10 @@ from napari_dlcb.data.images import ImageSource, reflect_index
 from napari_dlcb.data.normalize import freeze_normalizer, sample_pixels
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.inference.blockwise import open_prediction, predict_zarr
+from napari_dlcb.inference.blockwise import predict_zarr
 from napari_dlcb.inference.metrics import average_precision
 from napari_dlcb.inference.postprocess import instances_from_probabilities
+from napari_dlcb.inference.store import open_prediction
 from napari_dlcb.inference.tiled import predict_tiled, predict_viewport
 from napari_dlcb.inference.tiling import axis_plan
 
