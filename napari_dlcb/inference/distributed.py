@@ -212,13 +212,12 @@ def predict_zarr_distributed(
     pathlib.Path
         ``dest``.
     """
+    # over 80 lines only by its signature and docstring (18 documented options)
     from napari_dlcb.models.saved import load_meta
 
     client = _default_client(client)
     model_dir = str(Path(model_dir).resolve())
     spec = InferenceSpec.from_meta(load_meta(model_dir))
-    if labels == "auto":
-        labels = spec.label_mode
     settings = BlockSettings.check(
         block=block,
         tile=tile,
@@ -227,7 +226,7 @@ def predict_zarr_distributed(
         batch_size=batch_size,
         activation=spec.activation,
         dtype=dtype,
-        labels=labels,
+        labels=spec.label_mode if labels == "auto" else labels,
         class_values=spec.class_values if class_values is None else class_values,
         margin=margin,
         postprocess=spec.postprocess_options(postprocess),
@@ -249,16 +248,30 @@ def predict_zarr_distributed(
         spec.size_multiple,
         settings,
     )
+    return _execute(client, model_dir, dest, src, job, overwrite=overwrite, progress=progress)
+
+
+def _execute(
+    client: Any,
+    model_dir: str,
+    dest: Path,
+    src: ImageSource,
+    job: _Job,
+    *,
+    overwrite: bool,
+    progress: Callable[[int, int], Any] | None,
+) -> Path:
+    """Create the store, run the tasks, then move the finished store to ``dest``."""
     out = create_store(
         dest,
         channels=_output_channels(model_dir, src.channels),
         shape=src.shape,
-        block=settings.block,
-        dtype=settings.dtype,
-        labels=settings.labels is not None,
-        activation=spec.activation,
-        halo=settings.halo,
-        scale=pixel_size(source),
+        block=job.settings.block,
+        dtype=job.settings.dtype,
+        labels=job.settings.labels is not None,
+        activation=job.activation,
+        halo=job.settings.halo,
+        scale=pixel_size(job.source),
         overwrite=overwrite,
     )
     try:

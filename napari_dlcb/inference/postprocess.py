@@ -140,54 +140,69 @@ def instances_from_probabilities(
     >>> int(labels.max())
     2
     """
-    from skimage.segmentation import watershed
-
-    if mode not in _INSTANCE_MODES:
-        raise DlcbError(f"mode must be one of {', '.join(_INSTANCE_MODES)}, got {mode!r}")
     prob = _as_prob(prob)
-    n_channels = prob.shape[0]
-    if mode == "auto":
-        if n_channels == 3:
-            mode = "bg_interior_boundary"
-        elif n_channels in (1, 2):
-            mode = "foreground"
-        else:
-            raise DlcbError(
-                f"cannot make instances from {n_channels} channels: expected 3 "
-                "(background, interior, boundary) or 1-2 (foreground)"
-            )
-
-    if mode == "bg_interior_boundary":
-        if n_channels != 3:
-            raise DlcbError(
-                f"mode 'bg_interior_boundary' needs 3 channels (background, interior, "
-                f"boundary), got {n_channels}"
-            )
-        background, interior, boundary = prob
-        mask = (1.0 - background) > fg_threshold
-        seed_mask = (interior > seed_threshold) & mask
-        if seed_erosion > 0:
-            seed_mask = ndi.binary_erosion(seed_mask, iterations=int(seed_erosion))
-        seeds, _ = ndi.label(seed_mask)
+    if _instance_mode(mode, prob.shape[0]) == "bg_interior_boundary":
         if min_seed_size is None:
             min_seed_size = max(2, int(min_size) // 4)
-        seeds = _remove_small(seeds, int(min_seed_size))
-        labels = watershed(boundary, markers=seeds, mask=mask)
-        if keep_unseeded:
-            orphans, n_orphans = ndi.label(mask & (labels == 0))
-            if n_orphans:
-                labels = np.where(orphans > 0, orphans + labels.max(), labels)
+        labels = _seeded_by_interior(
+            prob, fg_threshold, seed_threshold, seed_erosion, int(min_seed_size), keep_unseeded
+        )
     else:
-        if n_channels not in (1, 2):
-            raise DlcbError(
-                f"mode 'foreground' needs 1 (foreground) or 2 (background, foreground) "
-                f"channels, got {n_channels}"
-            )
-        mask = prob[-1] > fg_threshold
-        labels = _split_by_distance(mask, h=h, smooth=smooth)
-
+        labels = _split_by_distance(prob[-1] > fg_threshold, h=h, smooth=smooth)
     labels = _remove_small(np.asarray(labels, np.int32), int(min_size))
     return _relabel_consecutive(labels)
+
+
+def _instance_mode(mode: str, n_channels: int) -> str:
+    """The instance mode for ``n_channels`` probability channels, checked."""
+    if mode not in _INSTANCE_MODES:
+        raise DlcbError(f"mode must be one of {', '.join(_INSTANCE_MODES)}, got {mode!r}")
+    if mode == "auto":
+        if n_channels == 3:
+            return "bg_interior_boundary"
+        if n_channels in (1, 2):
+            return "foreground"
+        raise DlcbError(
+            f"cannot make instances from {n_channels} channels: expected 3 "
+            "(background, interior, boundary) or 1-2 (foreground)"
+        )
+    if mode == "bg_interior_boundary" and n_channels != 3:
+        raise DlcbError(
+            f"mode 'bg_interior_boundary' needs 3 channels (background, interior, "
+            f"boundary), got {n_channels}"
+        )
+    if mode == "foreground" and n_channels not in (1, 2):
+        raise DlcbError(
+            f"mode 'foreground' needs 1 (foreground) or 2 (background, foreground) "
+            f"channels, got {n_channels}"
+        )
+    return mode
+
+
+def _seeded_by_interior(
+    prob: np.ndarray,
+    fg_threshold: float,
+    seed_threshold: float,
+    seed_erosion: int,
+    min_seed_size: int,
+    keep_unseeded: bool,
+) -> np.ndarray:
+    """Watershed of the boundary map from interior seeds, inside the foreground (3 classes)."""
+    from skimage.segmentation import watershed
+
+    background, interior, boundary = prob
+    mask = (1.0 - background) > fg_threshold
+    seed_mask = (interior > seed_threshold) & mask
+    if seed_erosion > 0:
+        seed_mask = ndi.binary_erosion(seed_mask, iterations=int(seed_erosion))
+    seeds, _ = ndi.label(seed_mask)
+    seeds = _remove_small(seeds, min_seed_size)
+    labels = watershed(boundary, markers=seeds, mask=mask)
+    if keep_unseeded:
+        orphans, n_orphans = ndi.label(mask & (labels == 0))
+        if n_orphans:
+            labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    return labels
 
 
 def _split_by_distance(mask: np.ndarray, *, h: float, smooth: float) -> np.ndarray:

@@ -155,18 +155,17 @@ def predict_tiled(
         2-D (Y, X), RGB(A) (Y, X, 3|4), or 3-D with a ``channel_axis``; any
         size (smaller than a tile, not a multiple of it) and any real dtype.
     tile : int or (int, int) or None
-        Largest input tile side, halo included (256). Smaller images use one
-        smaller tile. ``None`` chooses large tiles automatically.
+        Largest input tile side, halo included (256); ``None`` chooses large
+        tiles automatically. Smaller images use one smaller tile.
     halo : int
-        Context pixels at each tile edge that are not written (32, or the
-        model's declared halo: ``InferenceSpec.halo``). Beyond the image
-        border the image is mirrored.
+        Context pixels at each tile edge that are not written (32; a model's
+        own is ``InferenceSpec.halo``). Beyond the border the image is mirrored.
     overlap : int, optional
         Width of the cosine blending zone between tiles (default ``halo``).
     batch_size : int
         Tiles per forward pass; the result does not depend on it.
     device : str or torch.device
-        ``"auto"`` picks CUDA, else MPS, else CPU.
+        ``"auto"``: CUDA, else MPS, else CPU.
     normalizer : callable, optional
         Image -> float32, e.g. a :class:`~napari_dlcb.data.normalize.Normalizer`;
         None means the image is already normalised. Per-image normalisers are
@@ -178,8 +177,7 @@ def predict_tiled(
     amp : bool
         float16 autocast on CUDA only.
     size_multiple : int, optional
-        Input sides the model needs to be a multiple of (a BioImage.IO
-        model's ``size_multiple``); tiles are sized and placed accordingly.
+        Tile sides the model needs (``InferenceSpec.size_multiple``).
     progress : callable, optional
         ``progress(done, total)`` after every batch.
 

@@ -131,13 +131,7 @@ def read_multiscale(
         raise DlcbError(f"cannot read '{p.name}': {len(axes)} axes for a {ndim}-D array")
     scale, translate = _level0_transform(ms, ndim)
     if squeeze:
-        keep = [i for i, n in enumerate(levels[0].shape) if n != 1]
-        if len(keep) >= 2:
-            drop = tuple(i for i in range(ndim) if i not in keep)
-            levels = [lv.squeeze(axis=drop) if drop else lv for lv in levels]
-            axes = "".join(axes[i] for i in keep)
-            scale = [scale[i] for i in keep]
-            translate = [translate[i] for i in keep]
+        levels, axes, scale, translate = _squeezed(levels, axes, scale, translate)
     meta = {
         "axes": axes,
         "scale": scale,
@@ -207,6 +201,23 @@ def ome_attrs(group: Any) -> tuple[dict[str, Any], str | None]:
         ome = attrs["ome"]
         return ome, str(ome.get("version", "0.5"))
     return attrs, None
+
+
+def _squeezed(
+    levels: list[Any], axes: str, scale: list[float], translate: list[float]
+) -> tuple[list[Any], str, list[float], list[float]]:
+    """Drop the axes of length 1 at full resolution (keeping at least two)."""
+    keep = [i for i, n in enumerate(levels[0].shape) if n != 1]
+    if len(keep) < 2:
+        return levels, axes, scale, translate
+    drop = tuple(i for i in range(len(axes)) if i not in keep)
+    levels = [lv.squeeze(axis=drop) if drop else lv for lv in levels]
+    return (
+        levels,
+        "".join(axes[i] for i in keep),
+        [scale[i] for i in keep],
+        [translate[i] for i in keep],
+    )
 
 
 def _level0_transform(ms: Mapping[str, Any], ndim: int) -> tuple[list[float], list[float]]:

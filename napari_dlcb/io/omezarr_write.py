@@ -31,6 +31,15 @@ import numpy as np
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.atomic import PendingDir
 from napari_dlcb.io.omezarr import ome_attrs, read_multiscale
+from napari_dlcb.io.omezarr_levels import (
+    SPATIAL,
+    LevelSpec,
+    create_group,
+    create_level,
+    set_ome_attrs,
+    write_multiscale_attrs,
+    write_pyramid,
+)
 from napari_dlcb.io.paths import image_stem
 
 if TYPE_CHECKING:
@@ -38,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OmeZarrBuilder", "add_ome_zarr_labels", "write_ome_zarr"]
 
-_SPATIAL = ("y", "x")
 _COARSEST_SIDE = 1024  # default pyramid: stop once the longest side fits on a screen
 
 
@@ -46,10 +54,10 @@ class OmeZarrBuilder:
     """One OME-Zarr image and its label images, built in a :class:`PendingDir`.
 
     Create the full-resolution arrays with :meth:`image` and :meth:`labels`,
-    fill them (any order, any process that can write :attr:`path`), then call
-    :meth:`finish` to write the coarser levels and the NGFF metadata and move
-    the image into place. Leaving a ``with`` block without :meth:`finish`
-    (an error, a cancelled job) deletes everything.
+    fill them (in any order, from any process that can write :attr:`path`),
+    then :meth:`finish` writes the coarser levels and the NGFF metadata and
+    moves the image into place. Leaving a ``with`` block without
+    :meth:`finish` (an error, a cancelled job) deletes everything.
 
     Parameters
     ----------
@@ -86,8 +94,8 @@ class OmeZarrBuilder:
             )
         self.pending = PendingDir(dest, overwrite=overwrite, zarr_only=zarr_only)
         self.version = version
-        self.root = _create_group(self.pending.path, version)
-        self._parts: list[tuple[Any, str, str, _LevelSpec, dict, bool]] = []
+        self.root = create_group(self.pending.path, version)
+        self._parts: list[tuple[Any, str, str, LevelSpec, dict, bool]] = []
         self._label_names: list[str] = []
         self._done = False
 
@@ -120,8 +128,8 @@ class OmeZarrBuilder:
         ``parent_image`` marks a label image that lives in the ``labels/``
         group of an image two folders up.
         """
-        spec = _LevelSpec(axes, tuple(chunks), n_levels, scale, translate, self.version, whole_axes)
-        array = _create_level(self.root, "0", shape, dtype, spec)
+        spec = LevelSpec(axes, tuple(chunks), n_levels, scale, translate, self.version, whole_axes)
+        array = create_level(self.root, "0", shape, dtype, spec)
         name = name or image_stem(self.pending.dest)
         self._parts.append((self.root, kind, name, spec, dict(metadata or {}), parent_image))
         return array
@@ -141,18 +149,18 @@ class OmeZarrBuilder:
         """Create the full-resolution array of the label image ``labels/<name>`` and return it."""
         lab_root = self.root.require_group("labels")
         self._label_names.append(str(name))
-        _set_ome_attrs(lab_root, {"labels": list(self._label_names)}, self.version)
+        set_ome_attrs(lab_root, {"labels": list(self._label_names)}, self.version)
         group = lab_root.create_group(str(name))
-        spec = _LevelSpec(axes, tuple(chunks), n_levels, scale, translate, self.version)
-        array = _create_level(group, "0", shape, dtype, spec)
+        spec = LevelSpec(axes, tuple(chunks), n_levels, scale, translate, self.version)
+        array = create_level(group, "0", shape, dtype, spec)
         self._parts.append((group, "labels", str(name), spec, {}, True))
         return array
 
     def finish(self) -> Path:
         """Write the coarser levels and the metadata, then move the image into place."""
         for group, kind, name, spec, extra, child in self._parts:
-            _write_pyramid(group, kind, spec)
-            _write_multiscale_attrs(group, kind, name, spec, is_child_label=child, extra=extra)
+            write_pyramid(group, kind, spec)
+            write_multiscale_attrs(group, kind, name, spec, is_child_label=child, extra=extra)
         self._done = True
         return self.pending.commit()
 
@@ -187,15 +195,13 @@ def write_ome_zarr(
     name: str | None = None,
     version: Literal["0.4", "0.5"] = "0.4",
 ) -> Path:
-    """Write a multiscale OME-Zarr image block by block.
+    """Write a multiscale OME-Zarr image block by block, atomically.
 
     Level 0 is stored straight from ``data`` (numpy or dask) one chunk at a time;
     each coarser level is then computed from the previous *stored* level, so a
     dask graph of a larger-than-memory image is evaluated once and never held
     whole. Images are downsampled 2x2 by the mean, labels by taking every second
-    pixel (never inventing label values). Only ``y`` and ``x`` are downsampled.
-    The folder is built beside ``path`` and renamed into place when complete, so
-    a crash never leaves a half-written image at ``path``.
+    pixel (never inventing label values); only ``y`` and ``x`` are downsampled.
 
     Parameters
     ----------
@@ -204,7 +210,7 @@ def write_ome_zarr(
     data : array-like
         The image, shaped as ``axes``.
     axes : str
-        Axis names from ``"tczyx"`` in NGFF order, e.g. ``"yx"``, ``"cyx"``, ``"zyx"``.
+        Names from ``"tczyx"`` in NGFF order: ``"yx"``, ``"cyx"``, ``"zyx"`` ...
     chunks : sequence of int
         Chunk shape of the ``y`` and ``x`` axes (other axes get chunks of 1).
     n_levels : int, optional
@@ -213,14 +219,13 @@ def write_ome_zarr(
     scale, translate : sequence of float, optional
         Physical pixel size and origin of level 0, one value per axis.
     kind : {"image", "labels"}
-        ``"labels"`` writes an NGFF label image (``image-label`` metadata,
-        nearest downsampling; integer data only).
+        ``"labels"``: an NGFF label image (integers, nearest downsampling).
     labels : mapping of str to array-like, optional
         Label images to store in the image's ``labels/`` group, each shaped like
         ``data``. They are written in the same pass as the image, so a shared
         dask graph (image and labels from one computation) runs once.
     name : str, optional
-        Multiscale name; defaults to the file stem.
+        Multiscale name (default: the file stem).
     version : {"0.4", "0.5"}
         NGFF version: 0.4 (Zarr v2, read by most tools today) or 0.5 (Zarr v3).
 
@@ -245,17 +250,7 @@ def write_ome_zarr(
     import dask.array as da
 
     p = Path(path)
-    arr = _as_dask(data)
-    _check_axes(p, axes, arr.ndim)
-    label_arrays = {str(k): _as_dask(v) for k, v in (labels or {}).items()}
-    for key, lab in label_arrays.items():
-        if lab.shape != arr.shape:
-            raise DlcbError(
-                f"cannot write '{p.name}': labels '{key}' shape {lab.shape} != image {arr.shape}"
-            )
-        _check_label_dtype(p, lab)
-    if kind == "labels":
-        _check_label_dtype(p, arr)
+    arr, label_arrays = _checked(p, data, labels, axes=axes, kind=kind)
     n = _n_levels(arr.shape, axes, n_levels)
     geometry = {
         "axes": axes,
@@ -317,7 +312,7 @@ def add_ome_zarr_labels(
     if not name or "/" in name or name.startswith("."):
         raise DlcbError(f"cannot write labels named '{name}' into '{p.name}'")
     axes = meta["axes"]
-    yx_chunks = tuple(levels[0].chunksize[axes.index(a)] for a in _SPATIAL if a in axes)
+    yx_chunks = tuple(levels[0].chunksize[axes.index(a)] for a in SPATIAL if a in axes)
     root = zarr.open_group(p, mode="r+")
     version = "0.5" if root.metadata.zarr_format == 3 else "0.4"
     lab_root = root.require_group("labels")
@@ -339,49 +334,8 @@ def add_ome_zarr_labels(
         )
         da.store(lab.rechunk(z.chunks), z, lock=False)
         out.finish()
-    _set_ome_attrs(lab_root, {"labels": names}, version)
+    set_ome_attrs(lab_root, {"labels": names}, version)
     return dest
-
-
-class _LevelSpec:
-    """Geometry shared by every pyramid written in one call."""
-
-    def __init__(
-        self,
-        axes: str,
-        chunks: tuple[int, ...],
-        n_levels: int,
-        scale: Sequence[float] | None,
-        translate: Sequence[float] | None,
-        version: str,
-        whole_axes: str = "",
-    ) -> None:
-        ndim = len(axes)
-        if len(chunks) != 2 or any(int(c) < 1 for c in chunks):
-            raise DlcbError(f"chunks must be two positive sizes (y, x), not {chunks}")
-        for label, vec in (("scale", scale), ("translate", translate)):
-            if vec is not None and len(vec) != ndim:
-                raise DlcbError(f"{label} needs {ndim} values for axes '{axes}', got {len(vec)}")
-        self.axes = axes
-        self.yx_chunks = tuple(int(c) for c in chunks)
-        self.n_levels = n_levels
-        self.scale = [float(s) for s in scale] if scale is not None else [1.0] * ndim
-        self.translate = [float(t) for t in translate] if translate is not None else [0.0] * ndim
-        self.version = version
-        self.whole_axes = whole_axes
-
-    def chunks_for(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        out = []
-        for ax, n in zip(self.axes, shape):
-            if ax in _SPATIAL:
-                c = self.yx_chunks[_SPATIAL.index(ax)]
-            else:
-                c = n if ax in self.whole_axes else 1
-            out.append(max(1, min(c, n)))
-        return tuple(out)
-
-    def factor(self, level: int) -> list[int]:
-        return [2**level if ax in _SPATIAL else 1 for ax in self.axes]
 
 
 def _as_dask(data: Any) -> da.Array:
@@ -393,6 +347,24 @@ def _as_dask(data: Any) -> da.Array:
         data = data[0]
     arr = data if hasattr(data, "shape") and hasattr(data, "dtype") else np.asarray(data)
     return da.from_array(arr, chunks=tuple(min(n, 1024) or 1 for n in arr.shape))
+
+
+def _checked(
+    p: Path, data: Any, labels: Mapping[str, Any] | None, *, axes: str, kind: str
+) -> tuple[da.Array, dict[str, da.Array]]:
+    """The image and its label images as dask arrays, checked against each other."""
+    arr = _as_dask(data)
+    _check_axes(p, axes, arr.ndim)
+    label_arrays = {str(k): _as_dask(v) for k, v in (labels or {}).items()}
+    for key, lab in label_arrays.items():
+        if lab.shape != arr.shape:
+            raise DlcbError(
+                f"cannot write '{p.name}': labels '{key}' shape {lab.shape} != image {arr.shape}"
+            )
+        _check_label_dtype(p, lab)
+    if kind == "labels":
+        _check_label_dtype(p, arr)
+    return arr, label_arrays
 
 
 def _check_axes(p: Path, axes: str, ndim: int) -> None:
@@ -410,7 +382,7 @@ def _check_label_dtype(p: Path, arr: da.Array) -> None:
 
 
 def _n_levels(shape: tuple[int, ...], axes: str, requested: int | None) -> int:
-    yx = [n for a, n in zip(axes, shape) if a in _SPATIAL]
+    yx = [n for a, n in zip(axes, shape) if a in SPATIAL]
     possible = 1 + int(math.floor(math.log2(max(1, min(yx)))))  # halving keeps >= 1 px
     if requested is None:
         wanted = 1 + max(0, math.ceil(math.log2(max(yx) / _COARSEST_SIDE)))
@@ -419,111 +391,3 @@ def _n_levels(shape: tuple[int, ...], axes: str, requested: int | None) -> int:
             raise DlcbError(f"n_levels must be at least 1, not {requested}")
         wanted = requested
     return min(wanted, possible)
-
-
-def _create_group(path: Path, version: str) -> Any:
-    import zarr
-
-    return zarr.open_group(path, mode="w", zarr_format=2 if version == "0.4" else 3)
-
-
-def _create_level(
-    group: Any, key: str, shape: tuple[int, ...], dtype: Any, spec: _LevelSpec
-) -> Any:
-    dtype = np.dtype(np.uint8) if np.dtype(dtype) == bool else np.dtype(dtype)
-    kwargs: dict[str, Any] = {"fill_value": 0}
-    if spec.version == "0.4":
-        import numcodecs
-
-        kwargs["compressors"] = numcodecs.Blosc(
-            cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE
-        )
-        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-    else:
-        from zarr.codecs import BloscCodec
-
-        kwargs["compressors"] = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
-        kwargs["dimension_names"] = list(spec.axes)
-    return group.create_array(
-        key, shape=shape, dtype=dtype, chunks=spec.chunks_for(shape), **kwargs
-    )
-
-
-def _write_pyramid(group: Any, kind: str, spec: _LevelSpec) -> None:
-    import dask.array as da
-
-    spatial = [i for i, a in enumerate(spec.axes) if a in _SPATIAL]
-    for level in range(1, spec.n_levels):
-        src = da.from_zarr(group[str(level - 1)])
-        trimmed = tuple(
-            slice(0, n - n % 2) if i in spatial else slice(None) for i, n in enumerate(src.shape)
-        )
-        src = src[trimmed]
-        out_shape = tuple(n // 2 if i in spatial else n for i, n in enumerate(src.shape))
-        chunks = spec.chunks_for(out_shape)
-        # blocks of twice the output chunk: every output chunk comes from one block
-        src = src.rechunk(tuple(c * 2 if i in spatial else c for i, c in enumerate(chunks)))
-        if kind == "labels":
-            down = src[
-                tuple(
-                    slice(None, None, 2) if i in spatial else slice(None) for i in range(src.ndim)
-                )
-            ]
-        else:
-            dtype = src.dtype
-            down = da.coarsen(np.mean, src.astype(np.float32), dict.fromkeys(spatial, 2))
-            if dtype.kind in "iu":
-                info = np.iinfo(dtype)
-                down = da.clip(da.round(down), info.min, info.max)
-            down = down.astype(dtype)
-        z = _create_level(group, str(level), out_shape, src.dtype, spec)
-        da.store(down.rechunk(z.chunks), z, lock=False)
-
-
-def _write_multiscale_attrs(
-    group: Any,
-    kind: str,
-    name: str,
-    spec: _LevelSpec,
-    *,
-    is_child_label: bool,
-    extra: Mapping[str, Any] | None = None,
-) -> None:
-    from ome_zarr.format import FormatV04, FormatV05
-    from ome_zarr.writer import write_multiscales_metadata
-
-    datasets = []
-    for level in range(spec.n_levels):
-        f = spec.factor(level)
-        s = [s0 * fi for s0, fi in zip(spec.scale, f)]
-        # a mean over f pixels is centred (f - 1) / 2 pixels in; a stride pick is not
-        shift = 0.0 if kind == "labels" else 0.5
-        t = [t0 + shift * (fi - 1) * s0 for t0, fi, s0 in zip(spec.translate, f, spec.scale)]
-        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": s}]
-        if any(t):
-            transforms.append({"type": "translation", "translation": t})
-        datasets.append({"path": str(level), "coordinateTransformations": transforms})
-    fmt = FormatV04() if spec.version == "0.4" else FormatV05()
-    meta = {
-        "method": "mean" if kind == "image" else "stride",
-        "writer": "napari-dlcb",
-        **dict(extra or {}),
-    }
-    write_multiscales_metadata(
-        group, datasets, fmt=fmt, axes=list(spec.axes), name=name, metadata=meta
-    )
-    if kind == "labels":
-        label_meta: dict[str, Any] = {"version": spec.version}
-        if is_child_label:
-            label_meta["source"] = {"image": "../../"}
-        _set_ome_attrs(group, {"image-label": label_meta}, spec.version)
-
-
-def _set_ome_attrs(group: Any, values: Mapping[str, Any], version: str) -> None:
-    if version == "0.4":
-        group.attrs.update(dict(values))
-    else:
-        ome = dict(group.attrs.get("ome", {}))
-        ome.update(values)
-        ome["version"] = version
-        group.attrs["ome"] = ome

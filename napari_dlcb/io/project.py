@@ -42,6 +42,7 @@ import numpy as np
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.atomic import fsync_dir, fsync_tree
+from napari_dlcb.io.jsonable import json_default
 from napari_dlcb.io.paths import image_stem
 
 __all__ = [
@@ -463,19 +464,9 @@ def _clean_metadata(name: str, metadata: Mapping[str, Any] | None) -> dict[str, 
         if key in md and md[key] is not None:
             md[key] = [float(v) for v in np.asarray(md[key], dtype=float).ravel()]
     try:
-        return json.loads(json.dumps(md, default=_json_default))
+        return json.loads(json.dumps(md, default=json_default))
     except (TypeError, ValueError) as exc:
         raise DlcbError(f"annotation '{name}': metadata is not JSON-serialisable") from exc
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(type(obj).__name__)
 
 
 def _read_pointer(layer: Path) -> dict[str, Any] | None:

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.jsonable import json_default
 
 __all__ = [
     "FORMAT_VERSION",
@@ -26,7 +25,6 @@ __all__ = [
     "TORCHSCRIPT_FILE",
     "WEIGHTS_FILE",
     "ModelMeta",
-    "json_default",
     "load_meta",
     "model_dir",
     "one_line",
@@ -180,21 +178,6 @@ class ModelMeta:
                 f"model metadata: 'class_values' {values} has {len(values)} value(s) but "
                 f"'classes' {self.classes} has {len(self.classes)}; give one label value per class"
             )
-
-
-def json_default(obj: Any) -> Any:
-    """``json.dumps(default=...)`` for numpy values, paths, tensors, sets and tuples."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # a torch tensor, without importing torch
-        return obj.detach().cpu().tolist()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def load_meta(path: str | os.PathLike) -> ModelMeta:

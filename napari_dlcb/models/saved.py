@@ -38,6 +38,7 @@ from torch import nn
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.atomic import atomic_write
+from napari_dlcb.io.jsonable import json_default
 from napari_dlcb.models.architectures import ARCHITECTURES, build_model, register_architecture
 from napari_dlcb.models.meta import (
     FORMAT_VERSION,
@@ -45,7 +46,6 @@ from napari_dlcb.models.meta import (
     TORCHSCRIPT_FILE,
     WEIGHTS_FILE,
     ModelMeta,
-    json_default,
     load_meta,
     model_dir,
     one_line,
