@@ -339,10 +339,11 @@ class SegmentationTrainer:
         norm_mode = (base_meta.normalization or {}).get("mode", "percentile")
         if norm_mode in ("percentile", "zscore") or parent == "scratch":
             norm_mode = "percentile" if norm_mode not in ("zscore",) else norm_mode
-            self.normalizer = Normalizer.fit([imgs[i] for i in self._train_images], mode=norm_mode)
+            train = [imgs[i] for i in self._train_images]
+            self.normalizer = Normalizer.fit(train, mode=norm_mode, channel_axis=0)
         else:
             self.normalizer = Normalizer.from_dict(base_meta.normalization)
-        self._norm = [self.normalizer(im) for im in imgs]
+        self._norm = [self.normalizer(im, channel_axis=0) for im in imgs]
         arch = model.architecture() if hasattr(model, "architecture") else {"name": "torchscript"}
         out_kind = "instances" if self.scribble_instances or self.binary_instances else label_kind
         self.meta = ModelMeta(
