@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 MODES = ("percentile", "zscore", "per_image_percentile", "per_image_zscore", "none")
+#: Pixels per channel that per-image statistics are computed from.
+STATS_SAMPLES = 4_000_000
 
 
 def check_image(image: np.ndarray, name: str = "image") -> None:
@@ -113,7 +115,11 @@ class Normalizer:
         return norm
 
     def __call__(self, image: np.ndarray, *, channel_axis: int | None = None) -> np.ndarray:
-        """Return the normalised image as float32, shape (C, Y, X)."""
+        """Return the normalised image as float32, shape (C, Y, X).
+
+        Channels follow the one channel rule (:func:`~napari_dlcb.data.images.channel_layout`):
+        pass ``channel_axis=0`` for an image that is already (C, Y, X).
+        """
         im = to_cyx(image, channel_axis).astype(np.float32, copy=False)
         if self.mode == "none":
             return np.ascontiguousarray(im)
@@ -171,9 +177,6 @@ class Normalizer:
 
 
 # ----------------------------------------------------------------------------- tiles
-
-#: Pixels per channel that per-image statistics are computed from (as Normalizer does).
-STATS_SAMPLES = 4_000_000
 
 
 def is_per_image(normalizer: Any) -> bool:

@@ -18,7 +18,7 @@ runs the same blocks as dask tasks, with the helpers below.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -351,7 +351,7 @@ def _instance_passes(
     blocks: list[Block],
     shape: tuple[int, int],
     settings: BlockSettings,
-) -> Iterator[dict]:
+) -> Generator[dict, None, dict]:
     """Instances block by block, then one relabelling pass; returns the last event."""
     total = 3 * len(blocks)
     done = len(blocks)

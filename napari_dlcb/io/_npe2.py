@@ -62,7 +62,8 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
     list of tuple
         ``(data, kwargs, layer_type)``: images as ``"image"`` (``rgb=True`` for
         RGB, ``multiscale=True`` for OME-Zarr pyramids), files named
-        ``*_labels``/``*_mask(s)``/``*_scribbles`` and OME-Zarr label images as
+        ``*_labels``/``*mask*``/``*_scribbles`` (see
+        :func:`~napari_dlcb.io.paths.is_labels_path`) and OME-Zarr label images as
         ``"labels"``, and any layers autosaved for the image as ``"labels"``.
 
     Raises

@@ -39,7 +39,8 @@ class InferenceSpec:
     halo : int
         Context pixels read around every tile and never written: the model's
         declared halo (``extra["halo"]``, e.g. a BioImage.IO output halo) if it
-        declares one, else :data:`DEFAULT_HALO`.
+        declares a positive one, else :data:`DEFAULT_HALO` (as before halos
+        were read, so models without one predict exactly as they did).
     size_multiple : int or None
         Every input side must be a multiple of this (``extra["size_multiple"]``).
     normalization : dict
