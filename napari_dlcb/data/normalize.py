@@ -164,13 +164,26 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Normalizer:
-        """Inverse of :meth:`to_dict`; ``None``/``{}`` means no normalisation."""
+        """Inverse of :meth:`to_dict`; ``None``/``{}`` means no normalisation.
+
+        A ``"zscore"`` dict may give its statistics as ``mean`` and ``std`` (a
+        number or one per channel), as BioImage.IO's fixed
+        ``zero_mean_unit_variance`` is imported, instead of ``low``/``high``.
+
+        Examples
+        --------
+        >>> Normalizer.from_dict({"mode": "zscore", "mean": 10.0, "std": 2.0}).low
+        [10.0]
+        """
         if not d:
             return cls(mode="none")
+        low, high = d.get("low"), d.get("high")
+        if d.get("mode") == "zscore" and not low and d.get("mean") is not None:
+            low, high = d.get("mean"), d.get("std")
         return cls(
             mode=d.get("mode", "none"),
-            low=list(d.get("low", [])),
-            high=list(d.get("high", [])),
+            low=[float(v) for v in np.ravel(low if low is not None else [])],
+            high=[float(v) for v in np.ravel(high if high is not None else [])],
             p_low=float(d.get("p_low", 1.0)),
             p_high=float(d.get("p_high", 99.8)),
         )
