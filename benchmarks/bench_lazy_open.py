@@ -76,7 +76,8 @@ def main() -> None:
         from napari_dlcb._sample_data import mosaic_path
         from napari_dlcb.data.synthetic import synthetic_nuclei
         from napari_dlcb.io._npe2 import read_layers
-        from napari_dlcb.io.images import read_multiscale, write_ome_zarr
+        from napari_dlcb.io.omezarr import read_multiscale
+        from napari_dlcb.io.omezarr_write import write_ome_zarr
 
         # warm imports and code paths so that they do not count as creation memory
         synthetic_nuclei((64, 64))

@@ -14,11 +14,8 @@ import time
 
 import numpy as np
 
-from napari_dlcb.inference.postprocess import (
-    average_precision,
-    foreground_iou,
-    instances_from_probabilities,
-)
+from napari_dlcb.inference.metrics import average_precision, foreground_iou
+from napari_dlcb.inference.postprocess import instances_from_probabilities
 from napari_dlcb.inference.segment import segment
 from napari_dlcb.io.images import read_image
 from napari_dlcb.models.registry import resolve_base

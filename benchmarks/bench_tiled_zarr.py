@@ -66,8 +66,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from napari_dlcb.inference.segment import segment_zarr
-    from napari_dlcb.io.images import read_zarr
-    from napari_dlcb.models.saved import ModelMeta
+    from napari_dlcb.io.omezarr import read_zarr
+    from napari_dlcb.models.meta import ModelMeta
 
     try:
         from napari_dlcb.models.registry import list_builtin, load_builtin
@@ -128,7 +128,7 @@ def child(args: argparse.Namespace) -> None:
     stages: dict[str, float] = {}
     t_start = last = time.perf_counter()
     n_blocks = 0
-    for event in segment_zarr((model, meta), source, args.dest, tile=1024, halo=32, device="cpu"):
+    for event in segment_zarr((model, meta), source, args.dest, block=1024, halo=32, device="cpu"):
         now = time.perf_counter()
         stages[event["stage"]] = stages.get(event["stage"], 0.0) + now - last
         last = now
@@ -209,7 +209,7 @@ def main() -> None:
         if result["model"].startswith("builtin"):  # accuracy of the stitched instances
             import zarr
 
-            from napari_dlcb.inference.postprocess import average_precision
+            from napari_dlcb.inference.metrics import average_precision
 
             n = args.crop or args.size
             pred = zarr.open_group(str(tmp / "pred.ome.zarr"), mode="r")["labels/segmentation/0"]

@@ -1,4 +1,4 @@
-"""Live-preview latency: ``predict_region`` for a viewport vs one plain forward pass.
+"""Live-preview latency: ``predict_viewport`` for a viewport vs one plain forward pass.
 
 The default segmentation model (the built-in U-Net if installed, otherwise a
 freshly initialised ``UNet2D()`` of the same default architecture) on CPU.
@@ -7,12 +7,12 @@ nuclei image we time:
 
 * ``forward``: ``model(x)`` on a (1, 1, h, w) tensor of the viewport size
   (eval mode, ``torch.inference_mode``): the irreducible cost;
-* ``region``: ``predict_region`` with a normaliser frozen once beforehand, as
+* ``region``: ``predict_viewport`` with a normaliser frozen once beforehand, as
   the GUI does (reading the viewport plus a 32 px halo, normalising, the
   forward pass on the padded window, softmax, blending, copying back);
 * ``region_cold``: the same with an unfrozen per-image normaliser, which
   first computes statistics of the whole 4096x4096 image;
-* ``forward_window``: ``model(x)`` on the window predict_region really feeds
+* ``forward_window``: ``model(x)`` on the window predict_viewport really feeds
   the model (viewport + 2 x 32 px halo, rounded up to a multiple of 32).
 
 ``region / forward`` is the whole overhead of the halo, tiling,
@@ -72,7 +72,7 @@ def main() -> None:
 
     from napari_dlcb.data.normalize import Normalizer
     from napari_dlcb.data.synthetic import synthetic_nuclei
-    from napari_dlcb.inference.tiled import freeze_normalizer, predict_region, predict_tiled
+    from napari_dlcb.inference.tiled import freeze_normalizer, predict_tiled, predict_viewport
 
     model, norm_dict, model_name = default_model()
     image = np.tile(synthetic_nuclei((1024, 1024), seed=0)[0], (4, 4))  # 4096 x 4096
@@ -82,7 +82,7 @@ def main() -> None:
     for side in (512, 1024):
         r0 = c0 = (image.shape[0] - side) // 2
         region = (slice(r0, r0 + side), slice(c0, c0 + side))
-        window = -(-(side + 2 * 32) // 32) * 32  # what predict_region feeds the model
+        window = -(-(side + 2 * 32) // 32) * 32  # what predict_viewport feeds the model
 
         def forward(n):
             x = torch.randn(1, 1, n, n)
@@ -93,10 +93,10 @@ def main() -> None:
             {
                 "forward": lambda side=side: forward(side),
                 "forward_window": lambda window=window: forward(window),
-                "region": lambda region=region: predict_region(
+                "region": lambda region=region: predict_viewport(
                     model, image, region, device="cpu", normalizer=frozen
                 ),
-                "region_cold": lambda region=region: predict_region(
+                "region_cold": lambda region=region: predict_viewport(
                     model, image, region, device="cpu", normalizer=normalizer
                 ),
             },

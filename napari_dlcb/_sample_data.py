@@ -167,7 +167,7 @@ def mosaic_path(*, size: int = 8192, tile: int = 1024, seed: int = 0) -> Path:
     DlcbError
         Bad ``size``/``tile``.
     """
-    from napari_dlcb.io.images import is_zarr_path
+    from napari_dlcb.io.paths import is_zarr_path
     from napari_dlcb.io.project import user_cache_dir
 
     if tile < 64 or tile % 64 or size < tile or size % tile:
@@ -189,7 +189,7 @@ def _write_mosaic(path: Path, *, size: int, tile: int, seed: int) -> None:
     import dask.array as da
     import numpy as np
 
-    from napari_dlcb.io.images import write_ome_zarr
+    from napari_dlcb.io.omezarr_write import write_ome_zarr
 
     n = size // tile
     images, labels = [], []
@@ -326,15 +326,7 @@ def scribbles_from_labels(
     chosen = _spread_out(props, n_nuclei, rng)
     for p in chosen:
         inside = ndi.binary_erosion(labels == p.label, iterations=radius + 1)
-        cy, cx = p.centroid
-        # skimage orientation: angle between the row axis and the major axis
-        dy, dx = np.cos(p.orientation), np.sin(p.orientation)
-        half = 0.45 * p.axis_major_length * rng.uniform(0.85, 1.1)
-        bend = rng.normal(0.0, 0.08) * p.axis_major_length
-        t = np.linspace(-1.0, 1.0, 9)
-        ys = cy + t * half * dy + (1 - t**2) * bend * dx + rng.normal(0, 0.25, t.size)
-        xs = cx + t * half * dx - (1 - t**2) * bend * dy + rng.normal(0, 0.25, t.size)
-        line = _polyline_mask(ys, xs, labels.shape)
+        line = _nucleus_stroke(p, rng, labels.shape)
         out[ndi.binary_dilation(line, brush) & inside] = 2
 
     # background strokes: wander through the gaps near the chosen nuclei
@@ -353,6 +345,21 @@ def scribbles_from_labels(
         line = _polyline_mask(np.array(ys), np.array(xs), labels.shape)
         out[ndi.binary_dilation(line, brush) & allowed & (out == 0)] = 1
     return out
+
+
+def _nucleus_stroke(prop: Any, rng: Any, shape: tuple[int, int]) -> Any:
+    """A gently curved line along the long axis of one nucleus (a regionprops entry)."""
+    import numpy as np
+
+    cy, cx = prop.centroid
+    # skimage orientation: angle between the row axis and the major axis
+    dy, dx = np.cos(prop.orientation), np.sin(prop.orientation)
+    half = 0.45 * prop.axis_major_length * rng.uniform(0.85, 1.1)
+    bend = rng.normal(0.0, 0.08) * prop.axis_major_length
+    t = np.linspace(-1.0, 1.0, 9)
+    ys = cy + t * half * dy + (1 - t**2) * bend * dx + rng.normal(0, 0.25, t.size)
+    xs = cx + t * half * dx - (1 - t**2) * bend * dy + rng.normal(0, 0.25, t.size)
+    return _polyline_mask(ys, xs, shape)
 
 
 def _disk(r: int) -> Any:

@@ -2,7 +2,7 @@
 
 :func:`enable_autosave` connects a Labels layer to the
 :class:`~napari_dlcb.io.project.AnnotationStore` of its image, through a
-:class:`~napari_dlcb.io.project.DebouncedSaver`, so that painting is written to
+:class:`~napari_dlcb.io.autosave.DebouncedSaver`, so that painting is written to
 disk a moment (``delay`` seconds) after the last edit and a crash loses at most
 that much work. Reopening the image with the plugin's reader restores the layer.
 
@@ -114,7 +114,8 @@ class AnnotationAutosave:
         max_delay: float = 5.0,
         label_kind: str | None = None,
     ) -> None:
-        from napari_dlcb.io.project import AnnotationStore, DebouncedSaver
+        from napari_dlcb.io.autosave import DebouncedSaver
+        from napari_dlcb.io.project import AnnotationStore
 
         self.image_layer = image_layer
         self.labels_layer = labels_layer

@@ -1241,7 +1241,7 @@ class SegmentationWidget(QWidget):
             return
         if name not in self.viewer.layers:
             return
-        from napari_dlcb.inference.tiled import open_prediction_lazy
+        from napari_dlcb.inference.store import open_prediction_lazy
 
         image = self.viewer.layers[name]
         grid = layer_grid(image)

@@ -1,50 +1,44 @@
-"""Intensity normalisation, with statistics from the training data only."""
+"""Intensity normalisation, with statistics from the training data only.
+
+:class:`Normalizer` maps an image to float32 (C, Y, X). Its dataset modes
+(``"percentile"``, ``"zscore"``) use fixed statistics stored with the model, so
+they are point-wise: a tile normalised alone equals the same pixels of the
+normalised whole image. Its per-image modes compute statistics on each image;
+to use one tile by tile (tiled and block-wise prediction) it is first *frozen*
+on the whole image with :func:`freeze_normalizer`, which gives exactly what
+normalising the whole image at once gives. For a huge image that is one
+streaming pass over it; to avoid repeating it (for example for every viewport
+of a live preview), freeze once and pass the frozen normaliser, or pass known
+statistics directly::
+
+    frozen = freeze_normalizer(normalizer, big_image)        # one pass
+    Normalizer(mode="zscore", low=[mean], high=[std])         # known statistics
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from napari_dlcb.data.images import ImageSource, to_cyx
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["Normalizer", "to_cyx", "check_image"]
+__all__ = [
+    "Normalizer",
+    "check_image",
+    "cyx_normalizer",
+    "freeze_normalizer",
+    "is_per_image",
+    "sample_pixels",
+]
 
 MODES = ("percentile", "zscore", "per_image_percentile", "per_image_zscore", "none")
-
-
-def to_cyx(image: Any, channel_axis: int | None = None) -> np.ndarray:
-    """Return a (C, Y, X) view of a 2-D grey or multichannel image.
-
-    ``channel_axis=None`` means a 2-D image is grey and a 3-D image whose last
-    axis has 3 or 4 entries is RGB(A) (alpha dropped).
-
-    Examples
-    --------
-    >>> to_cyx(np.zeros((5, 6, 3))).shape
-    (3, 5, 6)
-    """
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        return arr[None]
-    if arr.ndim == 3:
-        if channel_axis is None:
-            if arr.shape[-1] in (3, 4):
-                channel_axis = -1
-            elif arr.shape[0] <= 4:
-                channel_axis = 0
-            else:
-                raise DlcbError(
-                    f"image of shape {arr.shape} is not 2-D; give channel_axis for a "
-                    "multichannel image"
-                )
-        arr = np.moveaxis(arr, channel_axis, 0)
-        if arr.shape[0] == 4 and channel_axis in (-1, 2):
-            arr = arr[:3]
-        return arr
-    raise DlcbError(f"expected a 2-D grey or RGB image, got an array of shape {arr.shape}")
+#: Pixels per channel that per-image statistics are computed from.
+STATS_SAMPLES = 4_000_000
 
 
 def check_image(image: np.ndarray, name: str = "image") -> None:
@@ -121,7 +115,11 @@ class Normalizer:
         return norm
 
     def __call__(self, image: np.ndarray, *, channel_axis: int | None = None) -> np.ndarray:
-        """Return the normalised image as float32, shape (C, Y, X)."""
+        """Return the normalised image as float32, shape (C, Y, X).
+
+        Channels follow the one channel rule (:func:`~napari_dlcb.data.images.channel_layout`):
+        pass ``channel_axis=0`` for an image that is already (C, Y, X).
+        """
         im = to_cyx(image, channel_axis).astype(np.float32, copy=False)
         if self.mode == "none":
             return np.ascontiguousarray(im)
@@ -138,8 +136,8 @@ class Normalizer:
     def image_stats(self, im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel statistics of one (C, Y, X) image for the per-image modes."""
         flat = im.reshape(im.shape[0], -1)
-        if flat.shape[1] > 4_000_000:
-            flat = flat[:, :: flat.shape[1] // 4_000_000 + 1]
+        if flat.shape[1] > STATS_SAMPLES:
+            flat = flat[:, :: flat.shape[1] // STATS_SAMPLES + 1]
         if self.mode.endswith("zscore"):
             return flat.mean(1).astype(np.float32), flat.std(1).astype(np.float32)
         return (
@@ -166,13 +164,142 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Normalizer:
-        """Inverse of :meth:`to_dict`; ``None``/``{}`` means no normalisation."""
+        """Inverse of :meth:`to_dict`; ``None``/``{}`` means no normalisation.
+
+        A ``"zscore"`` dict may give its statistics as ``mean`` and ``std`` (a
+        number or one per channel), as BioImage.IO's fixed
+        ``zero_mean_unit_variance`` is imported, instead of ``low``/``high``.
+
+        Examples
+        --------
+        >>> Normalizer.from_dict({"mode": "zscore", "mean": 10.0, "std": 2.0}).low
+        [10.0]
+        """
         if not d:
             return cls(mode="none")
+        low, high = d.get("low"), d.get("high")
+        if d.get("mode") == "zscore" and not low and d.get("mean") is not None:
+            low, high = d.get("mean"), d.get("std")
         return cls(
             mode=d.get("mode", "none"),
-            low=list(d.get("low", [])),
-            high=list(d.get("high", [])),
+            low=[float(v) for v in np.ravel(low if low is not None else [])],
+            high=[float(v) for v in np.ravel(high if high is not None else [])],
             p_low=float(d.get("p_low", 1.0)),
             p_high=float(d.get("p_high", 99.8)),
         )
+
+
+# ----------------------------------------------------------------------------- tiles
+
+
+def is_per_image(normalizer: Any) -> bool:
+    """Whether ``normalizer`` is a per-image :class:`Normalizer` (statistics from each image)."""
+    mode = getattr(normalizer, "mode", None)
+    return (
+        isinstance(mode, str)
+        and mode.startswith("per_image")
+        and hasattr(normalizer, "image_stats")
+    )
+
+
+def sample_pixels(source: ImageSource, max_samples: int = STATS_SAMPLES) -> np.ndarray:
+    """Every k-th pixel in row-major order, (C, 1, n) float32, read in row bands.
+
+    This is exactly the subsample ``Normalizer.image_stats`` takes of an
+    in-memory image, gathered without holding the image in memory.
+
+    Examples
+    --------
+    >>> sample_pixels(ImageSource(np.arange(12.0).reshape(3, 4)), 5)[0, 0].tolist()
+    [0.0, 3.0, 6.0, 9.0]
+    """
+    n_rows, n_cols = source.shape
+    total = n_rows * n_cols
+    step = 1 if total <= max_samples else total // max_samples + 1
+    band = max(1, 2**22 // n_cols)
+    parts = []
+    for r0 in range(0, n_rows, band):
+        r1 = min(n_rows, r0 + band)
+        block = source.read((r0, r1), (0, n_cols)).reshape(source.channels, -1)
+        first = (-r0 * n_cols) % step
+        parts.append(block[:, first::step].astype(np.float32))
+    return np.concatenate(parts, axis=1)[:, None, :]
+
+
+def freeze_normalizer(
+    normalizer: Any, image: Any, *, channel_axis: int | None = None
+) -> Callable[..., np.ndarray] | None:
+    """Fix a per-image normaliser's statistics on a whole image, so tiles can use it.
+
+    Parameters
+    ----------
+    normalizer : Normalizer, callable or None
+        A :class:`Normalizer` in a per-image mode is turned into the
+        equivalent dataset-mode normaliser, with this image's statistics
+        (computed from the same pixel subsample as ``Normalizer.image_stats``
+        uses, in a streaming pass for lazy images). Anything else is returned
+        unchanged.
+    image : array-like, zarr array, dask array, path or ImageSource
+        The whole image the tiles come from.
+    channel_axis : int, optional
+        Channel axis of ``image``.
+
+    Returns
+    -------
+    callable or None
+        A point-wise normaliser.
+
+    Examples
+    --------
+    >>> img = np.arange(64.0).reshape(8, 8)
+    >>> frozen = freeze_normalizer(Normalizer(mode="per_image_zscore"), img)
+    >>> frozen.mode, bool(np.allclose(frozen(img[:2, :2]), Normalizer(mode="per_image_zscore")(img)[:, :2, :2]))
+    ('zscore', True)
+    """
+    if normalizer is None or not is_per_image(normalizer):
+        return normalizer
+    source = image if isinstance(image, ImageSource) else ImageSource(image, channel_axis)
+    low, high = normalizer.image_stats(sample_pixels(source))
+    mode = normalizer.mode.removeprefix("per_image_")
+    fields = {"mode": mode, "low": [float(v) for v in low], "high": [float(v) for v in high]}
+    if hasattr(normalizer, "to_dict") and hasattr(type(normalizer), "from_dict"):
+        return type(normalizer).from_dict({**normalizer.to_dict(), **fields})
+    return type(normalizer)(**fields)  # pragma: no cover - other Normalizer-like classes
+
+
+def cyx_normalizer(normalizer: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a normaliser as (C, h, w) -> float32 (C, h, w), whatever its signature.
+
+    Parameters
+    ----------
+    normalizer : callable or None
+        A :class:`Normalizer` (or anything taking an image, optionally with
+        ``channel_axis=``); None only casts to float32.
+
+    Returns
+    -------
+    callable
+
+    Examples
+    --------
+    >>> cyx_normalizer(lambda x: 2 * x)(np.ones((1, 2, 2), np.uint8)).tolist()
+    [[[2.0, 2.0], [2.0, 2.0]]]
+    """
+    if normalizer is None:
+        return lambda tile: tile.astype(np.float32, copy=False)
+    if not callable(normalizer):
+        raise DlcbError(f"normalizer must be callable or None, got {type(normalizer).__name__}")
+    try:
+        takes_axis = "channel_axis" in inspect.signature(normalizer).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        takes_axis = False
+
+    def apply(tile: np.ndarray) -> np.ndarray:
+        if tile.shape[0] == 1:
+            out = normalizer(tile[0], channel_axis=None) if takes_axis else normalizer(tile[0])
+        else:
+            out = normalizer(tile, channel_axis=0) if takes_axis else normalizer(tile)
+        out = np.asarray(out, dtype=np.float32)
+        return out[None] if out.ndim == 2 else out
+
+    return apply

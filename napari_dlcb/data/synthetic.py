@@ -63,9 +63,27 @@ def synthetic_nuclei(
     mean_r = float(np.mean(radius))
     if n_nuclei is None:
         n_nuclei = max(1, int(0.25 * rows * cols / (np.pi * mean_r**2)))
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    labels, signal = _place_nuclei(rng, shape, n_nuclei, radius, touching, yy, xx)
+    labels = _largest_pieces(labels)
+    signal = np.where(labels > 0, signal, 0).astype(np.float32)
+    img = _render(rng, signal, blur, noise, illumination, yy, xx)
+    return img, labels
+
+
+def _place_nuclei(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    n_nuclei: int,
+    radius: tuple[float, float],
+    touching: float,
+    yy: np.ndarray,
+    xx: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random ellipses (ids 1..N) and their brightness, some touching a neighbour."""
+    rows, cols = shape
     labels = np.zeros(shape, np.int32)
     signal = np.zeros(shape, np.float32)
-    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     centres: list[tuple[float, float, float]] = []
     next_id = 1
     for _ in range(n_nuclei * 4):
@@ -104,7 +122,11 @@ def synthetic_nuclei(
         signal[sl][free] = brightness
         centres.append((y0, x0, max(a, b)))
         next_id += 1
-    # keep only the largest connected piece of each nucleus, renumber 1..N
+    return labels, signal
+
+
+def _largest_pieces(labels: np.ndarray) -> np.ndarray:
+    """Keep only the largest connected piece of each nucleus (>= 20 px), renumbered 1..N."""
     out = np.zeros_like(labels)
     new_id = 1
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
@@ -119,11 +141,23 @@ def synthetic_nuclei(
             continue
         out[sl][keep] = new_id
         new_id += 1
-    labels = out
-    signal = np.where(labels > 0, signal, 0).astype(np.float32)
-    # chromatin texture, blur, illumination, background, noise
+    return out
+
+
+def _render(
+    rng: np.random.Generator,
+    signal: np.ndarray,
+    blur: float,
+    noise: float,
+    illumination: float,
+    yy: np.ndarray,
+    xx: np.ndarray,
+) -> np.ndarray:
+    """Chromatin texture, blur, illumination, background and noise, as uint16."""
+    shape = signal.shape
+    rows, cols = shape
     texture = ndi.gaussian_filter(rng.normal(0, 1, shape).astype(np.float32), 1.2)
-    signal *= 1.0 + 0.25 * texture / (texture.std() + 1e-6)
+    signal = signal * (1.0 + 0.25 * texture / (texture.std() + 1e-6))
     signal = ndi.gaussian_filter(signal, blur)
     gy, gx = rng.uniform(-1, 1, 2)
     illum = 1.0 + illumination * ((yy / rows - 0.5) * gy + (xx / cols - 0.5) * gx)
@@ -136,5 +170,4 @@ def synthetic_nuclei(
     img = (0.08 + signal) * illum
     img = rng.poisson(np.clip(img, 0, None) * 400).astype(np.float32) / 400
     img += rng.normal(0, noise, shape).astype(np.float32)
-    img = np.clip(img * 20000 + 500, 0, 65535).astype(np.uint16)
-    return img, labels
+    return np.clip(img * 20000 + 500, 0, 65535).astype(np.uint16)

@@ -5,15 +5,22 @@ use, and torch only when a model runs.
 
 ==========================================  ===========================================
 :func:`predict_tiled`                       whole image, blended tiles -> (C, Y, X)
-:func:`predict_region`                      one viewport with context (live preview)
+:func:`predict_viewport`                    one viewport with context (live preview)
 :func:`predict_zarr`                        larger than memory, block by block (generator)
 :func:`predict_zarr_distributed`            the same on a ``dask.distributed`` cluster
+:func:`open_prediction` (``_lazy``)         read what ``predict_zarr`` wrote
 :func:`freeze_normalizer`                   per-image statistics of a whole (lazy) image
 :func:`segment` / :func:`segment_zarr`      saved model + image -> probabilities, labels
 :func:`labels_from_probabilities`           the model's label convention
 :func:`instances_from_probabilities`        seeded watershed into instances
 :func:`average_precision` and friends       segmentation metrics
 ==========================================  ===========================================
+
+Modules: ``tiling`` (the engine: tile plan, blending, batches), ``tiled``
+(in-memory images and viewports), ``blockwise`` (OME-Zarr, block by block),
+``store`` (the OME-Zarr prediction store), ``stitch`` (instances across
+blocks), ``distributed``, ``segment``, ``postprocess`` (labels), ``metrics``. A *tile* is a window the network sees;
+a *block* is a piece of storage.
 """
 
 from __future__ import annotations
@@ -23,11 +30,11 @@ from typing import Any
 
 _EXPORTS = {
     "predict_tiled": "tiled",
-    "predict_region": "tiled",
-    "predict_zarr": "tiled",
+    "predict_viewport": "tiled",
+    "predict_zarr": "blockwise",
     "freeze_normalizer": "tiled",
-    "open_prediction": "tiled",
-    "open_prediction_lazy": "tiled",
+    "open_prediction": "store",
+    "open_prediction_lazy": "store",
     "predict_zarr_distributed": "distributed",
     "segment": "segment",
     "segment_zarr": "segment",
@@ -35,10 +42,10 @@ _EXPORTS = {
     "labels_from_probabilities": "postprocess",
     "instances_from_probabilities": "postprocess",
     "classes_from_probabilities": "postprocess",
-    "average_precision": "postprocess",
-    "iou_matrix": "postprocess",
-    "pixel_error": "postprocess",
-    "foreground_iou": "postprocess",
+    "average_precision": "metrics",
+    "iou_matrix": "metrics",
+    "pixel_error": "metrics",
+    "foreground_iou": "metrics",
 }
 
 __all__ = sorted(_EXPORTS)

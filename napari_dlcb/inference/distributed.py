@@ -1,7 +1,7 @@
 """Block-wise prediction of a huge image on a ``dask.distributed`` cluster.
 
 The same blocks, halos and storage as
-:func:`~napari_dlcb.inference.tiled.predict_zarr`, but every block is a task.
+:func:`~napari_dlcb.inference.blockwise.predict_zarr`, but every block is a task.
 A task loads the saved model once per worker (then reuses it), reads its block
 plus halo from the source, and writes its chunk-aligned block of the
 destination store itself, so no image data passes through the client and
@@ -21,30 +21,23 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_dlcb.data.images import ImageSource
+from napari_dlcb.data.normalize import cyx_normalizer, freeze_normalizer
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.inference.tiled import (
-    Block,
-    _as_pair,
-    _blocks,
-    _check_zarr_options,
-    _Engine,
-    _inference_on,
-    _instances_block,
-    _predict_block,
-    _relabel_block,
-    _Source,
-    _source_scale,
-    _Stitcher,
-    _tile_normalizer,
-    _ZarrLayout,
-    freeze_normalizer,
-)
+from napari_dlcb.inference.blockwise import BlockSettings, block_grid, predict_block
+from napari_dlcb.inference.stitch import Stitcher, instances_block, relabel_block
+from napari_dlcb.inference.store import Block, create_store, prediction_arrays
+from napari_dlcb.inference.tiling import TileEngine
+from napari_dlcb.io.omezarr import pixel_size
+from napari_dlcb.models.spec import InferenceSpec
+from napari_dlcb.models.state import inference_mode_on
 
 __all__ = ["predict_zarr_distributed"]
 
@@ -66,63 +59,58 @@ def _worker_model(model_dir: str, device: str) -> tuple[Any, Any, Any]:
     return model, meta, dev
 
 
-def _arrays(store: str) -> tuple[Any, Any]:
-    import zarr
+@dataclass(frozen=True)
+class _Job:
+    """What every predict task needs besides its block (picklable)."""
 
-    from napari_dlcb.inference.tiled import LABELS_NAME
+    device: str
+    source: Any
+    channel_axis: int | None
+    normalizer: Any
+    activation: str | None
+    amp: bool
+    batch_size: int
+    size_multiple: int | None
+    settings: BlockSettings
 
-    root = zarr.open_group(store, mode="r+")
-    return root["0"], root.get(f"labels/{LABELS_NAME}/0")
 
-
-def _predict_task(block: Block, *, model_dir: str, store: str, settings: dict) -> Block:
+def _predict_task(block: Block, *, model_dir: str, store: str, job: _Job) -> Block:
     """Predict one block on a worker and write it into the store."""
     import dask
 
-    model, _, dev = _worker_model(model_dir, settings["device"])
-    source = _Source(settings["source"], settings["channel_axis"])
-    engine = _Engine(
+    model, _, dev = _worker_model(model_dir, job.device)
+    source = ImageSource(job.source, job.channel_axis)
+    engine = TileEngine(
         model,
         dev,
-        _tile_normalizer(settings["normalizer"]),
-        settings["activation"],
-        settings["amp"],
-        settings["batch_size"],
+        cyx_normalizer(job.normalizer),
+        job.activation,
+        job.amp,
+        job.batch_size,
+        job.size_multiple,
     )
-    prob_array, label_array = _arrays(store)
+    prob_array, label_array = prediction_arrays(store)
     # the model is shared by the worker's threads; eval + inference mode only reads it.
     # A dask source is computed right here: submitting to the cluster from inside a
     # task could wait forever for the thread this task occupies.
-    with _inference_on(model, dev), dask.config.set(scheduler="synchronous"):
-        _predict_block(
-            engine,
-            source,
-            block,
-            prob_array,
-            label_array,
-            model_tile=settings["model_tile"],
-            halo=settings["halo"],
-            overlap=settings["overlap"],
-            dtype=settings["dtype"],
-            labels=settings["labels"],
-            class_values=settings["class_values"],
-        )
+    with inference_mode_on(model, dev), dask.config.set(scheduler="synchronous"):
+        predict_block(engine, source, block, prob_array, label_array, job.settings)
     return block
 
 
 def _instances_task(
-    index: int, block: Block, *, store: str, shape: tuple[int, int], margin: int, options: dict
+    index: int, block: Block, *, store: str, shape: tuple[int, int], settings: BlockSettings
 ) -> tuple[int, int, np.ndarray, dict[str, np.ndarray]]:
-    prob_array, label_array = _arrays(store)
-    count, present, strips = _instances_block(
-        prob_array, label_array, block, shape, margin=margin, options=options
+    prob_array, label_array = prediction_arrays(store)
+    count, present, strips = instances_block(
+        prob_array, label_array, block, shape, margin=settings.margin, options=settings.postprocess
     )
     return index, count, present, strips
 
 
 def _relabel_task(block: Block, offset: int, lut: np.ndarray, *, store: str) -> Block:
-    _, label_array = _arrays(store)
-    _relabel_block(label_array, block, offset, lut)
+    _, label_array = prediction_arrays(store)
+    relabel_block(label_array, block, offset, lut)
     return block
 
 
@@ -154,15 +142,28 @@ def _run(
         raise
 
 
+def _default_client(client: Any) -> Any:
+    if client is not None:
+        return client
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError) as err:
+        raise DlcbError(
+            "no dask.distributed client: start one (Client(LocalCluster())) or pass client="
+        ) from err
+
+
 def predict_zarr_distributed(
     model_dir: str | os.PathLike,
     source: Any,
     dest: str | os.PathLike,
     *,
     client: Any = None,
-    tile: int = 1024,
-    halo: int = 32,
-    model_tile: int | tuple[int, int] | None = None,
+    block: int = 1024,
+    tile: int | tuple[int, int] | None = None,
+    halo: int | None = None,
     batch_size: int = 1,
     device: str = "auto",
     channel_axis: int | None = None,
@@ -178,8 +179,8 @@ def predict_zarr_distributed(
     """Predict a saved model block by block on a dask cluster into an OME-Zarr store.
 
     The output (layout, values, stitched instance labels) is the same as
-    :func:`~napari_dlcb.inference.tiled.predict_zarr` with the model's
-    normalisation and activation.
+    :func:`~napari_dlcb.inference.blockwise.predict_zarr` with the model's
+    normalisation, activation and halo (its :class:`InferenceSpec`).
 
     Parameters
     ----------
@@ -193,8 +194,10 @@ def predict_zarr_distributed(
         The OME-Zarr folder to write, on storage every worker can write to.
     client : distributed.Client, optional
         Default: the current client (``distributed.get_client()``).
-    tile, halo, model_tile, batch_size, channel_axis, amp, dtype, class_values, margin, overwrite
-        As for :func:`~napari_dlcb.inference.tiled.predict_zarr`.
+    block, tile, batch_size, channel_axis, amp, dtype, class_values, margin, overwrite
+        As for :func:`~napari_dlcb.inference.blockwise.predict_zarr`.
+    halo : int, optional
+        Default: the model's declared halo, else 32.
     device : str
         Resolved on each worker (``"auto"``: its GPU if it has one).
     labels : {None, "auto", "classes", "instances"}
@@ -209,70 +212,88 @@ def predict_zarr_distributed(
     pathlib.Path
         ``dest``.
     """
-    from napari_dlcb.data.normalize import Normalizer
+    # over 80 lines only by its signature and docstring (18 documented options)
     from napari_dlcb.models.saved import load_meta
 
-    if client is None:
-        try:
-            from distributed import get_client
-
-            client = get_client()
-        except (ImportError, ValueError) as err:
-            raise DlcbError(
-                "no dask.distributed client: start one (Client(LocalCluster())) or pass client="
-            ) from err
+    client = _default_client(client)
     model_dir = str(Path(model_dir).resolve())
-    meta = load_meta(model_dir)
-    activation = None if meta.output_activation == "none" else meta.output_activation
-    if labels == "auto":
-        labels = "instances" if meta.label_kind == "instances" else "classes"
-    if labels == "classes" and class_values is None:
-        class_values = meta.class_values
-        if class_values is None and meta.label_kind == "scribbles":
-            class_values = list(range(1, len(meta.classes) + 1))
-    options = {**dict(meta.extra.get("postprocess", {})), **dict(postprocess or {})}
-    _check_zarr_options(dtype, activation, labels, int(tile), int(margin))
+    spec = InferenceSpec.from_meta(load_meta(model_dir))
+    settings = BlockSettings.check(
+        block=block,
+        tile=tile,
+        halo=spec.halo if halo is None else halo,
+        overlap=None,
+        batch_size=batch_size,
+        activation=spec.activation,
+        dtype=dtype,
+        labels=spec.label_mode if labels == "auto" else labels,
+        class_values=spec.class_values if class_values is None else class_values,
+        margin=margin,
+        postprocess=spec.postprocess_options(postprocess),
+    )
     dest = Path(dest)
     if dest.exists() and not overwrite:
         raise DlcbError(f"{dest} exists; pass overwrite=True to replace it")
     if isinstance(source, (str, os.PathLike)):
         source = str(Path(source).resolve())
-    src = _Source(source, channel_axis)
-    normalizer = freeze_normalizer(Normalizer.from_dict(meta.normalization), src)
-    layout = _ZarrLayout.create(
+    src = ImageSource(source, channel_axis)
+    job = _Job(
+        device,
+        source,
+        channel_axis,
+        freeze_normalizer(spec.normalizer(), src),
+        spec.activation,
+        amp,
+        int(batch_size),
+        spec.size_multiple,
+        settings,
+    )
+    return _execute(client, model_dir, dest, src, job, overwrite=overwrite, progress=progress)
+
+
+def _execute(
+    client: Any,
+    model_dir: str,
+    dest: Path,
+    src: ImageSource,
+    job: _Job,
+    *,
+    overwrite: bool,
+    progress: Callable[[int, int], Any] | None,
+) -> Path:
+    """Create the store, run the tasks, then move the finished store to ``dest``."""
+    out = create_store(
         dest,
         channels=_output_channels(model_dir, src.channels),
         shape=src.shape,
-        block=int(tile),
-        dtype=dtype,
-        labels=labels is not None,
+        block=job.settings.block,
+        dtype=job.settings.dtype,
+        labels=job.settings.labels is not None,
+        activation=job.activation,
+        halo=job.settings.halo,
+        scale=pixel_size(job.source),
         overwrite=overwrite,
-        scale=_source_scale(source),
-        info={
-            "tile": int(tile),
-            "halo": int(halo),
-            "activation": activation or "none",
-            "probability_scale": 255 if dtype == "uint8" else 1,
-        },
     )
-    store = str(layout.tmp)
-    settings = {
-        "device": device,
-        "source": source,
-        "channel_axis": channel_axis,
-        "normalizer": normalizer,
-        "activation": activation,
-        "amp": amp,
-        "batch_size": int(batch_size),
-        "model_tile": _as_pair(model_tile, "model_tile"),
-        "halo": int(halo),
-        "overlap": int(halo),
-        "dtype": dtype,
-        "labels": labels,
-        "class_values": class_values,
-    }
-    blocks = _blocks(src.shape, int(tile))
-    total = len(blocks) * (3 if labels == "instances" else 1)
+    try:
+        _run_tasks(client, model_dir, str(out.path), src.shape, job, progress)
+        return out.finish()
+    except BaseException:
+        out.discard()
+        raise
+
+
+def _run_tasks(
+    client: Any,
+    model_dir: str,
+    store: str,
+    shape: tuple[int, int],
+    job: _Job,
+    progress: Callable[[int, int], Any] | None,
+) -> None:
+    """The three passes of :func:`predict_zarr_distributed` as dask tasks."""
+    settings = job.settings
+    blocks = block_grid(shape, settings.block)
+    total = len(blocks) * len(settings.stages)
     done = 0
 
     def tick() -> None:
@@ -281,42 +302,31 @@ def predict_zarr_distributed(
         if progress is not None:
             progress(done, total)
 
-    try:
-        futures = client.map(
-            _predict_task,
-            blocks,
-            model_dir=model_dir,
-            store=store,
-            settings=settings,
-            pure=False,
-        )
-        _run(client, futures, None, tick)
-        if labels == "instances":
-            grid = (-(-src.shape[0] // int(tile)), -(-src.shape[1] // int(tile)))
-            stitcher = _Stitcher(grid)
-            futures = client.map(
-                _instances_task,
-                range(len(blocks)),
-                blocks,
-                store=store,
-                shape=src.shape,
-                margin=int(margin),
-                options=options,
-                pure=False,
-            )
-            _run(client, futures, lambda r: stitcher.add(*r), tick)
-            offsets, lut = stitcher.lookup()
-            lut_future = client.scatter(lut, broadcast=True)
-            futures = client.map(
-                _relabel_task,
-                blocks,
-                [int(o) for o in offsets],
-                [lut_future] * len(blocks),
-                store=store,
-                pure=False,
-            )
-            _run(client, futures, None, tick)
-        return layout.commit()
-    except BaseException:
-        layout.discard()
-        raise
+    futures = client.map(
+        _predict_task, blocks, model_dir=model_dir, store=store, job=job, pure=False
+    )
+    _run(client, futures, None, tick)
+    if settings.labels != "instances":
+        return
+    stitcher = Stitcher((-(-shape[0] // settings.block), -(-shape[1] // settings.block)))
+    futures = client.map(
+        _instances_task,
+        range(len(blocks)),
+        blocks,
+        store=store,
+        shape=shape,
+        settings=settings,
+        pure=False,
+    )
+    _run(client, futures, lambda r: stitcher.add(*r), tick)
+    offsets, lut = stitcher.lookup()
+    lut_future = client.scatter(lut, broadcast=True)
+    futures = client.map(
+        _relabel_task,
+        blocks,
+        [int(o) for o in offsets],
+        [lut_future] * len(blocks),
+        store=store,
+        pure=False,
+    )
+    _run(client, futures, None, tick)

@@ -2,9 +2,10 @@
 
 :func:`segment` is what the CLI (``napari-dlcb predict segmentation``) and
 scripts call; :func:`segment_zarr` is the same for images larger than memory.
-Both read everything they need from the model's metadata
-(:class:`~napari_dlcb.models.saved.ModelMeta`): the input normalisation, the
-output activation and the label convention.
+Both read everything they need from the model's metadata, once, as an
+:class:`~napari_dlcb.models.spec.InferenceSpec`: the input normalisation, the
+output activation, the context a tile needs (the model's declared halo) and
+the label convention.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.models.spec import InferenceSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from napari_dlcb.models.saved import ModelMeta
+    from napari_dlcb.models.meta import ModelMeta
 
 __all__ = ["Segmentation", "load_for_inference", "segment", "segment_zarr"]
 
@@ -53,7 +55,7 @@ def load_for_inference(
     model : torch.nn.Module
     meta : ModelMeta
     """
-    from napari_dlcb.models.saved import ModelMeta
+    from napari_dlcb.models.meta import ModelMeta
 
     if isinstance(model_or_path, (tuple, list)):
         if len(model_or_path) != 2:
@@ -81,8 +83,8 @@ def _check_meta(meta: ModelMeta) -> None:
 
 
 def _image_cyx(image: Any, channel_axis: int | None, in_channels: int) -> np.ndarray:
-    """The image as (C, Y, X) with the training convention, checked against the model."""
-    from napari_dlcb.data.normalize import to_cyx
+    """The image as (C, Y, X) by the one channel rule, checked against the model."""
+    from napari_dlcb.data.images import to_cyx
 
     cyx = to_cyx(image, channel_axis)
     if cyx.shape[0] != in_channels:
@@ -93,16 +95,12 @@ def _image_cyx(image: Any, channel_axis: int | None, in_channels: int) -> np.nda
     return cyx
 
 
-def _activation(meta: ModelMeta) -> str | None:
-    return None if meta.output_activation == "none" else meta.output_activation
-
-
 def segment(
     model_or_path: Any,
     image: Any,
     *,
     tile: int | tuple[int, int] | None = 256,
-    halo: int = 32,
+    halo: int | None = None,
     batch_size: int = 4,
     device: str | torch.device = "auto",
     channel_axis: int | None = None,
@@ -120,8 +118,11 @@ def segment(
     image : array-like
         2-D grey image, or multichannel with ``channel_axis`` (an RGB last
         axis is recognised without it), any dtype and size.
-    tile, halo, batch_size, device, amp, progress
+    tile, batch_size, device, amp, progress
         As for :func:`~napari_dlcb.inference.tiled.predict_tiled`.
+    halo : int, optional
+        Context pixels around each tile. Default: the model's declared halo
+        (e.g. a BioImage.IO output halo), else 32.
     channel_axis : int, optional
         Channel axis of a multichannel image.
     **postprocess
@@ -150,24 +151,25 @@ def segment(
     With a saved model folder or the built-in model: ``segment("my_model/", img)``,
     ``segment("builtin", img)``.
     """
-    from napari_dlcb.data.normalize import Normalizer
     from napari_dlcb.inference.postprocess import labels_from_probabilities
     from napari_dlcb.inference.tiled import predict_tiled
 
     model, meta = load_for_inference(model_or_path, device=device)
     _check_meta(meta)
-    cyx = _image_cyx(image, channel_axis, meta.in_channels)
+    spec = InferenceSpec.from_meta(meta)
+    cyx = _image_cyx(image, channel_axis, spec.in_channels)
     prob = predict_tiled(
         model,
         cyx,
         tile=tile,
-        halo=halo,
+        halo=spec.halo if halo is None else halo,
         batch_size=batch_size,
         device=device,
-        normalizer=Normalizer.from_dict(meta.normalization),
+        normalizer=spec.normalizer(),
         channel_axis=0,
-        activation=_activation(meta),
+        activation=spec.activation,
         amp=amp,
+        size_multiple=spec.size_multiple,
         progress=progress,
     )
     return Segmentation(prob, labels_from_probabilities(prob, meta, **postprocess))
@@ -178,8 +180,9 @@ def segment_zarr(
     source: Any,
     dest: str | os.PathLike,
     *,
-    tile: int = 1024,
-    halo: int = 32,
+    block: int = 1024,
+    tile: int | tuple[int, int] | None = None,
+    halo: int | None = None,
     batch_size: int = 1,
     device: str | torch.device = "auto",
     channel_axis: int | None = None,
@@ -192,8 +195,8 @@ def segment_zarr(
 ) -> Iterator[dict]:
     """Segment an image larger than memory into an OME-Zarr store, block by block.
 
-    :func:`~napari_dlcb.inference.tiled.predict_zarr` with the normalisation,
-    activation and label convention taken from the model's metadata:
+    :func:`~napari_dlcb.inference.blockwise.predict_zarr` with the normalisation,
+    activation, halo and label convention taken from the model's metadata:
     instance models write stitched instance ids, class and scribble models
     their class label values.
 
@@ -205,8 +208,10 @@ def segment_zarr(
         The image (2-D, or 3-D with ``channel_axis``).
     dest : str or path-like
         The OME-Zarr folder to write.
-    tile, halo, batch_size, device, channel_axis, amp, dtype, margin, overwrite
-        As for :func:`~napari_dlcb.inference.tiled.predict_zarr`.
+    block, tile, batch_size, device, channel_axis, amp, dtype, margin, overwrite
+        As for :func:`~napari_dlcb.inference.blockwise.predict_zarr`.
+    halo : int, optional
+        As for :func:`segment`.
     labels : bool
         Also write labels (``dest/labels/segmentation/0``).
     **postprocess
@@ -217,37 +222,29 @@ def segment_zarr(
     generator of dict
         Progress events of ``predict_zarr``; iterate to run, close to cancel.
     """
-    from napari_dlcb.data.normalize import Normalizer
-    from napari_dlcb.inference.tiled import predict_zarr
+    from napari_dlcb.inference.blockwise import predict_zarr
 
     model, meta = load_for_inference(model_or_path, device=device)
     _check_meta(meta)
-    mode, values, options = None, None, {}
-    if labels:
-        if meta.label_kind == "instances":
-            mode = "instances"
-            options = {**dict(meta.extra.get("postprocess", {})), **postprocess}
-        else:
-            mode = "classes"
-            values = meta.class_values
-            if values is None and meta.label_kind == "scribbles":
-                values = list(range(1, len(meta.classes) + 1))
+    spec = InferenceSpec.from_meta(meta)
     return predict_zarr(
         model,
         source,
         dest,
+        block=block,
         tile=tile,
-        halo=halo,
+        halo=spec.halo if halo is None else halo,
         batch_size=batch_size,
         device=device,
-        normalizer=Normalizer.from_dict(meta.normalization),
+        normalizer=spec.normalizer(),
         channel_axis=channel_axis,
-        activation=_activation(meta),
+        activation=spec.activation,
         amp=amp,
+        size_multiple=spec.size_multiple,
         dtype=dtype,
-        labels=mode,
-        class_values=values,
-        postprocess=options,
+        labels=spec.label_mode if labels else None,
+        class_values=spec.class_values,
+        postprocess=spec.postprocess_options(postprocess) if spec.label_mode == "instances" else {},
         margin=margin,
         overwrite=overwrite,
     )

@@ -62,7 +62,8 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
     list of tuple
         ``(data, kwargs, layer_type)``: images as ``"image"`` (``rgb=True`` for
         RGB, ``multiscale=True`` for OME-Zarr pyramids), files named
-        ``*_labels``/``*_mask(s)``/``*_scribbles`` and OME-Zarr label images as
+        ``*_labels``/``*mask*``/``*_scribbles`` (see
+        :func:`~napari_dlcb.io.paths.is_labels_path`) and OME-Zarr label images as
         ``"labels"``, and any layers autosaved for the image as ``"labels"``.
 
     Raises
@@ -120,12 +121,13 @@ def write_labels_ome_zarr(path: str, data: Any, meta: dict[str, Any]) -> list[st
     list of str
         The written path (the label image folder).
     """
-    from napari_dlcb.io import images
+    from napari_dlcb.io.omezarr_write import add_ome_zarr_labels, write_ome_zarr
+    from napari_dlcb.io.paths import image_stem, is_zarr_path
 
     p = Path(path)
-    name = str(meta.get("name") or images.image_stem(p))
-    if images.is_zarr_path(p) and _is_ome_image(p):
-        return [str(images.add_ome_zarr_labels(p, data, name=name))]
+    name = str(meta.get("name") or image_stem(p))
+    if is_zarr_path(p) and _is_ome_image(p):
+        return [str(add_ome_zarr_labels(p, data, name=name))]
     arr = data[0] if isinstance(data, (list, tuple)) else data
     axes = {2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}.get(getattr(arr, "ndim", 0))
     if axes is None:
@@ -134,7 +136,7 @@ def write_labels_ome_zarr(path: str, data: Any, meta: dict[str, Any]) -> list[st
         raise DlcbError(f"cannot write '{p.name}': labels must be 2-D to 5-D")
     scale = _per_axis(meta.get("scale"), len(axes), 1.0)
     translate = _per_axis(meta.get("translate"), len(axes), 0.0)
-    out = images.write_ome_zarr(
+    out = write_ome_zarr(
         p, arr, axes=axes, kind="labels", scale=scale, translate=translate, name=name
     )
     return [str(out)]
@@ -153,7 +155,8 @@ def _can_read(p: Path) -> bool:
 
 
 def _read_one(p: Path) -> list[LayerData]:
-    from napari_dlcb.io import images
+    from napari_dlcb.io.images import read_image
+    from napari_dlcb.io.paths import image_stem, is_labels_path
 
     if p.name.lower().endswith(_STORE_SUFFIX):
         return _annotation_layers(p, image_path=None)
@@ -161,9 +164,9 @@ def _read_one(p: Path) -> list[LayerData]:
         layers = _read_zarr(p)
     else:
         lazy = p.stat().st_size > _LAZY_TIFF_BYTES and p.suffix.lower() != ".png"
-        data = images.read_image(p, lazy=lazy)
-        name = images.image_stem(p)
-        if images.is_labels_path(p) and data.dtype.kind in "iub":
+        data = read_image(p, lazy=lazy)
+        name = image_stem(p)
+        if is_labels_path(p) and data.dtype.kind in "iub":
             layers = [(_as_labels(data), {"name": name}, "labels")]
         else:
             rgb = data.ndim == 3 and data.shape[-1] == 3
@@ -175,16 +178,17 @@ def _read_one(p: Path) -> list[LayerData]:
 def _read_zarr(p: Path) -> list[LayerData]:
     import zarr
 
-    from napari_dlcb.io import images
+    from napari_dlcb.io.omezarr import ome_zarr_label_names, open_zarr, read_multiscale, read_zarr
+    from napari_dlcb.io.paths import image_stem, is_labels_path
 
-    node = images._open_zarr(p)
-    name = images.image_stem(p)
+    node = open_zarr(p)
+    name = image_stem(p)
     if isinstance(node, zarr.Array):
-        data = images.read_zarr(p)
-        if images.is_labels_path(p) and data.dtype.kind in "iub":
+        data = read_zarr(p)
+        if is_labels_path(p) and data.dtype.kind in "iub":
             return [(data, {"name": name}, "labels")]
         return [(data, {"name": name, "metadata": {"source_path": str(p)}}, "image")]
-    levels, meta = images.read_multiscale(p)
+    levels, meta = read_multiscale(p)
     kwargs: dict[str, Any] = {
         "name": meta["name"] if meta["name"] not in ("", "/") else name,
         "scale": meta["scale"],
@@ -204,8 +208,8 @@ def _read_zarr(p: Path) -> list[LayerData]:
         kwargs["scale"] = [meta["scale"][i] for i in keep]
         kwargs["translate"] = [meta["translate"][i] for i in keep]
     layers: list[LayerData] = [(data, kwargs, "image")]
-    for label_name in images.ome_zarr_label_names(p):
-        lv, lmeta = images.read_multiscale(p / "labels" / label_name)
+    for label_name in ome_zarr_label_names(p):
+        lv, lmeta = read_multiscale(p / "labels" / label_name)
         lkw = {
             "name": label_name,
             "scale": lmeta["scale"],
@@ -239,10 +243,10 @@ def _annotation_layers(p: Path, *, image_path: Path | None) -> list[LayerData]:
 
 def _is_ome_image(p: Path) -> bool:
     from napari_dlcb.errors import DlcbError
-    from napari_dlcb.io import images
+    from napari_dlcb.io.omezarr import read_multiscale
 
     try:
-        _, meta = images.read_multiscale(p, squeeze=False)
+        _, meta = read_multiscale(p, squeeze=False)
     except DlcbError:
         return False
     return meta["kind"] == "image"

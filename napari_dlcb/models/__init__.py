@@ -4,8 +4,13 @@ Importing this package is cheap: the names below are loaded (with torch) on
 first access.
 
 - :class:`~napari_dlcb.models.unet.UNet2D`: compact 2-D U-Net, any input size.
-- :mod:`~napari_dlcb.models.saved`: :class:`ModelMeta`, :func:`save_model`,
-  :func:`load_model`, :func:`register_architecture`, :func:`build_model`.
+- :mod:`~napari_dlcb.models.saved`: the saved-model format, :func:`save_model`,
+  :func:`load_model`; :mod:`~napari_dlcb.models.meta`: :class:`ModelMeta`,
+  :func:`load_meta`; :mod:`~napari_dlcb.models.architectures`:
+  :func:`register_architecture`, :func:`build_model`;
+  :mod:`~napari_dlcb.models.weights`: safetensors weights.
+- :mod:`~napari_dlcb.models.spec`: :class:`InferenceSpec`, how to run a model,
+  read once from its metadata.
 - :mod:`~napari_dlcb.models.registry`: :func:`list_builtin`,
   :func:`load_builtin`, :func:`resolve_base`.
 - :mod:`~napari_dlcb.models.bioimageio`: :func:`load_bioimageio`.
@@ -18,12 +23,13 @@ from typing import Any
 
 _LAZY = {
     "UNet2D": "napari_dlcb.models.unet",
-    "ModelMeta": "napari_dlcb.models.saved",
+    "ModelMeta": "napari_dlcb.models.meta",
+    "InferenceSpec": "napari_dlcb.models.spec",
     "save_model": "napari_dlcb.models.saved",
     "load_model": "napari_dlcb.models.saved",
-    "load_meta": "napari_dlcb.models.saved",
-    "register_architecture": "napari_dlcb.models.saved",
-    "build_model": "napari_dlcb.models.saved",
+    "load_meta": "napari_dlcb.models.meta",
+    "register_architecture": "napari_dlcb.models.architectures",
+    "build_model": "napari_dlcb.models.architectures",
     "list_builtin": "napari_dlcb.models.registry",
     "load_builtin": "napari_dlcb.models.registry",
     "resolve_base": "napari_dlcb.models.registry",

@@ -339,10 +339,11 @@ class SegmentationTrainer:
         norm_mode = (base_meta.normalization or {}).get("mode", "percentile")
         if norm_mode in ("percentile", "zscore") or parent == "scratch":
             norm_mode = "percentile" if norm_mode not in ("zscore",) else norm_mode
-            self.normalizer = Normalizer.fit([imgs[i] for i in self._train_images], mode=norm_mode)
+            train = [imgs[i] for i in self._train_images]
+            self.normalizer = Normalizer.fit(train, mode=norm_mode, channel_axis=0)
         else:
             self.normalizer = Normalizer.from_dict(base_meta.normalization)
-        self._norm = [self.normalizer(im) for im in imgs]
+        self._norm = [self.normalizer(im, channel_axis=0) for im in imgs]
         arch = model.architecture() if hasattr(model, "architecture") else {"name": "torchscript"}
         out_kind = "instances" if self.scribble_instances or self.binary_instances else label_kind
         self.meta = ModelMeta(
@@ -615,7 +616,7 @@ class SegmentationTrainer:
         saliency_method: str | None = None,
     ):
         from napari_dlcb.inference.postprocess import labels_from_probabilities
-        from napari_dlcb.inference.tiled import predict_region
+        from napari_dlcb.inference.tiled import predict_viewport
 
         arr = image
         live_saliency = self._make_live_saliency(arr, saliency_method) if saliency_method else None
@@ -630,7 +631,7 @@ class SegmentationTrainer:
             c0, c1 = max(cs.start or 0, 0), min(cs.stop or w, w)
             if r1 <= r0 or c1 <= c0:
                 return None
-            prob = predict_region(
+            prob = predict_viewport(
                 self.model,
                 arr,
                 (slice(r0, r1), slice(c0, c1)),

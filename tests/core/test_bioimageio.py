@@ -94,6 +94,29 @@ def test_metadata_mapping(loaded, package):
     )
 
 
+def test_declared_halo_is_used_for_inference(package, loaded, tmp_path):
+    """Issue 9: the package's output halo was stored and never used (inference used 32)."""
+    from napari_dlcb.inference.segment import segment
+    from napari_dlcb.inference.tiled import predict_tiled
+    from napari_dlcb.models.spec import InferenceSpec
+
+    def halo_48(rdf):
+        for axis in rdf["outputs"][0]["axes"][2:]:
+            axis["halo"] = 48
+
+    model, meta = load_bioimageio(copy_package(package, tmp_path / "h48", halo_48), validate=False)
+    spec = InferenceSpec.from_meta(meta)
+    assert meta.extra["halo"] == 48 and spec.halo == 48
+    assert InferenceSpec.from_meta(loaded[1]).halo == 32  # the package as published
+    img = np.load(package / "test_input.npy")[0, 0, 100:196, 100:196]
+    prob, _ = segment((model, meta), img, tile=128, device="cpu")
+    options = {"tile": 128, "device": "cpu", "normalizer": spec.normalizer()}
+    with_48 = predict_tiled(model, img, halo=48, activation="sigmoid", **options)
+    with_32 = predict_tiled(model, img, halo=32, activation="sigmoid", **options)
+    np.testing.assert_allclose(prob, with_48, atol=1e-6)
+    assert np.abs(prob - with_32).max() > 1e-4  # the halo really changes the tiles
+
+
 def test_yaml_path_and_resolve_base(package, loaded, test_tensors):
     x = crop_input(test_tensors)
     model, meta = resolve_base(package / "bioimageio.yaml", task="segmentation")

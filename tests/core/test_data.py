@@ -99,6 +99,45 @@ def test_to_cyx_conventions():
         to_cyx(np.zeros((2, 3, 4, 5)))
 
 
+def test_fixed_zscore_statistics_from_a_bioimageio_package():
+    """BioImage.IO's fixed zero_mean_unit_variance is imported as mean/std, which were ignored."""
+    norm = Normalizer.from_dict({"mode": "zscore", "mean": 10.0, "std": 2.0, "eps": 1e-6})
+    np.testing.assert_allclose(norm(np.full((4, 4), 14.0)), 2.0)
+    two = Normalizer.from_dict({"mode": "zscore", "mean": [0.0, 10.0], "std": [1.0, 5.0]})
+    out = two(np.stack([np.full((3, 3), 1.0), np.full((3, 3), 20.0)]), channel_axis=0)
+    np.testing.assert_allclose(out[:, 0, 0], [1.0, 2.0])
+    assert Normalizer.from_dict(Normalizer(mode="zscore", low=[1.0], high=[2.0]).to_dict()).low == [
+        1.0
+    ]
+
+
+def test_one_channel_rule_for_arrays_and_lazy_sources():
+    """Issue 9: to_cyx and the tiled reader had different channel rules."""
+    from napari_dlcb.data.images import ImageSource, channel_layout
+
+    rng = np.random.default_rng(0)
+    cases = [
+        (rng.random((5, 6)), None, 1),
+        (rng.random((5, 6, 3)), None, 3),  # RGB
+        (rng.random((5, 6, 4)), None, 3),  # RGBA: alpha dropped
+        (rng.random((1, 5, 6)), None, 1),  # a leading singleton is one channel
+        (rng.random((2, 5, 6)), 0, 2),
+        (rng.random((5, 6, 4)), -1, 4),  # an explicit channel axis keeps every channel
+    ]
+    for arr, axis, channels in cases:
+        cyx = to_cyx(arr, axis)
+        assert cyx.shape == (channels, 5, 6), (arr.shape, axis)
+        np.testing.assert_array_equal(ImageSource(arr, axis).read((0, 5), (0, 6)), cyx)
+    for shape, axis, match in [
+        ((3, 40, 40), None, "channel_axis"),  # a stack or 3 channels: say which
+        ((5, 6), 0, "3-D"),
+        ((2, 5, 6), 3, "out of range"),
+        ((2, 3, 4, 5), None, "2-D"),
+    ]:
+        with pytest.raises(DlcbError, match=match):
+            channel_layout(shape, axis)
+
+
 def test_augment_keeps_image_and_target_aligned():
     rng = np.random.default_rng(1)
     img = np.zeros((1, 64, 64), np.float32)

@@ -16,17 +16,10 @@ from PIL import Image
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io import _npe2
-from napari_dlcb.io.images import (
-    add_ome_zarr_labels,
-    image_stem,
-    is_labels_path,
-    ome_zarr_label_names,
-    read_image,
-    read_multiscale,
-    read_zarr,
-    write_labels_tiff,
-    write_ome_zarr,
-)
+from napari_dlcb.io.images import read_image, write_labels_tiff
+from napari_dlcb.io.omezarr import ome_zarr_label_names, read_multiscale, read_zarr
+from napari_dlcb.io.omezarr_write import add_ome_zarr_labels, write_ome_zarr
+from napari_dlcb.io.paths import image_stem, is_labels_path
 from napari_dlcb.io.project import AnnotationStore
 
 
@@ -54,6 +47,37 @@ def test_image_stem(name, stem):
 def test_is_labels_path():
     assert is_labels_path("a_labels.tif") and is_labels_path("a_masks.png")
     assert is_labels_path("a_mask.ome.zarr") and not is_labels_path("labels.tif")
+
+
+def test_failed_write_keeps_the_old_image_and_leaves_nothing(tmp_path):
+    """The one OME-Zarr writer builds beside the destination and renames when complete."""
+    path = write_ome_zarr(tmp_path / "img.ome.zarr", np.ones((64, 64), np.uint8), chunks=(32, 32))
+
+    def boom(block):
+        raise RuntimeError("disk on fire")
+
+    bad = da.zeros((64, 64), np.uint8, chunks=32).map_blocks(boom, dtype=np.uint8)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_ome_zarr(path, bad, chunks=(32, 32))
+    assert [p.name for p in tmp_path.iterdir()] == ["img.ome.zarr"]
+    assert int(read_multiscale(path)[0][0].sum().compute()) == 64 * 64
+
+
+def test_names_that_say_mask_open_as_labels(tmp_path, shared_data):
+    """Issue 8: a ``*mask*.tif`` (StarDist's ``mask2d.tif``) opened as an Image layer."""
+    for name in ("mask2d.tif", "cellmask.tif", "nuclei_masks_01.tif", "img_labels_02.png"):
+        assert is_labels_path(name), name
+    for name in ("unlabelled.tif", "masked_cells.tif", "nuclei.tif", "labels.tif"):
+        assert not is_labels_path(name), name
+    lab = np.zeros((16, 16), np.uint16)
+    lab[4:8, 4:8] = 3
+    tifffile.imwrite(tmp_path / "mask2d.tif", lab)
+    real = shared_data / "stardist_sample_nuclei_2d" / "mask2d.tif"
+    for path in (str(tmp_path / "mask2d.tif"), str(real)):
+        ((data, kwargs, kind),) = _npe2.get_reader(path)(path)
+        assert kind == "labels" and kwargs["name"] == "mask2d" and data.dtype.kind in "iu"
+    image = str(shared_data / "stardist_sample_nuclei_2d" / "img2d.tif")
+    assert [kind for _, _, kind in _npe2.get_reader(image)(image)] == ["image"]
 
 
 # ----------------------------------------------------------------------------- TIFF / PNG

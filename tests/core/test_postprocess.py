@@ -9,14 +9,11 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.inference.metrics import average_precision, foreground_iou, iou_matrix, pixel_error
 from napari_dlcb.inference.postprocess import (
-    average_precision,
     classes_from_probabilities,
-    foreground_iou,
     instances_from_probabilities,
-    iou_matrix,
     labels_from_probabilities,
-    pixel_error,
 )
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io import project
-from napari_dlcb.io.project import AnnotationStore, DebouncedSaver, user_cache_dir
+from napari_dlcb.io.autosave import DebouncedSaver
+from napari_dlcb.io.project import AnnotationStore, user_cache_dir
 
 
 @pytest.fixture(autouse=True)
@@ -274,7 +275,8 @@ def test_pending_changes_are_saved_when_python_exits(tmp_path):
     code = textwrap.dedent(
         f"""
         import numpy as np
-        from napari_dlcb.io.project import AnnotationStore, DebouncedSaver
+        from napari_dlcb.io.autosave import DebouncedSaver
+        from napari_dlcb.io.project import AnnotationStore
         saver = DebouncedSaver(AnnotationStore({str(image)!r}), delay=60)
         saver.mark_dirty("scribbles", np.full((5, 5), 2, np.uint8))
         """  # exits without close(): the exit hook must save

@@ -17,7 +17,9 @@ from scipy import ndimage as ndi
 from napari_dlcb import _sample_data as sd
 from napari_dlcb.data.synthetic import synthetic_nuclei
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.io.images import read_image, read_multiscale, write_ome_zarr
+from napari_dlcb.io.images import read_image
+from napari_dlcb.io.omezarr import read_multiscale
+from napari_dlcb.io.omezarr_write import write_ome_zarr
 
 
 @pytest.fixture

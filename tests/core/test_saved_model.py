@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.models import saved
+from napari_dlcb.models import architectures, saved
 from napari_dlcb.models.registry import (
     BUILTIN_MODELS,
     list_builtin,
@@ -276,6 +276,57 @@ def test_meta_validation():
     assert m.classes == ["c"]
 
 
+def test_class_values_message_names_the_mismatch():
+    """Issue 8: 'must be one integer per class' did not say which lists disagreed."""
+    meta = ModelMeta("segmentation", {"name": "unet2d"}, ["background", "nuclei"])
+    meta.class_values = [1, 2, 3]
+    with pytest.raises(DlcbError) as err:
+        meta.validate()
+    text = str(err.value)
+    assert "\n" not in text
+    assert "[1, 2, 3] has 3 value(s)" in text and "['background', 'nuclei'] has 2" in text
+    meta.class_values = [1, "2"]
+    with pytest.raises(DlcbError, match="list of integers"):
+        meta.validate()
+
+
+def test_metadata_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from napari_dlcb.models.meta import ModelMeta; "
+        "from napari_dlcb.models.spec import InferenceSpec; "
+        "InferenceSpec.from_meta(ModelMeta('segmentation', {'name': 'unet2d'}, ['a', 'b'])); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(saved.__file__).parents[2])}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_inference_spec_from_meta():
+    from napari_dlcb.models.spec import DEFAULT_HALO, InferenceSpec
+
+    meta = ModelMeta(
+        "segmentation",
+        {"name": "unet2d"},
+        ["background", "a", "b"],
+        label_kind="scribbles",
+        output_activation="none",
+        normalization={"mode": "per_image_zscore"},
+        extra={"postprocess": {"min_size": 3}, "size_multiple": 8},
+    )
+    spec = InferenceSpec.from_meta(meta)
+    assert spec.activation is None and spec.halo == DEFAULT_HALO and spec.size_multiple == 8
+    assert spec.class_values == (1, 2, 3) and spec.label_mode == "classes"
+    assert spec.normalizer().mode == "per_image_zscore"
+    assert spec.postprocess_options({"h": 1.0}) == {"min_size": 3, "h": 1.0}
+    assert InferenceSpec.from_meta(meta.to_dict()) == spec
+    meta.extra["halo"] = "wide"
+    with pytest.raises(DlcbError, match="halo"):
+        InferenceSpec.from_meta(meta)
+
+
 # ------------------------------------------------------------------- torchscript models
 def test_torchscript_architecture_round_trip_and_fine_tuning(tmp_path):
     net = tiny_unet()
@@ -371,7 +422,7 @@ def test_register_architecture_lazy_string(registered):
 def test_every_listed_architecture_resolves():
     # the table names other tasks' networks lazily, so load_model works in a fresh process
     for name in list(saved.ARCHITECTURES):
-        assert callable(saved._resolve_builder(name)), name
+        assert callable(architectures.resolve_builder(name)), name
     register_architecture("unet2d", UNet2D)  # the same class as the lazy string: accepted
 
 

@@ -10,20 +10,16 @@ import pytest
 import torch
 from torch import nn
 
+from napari_dlcb.data.images import ImageSource, reflect_index
+from napari_dlcb.data.normalize import freeze_normalizer, sample_pixels
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.inference.postprocess import average_precision, instances_from_probabilities
-from napari_dlcb.inference.tiled import (
-    _axis_plan,
-    _reflect_index,
-    _sample_pixels,
-    _Source,
-    freeze_normalizer,
-    open_prediction,
-    predict_region,
-    predict_tiled,
-    predict_zarr,
-)
+from napari_dlcb.inference.blockwise import predict_zarr
+from napari_dlcb.inference.metrics import average_precision
+from napari_dlcb.inference.postprocess import instances_from_probabilities
+from napari_dlcb.inference.store import open_prediction
+from napari_dlcb.inference.tiled import predict_tiled, predict_viewport
+from napari_dlcb.inference.tiling import axis_plan
 
 HALO = 8
 
@@ -71,7 +67,7 @@ def image() -> np.ndarray:
 def test_axis_plan_is_a_partition_of_unity_inside_the_cores(tile, halo, overlap, align, origin):
     for span in range(1, 700, 3):
         total = np.zeros(span)
-        for t in _axis_plan(origin, origin + span, tile, halo, overlap, align):
+        for t in axis_plan(origin, origin + span, tile, halo, overlap, align):
             assert t.start + halo <= t.lo < t.hi <= t.start + tile - halo
             assert origin <= t.lo and t.hi <= origin + span
             if tile - 2 * halo >= align:
@@ -82,7 +78,7 @@ def test_axis_plan_is_a_partition_of_unity_inside_the_cores(tile, halo, overlap,
 
 
 def test_blend_weights_are_smooth():
-    plan = _axis_plan(0, 1000, 256, 32, 32)
+    plan = axis_plan(0, 1000, 256, 32, 32)
     ramp = plan[1].weight[:32]
     assert np.all(np.diff(ramp) > 0) and ramp[0] < 0.01 and ramp[-1] > 0.99
     assert np.max(np.abs(np.diff(ramp))) < 0.06  # no step: a cosine hand-over
@@ -91,7 +87,7 @@ def test_blend_weights_are_smooth():
 def test_reflect_index_matches_numpy_pad():
     for size in (1, 2, 3, 7):
         padded = np.pad(np.arange(size), 20, mode="reflect")
-        np.testing.assert_array_equal(_reflect_index(-20, size + 20, size), padded)
+        np.testing.assert_array_equal(reflect_index(-20, size + 20, size), padded)
 
 
 # ---------------------------------------------------------------------------- exactness
@@ -136,7 +132,7 @@ def test_tiles_sit_on_the_models_pooling_grid(image, multiple):
     try:
         whole = reference(model, image, halo=16)
         tiled = predict_tiled(model, image, tile=96, halo=16, device="cpu")
-        part = predict_region(
+        part = predict_viewport(
             model, image, (slice(101, 180), slice(33, 250)), halo=16, device="cpu"
         )
     finally:
@@ -213,7 +209,7 @@ def test_region_equals_crop_of_whole_prediction(image, region):
     model = small_net()
     whole = reference(model, image)
     rows, cols = (r if isinstance(r, slice) else slice(*r) for r in region)
-    part = predict_region(model, image, region, halo=HALO, device="cpu")
+    part = predict_viewport(model, image, region, halo=HALO, device="cpu")
     np.testing.assert_allclose(part, whole[:, rows, cols], atol=1e-5)
 
 
@@ -228,7 +224,9 @@ def test_region_reads_only_the_window():
             reads.append(key)
             return np.ones(tuple(s.stop - s.start for s in key), np.float32)
 
-    predict_region(small_net(), Spy(), (slice(5000, 5100), slice(0, 100)), halo=HALO, device="cpu")
+    predict_viewport(
+        small_net(), Spy(), (slice(5000, 5100), slice(0, 100)), halo=HALO, device="cpu"
+    )
     spare = 32  # the automatic tile is rounded up to a multiple of 32
     for rows, cols in reads:
         assert 5000 - HALO - spare <= rows.start and rows.stop <= 5100 + HALO + spare
@@ -237,7 +235,7 @@ def test_region_reads_only_the_window():
 
 def test_empty_region_is_a_user_error(image):
     with pytest.raises(DlcbError, match="empty"):
-        predict_region(small_net(), image, (slice(10, 10), slice(0, 5)), device="cpu")
+        predict_viewport(small_net(), image, (slice(10, 10), slice(0, 5)), device="cpu")
 
 
 # ---------------------------------------------------------------------------- model hand-back
@@ -320,7 +318,7 @@ def test_pixel_sample_is_normalizers_subsample():
     img = np.random.default_rng(5).random((123, 77)).astype(np.float32)
     flat = img.reshape(1, -1)
     k = flat.shape[1] // 1000 + 1
-    np.testing.assert_array_equal(_sample_pixels(_Source(img, None), 1000)[:, 0], flat[:, ::k])
+    np.testing.assert_array_equal(sample_pixels(ImageSource(img, None), 1000)[:, 0], flat[:, ::k])
 
 
 def test_plain_callable_normalizer_is_applied_per_tile(image):
@@ -337,7 +335,7 @@ def test_plain_callable_normalizer_is_applied_per_tile(image):
 def test_predict_zarr_equals_predict_tiled(tmp_path, image):
     import zarr
 
-    from napari_dlcb.io.images import read_multiscale
+    from napari_dlcb.io.omezarr import read_multiscale
 
     model = small_net()
     src = zarr.open_array(
@@ -351,7 +349,7 @@ def test_predict_zarr_equals_predict_tiled(tmp_path, image):
             model,
             str(tmp_path / "src.zarr"),
             out,
-            tile=128,
+            block=128,
             halo=HALO,
             dtype="float32",
             labels="classes",
@@ -379,7 +377,7 @@ def test_predict_zarr_uint8_storage_and_dask_source(tmp_path, image):
     whole = predict_tiled(model, image, tile=64, halo=HALO, device="cpu")
     out = tmp_path / "p.ome.zarr"
     for _ in predict_zarr(
-        model, da.from_array(image, chunks=64), out, tile=200, halo=HALO, device="cpu"
+        model, da.from_array(image, chunks=64), out, block=200, halo=HALO, device="cpu"
     ):
         pass
     import zarr
@@ -394,7 +392,7 @@ def test_predict_zarr_uint8_storage_and_dask_source(tmp_path, image):
 def test_predict_zarr_cancel_leaves_nothing_and_restores_model(tmp_path, image):
     model = small_net().train()
     out = tmp_path / "cancelled.ome.zarr"
-    gen = predict_zarr(model, image, out, tile=64, halo=HALO, device="cpu")
+    gen = predict_zarr(model, image, out, block=64, halo=HALO, device="cpu")
     next(gen)
     assert not model.training  # running
     gen.close()
@@ -409,7 +407,7 @@ def test_predict_zarr_refuses_to_overwrite(tmp_path, image):
         predict_zarr(small_net(), image, out, device="cpu")
     list(
         predict_zarr(
-            small_net(), image[:50, :50], out, tile=64, halo=HALO, device="cpu", overwrite=True
+            small_net(), image[:50, :50], out, block=64, halo=HALO, device="cpu", overwrite=True
         )
     )
     assert open_prediction(out)[0].shape == (3, 50, 50)
@@ -442,7 +440,7 @@ def test_predict_zarr_instances_are_stitched_across_blocks(tmp_path):
     out = tmp_path / "inst.ome.zarr"
     events = list(
         predict_zarr(
-            Foreground(), img, out, tile=100, halo=4, margin=48, labels="instances", device="cpu"
+            Foreground(), img, out, block=100, halo=4, margin=48, labels="instances", device="cpu"
         )
     )
     assert [e["stage"] for e in events].count("relabel") == 9
@@ -486,7 +484,7 @@ def test_distributed_matches_predict_zarr(tmp_path):
             model,
             str(tmp_path / "img.zarr"),
             local,
-            tile=64,
+            block=64,
             halo=16,
             device="cpu",
             normalizer=Normalizer.from_dict(meta.normalization),
@@ -506,7 +504,7 @@ def test_distributed_matches_predict_zarr(tmp_path):
             str(tmp_path / "img.zarr"),
             tmp_path / "dist.ome.zarr",
             client=client,
-            tile=64,
+            block=64,
             halo=16,
             device="cpu",
             labels="auto",
@@ -592,7 +590,7 @@ def test_segment_zarr_writes_stitched_instances(saved_instance_model, tmp_path):
     img = (np.random.default_rng(9).random((130, 100)) * 4000).astype(np.uint16)
     out = tmp_path / "seg.ome.zarr"
     events = list(
-        segment_zarr(model_dir, img, out, tile=64, halo=16, device="cpu", dtype="float32")
+        segment_zarr(model_dir, img, out, block=64, halo=16, device="cpu", dtype="float32")
     )
     assert {e["stage"] for e in events} == {"predict", "instances", "relabel"}
     prob, labels = open_prediction(out)
