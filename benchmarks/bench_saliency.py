@@ -58,7 +58,7 @@ def main() -> None:
     from napari_dlcb._sample_data import nuclei_sample
     from napari_dlcb.data.normalize import Normalizer
     from napari_dlcb.interpret.saliency import saliency
-    from napari_dlcb.tasks.cells import load_base
+    from napari_dlcb.models.classifier import load_base
 
     (img, _, _), (lab, _, _) = nuclei_sample()
     img = np.asarray(img)[: a.size, : a.size]

@@ -3,7 +3,8 @@
 The cell-classification workflow (Pärnamaa & Parts 2017) works on crops
 centred on each object. :func:`object_crops` cuts them with a fixed size,
 pads objects that touch the image border (and reports which ones), and can
-blank the pixels of neighbouring objects. :func:`regionprops_table` gives the
+blank the pixels of neighbouring objects; :func:`auto_crop_size` chooses a
+size that holds most objects whole. :func:`regionprops_table` gives the
 morphology measurements exported beside the predictions.
 """
 
@@ -14,9 +15,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_dlcb.data.normalize import to_cyx
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["ObjectCrops", "object_crops", "regionprops_table", "object_ids", "MORPHOLOGY"]
+__all__ = [
+    "MORPHOLOGY",
+    "ObjectCrops",
+    "auto_crop_size",
+    "object_crops",
+    "object_ids",
+    "regionprops_table",
+]
 
 #: regionprops measured for every object (scikit-image names)
 MORPHOLOGY = (
@@ -75,6 +84,52 @@ def object_ids(labels: np.ndarray) -> np.ndarray:
     """
     ids = np.unique(np.asarray(labels))
     return ids[ids != 0]
+
+
+def auto_crop_size(
+    labels: np.ndarray,
+    *,
+    percentile: float = 90.0,
+    factor: float = 1.5,
+    multiple: int = 8,
+    low: int = 32,
+    high: int = 128,
+) -> int:
+    """A crop side that holds most objects whole, with some context around them.
+
+    ``factor`` times the ``percentile``-th percentile of the objects'
+    bounding-box sides (the longer of height and width), rounded up to a
+    multiple of ``multiple`` and clamped to ``[low, high]``.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X)
+        Instance labels, 0 = background.
+    percentile, factor, multiple, low, high
+        As described above (defaults: 1.5 x the 90th percentile, a multiple
+        of 8, from 32 to 128 px).
+
+    Returns
+    -------
+    int
+        ``low`` when there are no objects.
+
+    Examples
+    --------
+    >>> lab = np.zeros((100, 100), int); lab[10:50, 10:40] = 1
+    >>> auto_crop_size(lab)
+    64
+    """
+    from scipy import ndimage as ndi
+
+    lab = np.asarray(labels)
+    slices = [s for s in ndi.find_objects(lab.astype(np.int64, copy=False)) if s is not None]
+    if not slices:
+        return int(low)
+    sides = [max(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in slices]
+    side = factor * float(np.percentile(sides, percentile))
+    size = int(np.ceil(side / multiple) * multiple)
+    return int(min(max(size, low), high))
 
 
 def _check_labels(image_shape: tuple[int, ...], labels: np.ndarray) -> np.ndarray:
@@ -138,16 +193,9 @@ def object_crops(
     from scipy import ndimage as ndi
 
     img = np.asarray(image)
-    if img.ndim == 2:
-        if channel_axis is not None:
-            raise DlcbError("a 2-D image has no channel axis")
-        cyx = img[None]
-    elif img.ndim == 3:
-        if channel_axis is None:
-            raise DlcbError(f"image of shape {img.shape} needs channel_axis")
-        cyx = np.moveaxis(img, channel_axis, 0)
-    else:
+    if img.ndim not in (2, 3):
         raise DlcbError(f"expected a 2-D image, got shape {img.shape}")
+    cyx = to_cyx(img, channel_axis)
     labels = _check_labels(cyx.shape[1:], labels)
     if size < 2:
         raise DlcbError("the crop size must be at least 2 pixels")
@@ -255,9 +303,7 @@ def regionprops_table(
     if image is not None:
         img = np.asarray(image)
         if img.ndim == 3:
-            if channel_axis is None:
-                raise DlcbError(f"image of shape {img.shape} needs channel_axis")
-            img = np.moveaxis(img, channel_axis, -1)
+            img = np.moveaxis(to_cyx(img, channel_axis), 0, -1)
         labels = _check_labels(img.shape[:2], labels)
         props = list(properties)
     else:

@@ -106,7 +106,7 @@ def object_features(
 
     from napari_dlcb.data.cells import object_crops, object_ids
     from napari_dlcb.device import resolve_device
-    from napari_dlcb.interpret.saliency import resolve_layer
+    from napari_dlcb.interpret.common import resolve_layer
     from napari_dlcb.models.state import preserve_model_state
 
     dev = resolve_device(device)

@@ -16,7 +16,7 @@ from torch import nn
 
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.interpret.saliency import resolve_layer
+from napari_dlcb.interpret.common import resolve_layer
 from napari_dlcb.models.state import preserve_model_state
 
 __all__ = [

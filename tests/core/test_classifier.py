@@ -12,14 +12,12 @@ import torch
 from skimage.io import imsave
 
 from napari_dlcb.cli import main
+from napari_dlcb.data.crops import prepare_images
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.inference.classify import predict_proba
 from napari_dlcb.models.classifier import CellClassifier, adapt_in_channels
-from napari_dlcb.tasks.cells import (
-    ClassificationTrainer,
-    confusion_matrix,
-    predict_proba,
-    prepare_images,
-)
+from napari_dlcb.tasks.classification import ClassificationTrainer
+from napari_dlcb.training.metrics import confusion_matrix
 
 
 def _blob(rng, size, bright: bool, channels: int = 0):
@@ -379,8 +377,8 @@ def test_trainer_bad_input():
 
 
 def test_builtin_base_is_adapted_to_channels_and_classes():
+    from napari_dlcb.models.classifier import load_base
     from napari_dlcb.models.registry import list_builtin
-    from napari_dlcb.tasks.cells import load_base
 
     assert "cellclf-nuclei" in list_builtin("classification")
     model, parent, info = load_base("builtin", in_channels=3, n_classes=5)
