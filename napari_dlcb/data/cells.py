@@ -199,6 +199,24 @@ def object_crops(
     labels = _check_labels(cyx.shape[1:], labels)
     if size < 2:
         raise DlcbError("the crop size must be at least 2 pixels")
+    sel = _selected_ids(labels, ids)
+    centres = np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, sel), float).reshape(
+        -1, 2
+    )
+    origins = np.round(centres).astype(int) - size // 2
+    crops, masks, border, too_big = _cut(cyx, labels, sel, origins, size, pad_mode, mask_neighbours)
+    return ObjectCrops(
+        crops=crops,
+        masks=masks,
+        ids=sel.astype(np.int64),
+        centres=centres,
+        origins=origins,
+        touching_border=np.asarray(border, np.int64),
+        notes=_crop_notes(border, too_big, size, pad_mode),
+    )
+
+
+def _selected_ids(labels: np.ndarray, ids: Sequence[int] | None) -> np.ndarray:
     all_ids = object_ids(labels)
     if ids is None:
         sel = all_ids
@@ -209,12 +227,22 @@ def object_crops(
             raise DlcbError(f"object {int(missing[0])} is not in the labels layer")
     if sel.size == 0:
         raise DlcbError("no objects were chosen")
-    centres = np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, sel), float).reshape(
-        -1, 2
-    )
+    return sel
+
+
+def _cut(
+    cyx: np.ndarray,
+    labels: np.ndarray,
+    sel: np.ndarray,
+    origins: np.ndarray,
+    size: int,
+    pad_mode: str,
+    mask_neighbours: bool,
+) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """Crops, own-object masks, ids whose crops were padded, ids larger than the crop."""
+    from scipy import ndimage as ndi
+
     slices = ndi.find_objects(labels.astype(np.int64, copy=False))
-    half = size // 2
-    origins = np.round(centres).astype(int) - half
     pad = size
     padded = np.pad(cyx, ((0, 0), (pad, pad), (pad, pad)), mode=pad_mode)
     lab_p = np.pad(labels, pad, mode="constant")
@@ -235,15 +263,24 @@ def object_crops(
         if sl is not None and (sl[0].stop - sl[0].start > size or sl[1].stop - sl[1].start > size):
             too_big.append(int(oid))
         if mask_neighbours:
-            other = (lab_crop != 0) & (lab_crop != oid)
-            if other.any():
-                bg = crops[i][:, lab_crop == 0]
-                fill = np.median(bg, axis=1) if bg.size else np.zeros(crops.shape[1])
-                crops[i][:, other] = fill[:, None].astype(crops.dtype)
+            _blank_neighbours(crops[i], lab_crop, oid)
+    return crops, masks, border, too_big
+
+
+def _blank_neighbours(crop: np.ndarray, lab_crop: np.ndarray, oid: int) -> None:
+    """Replace other objects' pixels of ``crop`` (C, S, S) with the background median."""
+    other = (lab_crop != 0) & (lab_crop != oid)
+    if other.any():
+        bg = crop[:, lab_crop == 0]
+        fill = np.median(bg, axis=1) if bg.size else np.zeros(crop.shape[0])
+        crop[:, other] = fill[:, None].astype(crop.dtype)
+
+
+def _crop_notes(border: list[int], too_big: list[int], size: int, pad_mode: str) -> list[str]:
     notes = []
     if border:
         notes.append(
-            f"{len(border)} object(s) touch the image border or lie within {half} px of it "
+            f"{len(border)} object(s) touch the image border or lie within {size // 2} px of it "
             f"(ids {', '.join(map(str, border[:10]))}{'...' if len(border) > 10 else ''}): "
             f"their crops were padded ({pad_mode})"
         )
@@ -252,15 +289,7 @@ def object_crops(
             f"{len(too_big)} object(s) are larger than the {size}x{size} crop "
             f"(ids {', '.join(map(str, too_big[:10]))}): only their centre is seen"
         )
-    return ObjectCrops(
-        crops=crops,
-        masks=masks,
-        ids=sel.astype(np.int64),
-        centres=centres,
-        origins=origins,
-        touching_border=np.asarray(border, np.int64),
-        notes=notes,
-    )
+    return notes
 
 
 def regionprops_table(

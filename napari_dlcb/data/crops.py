@@ -28,6 +28,7 @@ __all__ = [
     "dihedral_views",
     "most_common_channels",
     "prepare_images",
+    "stratified_split",
     "unprepare_map",
 ]
 
@@ -196,3 +197,27 @@ class CropDataset(torch.utils.data.Dataset):
         if self.augment is not None:
             im, _ = self.augment(im, self._dummy, self.rng)
         return torch.from_numpy(np.ascontiguousarray(im, np.float32)), torch.tensor(int(self.y[i]))
+
+
+def stratified_split(
+    y: np.ndarray, n_classes: int, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Boolean mask of the validation rows: ``fraction`` of each class.
+
+    A class with 2 or more items gives at least one and keeps at least one;
+    a class with one item stays in training.
+
+    Examples
+    --------
+    >>> int(stratified_split(np.array([0, 0, 0, 0, 1, 1]), 2, 0.25, np.random.default_rng(0)).sum())
+    2
+    """
+    val_idx: list[int] = []
+    for k in range(n_classes):
+        idx = np.flatnonzero(y == k)
+        n_val = int(round(fraction * len(idx)))
+        n_val = min(max(n_val, 1), len(idx) - 1) if len(idx) >= 2 else 0
+        val_idx += list(rng.permutation(idx)[:n_val])
+    mask = np.zeros(len(y), bool)
+    mask[np.asarray(val_idx, int)] = True
+    return mask

@@ -16,7 +16,7 @@ from torch import nn
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.interpret.attribution import Attribution
-from napari_dlcb.interpret.common import Region, explaining
+from napari_dlcb.interpret.common import Prepared, Region, explaining
 
 __all__ = ["occlusion"]
 
@@ -66,8 +66,6 @@ def occlusion(
     >>> occlusion(m, np.random.rand(8, 8), window=2).map.shape
     (8, 8)
     """
-    from captum.attr import Occlusion
-
     if window < 1:
         raise DlcbError("the occlusion window must be at least 1 pixel")
     window = int(window)
@@ -85,30 +83,36 @@ def occlusion(
         channel_axis=channel_axis,
         device=device,
     ) as prep:
-        c, h, w = prep.x.shape[1:]
-        if window > min(h, w):
-            raise DlcbError(f"the occlusion window ({window}) is larger than the image ({h}x{w})")
-        with torch.no_grad():
-            attr = Occlusion(prep.wrapped).attribute(
-                prep.x,
-                sliding_window_shapes=(int(c), window, window),
-                strides=(int(c), stride, stride),
-                baselines=float(baseline),
-                target=prep.target,
-                perturbations_per_eval=max(1, batch_size),
-            )
-        n_windows = ((h - window) // stride + 1) * ((w - window) // stride + 1)
-        a = attr.detach()[0].float().cpu().numpy()
-        # every channel holds the same value (the window spans all channels)
-        return Attribution(
-            map=a[0].astype(np.float32),
-            method="occlusion",
+        return _occlude(prep, window, stride, float(baseline), max(1, batch_size))
+
+
+def _occlude(prep: Prepared, window: int, stride: int, baseline: float, batch: int) -> Attribution:
+    from captum.attr import Occlusion
+
+    c, h, w = prep.x.shape[1:]
+    if window > min(h, w):
+        raise DlcbError(f"the occlusion window ({window}) is larger than the image ({h}x{w})")
+    with torch.no_grad():
+        attr = Occlusion(prep.wrapped).attribute(
+            prep.x,
+            sliding_window_shapes=(int(c), window, window),
+            strides=(int(c), stride, stride),
+            baselines=baseline,
             target=prep.target,
-            per_channel=None,
-            extra={
-                "window": window,
-                "stride": stride,
-                "n_windows": n_windows,
-                "target_logit": prep.logit,
-            },
+            perturbations_per_eval=batch,
         )
+    n_windows = ((h - window) // stride + 1) * ((w - window) // stride + 1)
+    a = attr.detach()[0].float().cpu().numpy()
+    # every channel holds the same value (the window spans all channels)
+    return Attribution(
+        map=a[0].astype(np.float32),
+        method="occlusion",
+        target=prep.target,
+        per_channel=None,
+        extra={
+            "window": window,
+            "stride": stride,
+            "n_windows": n_windows,
+            "target_logit": prep.logit,
+        },
+    )

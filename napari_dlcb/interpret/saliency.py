@@ -120,25 +120,12 @@ def saliency(
     """
     return run_to_end(
         iter_saliency(
-            model,
-            x,
-            method=method,
-            target=target,
-            classes=classes,
-            region=region,
-            channel_axis=channel_axis,
-            layer=layer,
-            window=window,
-            stride=stride,
-            n_samples=n_samples,
-            noise_level=noise_level,
-            n_steps=n_steps,
-            baseline=baseline,
-            batch_size=batch_size,
-            seed=seed,
-            device=device,
+            model, x, method=method, target=target, classes=classes, region=region,
+            channel_axis=channel_axis, layer=layer, window=window, stride=stride,
+            n_samples=n_samples, noise_level=noise_level, n_steps=n_steps, baseline=baseline,
+            batch_size=batch_size, seed=seed, device=device,
         )
-    )
+    )  # fmt: skip
 
 
 def iter_saliency(
@@ -201,24 +188,30 @@ def iter_saliency(
     if method == "occlusion" and not np.isscalar(baseline):
         raise DlcbError("occlusion needs a scalar baseline value")
     yield JobProgress(0, 1, method)
-    if method == "gradients":
-        out = gradients(model, x, **common)
-    elif method == "smoothgrad":
-        out = smoothgrad(
-            model,
-            x,
-            n_samples=n_samples,
-            noise_level=noise_level,
-            batch_size=batch_size,
-            seed=seed,
-            **common,
-        )
-    elif method == "gradcam":
-        out = gradcam(model, x, layer=layer, **common)
-    else:
-        out = occlusion(
-            model, x, window=window, stride=stride, baseline=float(baseline), batch_size=batch_size,
-            **common,
-        )  # fmt: skip
+    options = {
+        "gradients": {},
+        "smoothgrad": {
+            "n_samples": n_samples,
+            "noise_level": noise_level,
+            "batch_size": batch_size,
+            "seed": seed,
+        },
+        "gradcam": {"layer": layer},
+        "occlusion": {
+            "window": window,
+            "stride": stride,
+            "baseline": baseline,
+            "batch_size": batch_size,
+        },
+    }[method]
+    out = _ONE_SHOT[method](model, x, **options, **common)
     yield JobProgress(1, 1, method)
     return out
+
+
+_ONE_SHOT = {
+    "gradients": gradients,
+    "smoothgrad": smoothgrad,
+    "gradcam": gradcam,
+    "occlusion": occlusion,
+}

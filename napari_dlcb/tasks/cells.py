@@ -22,7 +22,7 @@ explained cell can change while training runs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,13 +30,21 @@ import numpy as np
 
 from napari_dlcb.data.cells import auto_crop_size, object_crops
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.tasks.base import LiveBudget, Task, TaskConfig, check_int
-from napari_dlcb.tasks.classification import ClassificationConfig, ClassificationTrainer
-from napari_dlcb.training.events import EpochEnd, Preview, TrainEvent
+from napari_dlcb.tasks.base import LiveBudget, Task
+from napari_dlcb.tasks.classification import ClassificationTrainer
+from napari_dlcb.tasks.classification_config import CellsConfig
+from napari_dlcb.tasks.live_saliency import (
+    LiveCellSaliency,
+    SaliencyRequest,
+    check_request,
+    live_view,
+)
+from napari_dlcb.training.events import EpochEnd, JobProgress, Preview, TrainEvent
 
 __all__ = [
     "LIVE_SALIENCY_SHARE",
     "CellClassificationTask",
+    "CellEmbedding",
     "CellsConfig",
     "ClassificationTrainer",
     "LiveCellSaliency",
@@ -51,117 +59,13 @@ __all__ = [
 LIVE_SALIENCY_SHARE = 1 / 3
 
 
-@dataclasses.dataclass(frozen=True)
-class LiveCellSaliency:
-    """Which cell to explain live while training (``fit(preview_saliency=...)``).
-
-    Parameters
-    ----------
-    object_id : int
-        Label of the object whose crop is explained.
-    method : str
-        A method of :data:`napari_dlcb.interpret.common.METHODS`.
-    target : int or str, optional
-        Class index or name to explain; None explains the class the current
-        weights predict for that cell.
-
-    Examples
-    --------
-    >>> LiveCellSaliency.of(7)
-    LiveCellSaliency(object_id=7, method='integrated-gradients', target=None)
-    """
-
-    object_id: int
-    method: str = "integrated-gradients"
-    target: int | str | None = None
-
-    @classmethod
-    def of(cls, request: Any) -> LiveCellSaliency:
-        """``request`` as a :class:`LiveCellSaliency` (an int is an object id)."""
-        if isinstance(request, LiveCellSaliency):
-            return request
-        if isinstance(request, (bool, np.bool_)) or not isinstance(request, (int, np.integer)):
-            raise DlcbError(
-                f"preview_saliency must be a LiveCellSaliency or an object id, not {request!r}"
-            )
-        return cls(int(request))
-
-
-#: a live-saliency request: the cell (and method and class), or just its object id
-SaliencyRequest = LiveCellSaliency | int
-
-
 @dataclasses.dataclass
-class CellsConfig(TaskConfig):
-    """Options of the cell classifier (the dock and Python callers build the same one).
+class CellEmbedding:
+    """A 2-D map of the cells' network features and the table to colour it by."""
 
-    Attributes
-    ----------
-    crop_size : int or "auto"
-        Side of the crops centred on objects; "auto" chooses it from the
-        objects (:func:`~napari_dlcb.data.cells.auto_crop_size`: 1.5 x the
-        90th-percentile bounding-box side, a multiple of 8, 32 to 128 px).
-    mask_neighbours : bool
-        Blank other objects inside each crop.
-    base, mode, balance, augment, val_fraction, epochs, lr, batch_size, seed, device
-        As in :class:`~napari_dlcb.tasks.classification.ClassificationConfig`;
-        here ``mode="quick"`` (frozen features + linear head, instant on a
-        CPU) and no validation split by default.
-
-    Examples
-    --------
-    >>> CellsConfig(mode="linear", crop_size=40).validate().mode
-    'quick'
-    >>> CellsConfig(crop_size=4).validate()
-    Traceback (most recent call last):
-    ...
-    napari_dlcb.errors.DlcbError: crop size must be from 8 to 256, got 4
-    """
-
-    crop_size: int | str = "auto"
-    mask_neighbours: bool = False
-    base: str = "builtin"
-    mode: str = "quick"
-    balance: str | None = "loss"
-    augment: bool = True
-    val_fraction: float = 0.0
-    epochs: int = 30
-    lr: float | None = None
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-
-    tunable: ClassVar[dict[str, str]] = {
-        **ClassificationConfig.tunable,
-        "crop_size": "crop side in pixels (8 to 256)",
-    }
-
-    def validate(self) -> CellsConfig:
-        """Check and normalise every field; one-line :class:`DlcbError` naming the option."""
-        if not (isinstance(self.crop_size, str) and self.crop_size.strip().lower() == "auto"):
-            self.crop_size = check_int("crop size", self.crop_size, low=8, high=256)
-        else:
-            self.crop_size = "auto"
-        shared = self.classification_config(32)
-        self.base, self.mode, self.balance = shared.base, shared.mode, shared.balance
-        self.mask_neighbours = bool(self.mask_neighbours)
-        return self
-
-    def classification_config(self, crop_size: int) -> ClassificationConfig:
-        """The validated options of the crop classifier that learns from the clicked cells."""
-        return ClassificationConfig(
-            base=self.base,
-            mode=self.mode,
-            input_size=int(crop_size),
-            val_fraction=self.val_fraction,
-            augment=self.augment,
-            balance=self.balance,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            device=self.device,
-        ).validate()
+    method: str
+    xy: np.ndarray  # (N, 2), rows in the order of ``table``
+    table: Any  # pandas.DataFrame of :meth:`CellClassificationTask.table`
 
 
 class CellClassificationTask(Task):
@@ -345,25 +249,7 @@ class CellClassificationTask(Task):
 
     def _check_request(self, request: SaliencyRequest) -> LiveCellSaliency:
         """``request`` checked against this task; DlcbError if it cannot work."""
-        from napari_dlcb.interpret.common import METHODS
-
-        request = LiveCellSaliency.of(request)
-        if not np.any(self.crops.ids == int(request.object_id)):
-            raise DlcbError(f"object {request.object_id} is not in the labels layer")
-        if request.method not in METHODS:
-            raise DlcbError(
-                f"unknown saliency method {request.method!r}; choose one of {', '.join(METHODS)}"
-            )
-        t = request.target
-        if isinstance(t, str) and t not in self.classes:
-            raise DlcbError(
-                f"target class {t!r} does not exist; classes are: {', '.join(self.classes)}"
-            )
-        if t is not None and not isinstance(t, str) and not 0 <= int(t) < len(self.classes):
-            raise DlcbError(
-                f"target class {t} does not exist: the model has {len(self.classes)} classes"
-            )
-        return request
+        return check_request(request, self.crops.ids, self.classes)
 
     def _live_saliency(
         self, request: SaliencyRequest | Callable[[], SaliencyRequest | None]
@@ -375,27 +261,7 @@ class CellClassificationTask(Task):
         methods hand the model back unchanged and work inside ``torch.inference_mode``.
         """
         get = request if callable(request) else (lambda: request)
-        budget = LiveBudget(LIVE_SALIENCY_SHARE)
-        failed: set[str] = set()
-
-        def live() -> dict[str, Any]:
-            req = get()
-            if req is None or not budget.due() or repr(req) in failed:
-                return {}
-            try:
-                with budget.spend():
-                    return self.saliency_preview(req)
-            except (DlcbError, RuntimeError) as err:  # e.g. a method this model can't take
-                # an optional view must not end the training: say so once per request
-                failed.add(repr(req))
-                msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                what = getattr(req, "method", "integrated-gradients")
-                oid = getattr(req, "object_id", req)
-                return {
-                    "saliency_error": f"live {what} saliency of cell {oid} is unavailable: {msg}"
-                }
-
-        return live
+        return live_view(self.saliency_preview, get, LiveBudget(LIVE_SALIENCY_SHARE))
 
     def saliency_preview(self, request: SaliencyRequest) -> dict[str, Any]:
         """The saliency map of one cell with the current weights, as preview items.
@@ -507,6 +373,41 @@ class CellClassificationTask(Task):
                 xb = torch.from_numpy(np.ascontiguousarray(self._x_all[i : i + 256]))
                 out.append(model.features(xb.to(self.trainer.device)).cpu().numpy())
         return np.concatenate(out).astype(np.float32)
+
+    def iter_embedding(
+        self, *, method: str = "pca", probs: np.ndarray | None = None, stop: Any = None
+    ) -> Generator[JobProgress, None, CellEmbedding | None]:
+        """2-D embedding of every cell's features, as a generator of progress events.
+
+        Yields a :class:`~napari_dlcb.training.events.JobProgress` before each
+        step (network features, the embedding, the measurements) and returns a
+        :class:`CellEmbedding`, or None if ``stop`` was set.
+
+        Parameters
+        ----------
+        method : {"pca", "umap", "tsne"}
+            See :func:`napari_dlcb.interpret.embedding.embed` (UMAP's first use
+            in a process compiles code: 10 s to a minute or more).
+        probs : ndarray (N, K), optional
+            Predicted probabilities for the table (default: predict now).
+        stop : threading.Event, optional
+            Checked between the steps.
+        """
+        from napari_dlcb.interpret.embedding import embed
+
+        note = " (first use compiles code: up to a minute)" if method == "umap" else ""
+        yield JobProgress(0, 3, "network features")
+        feats = self.features()
+        if stop is not None and stop.is_set():
+            return None
+        yield JobProgress(1, 3, f"{method} embedding{note}")
+        xy = embed(feats, method=method)
+        if stop is not None and stop.is_set():
+            return None
+        yield JobProgress(2, 3, "measurements")
+        table = self.table(probs)
+        yield JobProgress(3, 3, "done")
+        return CellEmbedding(method, xy, table)
 
     def cell_saliency(
         self,

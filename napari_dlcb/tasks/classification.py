@@ -20,7 +20,6 @@ by Python callers.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,123 +35,21 @@ from napari_dlcb.data.crops import (
     dihedral_views,
     most_common_channels,
     prepare_images,
+    stratified_split,
 )
 from napari_dlcb.data.normalize import Normalizer
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.inference.classify import predict_crops
 from napari_dlcb.models.classifier import load_base
-from napari_dlcb.tasks.base import (
-    Task,
-    TaskConfig,
-    check_choice,
-    check_fraction,
-    check_int,
-    check_positive,
-)
+from napari_dlcb.tasks.base import Task
+from napari_dlcb.tasks.classification_config import ClassificationConfig
 from napari_dlcb.training.engine import fit
 from napari_dlcb.training.events import Finished, TrainEvent
-from napari_dlcb.training.frozen import QUICK, cached_features, check_mode, frozen_except
+from napari_dlcb.training.frozen import QUICK, cached_features, frozen_except
 from napari_dlcb.training.metrics import classification_metrics, confusion_matrix
 
 __all__ = ["ClassificationConfig", "ClassificationTrainer", "with_extra"]
-
-BALANCES = ("loss", "sampler", None)
-
-
-@dataclasses.dataclass
-class ClassificationConfig(TaskConfig):
-    """Options of a crop classifier (``train classification`` and the cell classifier).
-
-    Attributes
-    ----------
-    base : str
-        ``"builtin"``, ``"builtin:<name>"``, a saved model folder, or ``"none"``.
-    mode : {"full", "quick"}
-        Fine-tune everything, or train the linear head on frozen features
-        (``"linear"`` is accepted for ``"quick"``).
-    input_size : int or None
-        Crop side length; None: the images' most common size.
-    val_fraction : float
-        Stratified share held out for validation (at least one per class
-        where a class has 2+ images); 0 disables.
-    augment : bool
-        Random flips, 90-degree rotations, zoom and intensity jitter (quick
-        mode: the 8 dihedral copies of every crop).
-    balance : {"loss", "sampler", None}
-        Class-imbalance handling: inverse-frequency loss weights, a weighted
-        random sampler, or nothing.
-    width, blocks
-        Size of a newly initialised network (``base="none"``).
-    epochs, batch_size, weight_decay
-        The usual.
-    lr : float or None
-        None: 2e-3 (full) or 1e-2 (quick).
-    early_stopping : int or None
-        Epochs without improvement before stopping; None: the mode's default
-        (full: ``max(5, epochs // 3)``, quick: 15); 0: never.
-    seed : int
-        Seeds the split, the augmentation, new weights and the engine.
-    device : str
-        "auto", "cpu", "cuda" or "mps".
-
-    Examples
-    --------
-    >>> ClassificationConfig(mode="linear").validate().mode
-    'quick'
-    >>> ClassificationConfig(epochs=0).validate()
-    Traceback (most recent call last):
-    ...
-    napari_dlcb.errors.DlcbError: epochs must be from 1 to 100000, got 0
-    """
-
-    base: str = "builtin"
-    mode: str = "full"
-    input_size: int | None = None
-    val_fraction: float = 0.15
-    augment: bool = True
-    balance: str | None = "loss"
-    width: int = 32
-    blocks: tuple[int, ...] = (2, 2, 2)
-    epochs: int = 30
-    lr: float | None = None
-    batch_size: int = 64
-    weight_decay: float = 1e-4
-    early_stopping: int | None = None
-    seed: int = 0
-    device: str = "auto"
-
-    tunable: ClassVar[dict[str, str]] = {
-        "lr": "learning rate (log scale, 1e-4 to 1e-1)",
-        "batch_size": "crops per optimisation step",
-        "weight_decay": "AdamW weight decay",
-        "mode": "quick (frozen features + linear head) or full fine-tuning",
-        "augment": "augmentation on or off",
-    }
-
-    def validate(self) -> ClassificationConfig:
-        """Check and normalise every field; one-line :class:`DlcbError` naming the option."""
-        self.base = "none" if self.base is None else str(self.base)
-        self.mode = check_mode(self.mode)
-        if self.input_size is not None:
-            self.input_size = check_int("input size", self.input_size, low=4, high=1024)
-        self.val_fraction = check_fraction("validation fraction", self.val_fraction)
-        self.balance = None if self.balance in ("none", "None") else self.balance
-        check_choice("class balancing", self.balance, BALANCES)
-        self.width = check_int("width", self.width, low=1, high=512)
-        self.blocks = tuple(check_int("blocks per stage", b, high=64) for b in self.blocks)
-        if not self.blocks:
-            raise DlcbError("blocks needs at least one stage, e.g. (2, 2, 2)")
-        self.epochs = check_int("epochs", self.epochs, high=100_000)
-        if self.lr is not None:
-            self.lr = check_positive("learning rate", self.lr, high=10.0)
-        self.batch_size = check_int("batch size", self.batch_size, high=65_536)
-        self.weight_decay = check_positive("weight decay", self.weight_decay, allow_zero=True)
-        if self.early_stopping is not None:
-            self.early_stopping = check_int("early stopping", self.early_stopping, low=0)
-        self.seed = check_int("seed", self.seed, low=0)
-        self.device = str(self.device)
-        return self
 
 
 def with_extra(
@@ -169,21 +66,6 @@ def with_extra(
         return out or None
 
     return combined
-
-
-def _stratified_split(
-    y: np.ndarray, n_classes: int, fraction: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Boolean mask of the validation rows: ``fraction`` of each class, one at least."""
-    val_idx: list[int] = []
-    for k in range(n_classes):
-        idx = np.flatnonzero(y == k)
-        n_val = int(round(fraction * len(idx)))
-        n_val = min(max(n_val, 1), len(idx) - 1) if len(idx) >= 2 else 0
-        val_idx += list(rng.permutation(idx)[:n_val])
-    mask = np.zeros(len(y), bool)
-    mask[np.asarray(val_idx, int)] = True
-    return mask
 
 
 def _check_labels(labels: np.ndarray, classes: list[str], n_images: int) -> None:
@@ -293,7 +175,7 @@ class ClassificationTrainer(Task):
             self.notes += [f"validation: {n}" for n in vprep.notes]
             xt, yt, xv, yv = x, y, vprep.data, np.asarray(val_labels, np.int64)
         elif cfg.val_fraction > 0:
-            mask = _stratified_split(
+            mask = stratified_split(
                 y, len(self.classes), cfg.val_fraction, np.random.default_rng(cfg.seed)
             )
             xt, yt, xv, yv = x[~mask], y[~mask], x[mask], y[mask]
@@ -380,18 +262,8 @@ class ClassificationTrainer(Task):
         ------
         TrainEvent
         """
-        cfg = self.config.replace(
-            **{
-                k: v
-                for k, v in {
-                    "epochs": epochs,
-                    "lr": lr,
-                    "batch_size": batch_size,
-                    "weight_decay": weight_decay,
-                }.items()
-                if v is not None
-            }
-        )
+        runs = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay}
+        cfg = self.config.replace(**{k: v for k, v in runs.items() if v is not None})
         quick = cfg.mode == QUICK
         has_val = len(self.y_val) > 0
         if cfg.early_stopping is not None:
