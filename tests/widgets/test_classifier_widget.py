@@ -15,7 +15,6 @@ import pytest
 from napari_dlcb._widgets.classifier import (
     EMBEDDING_LAYER,
     PREDICTION_LAYER,
-    CellClassifierSettings,
     CellClassifierWidget,
 )
 from napari_dlcb._widgets.interpret import InterpretSettings, InterpretWidget
@@ -62,13 +61,17 @@ def _nuclei_viewer(make_napari_viewer):
     return viewer, source
 
 
-def test_settings_are_the_core_arguments():
-    s = CellClassifierSettings(
-        classes=["a", "b"], annotations={3: "a", 5: "b"}, mode="full", crop_size=24, epochs=7
-    )
-    args = s.as_core_arguments()
-    assert args["annotations"] == {3: "a", 5: "b"} and args["mode"] == "full"
-    assert args["crop_size"] == 24 and s.as_fit_arguments() == {"epochs": 7}
+def test_dock_builds_the_core_config(make_napari_viewer):
+    """The dock's fields become the same CellsConfig that Python callers build."""
+    from napari_dlcb.tasks.cells import CellsConfig
+
+    widget = CellClassifierWidget(make_napari_viewer())
+    assert [widget.mode_combo.itemText(i) for i in range(2)] == ["quick", "full"]
+    assert widget.crop_spin.text() == "auto" and widget.config() == CellsConfig().validate()
+    widget.mode_combo.setCurrentText("full")
+    widget.crop_spin.setValue(24)
+    widget.epochs_spin.setValue(7)
+    assert widget.config() == CellsConfig(mode="full", crop_size=24, epochs=7).validate()
     i = InterpretSettings(method="occlusion", target="2", window=10)
     assert i.as_core_arguments()["target"] == 2
     assert i.as_core_arguments()["stride"] == 5
@@ -172,10 +175,14 @@ def test_cell_classifier_end_to_end(make_napari_viewer, qtbot, tmp_path, loop_pr
         "annotated",
     } <= set(back.columns)
 
-    # per-cell saliency
+    # per-cell saliency, in a job; the crop size was chosen from the nuclei (auto)
     labels_layer.selected_label = int(large[0].label)
-    sal = widget.show_cell_saliency()
-    assert sal is not None and sal.data.shape == (32, 32)
+    assert widget.show_cell_saliency() is not None
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
+    sal = widget._cell_saliency_layer(large[0].label)
+    size = widget.task.crop_size
+    assert size > 32 and size % 8 == 0
+    assert sal is not None and sal.data.shape == (size, size)
     assert np.abs(sal.data).max() > 0 and sal.colormap.name == "dlcb_attribution"
 
     # embedding (computed in a worker) linked to the labels
@@ -279,6 +286,7 @@ def test_embedding_colour_by_measurement_and_methods(make_napari_viewer, qtbot):
     # the per-cell saliency button explains the selected cell (not the click's `checked`)
     labels_layer.selected_label = int(ids[top])
     widget.saliency_button.click()
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
     assert any(ly.name.startswith(f"saliency cell {ids[top]} (") for ly in viewer.layers)
 
     # another method recomputes; the colouring and the cell link stay
@@ -370,7 +378,9 @@ def test_interpret_widget_saliency_filters_patches(make_napari_viewer, qtbot, tm
     ig = viewer.layers["saliency integrated-gradients (nuclei)"]
     assert 0 < ig.data.shape[0] < 512 and 0 < ig.data.shape[1] < 512
 
-    filt = widget.show_filters()
+    assert widget.show_filters() is not None  # a job
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    filt = viewer.layers["filters (first layer)"]
     assert filt.data.ndim == 2 and filt.data.shape[0] > 8
 
     widget.k_spin.setValue(5)
@@ -519,6 +529,7 @@ def test_cell_saliency_refreshes_live_while_training(make_napari_viewer, qtbot, 
     n_layers = len(viewer.layers)
     labels_layer.selected_label = int(cell.label)
     widget.saliency_button.click()
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
     assert len(viewer.layers) == n_layers
     before = widget._cell_saliency_layer(cell.label)
     ref, _, _ = task.cell_saliency(cell.label, method="gradients")
