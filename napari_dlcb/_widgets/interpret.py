@@ -19,24 +19,19 @@ notification and the same line in the status), so no click waits for a model:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMenu,
     QPushButton,
     QSpinBox,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -50,18 +45,18 @@ from napari_dlcb._widgets._common import (
 )
 from napari_dlcb._widgets._jobs import JobRunner
 from napari_dlcb._widgets.interpret_views import VIEW_KEY, NetworkViewsMixin
+from napari_dlcb._widgets.model_field import (
+    ModelCache,
+    ModelField,
+    check_model_source,
+    describe_model,
+)
 from napari_dlcb.errors import DlcbError
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = [
-    "InterpretSettings",
-    "InterpretWidget",
-    "ModelCache",
-    "check_model_source",
-    "compute_saliency_layer",
-]
+__all__ = ["InterpretSettings", "InterpretWidget", "compute_saliency_layer"]
 
 METHODS = ["integrated-gradients", "gradients", "smoothgrad", "gradcam", "occlusion"]
 REGIONS = ["viewport", "whole image", "selected object"]
@@ -99,60 +94,6 @@ class InterpretSettings:
             "stride": max(1, self.window // 2),
             "n_samples": self.n_samples,
         }
-
-
-def check_model_source(text: str) -> str:
-    """A model source the dock can load, or a one-line :class:`DlcbError`.
-
-    ``builtin``/``builtin:<name>``, a napari-dlcb model folder (``metadata.json``),
-    a BioImage.IO package folder (``bioimageio.yaml``/``rdf.yaml``) or file
-    (such a YAML, or a ``.zip``).
-
-    Examples
-    --------
-    >>> check_model_source(" builtin ")
-    'builtin'
-    """
-    src = text.strip() or "builtin"
-    if src == "builtin" or src.startswith("builtin:"):
-        return src
-    path = Path(src).expanduser()
-    if not path.exists():
-        raise DlcbError(f"model not found: {path}")
-    if path.is_dir():
-        if not any((path / n).is_file() for n in ("metadata.json", "bioimageio.yaml", "rdf.yaml")):
-            raise DlcbError(
-                f"{path.name} is not a model folder (no metadata.json or bioimageio.yaml)"
-            )
-    elif path.suffix.lower() not in (".zip", ".yaml", ".yml"):
-        raise DlcbError(f"{path.name} is not a model: choose a folder, a .zip or a bioimageio.yaml")
-    return str(path)
-
-
-class ModelCache:
-    """Models loaded once per source, from any thread (one lock per source)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
-        self._models: dict[str, tuple[Any, Any]] = {}
-
-    def get(self, source: str) -> tuple[Any, Any]:
-        """The model and metadata of ``source`` (loaded now if needed; runs in a job)."""
-        from napari_dlcb.models import classifier as _classifier  # registers "cellclf"
-        from napari_dlcb.models.registry import resolve_base
-
-        del _classifier
-        with self._lock:
-            lock = self._locks.setdefault(source, threading.Lock())
-        with lock:  # a second job for the same source waits for the first load
-            if source not in self._models:
-                self._models[source] = resolve_base(source)
-            return self._models[source]
-
-    def cached(self, source: str) -> bool:
-        """Whether ``source`` is loaded."""
-        return source in self._models
 
 
 @dataclass
@@ -217,7 +158,7 @@ class InterpretWidget(NetworkViewsMixin, QWidget):
         self.patches_button.clicked.connect(self.show_top_patches)
         self.actmax_button.clicked.connect(self.show_activation_maximisation)
         self.stop_button.clicked.connect(self.stop)
-        self.model_edit.editingFinished.connect(self.warm_up)
+        self.model_field.committed.connect(self.warm_up)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
@@ -225,17 +166,8 @@ class InterpretWidget(NetworkViewsMixin, QWidget):
     def _build_fields(self) -> None:
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
-        self.model_edit = QLineEdit("builtin")
-        self.model_edit.setToolTip(
-            "'builtin', 'builtin:<name>', a saved model folder or a BioImage.IO package"
-        )
-        self.browse_button = QToolButton()
-        self.browse_button.setText("Browse…")
-        self.browse_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        menu = QMenu(self.browse_button)
-        menu.addAction("Model folder…", self._browse_folder)
-        menu.addAction("BioImage.IO package or file (.zip, .yaml)…", self._browse_file)
-        self.browse_button.setMenu(menu)
+        self.model_field = ModelField("builtin", parent=self)
+        self.model_edit, self.browse_button = self.model_field.edit, self.model_field.browse
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHODS)
         self.target_edit = QLineEdit()
@@ -263,13 +195,10 @@ class InterpretWidget(NetworkViewsMixin, QWidget):
         self.status.setWordWrap(True)
 
     def _build_layout(self) -> None:
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_edit)
-        model_row.addWidget(self.browse_button)
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("objects", self.labels_combo)
-        form.addRow("model", model_row)
+        form.addRow("model", self.model_field)
         form.addRow("method", self.method_combo)
         form.addRow("target class", self.target_edit)
         form.addRow("region", self.region_combo)
@@ -385,21 +314,7 @@ class InterpretWidget(NetworkViewsMixin, QWidget):
 
     def _loaded(self, source: str, meta: Any) -> None:
         if not self.jobs.busy("compute"):  # the computation's status line comes first
-            self.status.setText(_describe(source, meta))
-
-    def _browse_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Model folder or BioImage.IO package")
-        if path:
-            self.model_edit.setText(path)
-            self.warm_up()
-
-    def _browse_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "BioImage.IO package", "", "Model packages (*.zip *.yaml *.yml)"
-        )
-        if path:
-            self.model_edit.setText(path)
-            self.warm_up()
+            self.status.setText(describe_model(source, meta))
 
     # ------------------------------------------------------------------ saliency
     def _image(self) -> tuple[Any, np.ndarray, int | None]:
@@ -496,9 +411,3 @@ def _spin(low: int, high: int, value: int) -> QSpinBox:
     spin.setRange(low, high)
     spin.setValue(value)
     return spin
-
-
-def _describe(source: str, meta: Any) -> str:
-    """One status line: which model is loaded and what it does."""
-    classes = ", ".join(meta.classes[:4]) + ("…" if len(meta.classes) > 4 else "")
-    return f"model {source}: {meta.task}, classes {classes}"

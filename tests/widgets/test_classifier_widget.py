@@ -709,7 +709,7 @@ def test_interpret_click_returns_at_once_and_whole_image_ig_stops(
 
 def test_interpret_browse_sets_a_checked_model(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     """Issue 8: the model field was free text without Browse."""
-    import napari_dlcb._widgets.interpret as dock
+    import napari_dlcb._widgets.model_field as dock
 
     folder = _unet_folder(tmp_path)
     viewer = make_napari_viewer()
@@ -717,7 +717,7 @@ def test_interpret_browse_sets_a_checked_model(make_napari_viewer, qtbot, tmp_pa
     actions = [a.text() for a in widget.browse_button.menu().actions()]
     assert actions == ["Model folder…", "BioImage.IO package or file (.zip, .yaml)…"]
     monkeypatch.setattr(dock.QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))
-    widget._browse_folder()
+    widget.model_field.browse_folder()
     assert widget.model_edit.text() == str(folder)
     qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
     assert widget.models.cached(str(folder))
@@ -725,7 +725,7 @@ def test_interpret_browse_sets_a_checked_model(make_napari_viewer, qtbot, tmp_pa
     not_a_model = tmp_path / "empty"
     not_a_model.mkdir()
     monkeypatch.setattr(dock.QFileDialog, "getExistingDirectory", lambda *a, **k: str(not_a_model))
-    widget._browse_folder()
+    widget.model_field.browse_folder()
     assert (
         widget.status.text() == "empty is not a model folder (no metadata.json or bioimageio.yaml)"
     )
@@ -733,7 +733,7 @@ def test_interpret_browse_sets_a_checked_model(make_napari_viewer, qtbot, tmp_pa
     picked = str(tmp_path / "weights.pt")
     (tmp_path / "weights.pt").write_bytes(b"")
     monkeypatch.setattr(dock.QFileDialog, "getOpenFileName", lambda *a, **k: (picked, ""))
-    widget._browse_file()
+    widget.model_field.browse_file()
     assert "is not a model: choose a folder, a .zip or a bioimageio.yaml" in widget.status.text()
 
 
