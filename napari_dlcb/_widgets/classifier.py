@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_dlcb._widgets._common import ThrottledCall, layer_grid, notify_error, notify_warning
+from napari_dlcb._widgets._common import ThrottledCall, layer_grid, notify_warning
 from napari_dlcb._widgets._jobs import JobRunner
 from napari_dlcb._widgets._plot import LearningCurvePlot
 from napari_dlcb._widgets.classifier_annotate import ANNOTATION_LAYER, AnnotationMixin
@@ -247,10 +247,8 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
         return job.worker if job is not None else None
 
     def _fail(self, err: BaseException | str) -> str:
-        """The one error path outside jobs: a one-line notification, the same line in the status."""
-        message = notify_error(err)
-        self.status.setText(message)
-        return message
+        """The one error path outside jobs (see :meth:`JobRunner.report`)."""
+        return self.jobs.report(err)
 
     def _on_busy(self, busy: bool) -> None:
         self.stop_button.setEnabled(busy)

@@ -39,7 +39,6 @@ from qtpy.QtWidgets import (
 from napari_dlcb._widgets._common import (
     attribution_colormap,
     layer_grid,
-    notify_error,
     refill_combo,
     visible_region,
 )
@@ -247,10 +246,8 @@ class InterpretWidget(NetworkViewsMixin, QWidget):
         return job.worker if job is not None else None
 
     def _fail(self, err: BaseException | str) -> str:
-        """The one error path outside jobs: a one-line notification, the same line in the status."""
-        message = notify_error(err)
-        self.status.setText(message)
-        return message
+        """The one error path outside jobs (see :meth:`JobRunner.report`)."""
+        return self.jobs.report(err)
 
     def settings(self) -> InterpretSettings:
         """Current options."""

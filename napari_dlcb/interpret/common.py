@@ -48,8 +48,12 @@ __all__ = [
     "resolve_layer",
     "resolve_target",
     "run_to_end",
+    "standard_options",
     "to_attribution",
 ]
+
+#: the options every image method takes besides the model and the input
+STANDARD_OPTIONS = ("target", "classes", "region", "channel_axis", "device")
 
 #: the image attribution methods, by the name :func:`~napari_dlcb.interpret.saliency.saliency` takes
 METHODS = ("gradients", "smoothgrad", "integrated-gradients", "gradcam", "occlusion")
@@ -299,6 +303,18 @@ def explaining(
         )
         with torch.enable_grad():
             yield prep
+
+
+def standard_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`STANDARD_OPTIONS` among a method's arguments (e.g. its ``locals()``).
+
+    Examples
+    --------
+    >>> standard_options({"target": 1, "classes": None, "region": None,
+    ...                   "channel_axis": None, "device": "cpu", "window": 8})["target"]
+    1
+    """
+    return {k: options[k] for k in STANDARD_OPTIONS}
 
 
 def to_attribution(

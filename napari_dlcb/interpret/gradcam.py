@@ -14,7 +14,13 @@ import numpy as np
 from torch import nn
 
 from napari_dlcb.interpret.attribution import Attribution
-from napari_dlcb.interpret.common import Region, explaining, layer_name, resolve_layer
+from napari_dlcb.interpret.common import (
+    Region,
+    explaining,
+    layer_name,
+    resolve_layer,
+    standard_options,
+)
 
 __all__ = ["gradcam"]
 
@@ -60,15 +66,7 @@ def gradcam(
     from captum.attr import LayerAttribution, LayerGradCam
 
     layer_mod = resolve_layer(model, layer)
-    with explaining(
-        model,
-        x,
-        target=target,
-        classes=classes,
-        region=region,
-        channel_axis=channel_axis,
-        device=device,
-    ) as prep:
+    with explaining(model, x, **standard_options(locals())) as prep:
         cam = LayerGradCam(prep.wrapped, layer_mod).attribute(
             prep.x, target=prep.target, relu_attributions=relu
         )

@@ -20,7 +20,7 @@ from torch import nn
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.interpret.attribution import Attribution
-from napari_dlcb.interpret.common import Region, explaining, to_attribution
+from napari_dlcb.interpret.common import Region, explaining, standard_options, to_attribution
 
 __all__ = ["gradients", "smoothgrad"]
 
@@ -73,15 +73,7 @@ def gradients(
     """
     from captum.attr import Saliency
 
-    with explaining(
-        model,
-        x,
-        target=target,
-        classes=classes,
-        region=region,
-        channel_axis=channel_axis,
-        device=device,
-    ) as prep:
+    with explaining(model, x, **standard_options(locals())) as prep:
         attr = Saliency(prep.wrapped).attribute(prep.x, target=prep.target, abs=False)
         return to_attribution(attr, "gradients", prep, {})
 
@@ -133,15 +125,7 @@ def smoothgrad(
 
     if n_samples < 1:
         raise DlcbError("n_samples must be at least 1")
-    with explaining(
-        model,
-        x,
-        target=target,
-        classes=classes,
-        region=region,
-        channel_axis=channel_axis,
-        device=device,
-    ) as prep:
+    with explaining(model, x, **standard_options(locals())) as prep:
         span = float(prep.x.detach().max() - prep.x.detach().min()) or 1.0
         std = noise_level * span
         devices = [prep.device] if prep.device.type == "cuda" else []

@@ -29,6 +29,7 @@ from napari_dlcb.interpret.common import (
     explaining,
     input_tensor,
     run_to_end,
+    standard_options,
     to_attribution,
 )
 from napari_dlcb.training.events import JobProgress
@@ -130,15 +131,7 @@ def iter_integrated_gradients(
     if int(n_steps) < 2:
         raise DlcbError("n_steps must be at least 2")
     n_steps, batch_size = int(n_steps), max(1, int(batch_size))
-    with explaining(
-        model,
-        x,
-        target=target,
-        classes=classes,
-        region=region,
-        channel_axis=channel_axis,
-        device=device,
-    ) as prep:
+    with explaining(model, x, **standard_options(locals())) as prep:
         base = _baseline_tensor(baseline, prep, channel_axis)
         # Gauss-Legendre nodes and weights on [0, 1] (captum's default "gausslegendre")
         nodes, weights = np.polynomial.legendre.leggauss(n_steps)

@@ -16,7 +16,7 @@ from torch import nn
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.interpret.attribution import Attribution
-from napari_dlcb.interpret.common import Prepared, Region, explaining
+from napari_dlcb.interpret.common import Prepared, Region, explaining, standard_options
 
 __all__ = ["occlusion"]
 
@@ -74,15 +74,7 @@ def occlusion(
         raise DlcbError("the occlusion stride must be at least 1 pixel")
     if not np.isscalar(baseline):
         raise DlcbError("occlusion needs a scalar baseline value")
-    with explaining(
-        model,
-        x,
-        target=target,
-        classes=classes,
-        region=region,
-        channel_axis=channel_axis,
-        device=device,
-    ) as prep:
+    with explaining(model, x, **standard_options(locals())) as prep:
         return _occlude(prep, window, stride, float(baseline), max(1, batch_size))
 
 

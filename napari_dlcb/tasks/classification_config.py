@@ -181,16 +181,6 @@ class CellsConfig(TaskConfig):
 
     def classification_config(self, crop_size: int) -> ClassificationConfig:
         """The validated options of the crop classifier that learns from the clicked cells."""
-        return ClassificationConfig(
-            base=self.base,
-            mode=self.mode,
-            input_size=int(crop_size),
-            val_fraction=self.val_fraction,
-            augment=self.augment,
-            balance=self.balance,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            device=self.device,
-        ).validate()
+        shared = {f.name for f in dataclasses.fields(ClassificationConfig)}
+        same = {k: v for k, v in dataclasses.asdict(self).items() if k in shared}
+        return ClassificationConfig(**same, input_size=int(crop_size)).validate()

@@ -331,21 +331,7 @@ def test_classifier_widget_refuses_a_single_class(make_napari_viewer):
 def test_interpret_widget_saliency_filters_patches(make_napari_viewer, qtbot, tmp_path):
     import torch
 
-    from napari_dlcb.models.saved import ModelMeta, save_model
-    from napari_dlcb.models.unet import UNet2D
-
-    torch.manual_seed(0)
-    net = UNet2D(1, 2, base=4, depth=2).eval()
-    folder = save_model(
-        net,
-        tmp_path / "unet",
-        ModelMeta(
-            "segmentation",
-            net.architecture(),
-            ["background", "nuclei"],
-            normalization={"mode": "per_image_zscore"},
-        ),
-    )
+    folder = _unet_folder(tmp_path)
     viewer, _ = _nuclei_viewer(make_napari_viewer)
     widget = InterpretWidget(viewer)
     viewer.window.add_dock_widget(widget)
