@@ -66,7 +66,7 @@ def main() -> None:
     unet, unet_name = _load_unet()
     clf, _, _ = load_base("builtin", in_channels=1, n_classes=4)
     clf.eval()
-    lab = np.asarray(lab)
+    lab = np.asarray(lab)[: a.size, : a.size]  # the same window as the image
     ids, counts = np.unique(lab[lab > 0], return_counts=True)
     from napari_dlcb.data.cells import object_crops
 
