@@ -772,3 +772,36 @@ def test_cli_and_python_build_the_same_config(tmp_path):
         mode="quick", blocks=(1, 1), balance=None, epochs=4, val_fraction=0.1
     ).validate()
     assert train_config(args) == want
+
+
+def test_cell_embedding_is_a_job_with_progress_and_stop():
+    """Issue 8: UMAP ran 81 s with no progress; the embedding is a generator of steps now."""
+    import threading
+
+    from napari_dlcb.tasks.cells import CellClassificationTask, CellEmbedding
+
+    img, lab = _cells_scene()
+    task = CellClassificationTask(img, lab, _SCENE_ANNOTATIONS, base="none", device="cpu")
+    gen = task.iter_embedding(method="pca")
+    steps = []
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as done:
+            result = done.value
+            break
+    assert [(p.done, p.total) for p in steps] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert [p.message for p in steps[:3]] == ["network features", "pca embedding", "measurements"]
+    assert isinstance(result, CellEmbedding) and result.xy.shape == (16, 2)
+    assert result.table.object_id.tolist() == list(range(1, 17))
+    stop = threading.Event()
+    gen = task.iter_embedding(method="pca", stop=stop)
+    next(gen)
+    stop.set()
+    with pytest.raises(StopIteration) as end:
+        next(gen)
+    assert end.value.value is None
+    umap = task.iter_embedding(method="umap")
+    next(umap)
+    assert "first use compiles code" in next(umap).message  # said before UMAP starts
+    umap.close()
