@@ -77,11 +77,14 @@ class AnnotationMixin:
 
         refill_combo(self.image_combo, [ly.name for ly in candidates(Image)])
         labels = candidates(Labels)
-        best = max(labels, key=instance_score).name if labels else None
+        names = [ly.name for ly in labels]
+        # scoring reads the data: only when the choice is open (nobody chose, or it is gone)
+        open_choice = not self._labels_chosen or self.labels_combo.currentText() not in names
+        best = max(labels, key=instance_score).name if labels and open_choice else None
         if not self._labels_chosen:  # nobody chose yet: the most instance-like layer
             self.labels_combo.blockSignals(True)
             self.labels_combo.setCurrentIndex(-1)
-        refill_combo(self.labels_combo, [ly.name for ly in labels], default=best)
+        refill_combo(self.labels_combo, names, default=best)
         self._on_labels_changed()
 
     @property
