@@ -294,6 +294,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
         self._live_curve = config.mode == "full"  # quick mode: draw once at the end
         self._kept = ""
         self.train_button.setEnabled(False)
+        self.export_button.setEnabled(False)  # until this run's predictions arrive
         self.notes.setText("")
         return self.jobs.run(
             "Training",
@@ -358,6 +359,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
     def _on_training_done(self, job: Any) -> None:
         self._sync_curve()
         self.train_button.setEnabled(True)
+        self.export_button.setEnabled(self.probs is not None and job.error is None)
         if job.error is None and job.cancelled and self._kept:
             self.status.setText(f"stopped; the model holds {self._kept}")
 

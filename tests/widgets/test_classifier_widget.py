@@ -654,7 +654,7 @@ def test_interpret_click_returns_at_once_and_whole_image_ig_stops(
     widget.method_combo.setCurrentText("gradients")
     t0 = time.perf_counter()
     assert widget.compute_saliency() is not None
-    assert time.perf_counter() - t0 < 0.5  # the model loads in the job
+    assert time.perf_counter() - t0 < 1.5  # the model (2 s more to load) loads in the job
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert loads == [False] and "saliency gradients (nuclei)" in viewer.layers
     # committing a model field loads it in the background at once (warm-up)
@@ -797,7 +797,9 @@ def test_cell_saliency_click_returns_at_once(make_napari_viewer, qtbot, slow_sal
     labels.selected_label = int(ids[5])
     t0 = time.perf_counter()
     assert widget.show_cell_saliency() is not None
-    assert time.perf_counter() - t0 < 0.5 and not calls
+    # the map takes 2 s more than usual: a click that waited for it would take longer than that
+    # (the job's progress bar costs the GUI thread ~0.1 s, ~0.5 s at load 12 on 2 cores)
+    assert time.perf_counter() - t0 < 1.5 and not calls
     assert widget.show_cell_saliency(int(ids[6])) is None  # one model job at a time
     assert "Cell saliency is running" in widget.status.text()
     qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
