@@ -805,3 +805,26 @@ def test_cell_embedding_is_a_job_with_progress_and_stop():
     next(umap)
     assert "first use compiles code" in next(umap).message  # said before UMAP starts
     umap.close()
+
+
+def test_cell_task_implements_the_task_interface(tmp_path):
+    from napari_dlcb.models.saved import load_model
+    from napari_dlcb.tasks.base import Task
+    from napari_dlcb.tasks.cells import CellClassificationTask, CellsConfig
+
+    img, lab = _cells_scene()
+    cfg = CellsConfig(crop_size=24, base="none", device="cpu", epochs=3)
+    task = CellClassificationTask(img, lab, _SCENE_ANNOTATIONS, config=cfg, augment=False)
+    assert isinstance(task, Task) and task.config.augment is False and cfg.augment is True
+    fin = task.run()
+    assert fin.epochs_run == 3 == len(task.history)
+    folder = task.save(tmp_path / "cells")
+    model, meta = load_model(folder, device="cpu")
+    assert meta.extra["crop_size"] == 24 and meta.extra["mode"] == "quick"
+    assert meta.extra["training_runs"][-1]["kept"] == fin.kept
+    ids, probs = task.predict((img, lab))  # another image: cropped like the training cells
+    np.testing.assert_allclose(probs, task.predict()[1], atol=1e-6)
+    x = task.trainer.normalise(task.crops.crops.astype(np.float32))
+    with torch.no_grad():
+        ref = torch.softmax(model.eval()(torch.from_numpy(x)), 1).numpy()
+    np.testing.assert_allclose(ref, probs, atol=1e-5)
