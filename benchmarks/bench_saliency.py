@@ -58,7 +58,7 @@ def main() -> None:
     from napari_dlcb._sample_data import nuclei_sample
     from napari_dlcb.data.normalize import Normalizer
     from napari_dlcb.interpret.saliency import saliency
-    from napari_dlcb.tasks.cells import load_base
+    from napari_dlcb.models.classifier import load_base
 
     (img, _, _), (lab, _, _) = nuclei_sample()
     img = np.asarray(img)[: a.size, : a.size]
@@ -66,7 +66,7 @@ def main() -> None:
     unet, unet_name = _load_unet()
     clf, _, _ = load_base("builtin", in_channels=1, n_classes=4)
     clf.eval()
-    lab = np.asarray(lab)
+    lab = np.asarray(lab)[: a.size, : a.size]  # the same window as the image
     ids, counts = np.unique(lab[lab > 0], return_counts=True)
     from napari_dlcb.data.cells import object_crops
 

@@ -27,7 +27,7 @@ import torch
 
 from napari_dlcb.data.cells import object_crops, regionprops_table
 from napari_dlcb.data.synthetic import synthetic_nuclei
-from napari_dlcb.tasks.cells import ClassificationTrainer
+from napari_dlcb.tasks.classification import ClassificationTrainer
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "napari_dlcb" / "models" / "weights"
 CLASSES = ["small_round", "small_elongated", "large_round", "large_elongated"]

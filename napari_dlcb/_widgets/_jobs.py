@@ -201,6 +201,16 @@ class JobRunner(QObject):
             return None
         return progress(total=total, desc=name)
 
+    def report(self, err: BaseException | str) -> str:
+        """The one error path for what fails outside a job (e.g. checking a dock's fields).
+
+        A one-line notification and the same line in the dock's status; returns the line.
+        """
+        message = notify_error(err)
+        self.last_error = message
+        self._set_status(message)
+        return message
+
     # ------------------------------------------------------------------ stop
     def cancel(self, kind: str | None = None) -> bool:
         """Ask the job of ``kind`` (default: all jobs) to stop; True if one was running.

@@ -1,21 +1,25 @@
 """Interpretation dock widget: saliency layers, filters and maximally activating patches.
 
-A thin adapter over :mod:`napari_dlcb.interpret` (STYLE.md rule 2). Each
-button builds an :class:`InterpretSettings`, runs one core call in a worker
-thread and adds the result as layers on the source image's grid:
+A thin adapter over :mod:`napari_dlcb.interpret` (STYLE.md rule 2). Every
+action is a job of one :class:`~napari_dlcb._widgets._jobs.JobRunner`
+(progress in napari's activity dock, Stop, one error path: a one-line
+notification and the same line in the status), so no click waits for a model:
 
+- the model (``builtin``, a saved model folder or a BioImage.IO package,
+  typed or chosen with Browse) is loaded in the background as soon as it is
+  chosen (warm-up), and by the first job that needs it otherwise;
 - a saliency map of a segmentation model or classifier, for a chosen class,
-  over the visible viewport, the whole image or the selected object, shown
-  with a diverging colormap centred on 0 over the source image;
-- the first-layer filters as an image grid;
-- the top-k maximally activating patches of a chosen channel of a chosen
-  layer, as an image grid, with their locations as a Points layer;
-- an input generated to maximise that channel (activation maximisation), as
-  an image layer.
+  over the visible viewport (the default: fast), the whole image or the
+  selected object, shown with a diverging colormap centred on 0 over the
+  source image; integrated gradients report progress and Stop cancels them;
+- the network views (:mod:`~napari_dlcb._widgets.interpret_views`): the
+  first-layer filters, the top-k maximally activating patches of a channel,
+  and an input generated to maximise it, each placed beside the image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +39,16 @@ from qtpy.QtWidgets import (
 from napari_dlcb._widgets._common import (
     attribution_colormap,
     layer_grid,
-    notify_error,
     refill_combo,
     visible_region,
+)
+from napari_dlcb._widgets._jobs import JobRunner
+from napari_dlcb._widgets.interpret_views import VIEW_KEY, NetworkViewsMixin
+from napari_dlcb._widgets.model_field import (
+    ModelCache,
+    ModelField,
+    check_model_source,
+    describe_model,
 )
 from napari_dlcb.errors import DlcbError
 
@@ -49,6 +60,12 @@ __all__ = ["InterpretSettings", "InterpretWidget", "compute_saliency_layer"]
 METHODS = ["integrated-gradients", "gradients", "smoothgrad", "gradcam", "occlusion"]
 REGIONS = ["viewport", "whole image", "selected object"]
 NO_LAYER = "(none)"
+REGION_TOOLTIP = (
+    "viewport (default): what is on screen plus a margin; seconds.\n"
+    "whole image: every pixel; integrated gradients of a U-Net on a large image can take\n"
+    "minutes on a CPU (progress in the activity dock; Stop cancels).\n"
+    "selected object: the selected label of the objects layer."
+)
 
 
 @dataclass
@@ -78,12 +95,12 @@ class InterpretSettings:
         }
 
 
-def _load(source: str) -> tuple[Any, Any]:
-    from napari_dlcb.models import classifier as _classifier  # registers "cellclf"
-    from napari_dlcb.models.registry import resolve_base
-
-    del _classifier
-    return resolve_base(source.strip() or "builtin")
+@dataclass
+class _SaliencyOut:
+    map: np.ndarray
+    offset: tuple[int, int]
+    result: Any  # napari_dlcb.interpret.attribution.Attribution
+    meta: Any
 
 
 def compute_saliency_layer(
@@ -94,57 +111,79 @@ def compute_saliency_layer(
     crop: tuple[slice, slice],
     region_mask: np.ndarray | None,
     channel_axis: int | None,
+    stop: Any = None,
     **kwargs: Any,
-) -> tuple[np.ndarray, tuple[int, int], Any]:
-    """Normalise ``image[crop]`` as the model expects and compute one map on it.
+) -> Iterator[Any]:
+    """Normalise ``image[crop]`` as the model expects and compute one map on it (a job).
 
-    Returns the map, the crop's (row, col) offset in the image, and the result.
-    Runs in a worker thread.
+    Yields progress; returns ``(map, (row, col) offset of the crop, Attribution)``,
+    or None if stopped.
     """
     from napari_dlcb.data.normalize import Normalizer
-    from napari_dlcb.interpret.saliency import saliency
+    from napari_dlcb.interpret.saliency import iter_saliency
 
     sub = image[crop] if channel_axis is None else np.asarray(image)[crop + (slice(None),)]
     x = Normalizer.from_dict(meta.normalization)(sub, channel_axis=channel_axis)
-    res = saliency(
-        model, x, channel_axis=0, classes=list(meta.classes), region=region_mask, **kwargs
-    )
+    if meta.task == "classification":
+        region_mask = None  # a classifier explains its class score, not a region
+    res = yield from iter_saliency(
+        model, x, channel_axis=0, classes=list(meta.classes), region=region_mask, stop=stop,
+        **kwargs,
+    )  # fmt: skip
+    if res is None:
+        return None
     return res.map, (crop[0].start or 0, crop[1].start or 0), res
 
 
-class InterpretWidget(QWidget):
+def _saliency_job(models: ModelCache, source: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    model, meta = models.get(source)
+    out = yield from compute_saliency_layer(model, meta, *args, **kwargs)
+    return None if out is None else _SaliencyOut(*out, meta)
+
+
+class InterpretWidget(NetworkViewsMixin, QWidget):
     """Dock widget: saliency, filters and top-activating patches of an image model."""
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.worker: Any = None
-        self._model_cache: dict[str, tuple[Any, Any]] = {}
+        self.models = ModelCache()
+        self._warmed = False
+        self._build_fields()
+        self._build_layout()
+        self.jobs = JobRunner(self.status.setText, on_busy=self.stop_button.setEnabled, parent=self)
+        self.saliency_button.clicked.connect(self.compute_saliency)
+        self.filters_button.clicked.connect(self.show_filters)
+        self.patches_button.clicked.connect(self.show_top_patches)
+        self.actmax_button.clicked.connect(self.show_activation_maximisation)
+        self.stop_button.clicked.connect(self.stop)
+        self.model_field.committed.connect(self.warm_up)
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    def _build_fields(self) -> None:
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
-        self.model_edit = QLineEdit("builtin")
-        self.model_edit.setToolTip("'builtin', 'builtin:<name>' or a saved model folder")
+        self.model_field = ModelField("builtin", parent=self)
+        self.model_edit, self.browse_button = self.model_field.edit, self.model_field.browse
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHODS)
         self.target_edit = QLineEdit()
         self.target_edit.setPlaceholderText("class name or index (default: foreground/predicted)")
         self.region_combo = QComboBox()
         self.region_combo.addItems(REGIONS)
-        self.window_spin = QSpinBox()
-        self.window_spin.setRange(1, 256)
-        self.window_spin.setValue(16)
-        self.samples_spin = QSpinBox()
-        self.samples_spin.setRange(1, 256)
-        self.samples_spin.setValue(8)
+        self.region_combo.setToolTip(REGION_TOOLTIP)
+        self.window_spin = _spin(1, 256, 16)
+        self.samples_spin = _spin(1, 256, 8)
         self.saliency_button = QPushButton("Compute saliency")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
         self.filters_button = QPushButton("First-layer filters")
         self.layer_edit = QLineEdit()
         self.layer_edit.setPlaceholderText("layer name (default: last 3x3 convolution)")
-        self.channel_spin = QSpinBox()
-        self.channel_spin.setRange(0, 4095)
-        self.k_spin = QSpinBox()
-        self.k_spin.setRange(1, 256)
-        self.k_spin.setValue(16)
+        self.channel_spin = _spin(0, 4095, 0)
+        self.k_spin = _spin(1, 256, 16)
         self.patches_button = QPushButton("Top activating patches")
         self.actmax_button = QPushButton("Activation maximisation")
         self.actmax_button.setToolTip(
@@ -154,38 +193,34 @@ class InterpretWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
+    def _build_layout(self) -> None:
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("objects", self.labels_combo)
-        form.addRow("model", self.model_edit)
+        form.addRow("model", self.model_field)
         form.addRow("method", self.method_combo)
         form.addRow("target class", self.target_edit)
         form.addRow("region", self.region_combo)
         form.addRow("occlusion window", self.window_spin)
         form.addRow("SmoothGrad samples", self.samples_spin)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.saliency_button)
-        layout.addWidget(self.filters_button)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.saliency_button)
+        run_row.addWidget(self.stop_button)
         form2 = QFormLayout()
         form2.addRow("layer", self.layer_edit)
         form2.addRow("channel", self.channel_spin)
         form2.addRow("k", self.k_spin)
-        layout.addLayout(form2)
         channel_views = QHBoxLayout()
         channel_views.addWidget(self.patches_button)
         channel_views.addWidget(self.actmax_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(run_row)
+        layout.addWidget(self.filters_button)
+        layout.addLayout(form2)
         layout.addLayout(channel_views)
         layout.addWidget(self.status)
         layout.addStretch(1)
-
-        self.saliency_button.clicked.connect(self.compute_saliency)
-        self.filters_button.clicked.connect(self.show_filters)
-        self.patches_button.clicked.connect(self.show_top_patches)
-        self.actmax_button.clicked.connect(self.show_activation_maximisation)
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self._refresh_layers()
 
     # ------------------------------------------------------------------ plumbing
     def _refresh_layers(self, event: Any = None) -> None:
@@ -199,9 +234,20 @@ class InterpretWidget(QWidget):
                 ly.name
                 for ly in self.viewer.layers
                 if isinstance(ly, kind)
+                and not ly.metadata.get(VIEW_KEY)
                 and not ly.name.startswith(("saliency", "filters", "top ", "act-max"))
             ]
             refill_combo(combo, names)
+
+    @property
+    def worker(self) -> Any:
+        """The worker of the running computation, or None."""
+        job = self.jobs.job("compute")
+        return job.worker if job is not None else None
+
+    def _fail(self, err: BaseException | str) -> str:
+        """The one error path outside jobs (see :meth:`JobRunner.report`)."""
+        return self.jobs.report(err)
 
     def settings(self) -> InterpretSettings:
         """Current options."""
@@ -214,13 +260,60 @@ class InterpretWidget(QWidget):
             n_samples=int(self.samples_spin.value()),
         )
 
-    def model(self) -> tuple[Any, Any]:
-        """The chosen model and its metadata (loaded once per source)."""
-        src = self.model_edit.text().strip() or "builtin"
-        if src not in self._model_cache:
-            self._model_cache[src] = _load(src)
-        return self._model_cache[src]
+    def source(self) -> str:
+        """The model source in the field, checked (DlcbError if it cannot be a model)."""
+        return check_model_source(self.model_edit.text())
 
+    def model(self) -> tuple[Any, Any]:
+        """The chosen model and its metadata (loaded once per source; blocks: Python API)."""
+        return self.models.get(self.source())
+
+    def _start(self, name: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``func(models, source, *args)`` as the one computation job (refused if busy)."""
+        try:
+            source = self.source()
+        except DlcbError as err:
+            self._fail(err)
+            return None
+        job = self.jobs.run(name, func, self.models, source, *args, kind="compute", **kwargs)
+        if job is None:
+            self._fail(f"{self.jobs.job('compute').name} is running: wait for it or press Stop")
+        return job
+
+    def stop(self) -> None:
+        """Cancel the running computation."""
+        self.jobs.cancel("compute")
+
+    # ------------------------------------------------------------------ model choice
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not self._warmed:
+            self._warmed = True
+            self.warm_up()
+
+    def warm_up(self) -> Any:
+        """Check the model field and load that model in the background (returns the job)."""
+        try:
+            source = self.source()
+        except DlcbError as err:
+            self._fail(err)
+            return None
+        if self.models.cached(source) or self.jobs.busy("load"):
+            return None
+        return self.jobs.run(
+            "Loading model",
+            self.models.get,
+            source,
+            kind="load",
+            on_return=lambda out: self._loaded(source, out[1]),
+            status=f"loading {source}…",
+        )
+
+    def _loaded(self, source: str, meta: Any) -> None:
+        if not self.jobs.busy("compute"):  # the computation's status line comes first
+            self.status.setText(describe_model(source, meta))
+
+    # ------------------------------------------------------------------ saliency
     def _image(self) -> tuple[Any, np.ndarray, int | None]:
         name = self.image_combo.currentText()
         if not name or name not in self.viewer.layers:
@@ -232,37 +325,19 @@ class InterpretWidget(QWidget):
             raise DlcbError(f"layer '{name}' is not a 2-D image (shape {data.shape})")
         return layer, data, channel_axis
 
-    def _run(self, fn: Any, done: Any) -> None:
-        from napari.qt.threading import create_worker
-
-        if self.worker is not None:
-            notify_error("a computation is already running")
-            return
-        self.worker = create_worker(fn)
-        self.worker.returned.connect(done)
-        self.worker.errored.connect(notify_error)
-        self.worker.finished.connect(self._finished)
-        self.status.setText("computing...")
-        self.worker.start()
-
-    def _finished(self) -> None:
-        self.worker = None
-
-    # ------------------------------------------------------------------ saliency
     def _crop_and_region(
         self, settings: InterpretSettings, layer: Any, shape: tuple[int, int]
     ) -> tuple[tuple[slice, slice], np.ndarray | None]:
         H, W = shape
+        m = settings.margin
         if settings.region == "whole image":
             return (slice(0, H), slice(0, W)), None
         if settings.region == "viewport":
             view = visible_region(self.viewer, layer) or (slice(0, H), slice(0, W))
-            r0, r1 = max(view[0].start - settings.margin, 0), min(view[0].stop + settings.margin, H)
-            c0, c1 = max(view[1].start - settings.margin, 0), min(view[1].stop + settings.margin, W)
+            r0, r1 = max(view[0].start - m, 0), min(view[0].stop + m, H)
+            c0, c1 = max(view[1].start - m, 0), min(view[1].stop + m, W)
             mask = np.zeros((r1 - r0, c1 - c0), bool)
-            mask[view[0].start - r0 : view[0].stop - r0, view[1].start - c0 : view[1].stop - c0] = (
-                True
-            )
+            mask[view[0].start - r0 : view[0].stop - r0, view[1].start - c0 : view[1].stop - c0] = 1
             return (slice(r0, r1), slice(c0, c1)), mask
         name = self.labels_combo.currentText()
         if name == NO_LAYER or name not in self.viewer.layers:
@@ -273,34 +348,37 @@ class InterpretWidget(QWidget):
         rows, cols = np.nonzero(lab == oid)
         if rows.size == 0:
             raise DlcbError(f"object {oid} is not in '{name}': select an object first")
-        r0, r1 = max(rows.min() - settings.margin, 0), min(rows.max() + 1 + settings.margin, H)
-        c0, c1 = max(cols.min() - settings.margin, 0), min(cols.max() + 1 + settings.margin, W)
+        r0, r1 = max(rows.min() - m, 0), min(rows.max() + 1 + m, H)
+        c0, c1 = max(cols.min() - m, 0), min(cols.max() + 1 + m, W)
         return (slice(r0, r1), slice(c0, c1)), lab[r0:r1, c0:c1] == oid
 
-    def compute_saliency(self) -> None:
-        """Compute the chosen map in a worker and add it as a diverging layer."""
+    def compute_saliency(self) -> Any:
+        """Compute the chosen map in a job and add it as a diverging layer (returns the job)."""
         try:
             settings = self.settings()
             layer, data, channel_axis = self._image()
             shape = data.shape[:2] if channel_axis is not None else data.shape
             crop, mask = self._crop_and_region(settings, layer, shape)
-            model, meta = self.model()
-            kwargs = settings.as_core_arguments()
         except DlcbError as err:
-            notify_error(err)
-            return
-        if meta.task == "classification":
-            mask = None  # a classifier explains its class score, not a region
+            self._fail(err)
+            return None
+        return self._start(
+            "Saliency",
+            _saliency_job,
+            data,
+            crop=crop,
+            region_mask=mask,
+            channel_axis=channel_axis,
+            on_return=lambda out: self._add_saliency(layer, out),
+            status=f"{settings.method} on {crop[0].stop - crop[0].start}x"
+            f"{crop[1].stop - crop[1].start} px…",
+            **settings.as_core_arguments(),
+        )
 
-        def work():
-            return compute_saliency_layer(
-                model, meta, data, crop=crop, region_mask=mask, channel_axis=channel_axis, **kwargs
-            )
-
-        self._run(work, lambda out: self._add_saliency(layer, settings, meta, *out))
-
-    def _add_saliency(self, source: Any, settings: InterpretSettings, meta: Any,
-                      smap: np.ndarray, offset: tuple[int, int], res: Any) -> Any:  # fmt: skip
+    def _add_saliency(self, source: Any, out: _SaliencyOut | None) -> Any:
+        if out is None:  # stopped
+            return None
+        smap, offset, res, meta = out.map, out.offset, out.result, out.meta
         grid = layer_grid(source)
         translate = tuple(t + o * s for t, o, s in zip(grid["translate"], offset, grid["scale"]))
         lim = float(np.abs(smap).max()) or 1.0
@@ -308,136 +386,25 @@ class InterpretWidget(QWidget):
         name = f"saliency {res.method} ({cls})"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        out = self.viewer.add_image(
-            smap, name=name, colormap=attribution_colormap(), contrast_limits=(-lim, lim), opacity=0.9,
-            blending="translucent", scale=grid["scale"], translate=translate,
+        layer = self.viewer.add_image(
+            smap, name=name, colormap=attribution_colormap(), contrast_limits=(-lim, lim),
+            opacity=0.9, blending="translucent", scale=grid["scale"], translate=translate,
         )  # fmt: skip
-        out.metadata["saliency"] = {"offset": offset, "target": res.target, **res.extra}
+        layer.metadata["saliency"] = {"offset": offset, "target": res.target, **res.extra}
         text = f"{res.method} for class '{cls}' on {smap.shape[0]}x{smap.shape[1]} px"
         if "relative_completeness_error" in res.extra:
             text += f"; completeness error {100 * res.extra['relative_completeness_error']:.2f} %"
         self.status.setText(text)
-        self.last_layer = out
-        return out
-
-    # ------------------------------------------------------------------ network views
-    def show_filters(self) -> Any:
-        """Add the first-layer filters of the model as an image grid."""
-        from napari_dlcb.interpret.network import filter_grid
-
-        try:
-            model, _ = self.model()
-            grid, w = filter_grid(model)
-        except DlcbError as err:
-            notify_error(err)
-            return None
-        name = "filters (first layer)"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        style = {"colormap": "gray", "contrast_limits": (0, 1)} if grid.ndim == 2 else {}
-        layer = self.viewer.add_image(grid, name=name, rgb=grid.ndim == 3, **style)
-        self.status.setText(
-            f"{w.shape[0]} filters of {w.shape[1]} channel(s), {w.shape[2]}x{w.shape[3]}"
-        )
+        self.last_layer = layer
         return layer
 
-    def show_top_patches(self) -> None:
-        """Find the top-k patches of a channel on the chosen image (worker)."""
-        from napari_dlcb.data.normalize import Normalizer
-        from napari_dlcb.interpret.network import top_activating_patches
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.jobs.cancel_all_and_wait()
+        super().closeEvent(event)
 
-        try:
-            layer, data, channel_axis = self._image()
-            model, meta = self.model()
-            x = Normalizer.from_dict(meta.normalization)(data, channel_axis=channel_axis)
-        except DlcbError as err:
-            notify_error(err)
-            return
-        layer_name = self.layer_edit.text().strip() or None
-        channel, k = int(self.channel_spin.value()), int(self.k_spin.value())
 
-        def work():
-            return top_activating_patches(
-                model, [x], layer=layer_name, channel=channel, k=k, channel_axis=0
-            )
-
-        self._run(work, lambda tp: self._add_patches(layer, tp, channel))
-
-    def _add_patches(self, source: Any, tp: Any, channel: int) -> None:
-        grid = layer_grid(source)
-        for name in (f"top patches ch {channel}", f"top locations ch {channel}"):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-        h, w = source.data.shape[:2]
-        self.viewer.add_image(
-            tp.grid, name=f"top patches ch {channel}", colormap="gray",
-            translate=(0, w * grid["scale"][1] * 1.05 + grid["translate"][1]),
-            scale=grid["scale"],
-        )  # fmt: skip
-        pts = self.viewer.add_points(
-            tp.locations[:, 1:], name=f"top locations ch {channel}", size=tp.patch_size,
-            symbol="square", face_color="transparent", border_color="yellow",
-            features={"rank": np.arange(1, len(tp.values) + 1), "activation": tp.values},
-            text={"string": "{rank}", "color": "yellow", "size": 8}, **grid,
-        )  # fmt: skip
-        self.status.setText(
-            f"top {len(tp.values)} patches ({tp.patch_size} px) for channel {channel}"
-        )
-        self.last_points = pts
-
-    def show_activation_maximisation(self) -> None:
-        """Generate an input maximising the chosen channel of the chosen layer (worker)."""
-        try:
-            model, meta = self.model()
-        except DlcbError as err:
-            notify_error(err)
-            return
-        layer_name = self.layer_edit.text().strip() or None
-        channel = int(self.channel_spin.value())
-        in_channels = int(getattr(meta, "in_channels", 1) or 1)
-
-        def work():
-            from napari_dlcb.interpret.network import activation_maximisation
-            from napari_dlcb.interpret.saliency import resolve_layer
-
-            mod = resolve_layer(model, layer_name)
-            name = next(n for n, m in model.named_modules() if m is mod)
-            image, trace = activation_maximisation(
-                model, layer=mod, channel=channel, in_channels=in_channels
-            )
-            return name, image, trace
-
-        self._run(work, lambda out: self._add_actmax(channel, *out))
-
-    def _add_actmax(self, channel: int, layer_name: str, image: np.ndarray, trace: list) -> Any:
-        name = f"act-max {layer_name}[{channel}]"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        # beside the chosen image (if any), at the image's pixel size
-        place: dict[str, Any] = {}
-        source = self.image_combo.currentText()
-        if source and source in self.viewer.layers:
-            src = self.viewer.layers[source]
-            grid = layer_grid(src)
-            w = src.data.shape[1] if getattr(src, "rgb", False) else src.data.shape[-1]
-            place = {
-                "scale": grid["scale"],
-                "translate": (
-                    grid["translate"][0],
-                    grid["translate"][1] + w * grid["scale"][1] * 1.05,
-                ),
-            }
-        data = image[0] if image.shape[0] == 1 else image  # (Y, X), or (C, Y, X) as a stack
-        if data.ndim == 3:
-            place = {k: (1.0, *v) if k == "scale" else (0.0, *v) for k, v in place.items()}
-        layer = self.viewer.add_image(data, name=name, colormap="gray", **place)
-        layer.metadata["activation_maximisation"] = {
-            "layer": layer_name,
-            "channel": channel,
-            "trace": list(trace),
-        }
-        self.status.setText(
-            f"{name}: mean activation {trace[0]:.3g} -> {trace[-1]:.3g} in {len(trace)} steps"
-        )
-        self.last_actmax = layer
-        return layer
+def _spin(low: int, high: int, value: int) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setValue(value)
+    return spin

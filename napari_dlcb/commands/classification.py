@@ -9,6 +9,7 @@ import argparse
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ __all__ = [
     "run_predict",
     "run_saliency",
     "run_train",
+    "train_config",
 ]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -45,11 +47,12 @@ def register(train, predict, top) -> None:
     p.add_argument(
         "--mode",
         default="full",
-        choices=["full", "linear"],
-        help="full: fine-tune all layers; linear: frozen features + linear head (fast)",
+        choices=["full", "quick", "linear"],
+        help="full: fine-tune all layers; quick: frozen features + linear head (fast; "
+        "'linear' is its earlier name)",
     )
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--lr", type=float, default=None, help="default 2e-3 (full) / 1e-2 (linear)")
+    p.add_argument("--lr", type=float, default=None, help="default 2e-3 (full) / 1e-2 (quick)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--input-size", type=int, default=None, help="crop side (default: the images')")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -195,41 +198,24 @@ def run_train(args: argparse.Namespace) -> int:
         val_images, val_labels = _read_all(vfiles), vlabels
 
     from napari_dlcb.commands._report import describe_event
-    from napari_dlcb.tasks.cells import ClassificationTrainer
+    from napari_dlcb.tasks.classification import ClassificationTrainer
     from napari_dlcb.training.events import Started
 
     trainer = ClassificationTrainer(
         images,
         labels,
         classes,
-        base=args.base,
-        mode=args.mode,
-        input_size=args.input_size,
-        val_fraction=args.val_fraction,
+        config=train_config(args),
         val_images=val_images,
         val_labels=val_labels,
-        augment=not args.no_augment,
-        balance=None if args.balance == "none" else args.balance,
-        width=args.width,
-        blocks=_parse_blocks(args.blocks),
-        seed=args.seed,
-        device=args.device,
     )
     for note in trainer.notes:
         _say(f"note: {note}")
     t0 = time.perf_counter()
     cpu0 = time.process_time()
-    kwargs = {}
-    if args.early_stopping is not None:
-        kwargs["early_stopping"] = args.early_stopping
     stop = threading.Event()
     events = trainer.fit(
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        max_time=None if args.max_minutes is None else args.max_minutes * 60,
-        stop=stop,
-        **kwargs,
+        max_time=None if args.max_minutes is None else args.max_minutes * 60, stop=stop
     )
     cpu_budget = None if args.max_cpu_minutes is None else args.max_cpu_minutes * 60
     for ev in events:
@@ -253,6 +239,28 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_config(args: argparse.Namespace) -> Any:
+    """The :class:`~napari_dlcb.tasks.classification.ClassificationConfig` of ``train classification``."""
+    from napari_dlcb.tasks.classification import ClassificationConfig
+
+    return ClassificationConfig(
+        base=args.base,
+        mode=args.mode,
+        input_size=args.input_size,
+        val_fraction=args.val_fraction,
+        augment=not args.no_augment,
+        balance=args.balance,
+        width=args.width,
+        blocks=_parse_blocks(args.blocks),
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        early_stopping=args.early_stopping,
+        seed=args.seed,
+        device=args.device,
+    ).validate()
+
+
 def _parse_blocks(text: str) -> tuple[int, ...]:
     try:
         blocks = tuple(int(b) for b in str(text).split(",") if b.strip())
@@ -267,9 +275,9 @@ def run_predict(args: argparse.Namespace) -> int:
     """Handle ``predict classification``."""
     import pandas as pd
 
+    from napari_dlcb.inference.classify import predict_proba
     from napari_dlcb.models import classifier as _classifier  # registers "cellclf"
     from napari_dlcb.models.saved import load_model
-    from napari_dlcb.tasks.cells import predict_proba
 
     del _classifier
     folder = Path(args.images)
@@ -329,7 +337,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         raise DlcbError(f"{args.image.name} is not a 2-D grey or RGB image (shape {image.shape})")
     target = _resolve_target(args.target, list(meta.classes))
     if meta.task == "classification":
-        from napari_dlcb.tasks.cells import prepare_images
+        from napari_dlcb.data.crops import prepare_images
 
         size = int(meta.extra.get("input_size") or 32)
         prep = prepare_images([image], size=size, channels=int(meta.in_channels))
@@ -363,7 +371,9 @@ def run_saliency(args: argparse.Namespace) -> int:
     )
     smap = res.map
     if prep is not None:
-        smap = _back_to_grid(smap, image.shape[:2])
+        from napari_dlcb.data.crops import unprepare_map
+
+        smap = unprepare_map(smap, image.shape[:2])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(out, smap.astype(np.float32))
@@ -376,18 +386,3 @@ def run_saliency(args: argparse.Namespace) -> int:
         )
     _say(f"wrote {args.method} map for class '{cls}' to {out}{extra}")
     return 0
-
-
-def _back_to_grid(smap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Undo :func:`prepare_images`' scale-and-pad for a (S, S) map."""
-    from skimage.transform import resize
-
-    h, w = shape
-    s = smap.shape[0]
-    if (h, w) == (s, s):
-        return smap
-    f = s / max(h, w)
-    nh, nw = max(1, round(h * f)), max(1, round(w * f))
-    r0, c0 = (s - nh) // 2, (s - nw) // 2
-    inner = smap[r0 : r0 + nh, c0 : c0 + nw]
-    return resize(inner, (h, w), order=1, preserve_range=True).astype(np.float32)

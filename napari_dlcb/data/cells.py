@@ -3,7 +3,8 @@
 The cell-classification workflow (Pärnamaa & Parts 2017) works on crops
 centred on each object. :func:`object_crops` cuts them with a fixed size,
 pads objects that touch the image border (and reports which ones), and can
-blank the pixels of neighbouring objects. :func:`regionprops_table` gives the
+blank the pixels of neighbouring objects; :func:`auto_crop_size` chooses a
+size that holds most objects whole. :func:`regionprops_table` gives the
 morphology measurements exported beside the predictions.
 """
 
@@ -14,9 +15,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_dlcb.data.normalize import to_cyx
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["ObjectCrops", "object_crops", "regionprops_table", "object_ids", "MORPHOLOGY"]
+__all__ = [
+    "MORPHOLOGY",
+    "ObjectCrops",
+    "auto_crop_size",
+    "object_crops",
+    "object_ids",
+    "regionprops_table",
+]
 
 #: regionprops measured for every object (scikit-image names)
 MORPHOLOGY = (
@@ -75,6 +84,52 @@ def object_ids(labels: np.ndarray) -> np.ndarray:
     """
     ids = np.unique(np.asarray(labels))
     return ids[ids != 0]
+
+
+def auto_crop_size(
+    labels: np.ndarray,
+    *,
+    percentile: float = 90.0,
+    factor: float = 1.5,
+    multiple: int = 8,
+    low: int = 32,
+    high: int = 128,
+) -> int:
+    """A crop side that holds most objects whole, with some context around them.
+
+    ``factor`` times the ``percentile``-th percentile of the objects'
+    bounding-box sides (the longer of height and width), rounded up to a
+    multiple of ``multiple`` and clamped to ``[low, high]``.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X)
+        Instance labels, 0 = background.
+    percentile, factor, multiple, low, high
+        As described above (defaults: 1.5 x the 90th percentile, a multiple
+        of 8, from 32 to 128 px).
+
+    Returns
+    -------
+    int
+        ``low`` when there are no objects.
+
+    Examples
+    --------
+    >>> lab = np.zeros((100, 100), int); lab[10:50, 10:40] = 1
+    >>> auto_crop_size(lab)
+    64
+    """
+    from scipy import ndimage as ndi
+
+    lab = np.asarray(labels)
+    slices = [s for s in ndi.find_objects(lab.astype(np.int64, copy=False)) if s is not None]
+    if not slices:
+        return int(low)
+    sides = [max(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in slices]
+    side = factor * float(np.percentile(sides, percentile))
+    size = int(np.ceil(side / multiple) * multiple)
+    return int(min(max(size, low), high))
 
 
 def _check_labels(image_shape: tuple[int, ...], labels: np.ndarray) -> np.ndarray:
@@ -138,19 +193,30 @@ def object_crops(
     from scipy import ndimage as ndi
 
     img = np.asarray(image)
-    if img.ndim == 2:
-        if channel_axis is not None:
-            raise DlcbError("a 2-D image has no channel axis")
-        cyx = img[None]
-    elif img.ndim == 3:
-        if channel_axis is None:
-            raise DlcbError(f"image of shape {img.shape} needs channel_axis")
-        cyx = np.moveaxis(img, channel_axis, 0)
-    else:
+    if img.ndim not in (2, 3):
         raise DlcbError(f"expected a 2-D image, got shape {img.shape}")
+    cyx = to_cyx(img, channel_axis)
     labels = _check_labels(cyx.shape[1:], labels)
     if size < 2:
         raise DlcbError("the crop size must be at least 2 pixels")
+    sel = _selected_ids(labels, ids)
+    centres = np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, sel), float).reshape(
+        -1, 2
+    )
+    origins = np.round(centres).astype(int) - size // 2
+    crops, masks, border, too_big = _cut(cyx, labels, sel, origins, size, pad_mode, mask_neighbours)
+    return ObjectCrops(
+        crops=crops,
+        masks=masks,
+        ids=sel.astype(np.int64),
+        centres=centres,
+        origins=origins,
+        touching_border=np.asarray(border, np.int64),
+        notes=_crop_notes(border, too_big, size, pad_mode),
+    )
+
+
+def _selected_ids(labels: np.ndarray, ids: Sequence[int] | None) -> np.ndarray:
     all_ids = object_ids(labels)
     if ids is None:
         sel = all_ids
@@ -161,12 +227,22 @@ def object_crops(
             raise DlcbError(f"object {int(missing[0])} is not in the labels layer")
     if sel.size == 0:
         raise DlcbError("no objects were chosen")
-    centres = np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, sel), float).reshape(
-        -1, 2
-    )
+    return sel
+
+
+def _cut(
+    cyx: np.ndarray,
+    labels: np.ndarray,
+    sel: np.ndarray,
+    origins: np.ndarray,
+    size: int,
+    pad_mode: str,
+    mask_neighbours: bool,
+) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """Crops, own-object masks, ids whose crops were padded, ids larger than the crop."""
+    from scipy import ndimage as ndi
+
     slices = ndi.find_objects(labels.astype(np.int64, copy=False))
-    half = size // 2
-    origins = np.round(centres).astype(int) - half
     pad = size
     padded = np.pad(cyx, ((0, 0), (pad, pad), (pad, pad)), mode=pad_mode)
     lab_p = np.pad(labels, pad, mode="constant")
@@ -187,15 +263,24 @@ def object_crops(
         if sl is not None and (sl[0].stop - sl[0].start > size or sl[1].stop - sl[1].start > size):
             too_big.append(int(oid))
         if mask_neighbours:
-            other = (lab_crop != 0) & (lab_crop != oid)
-            if other.any():
-                bg = crops[i][:, lab_crop == 0]
-                fill = np.median(bg, axis=1) if bg.size else np.zeros(crops.shape[1])
-                crops[i][:, other] = fill[:, None].astype(crops.dtype)
+            _blank_neighbours(crops[i], lab_crop, oid)
+    return crops, masks, border, too_big
+
+
+def _blank_neighbours(crop: np.ndarray, lab_crop: np.ndarray, oid: int) -> None:
+    """Replace other objects' pixels of ``crop`` (C, S, S) with the background median."""
+    other = (lab_crop != 0) & (lab_crop != oid)
+    if other.any():
+        bg = crop[:, lab_crop == 0]
+        fill = np.median(bg, axis=1) if bg.size else np.zeros(crop.shape[0])
+        crop[:, other] = fill[:, None].astype(crop.dtype)
+
+
+def _crop_notes(border: list[int], too_big: list[int], size: int, pad_mode: str) -> list[str]:
     notes = []
     if border:
         notes.append(
-            f"{len(border)} object(s) touch the image border or lie within {half} px of it "
+            f"{len(border)} object(s) touch the image border or lie within {size // 2} px of it "
             f"(ids {', '.join(map(str, border[:10]))}{'...' if len(border) > 10 else ''}): "
             f"their crops were padded ({pad_mode})"
         )
@@ -204,15 +289,7 @@ def object_crops(
             f"{len(too_big)} object(s) are larger than the {size}x{size} crop "
             f"(ids {', '.join(map(str, too_big[:10]))}): only their centre is seen"
         )
-    return ObjectCrops(
-        crops=crops,
-        masks=masks,
-        ids=sel.astype(np.int64),
-        centres=centres,
-        origins=origins,
-        touching_border=np.asarray(border, np.int64),
-        notes=notes,
-    )
+    return notes
 
 
 def regionprops_table(
@@ -255,9 +332,7 @@ def regionprops_table(
     if image is not None:
         img = np.asarray(image)
         if img.ndim == 3:
-            if channel_axis is None:
-                raise DlcbError(f"image of shape {img.shape} needs channel_axis")
-            img = np.moveaxis(img, channel_axis, -1)
+            img = np.moveaxis(to_cyx(img, channel_axis), 0, -1)
         labels = _check_labels(img.shape[:2], labels)
         props = list(properties)
     else:

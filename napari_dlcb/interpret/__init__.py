@@ -13,7 +13,9 @@ _LAZY = {
     "mutation_map": "ism",
     "iter_mutation_map": "ism",
     "naive_mutation_map": "ism",
-    # image interpretation (issue 4)
+    # image interpretation: one method per module (gradients, integrated_gradients, gradcam,
+    # occlusion), dispatched by name by saliency.saliency / saliency.iter_saliency
+    "iter_saliency": "saliency",
     "SaliencyResult": "saliency",
     "filter_grid": "network",
     "top_activating_patches": "network",

@@ -23,7 +23,10 @@ from napari_dlcb.errors import DlcbError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["ObjectFeatures", "available_methods", "embed", "object_features"]
+__all__ = ["UMAP_PCA_DIMS", "ObjectFeatures", "available_methods", "embed", "object_features"]
+
+#: UMAP runs on the first principal components of wider features (as for single-cell data)
+UMAP_PCA_DIMS = 50
 
 
 @dataclass
@@ -100,34 +103,57 @@ def object_features(
     >>> of.ids.tolist(), of.features.shape
     ([1, 2], (2, 4))
     """
+    img = np.asarray(image, dtype=np.float32)
+    if crop_size is not None:
+        return _crop_features(model, img, labels, int(crop_size), channel_axis, batch_size, device)
+    return _pooled_features(model, img, np.asarray(labels), layer, channel_axis, device)
+
+
+def _crop_features(
+    model: nn.Module,
+    img: np.ndarray,
+    labels: np.ndarray,
+    crop_size: int,
+    channel_axis: int | None,
+    batch_size: int,
+    device: str,
+) -> ObjectFeatures:
+    """``model.features`` of a crop centred on each object."""
+    import torch
+
+    from napari_dlcb.data.cells import object_crops
+    from napari_dlcb.device import resolve_device
+    from napari_dlcb.models.state import inference_mode_on
+
+    if not hasattr(model, "features"):
+        raise DlcbError("crop mode needs a classifier with a features() method")
+    dev = resolve_device(device)
+    oc = object_crops(img, labels, size=crop_size, channel_axis=channel_axis)
+    feats = []
+    with inference_mode_on(model, dev):
+        for i in range(0, len(oc.crops), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(oc.crops[i : i + batch_size]))
+            feats.append(model.features(xb.float().to(dev)).cpu().numpy())
+    return ObjectFeatures(oc.ids, np.concatenate(feats).astype(np.float32), oc.centres, oc.notes)
+
+
+def _pooled_features(
+    model: nn.Module,
+    img: np.ndarray,
+    lab: np.ndarray,
+    layer: str | nn.Module | None,
+    channel_axis: int | None,
+    device: str,
+) -> ObjectFeatures:
+    """A layer's activations on the whole image, upsampled, averaged inside each object."""
     import torch
     from scipy import ndimage as ndi
     from torch import nn
 
-    from napari_dlcb.data.cells import object_crops, object_ids
-    from napari_dlcb.device import resolve_device
-    from napari_dlcb.interpret.saliency import resolve_layer
-    from napari_dlcb.models.state import preserve_model_state
-
-    dev = resolve_device(device)
-    img = np.asarray(image, dtype=np.float32)
-    if crop_size is not None:
-        if not hasattr(model, "features"):
-            raise DlcbError("crop mode needs a classifier with a features() method")
-        oc = object_crops(img, labels, size=int(crop_size), channel_axis=channel_axis)
-        feats = []
-        with preserve_model_state(model):
-            model.to(dev).eval()
-            with torch.no_grad():
-                for i in range(0, len(oc.crops), batch_size):
-                    xb = torch.from_numpy(np.ascontiguousarray(oc.crops[i : i + batch_size]))
-                    feats.append(model.features(xb.float().to(dev)).cpu().numpy())
-        return ObjectFeatures(
-            oc.ids, np.concatenate(feats).astype(np.float32), oc.centres, list(oc.notes)
-        )
+    from napari_dlcb.data.cells import object_ids
+    from napari_dlcb.interpret.common import resolve_layer
     from napari_dlcb.interpret.network import layer_activations
 
-    lab = np.asarray(labels)
     if lab.shape != img.shape[-2:] and lab.shape != img.shape[:2]:
         raise DlcbError(f"image {img.shape} and labels {lab.shape} differ in shape")
     ids = object_ids(lab)
@@ -147,6 +173,18 @@ def object_features(
         feats[:, f] = sums[ids] / counts[ids]
     centres = np.asarray(ndi.center_of_mass(np.ones_like(lab), lab, ids), float).reshape(-1, 2)
     return ObjectFeatures(ids.astype(np.int64), feats, centres, [])
+
+
+def _pca(x: np.ndarray, n_components: int) -> np.ndarray:
+    """Project centred ``x`` on its first principal axes (sign fixed: largest loading > 0)."""
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    k = min(n_components, vt.shape[0])
+    comps = vt[:k]
+    signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(1)])
+    out = x @ (comps * signs[:, None]).T
+    if k < n_components:
+        out = np.pad(out, ((0, 0), (0, n_components - k)))
+    return out
 
 
 def available_methods() -> list[str]:
@@ -179,7 +217,10 @@ def embed(
     ----------
     features : ndarray, shape (N, F)
     method : {"pca", "umap", "tsne"}
-        PCA always works; UMAP needs ``umap-learn``, t-SNE ``scikit-learn``.
+        PCA always works (instant); UMAP needs ``umap-learn`` (its first use in
+        a process compiles code with numba: 10 s on a quiet CPU, a minute or more
+        on a busy one; about a second after that), t-SNE ``scikit-learn`` (seconds).
+        UMAP runs on the first :data:`UMAP_PCA_DIMS` principal components.
     n_components : int
         Output dimensions.
     standardize : bool
@@ -209,42 +250,44 @@ def embed(
         sd = x.std(0)
         x = x / np.where(sd > 1e-12, sd, 1.0)
     if method == "pca":
-        u, s, vt = np.linalg.svd(x, full_matrices=False)
-        k = min(n_components, vt.shape[0])
-        comps = vt[:k]
-        signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(1)])
-        out = x @ (comps * signs[:, None]).T
-        if k < n_components:
-            out = np.pad(out, ((0, 0), (0, n_components - k)))
-        return out.astype(np.float32)
+        return _pca(x, n_components).astype(np.float32)
     if method == "umap":
-        if importlib.util.find_spec("umap") is None:
-            raise DlcbError("UMAP needs the umap-learn package (pip install umap-learn)")
-        if x.shape[0] < 4:
-            # umap-learn's spectral initialisation fails with an obscure error below 4 points
-            raise DlcbError(f"UMAP needs at least 4 objects ({x.shape[0]} given); use PCA")
-        import umap
-
-        n_neighbors = max(2, min(15, x.shape[0] - 1))
-        return (
-            # n_jobs=1: a seed makes umap-learn single-threaded anyway (and warn otherwise)
-            umap.UMAP(
-                n_components=n_components, n_neighbors=n_neighbors, random_state=seed, n_jobs=1
-            )
-            .fit_transform(x)
-            .astype(np.float32)
-        )
+        return _umap(x, n_components, seed)
     if method == "tsne":
-        if importlib.util.find_spec("sklearn") is None:
-            raise DlcbError("t-SNE needs the scikit-learn package (pip install scikit-learn)")
-        from sklearn.manifold import TSNE
-
-        perplexity = max(1.0, min(30.0, (x.shape[0] - 1) / 3))
-        return (
-            TSNE(n_components=n_components, perplexity=perplexity, random_state=seed, init="pca")
-            .fit_transform(x)
-            .astype(np.float32)
-        )
+        return _tsne(x, n_components, seed)
     raise DlcbError(
         f"unknown embedding method {method!r}; use one of {', '.join(available_methods())}"
     )
+
+
+def _umap(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+    if importlib.util.find_spec("umap") is None:
+        raise DlcbError("UMAP needs the umap-learn package (pip install umap-learn)")
+    if x.shape[0] < 4:
+        # umap-learn's spectral initialisation fails with an obscure error below 4 points
+        raise DlcbError(f"UMAP needs at least 4 objects ({x.shape[0]} given); use PCA")
+    import umap
+
+    if x.shape[1] > UMAP_PCA_DIMS:  # the neighbour search then costs 50 dims, not F
+        x = _pca(x, UMAP_PCA_DIMS)
+    n_neighbors = max(2, min(15, x.shape[0] - 1))
+    # n_jobs=1: a seed makes umap-learn single-threaded anyway (and warn otherwise);
+    # 200 epochs (umap-learn's own choice above 10,000 points) for any size
+    reducer = umap.UMAP(
+        n_components=n_components,
+        n_neighbors=n_neighbors,
+        random_state=seed,
+        n_jobs=1,
+        n_epochs=200,
+    )
+    return reducer.fit_transform(x).astype(np.float32)
+
+
+def _tsne(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+    if importlib.util.find_spec("sklearn") is None:
+        raise DlcbError("t-SNE needs the scikit-learn package (pip install scikit-learn)")
+    from sklearn.manifold import TSNE
+
+    perplexity = max(1.0, min(30.0, (x.shape[0] - 1) / 3))
+    tsne = TSNE(n_components=n_components, perplexity=perplexity, random_state=seed, init="pca")
+    return tsne.fit_transform(x).astype(np.float32)

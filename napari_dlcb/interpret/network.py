@@ -16,7 +16,7 @@ from torch import nn
 
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.interpret.saliency import resolve_layer
+from napari_dlcb.interpret.common import input_tensor, resolve_layer
 from napari_dlcb.models.state import preserve_model_state
 
 __all__ = [
@@ -113,19 +113,13 @@ def filter_grid(
 def _as_batch(
     images: Sequence[np.ndarray] | np.ndarray, channel_axis: int | None
 ) -> list[torch.Tensor]:
-    out = []
+    """(1, C, Y, X) tensors of one 2-D image or a sequence of images."""
     seq = [images] if isinstance(images, np.ndarray) and images.ndim == 2 else images
+    out = []
     for im in seq:
-        a = np.asarray(im, dtype=np.float32)
-        if a.ndim == 2:
-            a = a[None]
-        elif a.ndim == 3:
-            if channel_axis is None:
-                raise DlcbError(f"image of shape {a.shape} needs channel_axis")
-            a = np.moveaxis(a, channel_axis, 0)
-        else:
-            raise DlcbError(f"expected 2-D images, got shape {a.shape}")
-        out.append(torch.from_numpy(np.ascontiguousarray(a))[None])
+        if np.ndim(im) not in (2, 3):
+            raise DlcbError(f"expected 2-D images, got shape {np.shape(im)}")
+        out.append(input_tensor(im, channel_axis))
     if not out:
         raise DlcbError("no images were given")
     return out
@@ -286,8 +280,6 @@ def top_activating_patches(
     >>> tp.locations.tolist()
     [[0.0, 5.0, 7.0]]
     """
-    from scipy import ndimage as ndi
-
     mod = resolve_layer(model, layer)
     xs = _as_batch(images, channel_axis)
     c_in = int(xs[0].shape[1])
@@ -295,39 +287,61 @@ def top_activating_patches(
         patch_size = min(64, receptive_field(model, layer=mod, in_channels=c_in, device=device))
     patch_size = max(1, int(patch_size))
     cands: list[tuple[float, int, float, float]] = []
-    n_ch = None
     for idx, x in enumerate(xs):
         act = layer_activations(model, x[0].numpy(), layer=mod, channel_axis=0, device=device)
-        n_ch = act.shape[0]
-        if not 0 <= channel < n_ch:
-            raise DlcbError(f"channel {channel} does not exist: the layer has {n_ch} channels")
-        a = act[channel]
-        h, w = a.shape
-        sy, sx = x.shape[-2] / h, x.shape[-1] / w
-        nbh = max(1, int(round(patch_size / max(sy, sx))))
-        peaks = (a == ndi.maximum_filter(a, size=nbh, mode="nearest")) & np.isfinite(a)
-        rr, cc = np.nonzero(peaks)
-        order = np.argsort(-a[rr, cc])[:k]
-        for r, c in zip(rr[order], cc[order]):
-            cands.append((float(a[r, c]), idx, (r + 0.5) * sy - 0.5, (c + 0.5) * sx - 0.5))
-    cands.sort(key=lambda t: -t[0])
-    cands = cands[:k]
-    half = patch_size // 2
-    patches = np.zeros((len(cands), c_in, patch_size, patch_size), np.float32)
-    for j, (_, idx, r, c) in enumerate(cands):
-        arr = xs[idx][0].numpy()
-        p = np.pad(arr, ((0, 0), (patch_size, patch_size), (patch_size, patch_size)), mode="edge")
-        r0, c0 = int(round(r)) - half + patch_size, int(round(c)) - half + patch_size
-        patches[j] = p[:, r0 : r0 + patch_size, c0 : c0 + patch_size]
-    tiles = patches[:, 0].copy()
-    lo = tiles.reshape(len(tiles), -1).min(1).reshape(-1, 1, 1) if len(tiles) else 0
-    hi = tiles.reshape(len(tiles), -1).max(1).reshape(-1, 1, 1) if len(tiles) else 1
-    tiles = (tiles - lo) / np.maximum(hi - lo, 1e-12)
-    n_cols = int(np.ceil(np.sqrt(max(len(tiles), 1))))
-    grid = _grid(tiles, n_cols, 1, 0.0) if len(tiles) else np.zeros((1, 1), np.float32)
+        if not 0 <= channel < act.shape[0]:
+            raise DlcbError(
+                f"channel {channel} does not exist: the layer has {act.shape[0]} channels"
+            )
+        cands += _peaks(act[channel], x.shape[-2:], idx, patch_size, k)
+    cands = sorted(cands, key=lambda t: -t[0])[:k]
+    patches = _cut_patches(xs, cands, c_in, patch_size)
     locations = np.array([[i, r, c] for _, i, r, c in cands], float).reshape(-1, 3)
     values = np.array([v for v, *_ in cands], np.float32)
-    return TopPatches(patches, grid, locations, values, patch_size)
+    return TopPatches(patches, _patch_grid(patches), locations, values, patch_size)
+
+
+def _peaks(
+    a: np.ndarray, in_shape: tuple[int, int], idx: int, patch_size: int, k: int
+) -> list[tuple[float, int, float, float]]:
+    """The k highest local maxima of one activation map: (value, image, row, col) on the input grid."""
+    from scipy import ndimage as ndi
+
+    h, w = a.shape
+    sy, sx = in_shape[0] / h, in_shape[1] / w
+    nbh = max(1, int(round(patch_size / max(sy, sx))))
+    peaks = (a == ndi.maximum_filter(a, size=nbh, mode="nearest")) & np.isfinite(a)
+    rr, cc = np.nonzero(peaks)
+    order = np.argsort(-a[rr, cc])[:k]
+    return [
+        (float(a[r, c]), idx, (r + 0.5) * sy - 0.5, (c + 0.5) * sx - 0.5)
+        for r, c in zip(rr[order], cc[order])
+    ]
+
+
+def _cut_patches(
+    xs: list[torch.Tensor], cands: list[tuple[float, int, float, float]], c_in: int, size: int
+) -> np.ndarray:
+    """Input patches (k, C, P, P) centred on the candidates (edge-padded at borders)."""
+    half = size // 2
+    patches = np.zeros((len(cands), c_in, size, size), np.float32)
+    for j, (_, idx, r, c) in enumerate(cands):
+        arr = xs[idx][0].numpy()
+        p = np.pad(arr, ((0, 0), (size, size), (size, size)), mode="edge")
+        r0, c0 = int(round(r)) - half + size, int(round(c)) - half + size
+        patches[j] = p[:, r0 : r0 + size, c0 : c0 + size]
+    return patches
+
+
+def _patch_grid(patches: np.ndarray) -> np.ndarray:
+    """The patches' first channel, each scaled to [0, 1], tiled into one image."""
+    if not len(patches):
+        return np.zeros((1, 1), np.float32)
+    tiles = patches[:, 0].copy()
+    flat = tiles.reshape(len(tiles), -1)
+    lo, hi = flat.min(1).reshape(-1, 1, 1), flat.max(1).reshape(-1, 1, 1)
+    tiles = (tiles - lo) / np.maximum(hi - lo, 1e-12)
+    return _grid(tiles, int(np.ceil(np.sqrt(len(tiles)))), 1, 0.0)
 
 
 def activation_maximisation(
@@ -392,40 +406,63 @@ def activation_maximisation(
     mod = resolve_layer(model, layer)
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
-    store: dict[str, torch.Tensor] = {}
-    trace: list[float] = []
     with preserve_model_state(model):
         model.to(dev).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         x = (0.01 * torch.randn(1, in_channels, *shape, generator=gen)).to(dev)
         x.requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=lr)
-        handle = mod.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
-        try:
-            with torch.enable_grad():
-                for _ in range(steps):
-                    dy, dx = (
-                        torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
-                        if jitter
-                        else (0, 0)
-                    )
-                    xj = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
-                    model(xj)
-                    a = store["a"]
-                    if a.ndim != 4 or not 0 <= channel < a.shape[1]:
-                        raise DlcbError(
-                            f"channel {channel} does not exist in a layer of shape {tuple(a.shape)}"
-                        )
-                    act = a[0, channel].mean()
-                    tv_loss = (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
-                        x[..., :, 1:] - x[..., :, :-1]
-                    ).abs().mean()
-                    loss = -act + l2 * (x**2).mean() + tv * tv_loss
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    trace.append(float(act.detach()))
-        finally:
-            handle.remove()
+        trace = _ascend(
+            model, mod, x, channel, gen, steps=steps, lr=lr, l2=l2, tv=tv, jitter=jitter
+        )
     return x.detach()[0].cpu().numpy().astype(np.float32), trace
+
+
+def _ascend(
+    model: nn.Module,
+    layer: nn.Module,
+    x: torch.Tensor,
+    channel: int,
+    gen: torch.Generator,
+    *,
+    steps: int,
+    lr: float,
+    l2: float,
+    tv: float,
+    jitter: int,
+) -> list[float]:
+    """Adam ascent of ``x`` on the channel's mean activation; the trace of that mean."""
+    store: dict[str, torch.Tensor] = {}
+    trace: list[float] = []
+    opt = torch.optim.Adam([x], lr=lr)
+    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                shift = (
+                    torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
+                    if jitter
+                    else (0, 0)
+                )
+                model(torch.roll(x, shifts=tuple(shift), dims=(-2, -1)))
+                act = _channel_mean(store["a"], channel)
+                loss = -act + l2 * (x**2).mean() + tv * _total_variation(x)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                trace.append(float(act.detach()))
+    finally:
+        handle.remove()
+    return trace
+
+
+def _channel_mean(a: torch.Tensor, channel: int) -> torch.Tensor:
+    if a.ndim != 4 or not 0 <= channel < a.shape[1]:
+        raise DlcbError(f"channel {channel} does not exist in a layer of shape {tuple(a.shape)}")
+    return a[0, channel].mean()
+
+
+def _total_variation(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
+        x[..., :, 1:] - x[..., :, :-1]
+    ).abs().mean()

@@ -14,15 +14,25 @@ The network is split so it can serve as a frozen feature extractor::
 
 ``model.feature_maps(x)`` returns the last convolutional maps (for Grad-CAM
 and per-object embeddings). The module is TorchScript-compatible.
+
+:func:`load_base` makes the network a task starts from (the built-in
+pretrained weights, a saved classifier, or a random initialisation), adapted
+to the task's channels and classes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CellClassifier", "adapt_in_channels", "ARCH_NAME"]
+from napari_dlcb.errors import DlcbError
+
+__all__ = ["ARCH_NAME", "CellClassifier", "adapt_in_channels", "load_base"]
 
 ARCH_NAME = "cellclf"
 
@@ -187,6 +197,81 @@ def adapt_in_channels(model: CellClassifier, in_channels: int) -> CellClassifier
     model.stem[0] = new
     model.in_channels = int(in_channels)
     return model
+
+
+def load_base(
+    base: str | Path | None,
+    *,
+    in_channels: int,
+    n_classes: int,
+    width: int = 32,
+    blocks: Sequence[int] = (2, 2, 2),
+    seed: int = 0,
+) -> tuple[CellClassifier, str | None, dict[str, Any]]:
+    """Create the network to fine-tune.
+
+    Parameters
+    ----------
+    base : {"builtin", "none"} or path or None
+        ``"builtin"`` (or ``"builtin:<name>"``): the shipped pretrained
+        weights; a path: a saved classification model directory;
+        ``"none"``/None: random initialisation.
+    in_channels, n_classes : int
+        What the new task needs; the first convolution and the head are adapted.
+    width : int
+        Width of a newly initialised network.
+    blocks : sequence of int
+        Residual blocks per stage of a newly initialised network.
+    seed : int
+        Seed of the random initialisation (new networks and new heads), so
+        runs are reproducible whatever the global RNG state.
+
+    Returns
+    -------
+    model : CellClassifier
+    parent : str or None
+        What to record as ``ModelMeta.parent``.
+    info : dict
+        ``input_size`` and ``classes`` of the base, where known.
+
+    Examples
+    --------
+    >>> model, parent, info = load_base("none", in_channels=2, n_classes=3, width=4)
+    >>> model.in_channels, model.n_classes, parent
+    (2, 3, None)
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if base is None or str(base).lower() in ("none", "scratch", ""):
+            model = CellClassifier(in_channels, n_classes, width=width, blocks=tuple(blocks))
+            return model, None, {}
+        model, meta, parent = _load_pretrained(base)
+        adapt_in_channels(model, in_channels)
+        if model.n_classes != n_classes:
+            model.reset_head(n_classes)
+        return (
+            model,
+            parent,
+            {"input_size": meta.extra.get("input_size"), "classes": list(meta.classes)},
+        )
+
+
+def _load_pretrained(base: str | Path) -> tuple[CellClassifier, Any, str]:
+    """The built-in or saved classifier ``base`` names, its metadata and its provenance."""
+    if str(base) == "builtin" or str(base).startswith("builtin:"):
+        from napari_dlcb.models.registry import load_builtin
+
+        name = str(base).partition(":")[2] or "cellclf-nuclei"
+        model, meta = load_builtin(name)
+        if not isinstance(model, CellClassifier):
+            raise DlcbError(f"built-in model {name!r} is not a cell classifier")
+        return model, meta, f"builtin:{name}"
+    from napari_dlcb.models.saved import load_model
+
+    model, meta = load_model(base)
+    if not isinstance(model, CellClassifier):
+        raise DlcbError(f"{base} is not a napari-dlcb cell classifier (task {meta.task!r})")
+    return model, meta, str(base)
 
 
 def _register() -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["accuracy_metric"]
+__all__ = ["accuracy_metric", "classification_metrics", "confusion_matrix"]
 
 
 def accuracy_metric(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) -> dict[str, float]:
@@ -28,3 +29,39 @@ def accuracy_metric(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) 
         correct += int((pred[m] == t[m]).sum())
         n += int(m.sum())
     return {"accuracy": correct / max(n, 1)}
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts ``C[i, j]`` of samples of true class ``i`` predicted as ``j``.
+
+    Examples
+    --------
+    >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 0, 1]), 2).tolist()
+    [[1, 0], [1, 1]]
+    """
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return cm
+
+
+def classification_metrics(
+    outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]
+) -> dict[str, float]:
+    """Accuracy and balanced accuracy (mean per-class recall over the classes present).
+
+    Examples
+    --------
+    >>> m = classification_metrics([torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])],
+    ...                            [torch.tensor([0, 0, 0])])
+    >>> round(m["accuracy"], 3), m["balanced_accuracy"]
+    (0.667, 0.6666666666666666)
+    """
+    pred = torch.cat([o.argmax(1) for o in outs]).numpy()
+    true = torch.cat(list(tgts)).numpy()
+    cm = confusion_matrix(true, pred, int(outs[0].shape[1]))
+    per_class = np.diag(cm) / np.maximum(cm.sum(1), 1)
+    present = cm.sum(1) > 0
+    return {
+        "accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
+        "balanced_accuracy": float(per_class[present].mean()) if present.any() else 0.0,
+    }

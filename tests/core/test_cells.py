@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_dlcb.data.cells import object_crops, object_ids, regionprops_table
+from napari_dlcb.data.cells import auto_crop_size, object_crops, object_ids, regionprops_table
 from napari_dlcb.errors import DlcbError
 
 
@@ -87,3 +87,44 @@ def test_regionprops_table(scene):
     np.testing.assert_allclose(t[["centroid_row", "centroid_col"]].iloc[0], (20, 22))
     assert "intensity_mean" not in regionprops_table(lab).columns
     assert object_ids(lab).tolist() == [3, 7, 9]
+
+
+def test_auto_crop_size_follows_the_objects():
+    lab = np.zeros((200, 200), np.int32)
+    for k in range(10):  # ten objects of 20 x 12 px: 1.5 x 20 = 30 -> 32 (a multiple of 8)
+        lab[k * 20 : k * 20 + 20, 0:12] = k + 1
+    assert auto_crop_size(lab) == 32
+    lab[0:60, 100:160] = 99  # one big object does not move the 90th percentile ...
+    assert auto_crop_size(lab) == 32
+    for k in range(5):  # ... many larger ones do: sides 10 x 20, 5 x 40, 1 x 60
+        lab[k * 40 : k * 40 + 30, 160:200] = 100 + k
+    assert auto_crop_size(lab) == 64  # 1.5 x 40 (the 90th percentile) = 60 -> 64
+    big = np.zeros((400, 400), np.int32)
+    big[:300, :300] = 1
+    assert auto_crop_size(big) == 128  # clamped
+    assert auto_crop_size(np.zeros((10, 10), np.int32)) == 32  # no objects
+
+
+def test_default_crop_holds_real_nuclei(shared_data):
+    """Issue 8: the default crop was 32 px, smaller than 18 % of the StarDist nuclei."""
+    import tifffile
+    from scipy import ndimage as ndi
+
+    from napari_dlcb.tasks.classification_config import CellsConfig
+
+    folder = shared_data / "stardist_sample_nuclei_2d"
+    img = tifffile.imread(folder / "img2d.tif")
+    lab = tifffile.imread(folder / "mask2d.tif").astype(np.int32)
+    sides = [
+        max(s[0].stop - s[0].start, s[1].stop - s[1].start)
+        for s in ndi.find_objects(lab)
+        if s is not None
+    ]
+    size = auto_crop_size(lab)
+    assert size == 56 and size % 8 == 0  # 1.5 x 34 px (the 90th percentile) -> 56
+    assert CellsConfig().validate().crop_size == "auto"  # the default chooses it
+    assert max(sides) <= size  # every nucleus fits whole
+    oc = object_crops(img, lab, size=size)
+    assert not any("larger than" in n for n in oc.notes)
+    # the 32-px crop that used to be the default cuts many of them
+    assert any("larger than the 32x32" in n for n in object_crops(img, lab, size=32).notes)

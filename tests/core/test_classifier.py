@@ -12,14 +12,12 @@ import torch
 from skimage.io import imsave
 
 from napari_dlcb.cli import main
+from napari_dlcb.data.crops import prepare_images
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.inference.classify import predict_proba
 from napari_dlcb.models.classifier import CellClassifier, adapt_in_channels
-from napari_dlcb.tasks.cells import (
-    ClassificationTrainer,
-    confusion_matrix,
-    predict_proba,
-    prepare_images,
-)
+from napari_dlcb.tasks.classification import ClassificationTrainer
+from napari_dlcb.training.metrics import confusion_matrix
 
 
 def _blob(rng, size, bright: bool, channels: int = 0):
@@ -379,8 +377,8 @@ def test_trainer_bad_input():
 
 
 def test_builtin_base_is_adapted_to_channels_and_classes():
+    from napari_dlcb.models.classifier import load_base
     from napari_dlcb.models.registry import list_builtin
-    from napari_dlcb.tasks.cells import load_base
 
     assert "cellclf-nuclei" in list_builtin("classification")
     model, parent, info = load_base("builtin", in_channels=3, n_classes=5)
@@ -704,3 +702,129 @@ def test_live_cell_saliency_budget_errors_and_changing_cell(monkeypatch, slow_sa
         if isinstance(e, Preview) and "saliency" in e.data
     ]
     assert len(asked) >= 6 and objects[:2] == [3, 3] and set(objects[2:]) == {12}
+
+
+# --------------------------------------------------------------------------- configs
+@pytest.mark.parametrize(
+    ("config", "changes", "match"),
+    [
+        ("cells", {"crop_size": 4}, "crop size must be from 8 to 256, got 4"),
+        ("cells", {"crop_size": "big"}, "crop size must be a whole number, got 'big'"),
+        ("cells", {"epochs": 0}, "epochs must be from 1 to 100000, got 0"),
+        ("cells", {"mode": "magic"}, "unknown training mode 'magic'"),
+        ("cells", {"balance": "oversample"}, "unknown class balancing 'oversample'"),
+        ("cells", {"val_fraction": 1.0}, "validation fraction must be a fraction in [0, 1)"),
+        ("classification", {"lr": -1}, "learning rate must be a finite number > 0"),
+        ("classification", {"batch_size": 0}, "batch size must be from 1 to 65536, got 0"),
+        ("classification", {"blocks": (2, 0)}, "blocks per stage must be from 1 to 64, got 0"),
+        ("classification", {"input_size": 2}, "input size must be from 4 to 1024, got 2"),
+        ("classification", {"colour": "red"}, "unknown option 'colour'"),
+    ],
+)
+def test_configs_give_one_line_errors_naming_the_option(config, changes, match):
+    from napari_dlcb.tasks.classification_config import CellsConfig, ClassificationConfig
+
+    base = CellsConfig() if config == "cells" else ClassificationConfig()
+    with pytest.raises(DlcbError) as err:
+        base.replace(**changes)
+    assert match in str(err.value) and "\n" not in str(err.value)
+
+
+def test_one_frozen_backbone_mode_name():
+    """Cells called it "linear", segmentation "quick": one name now, the old one accepted."""
+    from napari_dlcb.tasks.classification_config import CellsConfig, ClassificationConfig
+
+    assert CellsConfig().validate().mode == "quick"  # the cell classifier's default
+    assert CellsConfig(mode="linear").validate().mode == "quick"
+    assert ClassificationConfig(mode="linear").validate().mode == "quick"
+    assert CellsConfig().validate().balance == "loss"
+    assert ClassificationConfig(balance="none").validate().balance is None
+    cfg = ClassificationConfig(mode="linear", base="none", width=4, blocks=(1,), device="cpu")
+    rng = np.random.default_rng(5)
+    tr = ClassificationTrainer(
+        [_blob(rng, 16, i % 2 == 1) for i in range(8)], [i % 2 for i in range(8)], ["a", "b"],
+        config=cfg,
+    )  # fmt: skip
+    fin = tr.run(epochs=2)
+    assert tr.meta.extra["mode"] == "quick"
+    assert tr.meta.extra["training_runs"][-1]["kept"] == fin.kept
+    assert len(tr.history) == fin.epochs_run == 2
+
+
+def test_cli_accepts_quick_and_the_old_linear_spelling(folder, tmp_path):
+    for mode in ("quick", "linear"):
+        out = tmp_path / mode
+        args = ["train", "classification", "--images", str(folder), "--out", str(out)]
+        assert main([*args, *TRAIN_FAST, "--epochs", "1", "--mode", mode]) == 0
+        assert json.loads((out / "metadata.json").read_text())["extra"]["mode"] == "quick"
+
+
+def test_cli_and_python_build_the_same_config(tmp_path):
+    from napari_dlcb.cli import build_parser
+    from napari_dlcb.commands.classification import train_config
+    from napari_dlcb.tasks.classification_config import ClassificationConfig
+
+    args = build_parser().parse_args(
+        ["train", "classification", "--images", "x", "--out", "y", "--mode", "linear",
+         "--blocks", "1,1", "--balance", "none", "--epochs", "4"]
+    )  # fmt: skip
+    want = ClassificationConfig(
+        mode="quick", blocks=(1, 1), balance=None, epochs=4, val_fraction=0.1
+    ).validate()
+    assert train_config(args) == want
+
+
+def test_cell_embedding_is_a_job_with_progress_and_stop():
+    """Issue 8: UMAP ran 81 s with no progress; the embedding is a generator of steps now."""
+    import threading
+
+    from napari_dlcb.tasks.cells import CellClassificationTask, CellEmbedding
+
+    img, lab = _cells_scene()
+    task = CellClassificationTask(img, lab, _SCENE_ANNOTATIONS, base="none", device="cpu")
+    gen = task.iter_embedding(method="pca")
+    steps = []
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as done:
+            result = done.value
+            break
+    assert [(p.done, p.total) for p in steps] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert [p.message for p in steps[:3]] == ["network features", "pca embedding", "measurements"]
+    assert isinstance(result, CellEmbedding) and result.xy.shape == (16, 2)
+    assert result.table.object_id.tolist() == list(range(1, 17))
+    stop = threading.Event()
+    gen = task.iter_embedding(method="pca", stop=stop)
+    next(gen)
+    stop.set()
+    with pytest.raises(StopIteration) as end:
+        next(gen)
+    assert end.value.value is None
+    umap = task.iter_embedding(method="umap")
+    next(umap)
+    assert "first use compiles code" in next(umap).message  # said before UMAP starts
+    umap.close()
+
+
+def test_cell_task_implements_the_task_interface(tmp_path):
+    from napari_dlcb.models.saved import load_model
+    from napari_dlcb.tasks.base import Task
+    from napari_dlcb.tasks.cells import CellClassificationTask, CellsConfig
+
+    img, lab = _cells_scene()
+    cfg = CellsConfig(crop_size=24, base="none", device="cpu", epochs=3)
+    task = CellClassificationTask(img, lab, _SCENE_ANNOTATIONS, config=cfg, augment=False)
+    assert isinstance(task, Task) and task.config.augment is False and cfg.augment is True
+    fin = task.run()
+    assert fin.epochs_run == 3 == len(task.history)
+    folder = task.save(tmp_path / "cells")
+    model, meta = load_model(folder, device="cpu")
+    assert meta.extra["crop_size"] == 24 and meta.extra["mode"] == "quick"
+    assert meta.extra["training_runs"][-1]["kept"] == fin.kept
+    ids, probs = task.predict((img, lab))  # another image: cropped like the training cells
+    np.testing.assert_allclose(probs, task.predict()[1], atol=1e-6)
+    x = task.trainer.normalise(task.crops.crops.astype(np.float32))
+    with torch.no_grad():
+        ref = torch.softmax(model.eval()(torch.from_numpy(x)), 1).numpy()
+    np.testing.assert_allclose(ref, probs, atol=1e-5)

@@ -265,3 +265,66 @@ def test_works_inside_inference_mode_like_outside(method, image):
     assert np.abs(res.map).max() > 0
     assert model.training and hook_counts(model) == {}
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+
+
+def test_integrated_gradients_matches_captum_and_returns_one_attribution():
+    """One implementation (with progress) gives captum's numbers and the one result type."""
+    from captum.attr import IntegratedGradients
+
+    from napari_dlcb.interpret.attribution import Attribution
+
+    model = _classifier()
+    x = np.random.default_rng(21).normal(size=(16, 16)).astype(np.float32)
+    res = saliency(model, x, method="integrated-gradients", target=2, n_steps=16, batch_size=5)
+    ref, delta = IntegratedGradients(model).attribute(
+        torch.from_numpy(x)[None, None],
+        target=2,
+        n_steps=16,
+        internal_batch_size=5,
+        return_convergence_delta=True,
+    )
+    np.testing.assert_allclose(res.map, ref[0, 0].detach().numpy(), rtol=1e-4, atol=1e-6)
+    assert isinstance(res, Attribution) and res.method == "integrated-gradients"
+    assert res.completeness.shape == (1,)
+    assert res.completeness[0] == pytest.approx(float(delta[0]), abs=1e-4)
+    assert res.max_completeness_error == pytest.approx(res.extra["completeness_error"], abs=1e-6)
+    for method in METHODS:  # every method returns the same type
+        assert isinstance(saliency(model, x, method=method, target=0, **FAST), Attribution)
+
+
+def test_integrated_gradients_reports_progress_and_stops():
+    """Issue 8: whole-image IG ran 148 s with no progress and no cancel."""
+    import threading
+
+    from napari_dlcb.interpret.saliency import iter_saliency
+
+    model = _unet().train()
+    x = np.random.default_rng(22).normal(size=(32, 32)).astype(np.float32)
+    gen = iter_saliency(model, x, method="integrated-gradients", target=1, n_steps=12, batch_size=4)
+    seen = []
+    while True:
+        try:
+            seen.append(next(gen))
+        except StopIteration as done:
+            res = done.value
+            break
+    assert [(p.done, p.total) for p in seen] == [(4, 12), (8, 12), (12, 12)]
+    ref = saliency(model, x, method="integrated-gradients", target=1, n_steps=12, batch_size=4)
+    np.testing.assert_array_equal(res.map, ref.map)
+    # Stop after the first batch: no result, and the model is handed back unchanged
+    stop = threading.Event()
+    gen = iter_saliency(
+        model, x, method="integrated-gradients", target=1, n_steps=12, batch_size=4, stop=stop
+    )
+    assert next(gen).done == 4
+    stop.set()
+    with pytest.raises(StopIteration) as end:
+        next(gen)
+    assert end.value.value is None
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert hook_counts(model) == {}
+    # closing the generator half-way (a cancelled GUI job) also hands the model back
+    gen = iter_saliency(model, x, method="integrated-gradients", target=1, n_steps=12, batch_size=4)
+    next(gen)
+    gen.close()
+    assert model.training and all(p.requires_grad for p in model.parameters())

@@ -15,7 +15,6 @@ import pytest
 from napari_dlcb._widgets.classifier import (
     EMBEDDING_LAYER,
     PREDICTION_LAYER,
-    CellClassifierSettings,
     CellClassifierWidget,
 )
 from napari_dlcb._widgets.interpret import InterpretSettings, InterpretWidget
@@ -62,13 +61,19 @@ def _nuclei_viewer(make_napari_viewer):
     return viewer, source
 
 
-def test_settings_are_the_core_arguments():
-    s = CellClassifierSettings(
-        classes=["a", "b"], annotations={3: "a", 5: "b"}, mode="full", crop_size=24, epochs=7
-    )
-    args = s.as_core_arguments()
-    assert args["annotations"] == {3: "a", 5: "b"} and args["mode"] == "full"
-    assert args["crop_size"] == 24 and s.as_fit_arguments() == {"epochs": 7}
+def test_dock_builds_the_core_config(make_napari_viewer):
+    """The dock's fields become the same CellsConfig that Python callers build."""
+    from napari_dlcb.tasks.cells import CellsConfig
+
+    widget = CellClassifierWidget(make_napari_viewer())
+    assert [widget.mode_combo.itemText(i) for i in range(2)] == ["quick", "full"]
+    # issue 8: UMAP took 81 s while the tooltip said "a few seconds"
+    assert "a minute or more" in widget.embedding_method.toolTip()
+    assert widget.crop_spin.text() == "auto" and widget.config() == CellsConfig().validate()
+    widget.mode_combo.setCurrentText("full")
+    widget.crop_spin.setValue(24)
+    widget.epochs_spin.setValue(7)
+    assert widget.config() == CellsConfig(mode="full", crop_size=24, epochs=7).validate()
     i = InterpretSettings(method="occlusion", target="2", window=10)
     assert i.as_core_arguments()["target"] == 2
     assert i.as_core_arguments()["stride"] == 5
@@ -172,10 +177,14 @@ def test_cell_classifier_end_to_end(make_napari_viewer, qtbot, tmp_path, loop_pr
         "annotated",
     } <= set(back.columns)
 
-    # per-cell saliency
+    # per-cell saliency, in a job; the crop size was chosen from the nuclei (auto)
     labels_layer.selected_label = int(large[0].label)
-    sal = widget.show_cell_saliency()
-    assert sal is not None and sal.data.shape == (32, 32)
+    assert widget.show_cell_saliency() is not None
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
+    sal = widget._cell_saliency_layer(large[0].label)
+    size = widget.task.crop_size
+    assert size > 32 and size % 8 == 0
+    assert sal is not None and sal.data.shape == (size, size)
     assert np.abs(sal.data).max() > 0 and sal.colormap.name == "dlcb_attribution"
 
     # embedding (computed in a worker) linked to the labels
@@ -279,6 +288,7 @@ def test_embedding_colour_by_measurement_and_methods(make_napari_viewer, qtbot):
     # the per-cell saliency button explains the selected cell (not the click's `checked`)
     labels_layer.selected_label = int(ids[top])
     widget.saliency_button.click()
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
     assert any(ly.name.startswith(f"saliency cell {ids[top]} (") for ly in viewer.layers)
 
     # another method recomputes; the colouring and the cell link stay
@@ -321,21 +331,7 @@ def test_classifier_widget_refuses_a_single_class(make_napari_viewer):
 def test_interpret_widget_saliency_filters_patches(make_napari_viewer, qtbot, tmp_path):
     import torch
 
-    from napari_dlcb.models.saved import ModelMeta, save_model
-    from napari_dlcb.models.unet import UNet2D
-
-    torch.manual_seed(0)
-    net = UNet2D(1, 2, base=4, depth=2).eval()
-    folder = save_model(
-        net,
-        tmp_path / "unet",
-        ModelMeta(
-            "segmentation",
-            net.architecture(),
-            ["background", "nuclei"],
-            normalization={"mode": "per_image_zscore"},
-        ),
-    )
+    folder = _unet_folder(tmp_path)
     viewer, _ = _nuclei_viewer(make_napari_viewer)
     widget = InterpretWidget(viewer)
     viewer.window.add_dock_widget(widget)
@@ -370,7 +366,9 @@ def test_interpret_widget_saliency_filters_patches(make_napari_viewer, qtbot, tm
     ig = viewer.layers["saliency integrated-gradients (nuclei)"]
     assert 0 < ig.data.shape[0] < 512 and 0 < ig.data.shape[1] < 512
 
-    filt = widget.show_filters()
+    assert widget.show_filters() is not None  # a job
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    filt = viewer.layers["filters (first layer)"]
     assert filt.data.ndim == 2 and filt.data.shape[0] > 8
 
     widget.k_spin.setValue(5)
@@ -401,6 +399,14 @@ def test_interpret_widget_saliency_filters_patches(make_napari_viewer, qtbot, tm
     assert info["layer"] == lname and info["channel"] == 1 and len(info["trace"]) == 128
     # placed beside the image, not over it, and not offered as an input image
     assert act.translate[1] > viewer.layers["nuclei"].data.shape[1]
+    # issue 8: the filter grid and the act-max image were drawn over the image / each other
+    views = ["nuclei", "filters (first layer)", "top patches ch 1", f"act-max {lname}[1]"]
+    boxes = [_world_box(viewer.layers[v]) for v in views]
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            (alo, ahi), (blo, bhi) = boxes[i], boxes[j]
+            apart = (ahi <= blo).any() or (bhi <= alo).any()
+            assert apart, f"{views[i]} overlaps {views[j]}"
     assert act.name not in [
         widget.image_combo.itemText(i) for i in range(widget.image_combo.count())
     ]
@@ -519,7 +525,282 @@ def test_cell_saliency_refreshes_live_while_training(make_napari_viewer, qtbot, 
     n_layers = len(viewer.layers)
     labels_layer.selected_label = int(cell.label)
     widget.saliency_button.click()
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
     assert len(viewer.layers) == n_layers
     before = widget._cell_saliency_layer(cell.label)
     ref, _, _ = task.cell_saliency(cell.label, method="gradients")
     np.testing.assert_allclose(before.data, ref, rtol=1e-4, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- issue 8
+def _unet_folder(tmp_path):
+    import torch
+
+    from napari_dlcb.models.saved import ModelMeta, save_model
+    from napari_dlcb.models.unet import UNet2D
+
+    torch.manual_seed(0)
+    net = UNet2D(1, 2, base=4, depth=2).eval()
+    meta = ModelMeta(
+        "segmentation",
+        net.architecture(),
+        ["background", "nuclei"],
+        normalization={"mode": "per_image_zscore"},
+    )
+    return save_model(net, tmp_path / "unet", meta)
+
+
+def _messages(start: int) -> list[str]:
+    from napari.utils.notifications import notification_manager
+
+    return [str(r.message) for r in notification_manager.records[start:]]
+
+
+def _n_messages() -> int:
+    from napari.utils.notifications import notification_manager
+
+    return len(notification_manager.records)
+
+
+def _world_box(layer) -> tuple[np.ndarray, np.ndarray]:
+    shape = np.asarray(layer.data.shape[-2:], float)
+    lo = np.asarray(layer.translate[-2:], float)
+    return lo, lo + shape * np.asarray(layer.scale[-2:], float)
+
+
+def test_errors_are_one_line_in_the_status_and_the_docks_stay_usable(
+    make_napari_viewer, qtbot, tmp_path, caplog
+):
+    """Issue 8: user errors leaked as tracebacks, status lines stayed "computing..."."""
+    import logging
+
+    caplog.set_level(logging.ERROR)
+    viewer, _ = _nuclei_viewer(make_napari_viewer)
+    interp = InterpretWidget(viewer)
+    interp.image_combo.setCurrentText("nuclei")
+    # a model path that does not exist: refused before any job, in the status and a toast
+    n = _n_messages()
+    interp.model_edit.setText(str(tmp_path / "missing"))
+    assert interp.compute_saliency() is None and interp.worker is None
+    assert interp.status.text().startswith("model not found:")
+    assert any("model not found" in m for m in _messages(n))
+    # a folder that looks like a model but is broken: the job fails, one line, dock idle
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metadata.json").write_text("{not json")
+    interp.model_edit.setText(str(broken))
+    n = _n_messages()
+    assert interp.compute_saliency() is not None
+    qtbot.waitUntil(lambda: interp.worker is None, timeout=60_000)
+    assert interp.status.text().startswith("Saliency failed: ")
+    assert "\n" not in interp.status.text() and len(_messages(n)) == 1
+    assert not interp.stop_button.isEnabled() and interp.saliency_button.isEnabled()
+    # the dock works again with a good model
+    interp.model_edit.setText(str(_unet_folder(tmp_path)))
+    interp.method_combo.setCurrentText("gradients")
+    interp.compute_saliency()
+    qtbot.waitUntil(lambda: interp.worker is None, timeout=60_000)
+    assert interp.status.text().startswith("gradients for class 'nuclei'")
+
+    # the cell classifier: an error inside the training job
+    clf = _classifier_dock(viewer)
+    ids = np.unique(viewer.layers["nuclei labels"].data)[1:3]
+    clf.annotate(int(ids[0]), "small")
+    clf.annotations[999_999] = "large"  # an object that is not in the labels layer
+    n = _n_messages()
+    assert clf.start_training() is not None
+    qtbot.waitUntil(lambda: clf.worker is None, timeout=60_000)
+    assert clf.status.text() == (
+        "Training failed: annotated object 999999 is not in the labels layer"
+    )
+    assert _messages(n) == ["annotated object 999999 is not in the labels layer"]
+    assert clf.train_button.isEnabled() and not clf.stop_button.isEnabled()
+    # a click with a class that is not in the list: a message, not an exception
+    clf.classes_edit.setText("x, y")
+    clf.class_combo.clear()
+    clf.class_combo.addItem("gone")
+    clf.annotate_check.setChecked(True)
+    lab = viewer.layers["nuclei labels"]
+    r, c = np.argwhere(np.asarray(lab.data) == ids[1])[0]
+    clf._on_click(lab, _Click((r, c)))
+    assert clf.status.text() == "class 'gone' is not in the class list"
+    assert not [r for r in caplog.records if r.name.startswith("napari_dlcb")]
+
+
+def test_interpret_click_returns_at_once_and_whole_image_ig_stops(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """Issue 8: the first click blocked 4-5.6 s on model loading; whole-image IG had no Stop."""
+    import threading
+    import time
+
+    import napari_dlcb.interpret.saliency as sal
+    import napari_dlcb.models.registry as registry
+
+    folder = _unet_folder(tmp_path)
+    real_load, loads = registry.resolve_base, []
+
+    def slow_load(source, **kwargs):
+        if str(source) != "builtin":  # the test's own segmentation loads the built-in U-Net
+            loads.append(threading.current_thread() is threading.main_thread())
+            time.sleep(2.0)
+        return real_load(source, **kwargs)
+
+    monkeypatch.setattr(registry, "resolve_base", slow_load)
+    viewer, _ = _nuclei_viewer(make_napari_viewer)
+    widget = InterpretWidget(viewer)
+    widget.image_combo.setCurrentText("nuclei")
+    widget.model_edit.setText(str(folder))
+    widget.method_combo.setCurrentText("gradients")
+    t0 = time.perf_counter()
+    assert widget.compute_saliency() is not None
+    assert time.perf_counter() - t0 < 1.5  # the model (2 s more to load) loads in the job
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert loads == [False] and "saliency gradients (nuclei)" in viewer.layers
+    # committing a model field loads it in the background at once (warm-up)
+    other = _unet_folder(tmp_path / "b")
+    widget.model_edit.setText(str(other))
+    widget.model_edit.editingFinished.emit()
+    assert widget.jobs.busy("load")
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
+    assert widget.models.cached(str(other)) and loads == [False, False]
+    assert widget.status.text().startswith(f"model {other}: segmentation")
+
+    # whole-image integrated gradients report progress and Stop cancels them
+    real_ig = sal.iter_integrated_gradients
+
+    def slow_ig(*args, **kwargs):
+        gen = real_ig(*args, **kwargs)
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as done:
+                return done.value
+            time.sleep(0.5)
+            yield item
+
+    monkeypatch.setattr(sal, "iter_integrated_gradients", slow_ig)
+    widget.region_combo.setCurrentText("whole image")
+    widget.method_combo.setCurrentText("integrated-gradients")
+    assert "minutes" in widget.region_combo.toolTip()  # the dock says so
+    job = widget.compute_saliency()
+    assert widget.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: job.pbar.n >= 1, timeout=60_000)
+    assert job.pbar.total == 32 and job.pbar.n % 8 == 0  # 32 path steps, 8 per batch
+    widget.stop_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.status.text() == "Saliency stopped."
+    assert "saliency integrated-gradients (nuclei)" not in viewer.layers
+
+
+def test_interpret_browse_sets_a_checked_model(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Issue 8: the model field was free text without Browse."""
+    import napari_dlcb._widgets.model_field as dock
+
+    folder = _unet_folder(tmp_path)
+    viewer = make_napari_viewer()
+    widget = InterpretWidget(viewer)
+    actions = [a.text() for a in widget.browse_button.menu().actions()]
+    assert actions == ["Model folder…", "BioImage.IO package or file (.zip, .yaml)…"]
+    monkeypatch.setattr(dock.QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))
+    widget.model_field.browse_folder()
+    assert widget.model_edit.text() == str(folder)
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
+    assert widget.models.cached(str(folder))
+    assert widget.status.text() == f"model {folder}: segmentation, classes background, nuclei"
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    monkeypatch.setattr(dock.QFileDialog, "getExistingDirectory", lambda *a, **k: str(not_a_model))
+    widget.model_field.browse_folder()
+    assert (
+        widget.status.text() == "empty is not a model folder (no metadata.json or bioimageio.yaml)"
+    )
+    assert not widget.jobs.busy()
+    picked = str(tmp_path / "weights.pt")
+    (tmp_path / "weights.pt").write_bytes(b"")
+    monkeypatch.setattr(dock.QFileDialog, "getOpenFileName", lambda *a, **k: (picked, ""))
+    widget.model_field.browse_file()
+    assert "is not a model: choose a folder, a .zip or a bioimageio.yaml" in widget.status.text()
+
+
+def test_classifier_prefers_instance_labels_over_scribbles(make_napari_viewer):
+    """Issue 8: the classifier defaulted to the scribbles layer."""
+    from napari_dlcb._sample_data import nuclei_sample
+
+    (img, img_kw, _), (gt, _, _) = nuclei_sample()
+    viewer = make_napari_viewer()
+    viewer.add_image(np.asarray(img), **img_kw)
+    strokes = np.zeros(np.asarray(gt).shape, np.uint8)
+    strokes[10:14, 10:100], strokes[200:204, 50:150] = 1, 2
+    viewer.add_labels(strokes, name="scribbles")
+    widget = CellClassifierWidget(viewer)
+    viewer.add_labels(np.asarray(gt).astype(np.int32), name="nuclei ground truth")
+    assert widget.labels_combo.currentText() == "nuclei ground truth"
+    viewer.add_labels(strokes.copy(), name="more strokes")  # a later scribbles layer: no switch
+    assert widget.labels_combo.currentText() == "nuclei ground truth"
+    other = CellClassifierWidget(viewer)  # a dock opened on these layers
+    assert other.labels_combo.currentText() == "nuclei ground truth"
+    # an explicit choice is kept when layers come and go
+    widget.labels_combo.setCurrentText("scribbles")
+    viewer.add_labels(np.asarray(gt).astype(np.int32), name="instances 2")
+    assert widget.labels_combo.currentText() == "scribbles"
+
+
+def test_docks_keep_the_active_layer_without_private_napari_api(make_napari_viewer, monkeypatch):
+    """Issue 8: napari warned that LayerList._activate_on_insert is private, at every live layer."""
+    from napari.components import LayerList
+
+    from napari_dlcb._widgets._common import layer_grid
+
+    touched = []
+    real_setattr = LayerList.__setattr__
+
+    def spy(self, name, value):
+        if name == "_activate_on_insert":
+            touched.append(value)
+        real_setattr(self, name, value)
+
+    viewer, _ = _nuclei_viewer(make_napari_viewer)
+    monkeypatch.setattr(LayerList, "__setattr__", spy)  # from here on (napari sets it once)
+    widget = _classifier_dock(viewer)
+    labels = viewer.layers["nuclei labels"]
+    widget.annotate_check.setChecked(True)
+    assert viewer.layers.selection.active is labels
+    oid = int(np.unique(labels.data)[3])
+    widget.annotate(oid, "small")  # adds the annotation points
+    fake = {
+        "saliency": np.ones((8, 8), np.float32), "saliency_object": oid,
+        "saliency_origin": (4, 6), "saliency_method": "gradients", "saliency_target": 0,
+        "saliency_class": "small",
+    }  # fmt: skip
+    layer = widget._show_cell_map(fake, layer_grid(labels))  # a live saliency layer
+    assert tuple(layer.translate) == (4, 6)
+    assert touched == [] and viewer.layers.selection.active is labels
+
+
+def test_cell_saliency_click_returns_at_once(make_napari_viewer, qtbot, slow_saliency):
+    """Issue 8: per-cell saliency ran 2.2 s on the GUI thread."""
+    import time
+
+    from napari_dlcb.tasks.cells import CellClassificationTask
+
+    viewer, _ = _nuclei_viewer(make_napari_viewer)
+    widget = _classifier_dock(viewer)
+    labels = viewer.layers["nuclei labels"]
+    lab = np.asarray(labels.data)
+    ids = np.unique(lab)[1:]
+    widget.task = CellClassificationTask(
+        np.asarray(viewer.layers["nuclei"].data), lab, {int(ids[0]): "a", int(ids[1]): "b"},
+        device="cpu",
+    )  # fmt: skip
+    calls = slow_saliency(2.0)
+    labels.selected_label = int(ids[5])
+    t0 = time.perf_counter()
+    assert widget.show_cell_saliency() is not None
+    # the map takes 2 s more than usual: a click that waited for it would take longer than that
+    # (the job's progress bar costs the GUI thread ~0.1 s, ~0.5 s at load 12 on 2 cores)
+    assert time.perf_counter() - t0 < 1.5 and not calls
+    assert widget.show_cell_saliency(int(ids[6])) is None  # one model job at a time
+    assert "Cell saliency is running" in widget.status.text()
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
+    assert len(calls) == 1 and widget._cell_saliency_layer(int(ids[5])) is not None

@@ -1,0 +1,108 @@
+"""Class probabilities of a crop classifier, with optional test-time augmentation.
+
+:func:`predict_crops` runs a classifier over crops that are already
+normalised; :func:`predict_proba` takes raw images of any size and channel
+count and a saved model, and prepares them as the model was trained
+(:func:`~napari_dlcb.data.crops.prepare_images`, the stored normaliser).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_dlcb.data.crops import dihedral_views, prepare_images
+from napari_dlcb.data.normalize import Normalizer
+from napari_dlcb.device import resolve_device
+from napari_dlcb.errors import DlcbError
+from napari_dlcb.models.state import inference_mode_on
+
+__all__ = ["predict_crops", "predict_proba"]
+
+
+def predict_crops(
+    model: nn.Module,
+    x: np.ndarray,
+    *,
+    device: Any = "auto",
+    tta: bool = False,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Softmax probabilities (N, K) of normalised crops (N, C, S, S).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A classifier ``(B, C, S, S) -> (B, K)`` logits; handed back unchanged.
+    x : ndarray, shape (N, C, S, S)
+        Normalised crops.
+    device : str or torch.device
+        "auto", "cpu", "cuda" or "mps".
+    tta : bool
+        Average over the 8 rotations/flips (test-time augmentation).
+    batch_size : int
+        Crops per forward pass.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    >>> predict_crops(net, np.zeros((2, 1, 4, 4), np.float32), device="cpu").shape
+    (2, 3)
+    """
+    dev = resolve_device(device)
+    out = []
+    with inference_mode_on(model, dev):
+        for i in range(0, len(x), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(dev)
+            views = dihedral_views(xb) if tta else [xb]
+            p = torch.stack([torch.softmax(model(v), 1) for v in views]).mean(0)
+            out.append(p.cpu().numpy())
+    k = getattr(model, "n_classes", None)
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, k or 0), np.float32)
+
+
+def predict_proba(
+    model: nn.Module,
+    meta: Any,
+    images: Sequence[np.ndarray],
+    *,
+    channel_axis: int | None = None,
+    tta: bool = False,
+    device: Any = "auto",
+) -> tuple[np.ndarray, list[str]]:
+    """Class probabilities of a saved classifier for raw images.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        From :func:`napari_dlcb.models.saved.load_model`.
+    meta : ModelMeta
+        Its metadata (input size, channels, normalisation).
+    images : sequence of ndarray
+        Raw images of any size/channel count.
+    channel_axis : int, optional
+        Channel axis of 3-D images.
+    tta : bool
+        Average over the 8 rotations/flips (test-time augmentation).
+    device : str
+        "auto", "cpu", "cuda" or "mps".
+
+    Returns
+    -------
+    probabilities : ndarray (N, K)
+    notes : list of str
+        What was resized or converted.
+    """
+    if meta.task != "classification":
+        raise DlcbError(f"this is a {meta.task} model, not a classifier")
+    size = int(meta.extra.get("input_size") or 32)
+    prep = prepare_images(
+        images, size=size, channels=int(meta.in_channels), channel_axis=channel_axis
+    )
+    norm = Normalizer.from_dict(meta.normalization)
+    x = np.stack([norm(im, channel_axis=0) for im in prep.data])
+    return predict_crops(model, x, device=device, tta=tta), prep.notes
