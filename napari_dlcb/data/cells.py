@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_dlcb.data.normalize import to_cyx
+from napari_dlcb.data.images import to_cyx
 from napari_dlcb.errors import DlcbError
 
 __all__ = [

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_dlcb.data.normalize import to_cyx
+from napari_dlcb.data.images import to_cyx
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.interpret.attribution import Attribution
