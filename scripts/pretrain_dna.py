@@ -24,8 +24,10 @@ import numpy as np
 import torch
 
 from napari_dlcb.data.dna import random_dna, reverse_complement_str, sample_motif
-from napari_dlcb.tasks.sequence import SequenceTrainer, auroc, predict_sequences
+from napari_dlcb.inference.sequence import predict_sequences
+from napari_dlcb.tasks.sequence import SequenceTrainer
 from napari_dlcb.training.engine import fit_to_end
+from napari_dlcb.training.metrics import auroc
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "napari_dlcb" / "models" / "weights"

@@ -1,4 +1,4 @@
-"""Issue 3 command-line verbs: DNA sequence models.
+"""Command-line verbs for DNA sequence models.
 
 ``napari-dlcb train sequence``, ``predict sequence``, ``mutation-map``,
 ``score-variants`` and ``motifs``. Importing this module is cheap: torch and
@@ -162,11 +162,25 @@ def _device(name: str) -> str:
 # --------------------------------------------------------------------------- handlers
 def _train(args: argparse.Namespace) -> int:
     from napari_dlcb.tasks.sequence import (
-        SequenceTrainer,
+        SequenceConfig,
+        SequenceTask,
         bed_training_data,
         table_training_data,
     )
     from napari_dlcb.training.engine import fit_to_end
+
+    config = SequenceConfig(
+        arch=args.arch,
+        base=args.base,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=_device(args.device),
+        task_type=args.task_type,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_time=args.max_minutes * 60 if args.max_minutes else None,
+    ).validate()
 
     if bool(args.table) == bool(args.fasta or args.bed):
         raise DlcbError("give either --table FILE, or --fasta GENOME with --bed PEAKS")
@@ -219,18 +233,16 @@ def _train(args: argparse.Namespace) -> int:
     elif args.arch == "deepbind" and not args.base:
         kwargs["filters"] = 32
     _say(f"{len(seqs)} sequences, {len(tasks)} task(s): {', '.join(tasks)}; negatives: {negatives}")
-    trainer = SequenceTrainer(
+    source = (
+        Path(args.table).name if args.table else f"{Path(args.bed).name} on {Path(args.fasta).name}"
+    )
+    trainer = SequenceTask(
         seqs,
         y,
         task_names=tasks,
-        arch=args.arch,
-        base=args.base,
-        model_kwargs=kwargs,
-        val_fraction=args.val_fraction,
+        config=config.replace(model_kwargs=kwargs),
         val_index=val_index,
-        seed=args.seed,
-        device=_device(args.device),
-        task_type=args.task_type,
+        trained_on=source,
     )
     t0 = time.perf_counter()
 
@@ -239,11 +251,7 @@ def _train(args: argparse.Namespace) -> int:
         if line is not None:
             _say(line)
 
-    max_time = args.max_minutes * 60 if args.max_minutes else None
-    fit_to_end(
-        trainer.fit(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_time=max_time),
-        on_event=show,
-    )
+    fit_to_end(trainer.fit(), on_event=show)
     out = trainer.save(args.out)
     _say(f"saved {out}")
     return 0
@@ -270,7 +278,7 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_dlcb.data.dna import read_sequence_table
-    from napari_dlcb.tasks.sequence import load_sequence_model, predict_sequences
+    from napari_dlcb.inference.sequence import load_sequence_model, predict_sequences
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
@@ -315,8 +323,8 @@ def _mutation_map(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_dlcb.data.dna import one_hot
+    from napari_dlcb.inference.sequence import check_sequence_length, load_sequence_model
     from napari_dlcb.interpret.ism import mutation_map
-    from napari_dlcb.tasks.sequence import _check_length, load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     if args.sequence:
@@ -330,7 +338,7 @@ def _mutation_map(args: argparse.Namespace) -> int:
         else:
             seq = read_fasta_records(args.fasta)[0][1]
     x = one_hot(seq)
-    _check_length(meta, x.shape[2])
+    check_sequence_length(meta, x.shape[2])
     m = mutation_map(
         model, x, target=_parse_targets(args.target, meta.classes), batch_size=args.batch_size
     )[0]
@@ -344,9 +352,9 @@ def _mutation_map(args: argparse.Namespace) -> int:
 
 
 def _score_variants(args: argparse.Namespace) -> int:
+    from napari_dlcb.inference.sequence import load_sequence_model
     from napari_dlcb.interpret.variants import score_variants
     from napari_dlcb.io.genome import read_fasta, read_vcf
-    from napari_dlcb.tasks.sequence import load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     table = score_variants(model, read_fasta(args.fasta), read_vcf(args.vcf), meta=meta)
@@ -362,13 +370,13 @@ def _score_variants(args: argparse.Namespace) -> int:
 
 def _motifs(args: argparse.Namespace) -> int:
     from napari_dlcb.data.dna import one_hot, read_sequence_table
+    from napari_dlcb.inference.sequence import load_sequence_model
     from napari_dlcb.interpret.motifs import (
         filter_motifs,
         load_motif_database,
         match_motifs,
         write_meme,
     )
-    from napari_dlcb.tasks.sequence import load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)

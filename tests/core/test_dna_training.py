@@ -12,15 +12,14 @@ import torch
 from napari_dlcb.cli import main
 from napari_dlcb.data.dna import one_hot
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.inference.sequence import load_sequence_model, predict_sequences
 from napari_dlcb.tasks.sequence import (
     SequenceTrainer,
-    auroc,
     bed_training_data,
-    load_sequence_model,
-    predict_sequences,
     table_training_data,
 )
 from napari_dlcb.training.engine import fit_to_end
+from napari_dlcb.training.metrics import auroc
 
 MOTIF = "TGATAAGA"
 
