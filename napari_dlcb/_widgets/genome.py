@@ -31,7 +31,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from napari_dlcb._widgets._jobs import JobRunner
-from napari_dlcb._widgets.genome_actions import ModelActions
+from napari_dlcb._widgets.genome_actions import ModelActions, core
 from napari_dlcb._widgets.genome_browser import MAX_REGION, GenomeBrowser
 from napari_dlcb._widgets.genome_panel import GenomePanel
 from napari_dlcb.errors import DlcbError
@@ -49,8 +49,11 @@ class GenomeWidget(ModelActions, GenomePanel):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.browser = GenomeBrowser(napari_viewer, parent=self)
-        self.jobs = JobRunner(self.status.setText, on_busy=self.stop_btn.setEnabled, parent=self)
+        self.jobs = JobRunner(self._set_status, on_busy=self._set_busy, parent=self)
+        self.destroyed.connect(lambda *_: self.jobs.cancel())
         self.files = None  # GenomeFiles of the shown genome
+        self._opening: dict | None = None  # the files a running job opens
+        self._picked: int | None = None  # the BED row last picked in the viewer
         self._init_model_state()
         from napari_dlcb._sample_data import GENOME_SAMPLE_REGION
         from napari_dlcb.io.regions import parse_region
@@ -63,7 +66,6 @@ class GenomeWidget(ModelActions, GenomePanel):
         self.open_btn.clicked.connect(self._open_dialog)
         self.model_browse.clicked.connect(self._browse_model)
         self.model_path.editingFinished.connect(self.load_model)
-        self.device.currentTextChanged.connect(lambda _: self.load_model())
         self.stop_btn.clicked.connect(self.stop)
         self._connect_actions()
 
@@ -151,12 +153,8 @@ class GenomeWidget(ModelActions, GenomePanel):
         """
         from napari_dlcb._widgets.genome_reader import genome_file_kind
 
-        fields = {
-            "fasta": self.fasta.text().strip(),
-            "bed": self.bed.text().strip(),
-            "vcf": self.vcf.text().strip(),
-            "bigwig": [s.strip() for s in self.bigwig.text().split(";") if s.strip()],
-        }
+        fields = dict(self._opening) if self._opening is not None else self._fields()
+        fields["bigwig"] = list(fields["bigwig"])
         kinds = {str(p): genome_file_kind(p) for p in paths}
         bad = [p for p, k in kinds.items() if k is None]
         if bad:
@@ -164,7 +162,10 @@ class GenomeWidget(ModelActions, GenomePanel):
                 DlcbError(f"not a genome file (FASTA, BED, bedGraph/bigWig, VCF): {bad[0]}")
             )
             return
-        if "fasta" in kinds.values():  # a new genome: its files replace the old ones
+        new_fasta = next((p for p, k in kinds.items() if k == "fasta"), None)
+        if new_fasta and fields["fasta"] and new_fasta != fields["fasta"]:
+            # another genome: its files replace the previous genome's (tracks opened
+            # before any FASTA wait for it and stay)
             fields = {"fasta": "", "bed": "", "vcf": "", "bigwig": []}
         for p, kind in kinds.items():
             if kind == "bigwig":
@@ -175,7 +176,7 @@ class GenomeWidget(ModelActions, GenomePanel):
             self._set_fields(fields)
             self.status.setText("open a FASTA too, to show a region with these tracks")
             return
-        self._load_files(fields, keep_region="fasta" not in kinds.values())
+        self._load_files(fields)
 
     def _set_fields(self, fields: dict) -> None:
         self.fasta.setText(fields["fasta"])
@@ -183,20 +184,29 @@ class GenomeWidget(ModelActions, GenomePanel):
         self.vcf.setText(fields["vcf"])
         self.bigwig.setText("; ".join(fields["bigwig"]))
 
-    def _load_files(self, fields: dict, *, keep_region: bool) -> None:
-        from napari_dlcb.tasks.genome_files import open_genome_files
+    def _fields(self) -> dict:
+        return {
+            "fasta": self.fasta.text().strip(),
+            "bed": self.bed.text().strip(),
+            "vcf": self.vcf.text().strip(),
+            "bigwig": [s.strip() for s in self.bigwig.text().split(";") if s.strip()],
+        }
+
+    def _load_files(self, fields: dict) -> None:
+        # files opened while a job opens others (a drop of several files) join that set
+        self._opening = fields
 
         def opened(files) -> None:
             self._set_fields(fields)
             self.files = files
             self._fill_peaks()
-            if not keep_region or not self._region_text_fits(files):
+            if not self._region_text_fits(files):  # a new genome: its first region
                 self.region.setText(files.genome.default_region().locus)
             self.show_region(note=files.summary())
 
         self.jobs.run(
             "Opening genome files",
-            open_genome_files,
+            core("napari_dlcb.tasks.genome_files:open_genome_files"),
             fields["fasta"],
             bed=fields["bed"] or None,
             signals=fields["bigwig"],
@@ -204,7 +214,12 @@ class GenomeWidget(ModelActions, GenomePanel):
             kind="region",
             replace=True,
             on_return=opened,
+            on_done=lambda job: self._opened(fields),
         )
+
+    def _opened(self, fields: dict) -> None:
+        if self._opening is fields:  # the last set asked for: done, or failed (fields kept)
+            self._opening = None
 
     def _region_text_fits(self, files) -> bool:
         try:
@@ -228,8 +243,6 @@ class GenomeWidget(ModelActions, GenomePanel):
     # ------------------------------------------------------------------ region
     def show_region(self, note: str = "") -> None:
         """Show the region in the locus field (or a BED name) with every track, in a job."""
-        from napari_dlcb.tasks.genome_layers import region_layer_data
-
         if self.files is None or self.fasta.text().strip() != self.files.paths.get("fasta"):
             if self.fasta.text().strip():
                 self.open_files([self.fasta.text().strip()])
@@ -253,7 +266,7 @@ class GenomeWidget(ModelActions, GenomePanel):
         f = self.files
         self.jobs.run(
             "Showing region",
-            region_layer_data,
+            core("napari_dlcb.tasks.genome_layers:region_layer_data"),
             f.genome,
             region,
             tracks=f.tracks,
@@ -266,11 +279,13 @@ class GenomeWidget(ModelActions, GenomePanel):
 
     def _on_region(self, region, layers: list, text: str, note: str) -> None:
         self.browser.show(region, layers, layers[0][1]["metadata"]["tracks"])
-        self.mm_layer = self.attr_layer = None
+        self.attr_layer = None
+        self._picked = None
+        self._prepare_mm(region)
         for layer in self.browser.layers():
             kind = layer.metadata.get("kind")
-            if kind == "variants":
-                layer.events.highlight.connect(self._on_variant_pick)
+            if kind == "variants":  # a selection, not every redraw of the highlight
+                layer.selected_data.events.items_changed.connect(self._on_variant_pick)
             elif kind == "intervals":
                 layer.events.highlight.connect(self._on_interval_pick)
         if ":" in text:  # a locus is shown as UCSC writes it; a BED name stays
@@ -283,6 +298,9 @@ class GenomeWidget(ModelActions, GenomePanel):
         if layer is None or not layer.selected_data or self._bed is None:
             return
         row = int(layer.features["bed_row"].iloc[sorted(layer.selected_data)[0]])
+        if row == self._picked:  # the highlight is redrawn often; act on a new pick only
+            return
+        self._picked = row
         # after this event: going there replaces the layer that is emitting it
         QTimer.singleShot(0, lambda: self._go_to_row(row))
 
@@ -303,6 +321,18 @@ class GenomeWidget(ModelActions, GenomePanel):
         self.show_region()
 
     # ------------------------------------------------------------------ jobs
+    def _set_status(self, text: str) -> None:
+        try:
+            self.status.setText(text)
+        except RuntimeError:  # the dock was closed while a job was finishing
+            pass
+
+    def _set_busy(self, busy: bool) -> None:
+        try:
+            self.stop_btn.setEnabled(busy)
+        except RuntimeError:  # the dock was closed while a job was finishing
+            pass
+
     def _error(self, err: Exception) -> None:
         from napari_dlcb._widgets._common import notify_error
 

@@ -9,6 +9,8 @@ a job the first time, then runs ONE job whose result becomes a track.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ import numpy as np
 from qtpy.QtWidgets import QTableWidgetItem
 
 from napari_dlcb._widgets._common import refill_combo
-from napari_dlcb._widgets.genome_motifs import attribution_job, filter_motif_job
+from napari_dlcb._widgets.genome_motifs import MotifActions, attribution_job
 from napari_dlcb.errors import DlcbError
 
 __all__ = [
@@ -31,6 +33,31 @@ __all__ = [
 
 #: what the model field says after training in the dock
 SESSION_MODEL = "trained in this session"
+
+
+def core(target: str, *, takes_stop: bool = False) -> Callable[..., Any]:
+    """``"module:function"`` as a job function that imports its module when it runs.
+
+    The job runs in a worker thread, so torch and the models are imported
+    there, never on the GUI thread (the first import of torch takes seconds).
+
+    Examples
+    --------
+    >>> f = core("napari_dlcb.io.regions:parse_locus")
+    >>> f("chr1:11-20").start
+    10
+    """
+    module, name = target.split(":")
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    params = [inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL)]
+    if takes_stop:  # what JobRunner looks at to pass its stop event
+        params.append(inspect.Parameter("stop", inspect.Parameter.KEYWORD_ONLY, default=None))
+    run.__name__ = run.__qualname__ = name
+    run.__signature__ = inspect.Signature(params)
+    return run
 
 
 @dataclass(frozen=True)
@@ -83,7 +110,7 @@ def _one_hot(seq: str) -> np.ndarray:
     return one_hot(seq)
 
 
-class ModelActions:
+class ModelActions(MotifActions):
     """Model-driven actions of the Genome view (see module docs)."""
 
     # ------------------------------------------------------------------ set-up
@@ -116,8 +143,6 @@ class ModelActions:
 
     def load_model(self, then: Callable[[Any, Any], None] | None = None) -> None:
         """Load the model in the model field (in a job), then call ``then(model, meta)``."""
-        from napari_dlcb.inference.sequence import load_sequence_model
-
         key = self._model_key_now()
         if self._model is not None and (self._model_key == key or key[0] == SESSION_MODEL):
             if then is not None:
@@ -132,7 +157,7 @@ class ModelActions:
             return
         self.jobs.run(
             f"Loading model {key[0]}",
-            load_sequence_model,
+            core("napari_dlcb.inference.sequence:load_sequence_model"),
             key[0],
             device=key[1],
             kind="model",
@@ -189,12 +214,10 @@ class ModelActions:
         self._with_model(self._predict)
 
     def _predict(self, model: Any, meta: Any, region: Any, seq: str) -> None:
-        from napari_dlcb.inference.sequence import predict_track
-
         window = int(meta.extra.get("length", 200))
         self.jobs.run(
             "Predicting tracks",
-            predict_track,
+            core("napari_dlcb.inference.sequence:predict_track"),
             model,
             seq,
             window=window,
@@ -255,11 +278,29 @@ class ModelActions:
             on_yield=lambda b: self._on_mm_block(region, key, b),
         )
 
+    def _prepare_mm(self, region: Any) -> None:
+        """Make the hidden mutation-map band of a new region.
+
+        Computing a map later shows it without adding a layer (no event-loop
+        stall), and no empty white band is shown before.
+        """
+        from napari_dlcb.tasks.genome_layers import mutation_map_layers
+
+        layers, _ = mutation_map_layers(region, np.zeros((4, len(region)), np.float32))
+        self.mm_layer = self.browser.add_hidden(layers)[0]
+
     def _show_mm(self, region: Any, data: np.ndarray, task: str) -> Any:
         from napari_dlcb.tasks.genome_layers import mutation_map_layers
 
         layers, track = mutation_map_layers(region, data, task=task)
-        self.mm_layer = self.browser.set_track(track, layers)[0]
+        layer = self.mm_layer
+        if layer is not None and layer in self.viewer.layers and layer.data.shape == data.shape:
+            layer.data = data
+            layer.name = layers[0][1]["name"]
+            layer.contrast_limits = layers[0][1]["contrast_limits"]
+            self.browser.show_track(track)
+        else:
+            self.mm_layer = self.browser.set_track(track, layers)[0]
         return self.mm_layer
 
     def _on_mm_block(self, region: Any, key: tuple, b: MutationBlock) -> None:
@@ -288,33 +329,28 @@ class ModelActions:
 
     def _attribution(self, model: Any, meta: Any, region: Any, seq: str) -> None:
         target = max(0, self.target.currentIndex())
-        method = self.attr_method.currentText()
+        method, task = self.attr_method.currentText(), self._task_name(meta, target)
         self.jobs.run(
             f"Attribution ({method})",
             attribution_job,
             model,
             _one_hot(seq),
+            region=region,
+            task=task,
             target=target,
             method=method,
             device=self._device(),
             kind="attribution",
             replace=True,
-            on_return=lambda a: self._on_attr(region, seq, self._task_name(meta, target), a),
+            on_return=lambda res: self._on_attr(region, method, task, *res),
         )
 
-    def _on_attr(self, region: Any, seq: str, task: str, attr: Any) -> None:
-        from napari_dlcb.tasks.genome_layers import attribution_layers
-
+    def _on_attr(
+        self, region: Any, method: str, task: str, attr: Any, layers: list, track: Any
+    ) -> None:
         if not self._still_shown(region):
             return
-        values, delta, method = (
-            attr.map[0],
-            float(attr.completeness[0]),
-            self.attr_method.currentText(),
-        )
-        layers, track = attribution_layers(
-            region, values, _one_hot(seq)[0], method=method, task=task, delta=delta
-        )
+        values, delta = attr.map[0], float(attr.completeness[0])
         self.attr_layer = self.browser.set_track(track, layers)[0]
         total = float(values.sum())
         note = ""
@@ -329,77 +365,6 @@ class ModelActions:
             f"sum of attributions {total:+.3f}{note}"
         )
 
-    # ------------------------------------------------------------------ motifs
-    def _motif_windows(self, length: int, seq: str) -> np.ndarray:
-        """One-hot windows for filter motifs: every BED interval the FASTA holds, else the region."""
-        held = self.files.held_intervals() if self.files is not None else None
-        if held is None or not len(held):
-            return _one_hot(seq)
-        half = length // 2
-        mids = (held["start"].to_numpy() + held["end"].to_numpy()) // 2
-        g = self.files.genome
-        return _one_hot(
-            [g.fetch(c, m - half, m + half, pad=True) for c, m in zip(held["chrom"], mids)]
-        )
-
-    def start_filter_motifs(self) -> None:
-        """PWMs of the model's first-layer filters, matched against bundled JASPAR 2024 CORE."""
-        self._with_model(self._filter_motifs)
-
-    def _filter_motifs(self, model: Any, meta: Any, region: Any, seq: str) -> None:
-        x = self._motif_windows(int(meta.extra.get("length", 200)), seq)
-        self.jobs.run(
-            "Filter motifs",
-            filter_motif_job,
-            model,
-            x,
-            kind="motifs",
-            replace=True,
-            on_return=lambda res: self._on_motifs(*res),
-        )
-
-    def _on_motifs(self, motifs: list, best: Any, db: list) -> None:
-        self.filter_motifs, self.motif_matches = motifs, best
-        self.motif_table.show_motifs(motifs, best)
-        good = best[best.q_value < 0.05]
-        names = {m.name: m for m in db}
-        # the motifs a scan looks for: the significant best matches of the filters
-        self._motif_hits_source = [names[t] for t in dict.fromkeys(good.target) if t in names]
-        self.status.setText(
-            f"{len(best)} filters matched; {len(good)} with q < 0.05 "
-            f"({len(self._motif_hits_source)} distinct motifs for Scan motifs)"
-        )
-
-    def start_scan(self) -> None:
-        """Scan the region for the filters' motifs (else the JASPAR motifs named like the tasks)."""
-        self._with_model(self._scan)
-
-    def _scan(self, model: Any, meta: Any, region: Any, seq: str) -> None:
-        self.jobs.run(
-            "Scan motifs",
-            _scan_job,
-            _one_hot(seq)[0],
-            list(self._motif_hits_source),
-            [str(c) for c in meta.classes],
-            float(self.scan_threshold.value()),
-            kind="scan",
-            replace=True,
-            on_return=lambda hits: self._on_scan(region, hits),
-        )
-
-    def _on_scan(self, region: Any, hits: Any) -> None:
-        from napari_dlcb.tasks.genome_layers import motif_layers
-
-        if not self._still_shown(region):
-            return
-        if hits.empty:
-            self.browser.remove_track("motif_hits")
-            self.status.setText("motif scan: no sites above the threshold")
-            return
-        layers, track = motif_layers(region, hits)
-        self.browser.set_track(track, layers)
-        self.status.setText(f"motif scan: {len(hits)} sites of {hits.motif.nunique()} motifs")
-
     # ------------------------------------------------------------------ variants
     def _on_variant_pick(self, event: Any = None) -> None:
         layer = self.browser.layer("variants")
@@ -412,14 +377,12 @@ class ModelActions:
         """Score one variant (``chrom, pos, id, ref, alt``) for every task; fill the table."""
         import pandas as pd
 
-        from napari_dlcb.interpret.variants import score_variants
-
         v = pd.DataFrame([{**feat, "start": int(feat["pos"]) - 1, "kind": "snv"}])
 
         def go(model: Any, meta: Any, region: Any, seq: str) -> None:
             self.jobs.run(
                 f"Scoring variant {feat.get('id', '')}",
-                score_variants,
+                core("napari_dlcb.interpret.variants:score_variants"),
                 model,
                 self.files.genome,
                 v,
@@ -453,7 +416,7 @@ class ModelActions:
     # ------------------------------------------------------------------ training
     def start_training(self) -> None:
         """Train a DeepBind model on windows centred on the BED intervals, with a live curve."""
-        from napari_dlcb.tasks.sequence import SequenceConfig, train_on_peaks
+        from napari_dlcb.tasks.sequence_config import SequenceConfig
 
         try:
             self.shown()
@@ -471,7 +434,7 @@ class ModelActions:
         self.plot.reset()
         self.jobs.run(
             "Training",
-            train_on_peaks,
+            core("napari_dlcb.tasks.sequence:train_on_peaks", takes_stop=True),
             self.files.paths["fasta"],
             self.files.paths["bed"],
             config=config,
@@ -502,15 +465,3 @@ class ModelActions:
             )
             self.model_info.setText(describe_sequence_model(ev.meta, SESSION_MODEL))
             self._mm_cache.clear()
-
-
-def _scan_job(x: np.ndarray, motifs: list, tasks: list[str], threshold: float) -> Any:
-    """Sites of ``motifs`` in one-hot ``x`` (4, L); without motifs, the JASPAR ones named like ``tasks``."""
-    from napari_dlcb.interpret.motifs import load_motif_database, scan_motifs
-
-    if not motifs:
-        wanted = {t.upper() for t in tasks}
-        motifs = [m for m in load_motif_database("jaspar") if m.name.split()[-1].upper() in wanted]
-        if not motifs:
-            raise DlcbError("no motifs to scan for: run Filter motifs first")
-    return scan_motifs(x, motifs, min_relative_score=threshold)

@@ -73,7 +73,8 @@ class GenomeBrowser(QObject):
         self.camera = viewer_camera(viewer)
         self.camera.events.zoom.connect(self._on_camera)
         self.camera.events.center.connect(self._on_camera)
-        viewer.canvas.events.size.connect(self._on_camera)
+        viewer.canvas.events.size.connect(self._on_resize)
+        self._span: tuple[float, float] | None = None  # genome span shown, kept on resize
 
     # ------------------------------------------------------------------ layers
     def layers(self, track: str | None = None, kind: str | None = None) -> list[Any]:
@@ -122,6 +123,26 @@ class GenomeBrowser(QObject):
             layers.move(layers.index(layer), len(layers))  # annotations stay on top
         self.relayout(force=True)
         return added
+
+    def add_hidden(self, layer_data: list[tuple]) -> list[Any]:
+        """Add layers without a track yet (invisible), to be shown later by :meth:`show_track`.
+
+        Adding a napari layer costs a few hundred ms on a slow machine; a result
+        band made ahead, hidden, is shown later without that stall.
+        """
+        added = self._add([(d, {**k, "visible": False}, t) for d, k, t in layer_data])
+        layers = self.viewer.layers
+        for layer in [ly for ly in self.layers() if ly.metadata.get("overlay")]:
+            layers.move(layers.index(layer), len(layers))
+        return added
+
+    def show_track(self, track: Track) -> None:
+        """Give a track made by :meth:`add_hidden` its place, and show its layers."""
+        self.tracks[track.key] = track
+        self.relayout(force=True)
+        for layer in self.layers(track=track.key):
+            layer.visible = True
+        self._timer.start()  # titles and ruler follow, coalesced
 
     def remove_track(self, key: str) -> None:
         """Remove one track and close the gap it leaves."""
@@ -258,12 +279,18 @@ class GenomeBrowser(QObject):
         if not self._busy and self.region is not None:
             self._timer.start()
 
+    def _on_resize(self, event: Any = None) -> None:
+        """A wider or narrower canvas shows the same part of the genome, like a browser."""
+        if self.region is not None and self._span is not None:
+            QTimer.singleShot(0, lambda span=self._span: self.go_to(*span))
+
     def refresh(self) -> None:
         """Re-place the tracks if the zoom changed, then update the annotations."""
         if self.region is None:
             return
         self.relayout()
         lo, hi = self.visible_span()
+        self._span = (lo + 0.5 + self.origin, hi + 0.5 + self.origin)
         self._annotate(lo, hi)
         self._panel()
         for layer in self.layers(kind="labels"):

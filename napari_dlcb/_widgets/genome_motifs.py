@@ -16,8 +16,11 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem
 
+from napari_dlcb.errors import DlcbError
+
 __all__ = [
     "ATTRIBUTION_METHODS",
+    "MotifActions",
     "MotifTable",
     "attribution_job",
     "filter_motif_job",
@@ -41,13 +44,20 @@ def logo_pixmap(heights: np.ndarray, *, height: int = 36, px_per_base: int = 9) 
     return QPixmap.fromImage(q.copy())
 
 
-def attribution_job(model: Any, x: np.ndarray, *, target: int, method: str, device: str) -> Any:
-    """The :class:`~napari_dlcb.interpret.attribution.Attribution` of one-hot ``x`` (1, 4, L)."""
+def attribution_job(
+    model: Any, x: np.ndarray, *, region: Any, task: str, target: int, method: str, device: str
+) -> tuple[Any, list, Any]:
+    """The attribution of one-hot ``x`` (1, 4, L) and its logo track (both made in the worker)."""
     from napari_dlcb.interpret import dna_attribution
+    from napari_dlcb.tasks.genome_layers import attribution_layers
 
     fn = getattr(dna_attribution, ATTRIBUTION_METHODS[method])
     kwargs = {"n_steps": 32} if method == "integrated gradients" else {}
-    return fn(model, x, target=target, device=device, **kwargs)
+    attr = fn(model, x, target=target, device=device, **kwargs)
+    layers, track = attribution_layers(
+        region, attr.map[0], x[0], method=method, task=task, delta=float(attr.completeness[0])
+    )
+    return attr, layers, track
 
 
 def filter_motif_job(model: Any, x: np.ndarray, database: str = "jaspar") -> Iterator[Any]:
@@ -95,3 +105,95 @@ class MotifTable(QTableWidget):
                 self.setItem(i, j, QTableWidgetItem(text))
             self.setRowHeight(i, 40)
         self.resizeColumnsToContents()
+
+
+def _one_hot(seq: Any) -> np.ndarray:
+    from napari_dlcb.data.onehot import one_hot
+
+    return one_hot(seq)
+
+
+class MotifActions:
+    """Filter motifs and motif scans of the Genome view (a mixin, see ``genome_actions``)."""
+
+    def _motif_windows(self, length: int, seq: str) -> np.ndarray:
+        """One-hot windows for filter motifs: every BED interval the FASTA holds, else the region."""
+        held = self.files.held_intervals() if self.files is not None else None
+        if held is None or not len(held):
+            return _one_hot(seq)
+        half = length // 2
+        mids = (held["start"].to_numpy() + held["end"].to_numpy()) // 2
+        g = self.files.genome
+        return _one_hot(
+            [g.fetch(c, m - half, m + half, pad=True) for c, m in zip(held["chrom"], mids)]
+        )
+
+    def start_filter_motifs(self) -> None:
+        """PWMs of the model's first-layer filters, matched against bundled JASPAR 2024 CORE."""
+        self._with_model(self._filter_motifs)
+
+    def _filter_motifs(self, model: Any, meta: Any, region: Any, seq: str) -> None:
+        x = self._motif_windows(int(meta.extra.get("length", 200)), seq)
+        self.jobs.run(
+            "Filter motifs",
+            filter_motif_job,
+            model,
+            x,
+            kind="motifs",
+            replace=True,
+            on_return=lambda res: self._on_motifs(*res),
+        )
+
+    def _on_motifs(self, motifs: list, best: Any, db: list) -> None:
+        self.filter_motifs, self.motif_matches = motifs, best
+        self.motif_table.show_motifs(motifs, best)
+        good = best[best.q_value < 0.05]
+        names = {m.name: m for m in db}
+        # the motifs a scan looks for: the significant best matches of the filters
+        self._motif_hits_source = [names[t] for t in dict.fromkeys(good.target) if t in names]
+        self.status.setText(
+            f"{len(best)} filters matched; {len(good)} with q < 0.05 "
+            f"({len(self._motif_hits_source)} distinct motifs for Scan motifs)"
+        )
+
+    def start_scan(self) -> None:
+        """Scan the region for the filters' motifs (else the JASPAR motifs named like the tasks)."""
+        self._with_model(self._scan)
+
+    def _scan(self, model: Any, meta: Any, region: Any, seq: str) -> None:
+        self.jobs.run(
+            "Scan motifs",
+            _scan_job,
+            _one_hot(seq)[0],
+            list(self._motif_hits_source),
+            [str(c) for c in meta.classes],
+            float(self.scan_threshold.value()),
+            kind="scan",
+            replace=True,
+            on_return=lambda hits: self._on_scan(region, hits),
+        )
+
+    def _on_scan(self, region: Any, hits: Any) -> None:
+        from napari_dlcb.tasks.genome_layers import motif_layers
+
+        if not self._still_shown(region):
+            return
+        if hits.empty:
+            self.browser.remove_track("motif_hits")
+            self.status.setText("motif scan: no sites above the threshold")
+            return
+        layers, track = motif_layers(region, hits)
+        self.browser.set_track(track, layers)
+        self.status.setText(f"motif scan: {len(hits)} sites of {hits.motif.nunique()} motifs")
+
+
+def _scan_job(x: np.ndarray, motifs: list, tasks: list[str], threshold: float) -> Any:
+    """Sites of ``motifs`` in one-hot ``x`` (4, L); without motifs, the JASPAR ones named like ``tasks``."""
+    from napari_dlcb.interpret.motifs import load_motif_database, scan_motifs
+
+    if not motifs:
+        wanted = {t.upper() for t in tasks}
+        motifs = [m for m in load_motif_database("jaspar") if m.name.split()[-1].upper() in wanted]
+        if not motifs:
+            raise DlcbError("no motifs to scan for: run Filter motifs first")
+    return scan_motifs(x, motifs, min_relative_score=threshold)

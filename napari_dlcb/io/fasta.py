@@ -246,9 +246,16 @@ class Genome:
                 out[rows] |= (starts[rows] >= s) & (ends[rows] <= e) & (starts[rows] < ends[rows])
         return out
 
-    def default_region(self, width: int = 1000) -> Region:
-        """The first ``width`` bp of the first record (what a viewer shows first)."""
+    def default_region(self, width: int = 1000, *, whole_region: int = 100_000) -> Region:
+        """What a viewer shows first: the first ``width`` bp of the first chromosome.
+
+        A record that is a region of a chromosome (``>chr2:74060452-74082351``)
+        is shown whole, up to ``whole_region`` bp: such files hold the region of
+        interest.
+        """
         r = self.pieces[0]
+        if self._pieces[r.chrom][0][2] != r.chrom:
+            width = max(width, whole_region)
         return Region(r.chrom, r.start, min(r.end, r.start + width))
 
     def check(self, chrom: str, start: int, end: int) -> None:

@@ -68,13 +68,12 @@ class GenomeFiles:
         from napari_dlcb.errors import DlcbError
 
         r = resolve_region(text, genome=self.genome, bed=self.bed, width=width, one_based=True)
-        if self.genome.canonical(r.chrom) is not None and not self.genome.covers(*_tuple(r)):
-            held = ", ".join(format_locus(p) for p in self.genome.pieces if p.chrom == r.chrom)
-            if held:
-                raise DlcbError(
-                    f"{format_locus(r)} lies outside the FASTA, which holds {held[:120]} on {r.chrom}"
-                )
-        self.genome.check(*_tuple(r))
+        g = self.genome
+        if g.is_regions() and g.canonical(r.chrom) is not None and not g.covers(*_tuple(r)):
+            held = [format_locus(p) for p in g.pieces if p.chrom == r.chrom]
+            shown = ", ".join(held[:3]) + (" ..." if len(held) > 3 else "")
+            raise DlcbError(f"{format_locus(r)} lies outside the FASTA, which holds {shown}")
+        g.check(*_tuple(r))
         return r
 
 

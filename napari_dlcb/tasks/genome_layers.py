@@ -60,7 +60,8 @@ __all__ = [
 ]
 
 LOGO_ROWS = 64  # pixel rows of an attribution logo
-LOGO_PX_PER_BASE = 16  # full-resolution letter width
+LOGO_PX_PER_BASE = 16  # full-resolution letter width (regions up to LOGO_COLUMNS / 16 bp)
+LOGO_COLUMNS = 65536  # widest logo image: a longer region gets narrower letters
 SMALLEST_LEVEL = 4096  # columns of the coarsest logo level (below any GL texture limit)
 
 
@@ -359,7 +360,8 @@ def attribution_layers(
     from napari_dlcb.interpret.logo import logo_image, logo_placement
 
     heights = values.sum(0, keepdims=True) * x
-    img = logo_image(heights, px_per_base=LOGO_PX_PER_BASE, height=LOGO_ROWS, gap=2)
+    px = int(np.clip(LOGO_COLUMNS // max(values.shape[1], 1), 1, LOGO_PX_PER_BASE))
+    img = logo_image(heights, px_per_base=px, height=LOGO_ROWS, gap=2 if px >= 8 else 0)
     place_x = logo_placement(values.shape[1], img.shape, start=0.0, band_top=0.0, band_height=1.0)
     levels = [img]
     while levels[-1].shape[1] > SMALLEST_LEVEL:

@@ -39,14 +39,16 @@ RULER_PX = 46.0  # height of the bp ruler
 TITLE_PX = 15.0  # title row above each track
 GAP_PX = 4.0  # between tracks
 LETTER_PX = 6.0  # smallest width of a base (px) at which letters are drawn
+#: Top to bottom. The opened files first; model results below them (as IGV adds new
+#: tracks at the bottom), so computing a result never moves the tracks above it.
 TRACK_ORDER = (
     "sequence",
-    "mutation_map",
-    "attribution",
-    "prediction",
     "signal",
     "intervals",
     "variants",
+    "prediction",
+    "mutation_map",
+    "attribution",
     "motif_hits",
 )
 #: A, C, G, T colours of logos and letters (green, blue, orange, red, as IGV and logomaker)
