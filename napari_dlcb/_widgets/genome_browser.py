@@ -422,7 +422,11 @@ class GenomeBrowser(QObject):
         layer = self.layer("letters")
         if layer is None or not self.sequence:
             return
-        if self.px_per_bp() < LETTER_PX:
+        shown = self.px_per_bp() >= LETTER_PX
+        one_hot = self.layer("sequence")
+        if one_hot is not None and one_hot.opacity != (0.15 if shown else 1.0):
+            one_hot.opacity = 0.15 if shown else 1.0  # letters over a faint one-hot
+        if not shown:
             if len(layer.data):
                 layer.data = np.zeros((0, 2))
             return

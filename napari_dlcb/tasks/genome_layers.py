@@ -361,7 +361,13 @@ def attribution_layers(
 
     heights = values.sum(0, keepdims=True) * x
     px = int(np.clip(LOGO_COLUMNS // max(values.shape[1], 1), 1, LOGO_PX_PER_BASE))
-    img = logo_image(heights, px_per_base=px, height=LOGO_ROWS, gap=2 if px >= 8 else 0)
+    # scale to the 99.5th percentile, not the single tallest stack, so that one outlier
+    # does not shrink every other letter to nothing (taller stacks are cut at the edge)
+    stacks = np.abs(heights.sum(0))
+    scale = float(np.quantile(stacks[stacks > 0], 0.995)) if (stacks > 0).any() else None
+    img = logo_image(
+        heights, px_per_base=px, height=LOGO_ROWS, gap=2 if px >= 8 else 0, max_height=scale
+    )
     place_x = logo_placement(values.shape[1], img.shape, start=0.0, band_top=0.0, band_height=1.0)
     levels = [img]
     while levels[-1].shape[1] > SMALLEST_LEVEL:
@@ -385,7 +391,7 @@ def attribution_layers(
     }
     data = levels if len(levels) > 1 else img
     title = f"{method} ({task})   completeness error {delta:+.1e}"
-    return [(data, kwargs, "image")], Track("attribution", "attribution", title, 48.0)
+    return [(data, kwargs, "image")], Track("attribution", "attribution", title, 56.0)
 
 
 def motif_layers(region: Region, hits: pd.DataFrame) -> tuple[list[tuple], Track]:

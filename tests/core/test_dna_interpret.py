@@ -198,3 +198,24 @@ def test_deeplift_is_complete_on_the_shipped_architectures(arch):
     assert d.map.shape == x.shape and np.all(np.abs(d.completeness) < 1e-4), d.completeness
     assert model.training and hook_counts(model) == hooks
     assert [n for n, _ in model.named_modules()] == names
+
+
+@pytest.mark.parametrize(
+    "method", ["gradient_x_input", "dna_integrated_gradients", "deeplift_shap"]
+)
+def test_dna_attributions_take_device_auto_and_return_the_one_attribution_type(method):
+    """``device="auto"`` crashed (torch.device("auto")); every method returns ``Attribution``."""
+    import napari_dlcb.interpret.dna_attribution as da
+    from napari_dlcb.interpret.attribution import Attribution
+
+    x = one_hot(_seqs(2, L=30, seed=1))
+    model = nn.Sequential(
+        *list(_motif_model())[:2], nn.MaxPool1d(25), nn.Flatten(), nn.Linear(2, 1)
+    )
+    kwargs = {"n_shuffles": 2} if method == "deeplift_shap" else {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting forward")
+        a = getattr(da, method)(model, x, target=0, device="auto", **kwargs)
+    assert isinstance(a, Attribution) and a.map.shape == x.shape
+    assert a.completeness.shape == (2,) and a.target == 0 and a.method
+    assert not hasattr(da, "integrated_gradients")  # one public integrated_gradients: images'
