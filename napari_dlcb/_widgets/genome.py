@@ -192,6 +192,15 @@ class GenomeWidget(ModelActions, GenomePanel):
             "bigwig": [s.strip() for s in self.bigwig.text().split(";") if s.strip()],
         }
 
+    def _files_fields(self) -> dict:
+        p = self.files.paths
+        return {
+            "fasta": p.get("fasta", ""),
+            "bed": p.get("bed", ""),
+            "vcf": p.get("vcf", ""),
+            "bigwig": list(p.get("signals", [])),
+        }
+
     def _load_files(self, fields: dict) -> None:
         # files opened while a job opens others (a drop of several files) join that set
         self._opening = fields
@@ -243,11 +252,12 @@ class GenomeWidget(ModelActions, GenomePanel):
     # ------------------------------------------------------------------ region
     def show_region(self, note: str = "") -> None:
         """Show the region in the locus field (or a BED name) with every track, in a job."""
-        if self.files is None or self.fasta.text().strip() != self.files.paths.get("fasta"):
-            if self.fasta.text().strip():
-                self.open_files([self.fasta.text().strip()])
-            else:
-                self._error(DlcbError("open a FASTA first (Files tab, or drop it on the viewer)"))
+        fields = self._fields()
+        if not fields["fasta"]:
+            self._error(DlcbError("open a FASTA first (Files tab, or drop it on the viewer)"))
+            return
+        if self.files is None or fields != self._files_fields():
+            self._load_files(fields)  # the file fields were edited: read them, then show
             return
         text = self.region.text().strip()
         try:

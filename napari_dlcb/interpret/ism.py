@@ -85,6 +85,32 @@ def _mutants_for(x1: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, 
     return i[order] + start, b[order]
 
 
+def _fast_path(model: nn.Module, method: str) -> FastISM | None:
+    """The fast path for ``model``, or None (naive ISM); an error if ``method="fast"`` cannot."""
+    chain = flatten_chain(model) if method != "naive" else None
+    fast = None
+    if chain and as_local(chain[0]) is not None:
+        fast = FastISM(chain)
+        if not fast.ops:
+            fast = None
+    if method == "fast" and fast is None:
+        raise DlcbError(
+            "the fast ISM path does not support this model (it is not a Sequential of local layers)"
+        )
+    return fast
+
+
+def _reproduces(fast: FastISM, x1: torch.Tensor, ref: torch.Tensor, method: str) -> bool:
+    """Whether the fast path gives the model's output on ``x1`` (caching its activations)."""
+    if torch.allclose(_out2d(fast.reference(x1)), ref, rtol=1e-4, atol=1e-5):
+        return True
+    if method == "fast":
+        raise DlcbError(
+            "the fast ISM path does not reproduce the model's output; use method='naive'"
+        )
+    return False
+
+
 def iter_mutation_map(
     model: nn.Module,
     x,
@@ -131,27 +157,12 @@ def iter_mutation_map(
         model.eval()
         model.to(dev)
         torch.set_grad_enabled(False)
-        chain = flatten_chain(model) if method != "naive" else None
-        fast = None
-        if chain and as_local(chain[0]) is not None:
-            fast = FastISM(chain)
-            if not fast.ops:
-                fast = None
-        if method == "fast" and fast is None:
-            raise DlcbError(
-                "the fast ISM path does not support this model (it is not a Sequential of local layers)"
-            )
+        fast = _fast_path(model, method)
         for n in range(N):
             x1 = xt[n : n + 1]
             ref = _out2d(model(x1))
-            if fast is not None:
-                ref_fast = _out2d(fast.reference(x1))
-                if not torch.allclose(ref_fast, ref, rtol=1e-4, atol=1e-5):
-                    if method == "fast":
-                        raise DlcbError(
-                            "the fast ISM path does not reproduce the model's output; use method='naive'"
-                        )
-                    fast = None
+            if fast is not None and not _reproduces(fast, x1, ref, method):
+                fast = None
             T = ref.shape[1]
             tg = _targets(target, T)
             for s, e in regions:
@@ -241,15 +252,8 @@ def mutation_map(
     regions = [(s, min(end, s + step)) for s in range(start, end, step)]
     out: np.ndarray | None = None
     done = 0
-    for n, s, e, block in iter_mutation_map(
-        model,
-        x,
-        regions=regions,
-        target=target,
-        batch_size=batch_size,
-        device=device,
-        method=method,
-    ):
+    options = {"target": target, "batch_size": batch_size, "device": device, "method": method}
+    for n, s, e, block in iter_mutation_map(model, x, regions=regions, **options):
         if out is None:
             out = np.full((N, 4, L, block.shape[2]), np.nan, dtype=np.float32)
         out[n, :, s:e] = block

@@ -198,85 +198,96 @@ class FastISM:
     @torch.no_grad()
     def mutants(self, pos: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Outputs for substitutions: ``pos`` (B,) positions, ``cols`` (B, 4) new columns."""
-        B = pos.shape[0]
-        dev = cols.device
+        h, a, W = self._local(pos, cols)
+        return self._tail_out(h, a, W)
+
+    def _local(
+        self, pos: torch.Tensor, cols: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Run the local prefix on the changed windows: activations ``h`` (B, C, W) from ``a``."""
         a = pos.clone()  # start of the changed window, per mutant
         W = 1
         h = cols[:, :, None]  # (B, C, W): the new values of the changed window
         k_op = 0
-        n_ops = len(self.ops)
-        while k_op < n_ops:
+        while k_op < len(self.ops):
             op, entry = self.ops[k_op], self.cache[k_op]
             k_op += 1
             if not isinstance(op, Sliding):
                 h = op(h)
-                continue
-            L_out = entry["L_out"]
-            span = (op.k - 1) * op.d
-            W_out = min(L_out, (W - 1 + span) // op.s + 1)
-            if entry["delta"]:
-                ref_in = entry["ref_in"]
-                dx = h - _windows(ref_in, a, W)
-                dy = F.conv_transpose1d(
-                    dx, entry["wt"], None, 1, 0, 0, 1, op.d
-                )  # (B, C', W + span)
-                nat = a + op.pad_left - span  # output index of dy[..., 0]
-                o0 = nat.clamp(min=0, max=L_out - W_out)
-                full_w = W + span
-                # If the next sliding layer is an unpadded pool reached through element-wise
-                # layers only, produce this conv's output directly on the span that pool reads,
-                # which saves the pool's gather-and-overlay step.
-                j = k_op
-                while j < n_ops and not isinstance(self.ops[j], Sliding):
-                    j += 1
-                nxt = self.ops[j] if j < n_ops else None
-                if (
-                    nxt is not None
-                    and nxt.kind in ("max", "avg")
-                    and nxt.pad_left == 0
-                    and self.cache[j]["ref_pad"].shape[1] == self.cache[j]["ref_in"].shape[1]
-                ):
-                    pe = self.cache[j]
-                    p_span = (nxt.k - 1) * nxt.d
-                    Lp = pe["L_out"]
-                    Wp = min(Lp, (W_out - 1 + p_span) // nxt.s + 1)
-                    p_lo = torch.div(o0 - p_span + nxt.s - 1, nxt.s, rounding_mode="floor")
-                    p0 = p_lo.clamp(min=0, max=Lp - Wp)
-                    G = (Wp - 1) * nxt.s + p_span + 1
-                    g0 = p0 * nxt.s
-                    h = _windows(entry["ref_out"], g0, G) + _shifted(dy, g0 - nat, G)
-                    for mid in self.ops[k_op:j]:
-                        h = mid(h)
-                    if nxt.kind == "max":
-                        h = F.max_pool1d(h, nxt.k, nxt.s, 0, nxt.d)
-                    else:
-                        h = F.avg_pool1d(h, nxt.k, nxt.s, 0)
-                    a, W = p0, Wp
-                    k_op = j + 1
-                    continue
-                if W_out != full_w or bool((o0 != nat).any()):
-                    # window clamped at a sequence end: shift dy, drop what falls outside
-                    dy = _shifted(dy, o0 - nat, W_out)
-                h = _windows(entry["ref_out"], o0, W_out) + dy
-                a, W = o0, W_out
-                continue
-            o_lo = torch.div(a + op.pad_left - span + op.s - 1, op.s, rounding_mode="floor")
-            o0 = o_lo.clamp(min=0, max=L_out - W_out)
-            G = (W_out - 1) * op.s + span + 1
-            gpos = o0[:, None] * op.s + torch.arange(G, device=dev)[None]  # padded coords (B, G)
-            g = entry["ref_pad"][:, gpos].permute(1, 0, 2)  # (B, C, G)
-            j = gpos - (a[:, None] + op.pad_left)
-            inside = (j >= 0) & (j < W)
-            jj = j.clamp(0, W - 1)[:, None, :].expand(-1, h.shape[1], -1)
-            g = torch.where(inside[:, None, :], h.gather(2, jj), g)
-            m = op.module
-            if op.kind == "conv":
-                h = F.conv1d(g, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
-            elif op.kind == "max":
-                h = F.max_pool1d(g, op.k, op.s, 0, op.d)
+            elif entry["delta"]:
+                h, a, W, k_op = self._delta_conv(op, entry, h, a, W, k_op)
             else:
-                h = F.avg_pool1d(g, op.k, op.s, 0)
-            a, W = o0, W_out
+                h, a, W = self._gathered(op, entry, h, a, W)
+        return h, a, W
+
+    def _delta_conv(self, op: Sliding, entry: dict, h, a, W: int, k_op: int):
+        """A wide stride-1 conv as ref + conv_transpose(delta); fused with a following pool."""
+        L_out = entry["L_out"]
+        span = (op.k - 1) * op.d
+        W_out = min(L_out, (W - 1 + span) // op.s + 1)
+        dx = h - _windows(entry["ref_in"], a, W)
+        dy = F.conv_transpose1d(dx, entry["wt"], None, 1, 0, 0, 1, op.d)  # (B, C', W + span)
+        nat = a + op.pad_left - span  # output index of dy[..., 0]
+        o0 = nat.clamp(min=0, max=L_out - W_out)
+        # If the next sliding layer is an unpadded pool reached through element-wise
+        # layers only, produce this conv's output directly on the span that pool reads,
+        # which saves the pool's gather-and-overlay step.
+        j = k_op
+        while j < len(self.ops) and not isinstance(self.ops[j], Sliding):
+            j += 1
+        nxt = self.ops[j] if j < len(self.ops) else None
+        if (
+            nxt is not None
+            and nxt.kind in ("max", "avg")
+            and nxt.pad_left == 0
+            and self.cache[j]["ref_pad"].shape[1] == self.cache[j]["ref_in"].shape[1]
+        ):
+            p_span = (nxt.k - 1) * nxt.d
+            Lp = self.cache[j]["L_out"]
+            Wp = min(Lp, (W_out - 1 + p_span) // nxt.s + 1)
+            p_lo = torch.div(o0 - p_span + nxt.s - 1, nxt.s, rounding_mode="floor")
+            p0 = p_lo.clamp(min=0, max=Lp - Wp)
+            G = (Wp - 1) * nxt.s + p_span + 1
+            g0 = p0 * nxt.s
+            h = _windows(entry["ref_out"], g0, G) + _shifted(dy, g0 - nat, G)
+            for mid in self.ops[k_op:j]:
+                h = mid(h)
+            if nxt.kind == "max":
+                h = F.max_pool1d(h, nxt.k, nxt.s, 0, nxt.d)
+            else:
+                h = F.avg_pool1d(h, nxt.k, nxt.s, 0)
+            return h, p0, Wp, j + 1
+        if W_out != W + span or bool((o0 != nat).any()):
+            # window clamped at a sequence end: shift dy, drop what falls outside
+            dy = _shifted(dy, o0 - nat, W_out)
+        return _windows(entry["ref_out"], o0, W_out) + dy, o0, W_out, k_op
+
+    def _gathered(self, op: Sliding, entry: dict, h, a, W: int):
+        """A conv or pool on the reference window around the change, overlaid with ``h``."""
+        L_out = entry["L_out"]
+        span = (op.k - 1) * op.d
+        W_out = min(L_out, (W - 1 + span) // op.s + 1)
+        o_lo = torch.div(a + op.pad_left - span + op.s - 1, op.s, rounding_mode="floor")
+        o0 = o_lo.clamp(min=0, max=L_out - W_out)
+        G = (W_out - 1) * op.s + span + 1
+        gpos = o0[:, None] * op.s + torch.arange(G, device=h.device)[None]  # padded coords (B, G)
+        g = entry["ref_pad"][:, gpos].permute(1, 0, 2)  # (B, C, G)
+        j = gpos - (a[:, None] + op.pad_left)
+        inside = (j >= 0) & (j < W)
+        jj = j.clamp(0, W - 1)[:, None, :].expand(-1, h.shape[1], -1)
+        g = torch.where(inside[:, None, :], h.gather(2, jj), g)
+        m = op.module
+        if op.kind == "conv":
+            h = F.conv1d(g, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
+        elif op.kind == "max":
+            h = F.max_pool1d(g, op.k, op.s, 0, op.d)
+        else:
+            h = F.avg_pool1d(g, op.k, op.s, 0)
+        return h, o0, W_out
+
+    def _tail_out(self, h: torch.Tensor, a: torch.Tensor, W: int) -> torch.Tensor:
+        """The model's outputs from the patched window of the local prefix's last activation."""
+        B, dev = h.shape[0], h.device
         if self.global_pool is not None:
             kind, prefix, suffix, ref_sum = self.global_pool
             L = self.prefix_out.shape[1]

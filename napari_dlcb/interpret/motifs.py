@@ -230,104 +230,128 @@ def match_motifs(
     ]
     if not database:
         raise DlcbError("the motif database is empty")
-    # All database columns, both strands, one block per (motif, strand), separated by gaps.
-    blocks, owner, strand_of, first_col = [], [], [], []
     kmax = max((q.width for q in queries), default=1)
-    gap = np.full((4, kmax), np.nan)
-    pos = 0
-    for t_i, m in enumerate(database):
-        p = m.probabilities()
-        for strand, mat in (("+", p), ("-", p[::-1, ::-1])):
-            blocks += [mat, gap]
-            owner.append(t_i)
-            strand_of.append(strand)
-            first_col.append(pos)
-            pos += mat.shape[1] + kmax
-    allc = np.concatenate(blocks, axis=1)  # (4, n) with NaN gaps
-    n = allc.shape[1]
-    valid_col = ~np.isnan(allc[0])
-    widths = np.array([database[o].width for o in owner])
-    first_col = np.array(first_col)
-    owner = np.array(owner)
+    db = _DatabaseColumns(database, kmax)
     rows = []
     for q in queries:
         if q.n_sites < min_sites or q.counts.sum() == 0:
             continue
-        qp = q.probabilities()
-        k = qp.shape[1]
-        S = _pcc_columns(qp, np.where(valid_col, allc, 0.25))  # (k, n)
-        S[:, ~valid_col] = np.nan
-        sb = np.clip(((S + 1) / 2 * bins).round(), 0, bins)
-        # Null: per query column, its score distribution against every database column.
-        hist = np.stack(
-            [np.bincount(sb[i, valid_col].astype(int), minlength=bins + 1) for i in range(k)]
-        ).astype(float)
-        hist /= hist.sum(1, keepdims=True)
-        # Alignment anchored at database column j (query column i meets column j + i).
-        anchors = np.arange(-k + 1, n)
-        score = np.zeros(len(anchors))
-        sbin = np.zeros(len(anchors), int)
-        i_first = np.full(len(anchors), k)
-        i_last = np.full(len(anchors), -1)
-        for i in range(k):
-            c = anchors + i
-            ok = (c >= 0) & (c < n)
-            v = np.full(len(anchors), np.nan)
-            vb = np.full(len(anchors), np.nan)
-            v[ok], vb[ok] = S[i, c[ok]], sb[i, c[ok]]
-            has = ~np.isnan(v)
-            score[has] += v[has]
-            sbin[has] += vb[has].astype(int)
-            i_first = np.where(has & (i_first == k), i, i_first)
-            i_last = np.where(has, i, i_last)
-        overlap = np.where(i_last >= 0, i_last - i_first + 1, 0)
-        # which (motif, strand) block each anchor touches: the block holding its first valid column
-        col0 = anchors + np.clip(i_first, 0, k - 1)
-        blk = np.searchsorted(first_col, col0, side="right") - 1
-        need = np.minimum(min_overlap, np.minimum(k, widths[np.clip(blk, 0, None)]))
-        good = (overlap > 0) & (overlap >= need) & (blk >= 0)
-        # tail probabilities P(sum >= s) for each contiguous query range (i0, i1)
-        pvals = np.ones(len(anchors))
-        tails: dict[tuple[int, int], np.ndarray] = {}
-        for a_i in np.flatnonzero(good):
-            key = (int(i_first[a_i]), int(i_last[a_i]) + 1)
-            tl = tails.get(key)
-            if tl is None:
-                dist = np.array([1.0])
-                for ii in range(*key):
-                    dist = np.convolve(dist, hist[ii])
-                tl = tails[key] = np.cumsum(dist[::-1])[::-1]
-            pvals[a_i] = tl[sbin[a_i]] if sbin[a_i] < len(tl) else 0.0
-        for t_i in range(len(database)):
-            sel = good & ((blk == 2 * t_i) | (blk == 2 * t_i + 1))
-            idx = np.flatnonzero(sel)
-            if len(idx) == 0:
-                continue
-            best = idx[np.lexsort((-score[idx], pvals[idx]))[0]]
-            n_align = len(idx)
-            p_min = min(float(pvals[best]), 1 - 1e-16)
-            p_corr = float(-np.expm1(n_align * np.log1p(-p_min)))
-            b = int(blk[best])
-            rows.append(
-                {
-                    "filter": q.name,
-                    "target": database[t_i].name,
-                    "score": float(score[best]),
-                    "offset": int(first_col[b] - anchors[best]),
-                    "strand": strand_of[b],
-                    "overlap": int(overlap[best]),
-                    "p_value": max(p_corr, 1e-300),
-                    "n_sites": q.n_sites,
-                    "query_consensus": q.consensus(),
-                    "target_consensus": database[t_i].consensus(),
-                }
-            )
+        rows += _match_one(q, database, db, min_overlap=min_overlap, bins=bins)
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=cols_out)
     df["e_value"] = df["p_value"] * len(database)
     df["q_value"] = df.groupby("filter")["p_value"].transform(_bh)
     return df.sort_values(["filter", "p_value"], kind="stable").reset_index(drop=True)
+
+
+class _DatabaseColumns:
+    """All database columns, both strands, one block per (motif, strand), separated by NaN gaps."""
+
+    def __init__(self, database: list[Motif], kmax: int) -> None:
+        blocks, owner, self.strand_of, first_col = [], [], [], []
+        gap = np.full((4, kmax), np.nan)
+        pos = 0
+        for t_i, m in enumerate(database):
+            p = m.probabilities()
+            for strand, mat in (("+", p), ("-", p[::-1, ::-1])):
+                blocks += [mat, gap]
+                owner.append(t_i)
+                self.strand_of.append(strand)
+                first_col.append(pos)
+                pos += mat.shape[1] + kmax
+        self.columns = np.concatenate(blocks, axis=1)  # (4, n) with NaN gaps
+        self.n = self.columns.shape[1]
+        self.valid = ~np.isnan(self.columns[0])
+        self.widths = np.array([database[o].width for o in owner])
+        self.first_col = np.array(first_col)
+
+
+def _alignments(S: np.ndarray, sb: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Score, binned score and overlapping query columns of every alignment anchor."""
+    k = S.shape[0]
+    # Alignment anchored at database column j (query column i meets column j + i).
+    anchors = np.arange(-k + 1, n)
+    score = np.zeros(len(anchors))
+    sbin = np.zeros(len(anchors), int)
+    i_first = np.full(len(anchors), k)
+    i_last = np.full(len(anchors), -1)
+    for i in range(k):
+        c = anchors + i
+        ok = (c >= 0) & (c < n)
+        v = np.full(len(anchors), np.nan)
+        vb = np.full(len(anchors), np.nan)
+        v[ok], vb[ok] = S[i, c[ok]], sb[i, c[ok]]
+        has = ~np.isnan(v)
+        score[has] += v[has]
+        sbin[has] += vb[has].astype(int)
+        i_first = np.where(has & (i_first == k), i, i_first)
+        i_last = np.where(has, i, i_last)
+    return anchors, score, sbin, i_first, i_last
+
+
+def _tail_pvalues(good, i_first, i_last, sbin, hist) -> np.ndarray:
+    """P(sum >= s) of each good alignment, from the exact null of its query columns."""
+    pvals = np.ones(len(good))
+    tails: dict[tuple[int, int], np.ndarray] = {}
+    for a_i in np.flatnonzero(good):
+        key = (int(i_first[a_i]), int(i_last[a_i]) + 1)
+        tl = tails.get(key)
+        if tl is None:
+            dist = np.array([1.0])
+            for ii in range(*key):
+                dist = np.convolve(dist, hist[ii])
+            tl = tails[key] = np.cumsum(dist[::-1])[::-1]
+        pvals[a_i] = tl[sbin[a_i]] if sbin[a_i] < len(tl) else 0.0
+    return pvals
+
+
+def _match_one(
+    q: Motif, database: list[Motif], db: _DatabaseColumns, *, min_overlap: int, bins: int
+) -> list[dict]:
+    """The best alignment of query ``q`` with each database motif (see :func:`match_motifs`)."""
+    qp = q.probabilities()
+    k = qp.shape[1]
+    S = _pcc_columns(qp, np.where(db.valid, db.columns, 0.25))  # (k, n)
+    S[:, ~db.valid] = np.nan
+    sb = np.clip(((S + 1) / 2 * bins).round(), 0, bins)
+    # Null: per query column, its score distribution against every database column.
+    hist = np.stack(
+        [np.bincount(sb[i, db.valid].astype(int), minlength=bins + 1) for i in range(k)]
+    ).astype(float)
+    hist /= hist.sum(1, keepdims=True)
+    anchors, score, sbin, i_first, i_last = _alignments(S, sb, db.n)
+    overlap = np.where(i_last >= 0, i_last - i_first + 1, 0)
+    # which (motif, strand) block each anchor touches: the block holding its first valid column
+    col0 = anchors + np.clip(i_first, 0, k - 1)
+    blk = np.searchsorted(db.first_col, col0, side="right") - 1
+    need = np.minimum(min_overlap, np.minimum(k, db.widths[np.clip(blk, 0, None)]))
+    good = (overlap > 0) & (overlap >= need) & (blk >= 0)
+    pvals = _tail_pvalues(good, i_first, i_last, sbin, hist)
+    rows = []
+    for t_i in range(len(database)):
+        idx = np.flatnonzero(good & ((blk == 2 * t_i) | (blk == 2 * t_i + 1)))
+        if len(idx) == 0:
+            continue
+        best = idx[np.lexsort((-score[idx], pvals[idx]))[0]]
+        p_min = min(float(pvals[best]), 1 - 1e-16)
+        p_corr = float(-np.expm1(len(idx) * np.log1p(-p_min)))  # corrected for the alignments tried
+        b = int(blk[best])
+        rows.append(
+            {
+                "filter": q.name,
+                "target": database[t_i].name,
+                "score": float(score[best]),
+                "offset": int(db.first_col[b] - anchors[best]),
+                "strand": db.strand_of[b],
+                "overlap": int(overlap[best]),
+                "p_value": max(p_corr, 1e-300),
+                "n_sites": q.n_sites,
+                "query_consensus": q.consensus(),
+                "target_consensus": database[t_i].consensus(),
+            }
+        )
+    return rows
 
 
 def _bh(p: pd.Series) -> np.ndarray:
