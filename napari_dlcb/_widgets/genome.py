@@ -54,6 +54,7 @@ class GenomeWidget(ModelActions, GenomePanel):
         self.files = None  # GenomeFiles of the shown genome
         self._opening: dict | None = None  # the files a running job opens
         self._picked: int | None = None  # the BED row last picked in the viewer
+        self._connected: set[int] = set()  # layers whose pick events reach the dock
         self._init_model_state()
         from napari_dlcb._sample_data import GENOME_SAMPLE_REGION
         from napari_dlcb.io.regions import parse_region
@@ -294,10 +295,14 @@ class GenomeWidget(ModelActions, GenomePanel):
         self._prepare_mm(region)
         for layer in self.browser.layers():
             kind = layer.metadata.get("kind")
+            if id(layer) in self._connected:  # a layer reused for the new region
+                continue
             if kind == "variants":  # a selection, not every redraw of the highlight
                 layer.selected_data.events.items_changed.connect(self._on_variant_pick)
+                self._connected.add(id(layer))
             elif kind == "intervals":
                 layer.events.highlight.connect(self._on_interval_pick)
+                self._connected.add(id(layer))
         if ":" in text:  # a locus is shown as UCSC writes it; a BED name stays
             self.region.setText(region.locus)
         self.status.setText(f"{region.locus}: {len(region):,} bp" + (f" ({note})" if note else ""))

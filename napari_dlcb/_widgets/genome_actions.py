@@ -286,8 +286,16 @@ class ModelActions(MotifActions):
         """
         from napari_dlcb.tasks.genome_layers import mutation_map_layers
 
-        layers, _ = mutation_map_layers(region, np.zeros((4, len(region)), np.float32))
-        self.mm_layer = self.browser.add_hidden(layers)[0]
+        layers, _ = mutation_map_layers(
+            region, np.zeros((4, len(region)), np.float32), visible=False
+        )
+        layer = self.mm_layer
+        if (
+            layer is None
+            or layer not in self.viewer.layers
+            or not self.browser.update(layer, layers[0])
+        ):
+            self.mm_layer = self.browser.add_hidden(layers)[0]
 
     def _show_mm(self, region: Any, data: np.ndarray, task: str) -> Any:
         from napari_dlcb.tasks.genome_layers import mutation_map_layers

@@ -51,6 +51,8 @@ MAX_REGION = 1_000_000  # longest region shown (bp); see _frame
 FRAME_STEP = 0.01  # the frame's y scale: below any track's y scale at the closest zoom
 TEXT = "#202020"
 _OVERLAY = {"track": "_overlay", "overlay": True}
+#: tracks of model results: removed when another region is shown
+RESULT_TRACKS = ("prediction", "attribution", "motif_hits")
 
 
 class GenomeBrowser(QObject):
@@ -100,17 +102,72 @@ class GenomeBrowser(QObject):
         self.region = None
 
     def show(self, region: Region, layer_data: list[tuple], tracks: list[Track]) -> list[Any]:
-        """Replace everything with ``layer_data`` for ``region``; fit the region to the width."""
-        self.clear()
+        """Show ``layer_data`` for ``region`` instead of what was shown; fit the region to the width.
+
+        The layers of the previous region are updated in place where a layer
+        of the same kind and track exists: napari runs a full garbage
+        collection for every layer removed (0.1-0.6 s each), so replacing a
+        dozen layers on every Go would stall the window for seconds. Results
+        of the previous region (predictions, logos, motif sites) are removed;
+        its mutation-map band is hidden, to be reused.
+        """
+        old: dict[tuple, Any] = {}
+        for layer in self.layers():
+            m = layer.metadata
+            if m.get("track") in RESULT_TRACKS:
+                self.viewer.layers.remove(layer)
+            else:
+                old.setdefault((m.get("kind"), m.get("track")), layer)
         self.region = region
         self.sequence = layer_data[0][1]["metadata"].get("sequence", "")
         self.tracks = {t.key: t for t in tracks}
         self.viewer.canvas.background_color_override = "white"
-        self._add(self._frame())
-        added = self._add(layer_data)
-        self._add(self._overlays())
+        self._put(old, self._frame())
+        added = self._put(old, layer_data)
+        self._put(old, self._overlays())
+        for layer in old.values():
+            if layer.metadata.get("kind") == "mutation_map":
+                layer.visible = False
+            else:
+                self.viewer.layers.remove(layer)
+        self._raise_overlays()
         self.fit()
         return added
+
+    def _put(self, old: dict, layer_data: list[tuple]) -> list[Any]:
+        """Update the matching old layer with each item of ``layer_data``, else add a layer."""
+        out = []
+        for item in layer_data:
+            m = item[1]["metadata"]
+            layer = old.pop((m["kind"], m["track"]), None)
+            if layer is not None and _update(layer, *item, self._geometry(item[1])):
+                out.append(layer)
+                continue
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            out += self._add([item])
+        return out
+
+    def update(self, layer: Any, item: tuple) -> bool:
+        """Give ``layer`` the data and options of ``item`` (a layer tuple) in place, if it can."""
+        return _update(layer, *item, self._geometry(item[1]))
+
+    @staticmethod
+    def _geometry(kwargs: dict) -> dict:
+        m = kwargs["metadata"]
+        if "y_range" in m or m.get("kind") in ("annotations", "baseline"):
+            # y is placed by the layer's affine (see _place), x by its scale/translate
+            return {
+                "scale": (1.0, m.get("x_scale", 1.0)),
+                "translate": (0.0, m.get("x_translate", 0.0)),
+            }
+        return {k: kwargs[k] for k in ("scale", "translate") if k in kwargs}
+
+    def _raise_overlays(self) -> None:
+        layers = self.viewer.layers
+        for layer in [ly for ly in self.layers() if ly.metadata.get("overlay")]:
+            if layers.index(layer) != len(layers) - 1:
+                layers.move(layers.index(layer), len(layers))
 
     def set_track(self, track: Track, layer_data: list[tuple]) -> list[Any]:
         """Add or replace one track (predictions, a mutation map...) and re-stack the tracks."""
@@ -118,9 +175,7 @@ class GenomeBrowser(QObject):
             self.viewer.layers.remove(layer)
         self.tracks[track.key] = track
         added = self._add(layer_data)
-        layers = self.viewer.layers
-        for layer in [ly for ly in self.layers() if ly.metadata.get("overlay")]:
-            layers.move(layers.index(layer), len(layers))  # annotations stay on top
+        self._raise_overlays()  # annotations stay on top
         self.relayout(force=True)
         return added
 
@@ -131,9 +186,7 @@ class GenomeBrowser(QObject):
         band made ahead, hidden, is shown later without that stall.
         """
         added = self._add([(d, {**k, "visible": False}, t) for d, k, t in layer_data])
-        layers = self.viewer.layers
-        for layer in [ly for ly in self.layers() if ly.metadata.get("overlay")]:
-            layers.move(layers.index(layer), len(layers))
+        self._raise_overlays()
         return added
 
     def show_track(self, track: Track) -> None:
@@ -154,12 +207,8 @@ class GenomeBrowser(QObject):
     def _add(self, layer_data: list[tuple]) -> list[Any]:
         added = []
         for data, kwargs, kind in layer_data:
-            kwargs = dict(kwargs)
-            m = kwargs["metadata"] = {**kwargs.get("metadata", {}), "genome_view": True}
-            if "y_range" in m or m.get("kind") in ("annotations", "baseline"):
-                # y is placed by the layer's affine (see _place), x by its scale/translate
-                kwargs["scale"] = (1.0, m.get("x_scale", 1.0))
-                kwargs["translate"] = (0.0, m.get("x_translate", 0.0))
+            kwargs = {**kwargs, **self._geometry(kwargs)}
+            kwargs["metadata"] = {**kwargs["metadata"], "genome_view": True}
             added.append(getattr(self.viewer, f"add_{kind}")(data, **kwargs))
         return added
 
@@ -347,7 +396,14 @@ class GenomeBrowser(QObject):
         # scale + translate. The x placement (bp) stays in the layer's scale/translate.
         affine = np.array([[sy, 0.0, ty], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         if not np.allclose(layer.affine.affine_matrix, affine, rtol=1e-12, atol=0):
-            layer.affine = affine
+            self._set_affine(layer, affine)
+
+    @staticmethod
+    def _set_affine(layer: Any, affine: np.ndarray) -> None:
+        # One event per layer and zoom; napari then recomputes the dims of every layer
+        # (20-30 ms on a busy 2-core machine). Blocking that needs napari's private
+        # handler, which napari 0.10 forbids to plugins: a zoom step costs ~0.3 s there.
+        layer.affine = affine
 
     # ------------------------------------------------------------------ annotations
     def _annotate(self, lo: float, hi: float) -> None:
@@ -391,13 +447,14 @@ class GenomeBrowser(QObject):
         height = max((t + ht for t, ht in self._tops.values()), default=RULER_PX) - RULER_PX + 4
         width = PANEL_PX - 2
         # one white pixel (centred at 0, spanning +-0.5) stretched over the panel
-        layer.affine = np.array(
+        affine = np.array(
             [
                 [height / zoom, 0.0, (RULER_PX + height / 2) / zoom],
                 [0.0, width / zoom, left + width / 2 / zoom],
                 [0.0, 0.0, 1.0],
             ]
         )
+        self._set_affine(layer, affine)
 
     def _labels(self, layer: Any, lo: float, hi: float) -> None:
         f = layer.features
@@ -443,3 +500,37 @@ class GenomeBrowser(QObject):
             "color": [BASE_HEX.get(b, "#888888") for b in bases],
         }
         layer.refresh_text()
+
+
+def _update(layer: Any, data: Any, kwargs: dict, kind: str, geometry: dict) -> bool:
+    """Give an existing layer new data in place (False when it cannot take them)."""
+    from napari.layers import Image, Points, Shapes
+
+    types = {"image": Image, "points": Points, "shapes": Shapes}
+    if not isinstance(layer, types[kind]):
+        return False
+    if kind == "image" and (
+        bool(kwargs.get("rgb", False)) != bool(layer.rgb)
+        or kwargs.get("multiscale", False)
+        or layer.multiscale
+    ):
+        return False
+    layer.metadata = {**kwargs["metadata"], "genome_view": True}
+    layer.name = kwargs["name"]
+    if kind == "shapes":
+        layer.data = [(d, kwargs.get("shape_type", "rectangle")) for d in data]
+        if "edge_width" in kwargs:
+            layer.edge_width = kwargs["edge_width"]
+    else:
+        layer.data = data
+    if "features" in kwargs:
+        layer.features = kwargs["features"]
+    if kind == "points":
+        layer.refresh_text()
+    if "contrast_limits" in kwargs:
+        layer.contrast_limits = kwargs["contrast_limits"]
+    for name in ("scale", "translate"):
+        if name in geometry and tuple(getattr(layer, name)) != tuple(geometry[name]):
+            setattr(layer, name, geometry[name])
+    layer.visible = kwargs.get("visible", True)
+    return True
