@@ -340,9 +340,12 @@ def test_mm10_hoxd_region_end_to_end(make_napari_viewer, qtbot, shared_data, mon
     assert devices == ["cpu"]  # the dock's device, not a hard-coded one
     pred = viewer.layers["predicted tracks"]
     assert _genome_x(pred, 0) == 74066000  # at the region's genome coordinate
+    # no empty (white) mutation-map band before one is computed
+    assert not w.mm_layer.visible and "mutation_map" not in w.browser.tracks
     w.start_mutation_map()
     _idle(w, qtbot)
     assert "complete" in w.status.text() and w.mm_layer.data.shape == (4, 1000)
+    assert w.mm_layer.visible and "mutation_map" in w.browser.tracks
     assert np.abs(w.mm_layer.data).max() > 0
     assert "simulated" in w.model_info.text()  # which model, trained on what
 
@@ -357,6 +360,7 @@ def test_opening_a_genome_replaces_the_previous_one(make_napari_viewer, qtbot, s
     _idle(w, qtbot)
     names = [ly.name for ly in viewer.layers]
     assert not any("[1]" in n for n in names), names
+    assert w.minimumSizeHint().height() < 700  # the dock fits a 1000-px-high screen (tabs)
     assert w.bed.text() == "" and w.vcf.text() == "" and w.bigwig.text().endswith(BEDGRAPH)
     assert not w.browser.layers(kind="variants") and w._region.chrom == "chr2"
     assert parse_locus(w.region.text()).start == w._region.start
