@@ -26,6 +26,12 @@ import numpy as np
 from qtpy.QtCore import QObject, QTimer
 
 from napari_dlcb._widgets._common import viewer_camera
+from napari_dlcb._widgets.genome_overlays import (
+    MAX_REGION,
+    frame_layer,
+    overlay_layers,
+    update_layer,
+)
 from napari_dlcb.io.regions import Region, format_locus
 from napari_dlcb.tasks.genome_layout import (
     BASE_HEX,
@@ -47,10 +53,6 @@ __all__ = ["MAX_REGION", "GenomeBrowser"]
 
 MAX_PX_PER_BP = 40.0  # closest zoom
 PANEL_PX = 60.0  # the name panel at the left
-MAX_REGION = 1_000_000  # longest region shown (bp); see _frame
-FRAME_STEP = 0.01  # the frame's y scale: below any track's y scale at the closest zoom
-TEXT = "#202020"
-_OVERLAY = {"track": "_overlay", "overlay": True}
 #: tracks of model results: removed when another region is shown
 RESULT_TRACKS = ("prediction", "attribution", "motif_hits")
 
@@ -122,9 +124,9 @@ class GenomeBrowser(QObject):
         self.sequence = layer_data[0][1]["metadata"].get("sequence", "")
         self.tracks = {t.key: t for t in tracks}
         self.viewer.canvas.background_color_override = "white"
-        self._put(old, self._frame())
+        self._put(old, frame_layer(region))
         added = self._put(old, layer_data)
-        self._put(old, self._overlays())
+        self._put(old, overlay_layers(region))
         for layer in old.values():
             if layer.metadata.get("kind") == "mutation_map":
                 layer.visible = False
@@ -140,7 +142,7 @@ class GenomeBrowser(QObject):
         for item in layer_data:
             m = item[1]["metadata"]
             layer = old.pop((m["kind"], m["track"]), None)
-            if layer is not None and _update(layer, *item, self._geometry(item[1])):
+            if layer is not None and update_layer(layer, *item, self._geometry(item[1])):
                 out.append(layer)
                 continue
             if layer is not None:
@@ -150,7 +152,7 @@ class GenomeBrowser(QObject):
 
     def update(self, layer: Any, item: tuple) -> bool:
         """Give ``layer`` the data and options of ``item`` (a layer tuple) in place, if it can."""
-        return _update(layer, *item, self._geometry(item[1]))
+        return update_layer(layer, *item, self._geometry(item[1]))
 
     @staticmethod
     def _geometry(kwargs: dict) -> dict:
@@ -211,62 +213,6 @@ class GenomeBrowser(QObject):
             kwargs["metadata"] = {**kwargs["metadata"], "genome_view": True}
             added.append(getattr(self.viewer, f"add_{kind}")(data, **kwargs))
         return added
-
-    def _frame(self) -> list[tuple]:
-        """An invisible frame larger than the view can ever be, with the smallest y step.
-
-        napari's dims range is the union of the layers' extents stepped by their
-        smallest scale; every change of it re-slices every layer. With the frame
-        the range stays put when the tracks are re-scaled on zoom, so re-scaling a
-        layer costs that layer only. (napari's Qt dims slider fails beyond ~1e9
-        steps, hence :data:`MAX_REGION`.)
-        """
-        r = self.region
-        span = max(len(r), 10_000)
-        deepest = 3000.0 * span / 500.0  # world y of a 3000 px stack on a 500 px wide canvas
-        corners = np.array([[-1.0 / FRAME_STEP, -span], [deepest / FRAME_STEP, len(r) + span]])
-        kwargs = {
-            "name": "genome frame",
-            "visible": False,
-            "scale": (FRAME_STEP, 1.0),
-            "metadata": {"kind": "frame", "track": "_frame"},
-        }
-        return [(corners, kwargs, "points")]
-
-    def _overlays(self) -> list[tuple]:
-        r = self.region
-        base = RULER_PX - 6
-        baseline = {
-            "name": "ruler",
-            "shape_type": "line",
-            "edge_color": TEXT,
-            "edge_width": 1,
-            "metadata": {"kind": "baseline", **_OVERLAY},
-        }
-        panel = {
-            "name": "name panel",
-            "rgb": True,
-            "affine": np.array([[1.0, 0.0, RULER_PX], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
-            "metadata": {"kind": "panel", **_OVERLAY},
-        }
-        # ticks (vertical bars) and every text of the ruler and the name panel in ONE
-        # points layer: one update per camera move. napari draws "upper_left" text with
-        # its lower-left corner at the point.
-        annotations = {
-            "name": "ruler and track names",
-            "size": 1,
-            "canvas_size_limits": (0, 7),
-            "face_color": "transparent",
-            "border_width": 0,
-            "features": {"label": np.array([], dtype=object)},
-            "text": {"string": "{label}", "color": TEXT, "size": 9, "anchor": "upper_left"},
-            "metadata": {"kind": "annotations", **_OVERLAY},
-        }
-        return [
-            ([np.array([[base, -0.5], [base, len(r) - 0.5]])], baseline, "shapes"),
-            (np.full((1, 1, 4), 255, np.uint8), panel, "image"),
-            (np.zeros((0, 2)), annotations, "points"),
-        ]
 
     # ------------------------------------------------------------------ camera
     def canvas_size(self) -> tuple[float, float]:
@@ -500,37 +446,3 @@ class GenomeBrowser(QObject):
             "color": [BASE_HEX.get(b, "#888888") for b in bases],
         }
         layer.refresh_text()
-
-
-def _update(layer: Any, data: Any, kwargs: dict, kind: str, geometry: dict) -> bool:
-    """Give an existing layer new data in place (False when it cannot take them)."""
-    from napari.layers import Image, Points, Shapes
-
-    types = {"image": Image, "points": Points, "shapes": Shapes}
-    if not isinstance(layer, types[kind]):
-        return False
-    if kind == "image" and (
-        bool(kwargs.get("rgb", False)) != bool(layer.rgb)
-        or kwargs.get("multiscale", False)
-        or layer.multiscale
-    ):
-        return False
-    layer.metadata = {**kwargs["metadata"], "genome_view": True}
-    layer.name = kwargs["name"]
-    if kind == "shapes":
-        layer.data = [(d, kwargs.get("shape_type", "rectangle")) for d in data]
-        if "edge_width" in kwargs:
-            layer.edge_width = kwargs["edge_width"]
-    else:
-        layer.data = data
-    if "features" in kwargs:
-        layer.features = kwargs["features"]
-    if kind == "points":
-        layer.refresh_text()
-    if "contrast_limits" in kwargs:
-        layer.contrast_limits = kwargs["contrast_limits"]
-    for name in ("scale", "translate"):
-        if name in geometry and tuple(getattr(layer, name)) != tuple(geometry[name]):
-            setattr(layer, name, geometry[name])
-    layer.visible = kwargs.get("visible", True)
-    return True
