@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_dlcb.tasks.sequence import auroc
+from napari_dlcb.training.metrics import auroc
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (

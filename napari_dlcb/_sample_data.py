@@ -472,9 +472,10 @@ def genome_sample() -> list[LayerData]:
 
     The genome carries planted JASPAR 2024 CORE motif sites (ground truth in
     ``planted_sites.tsv``); it is made by ``scripts/make_genome_sample.py``.
-    All layers share one x axis in bp (see :func:`napari_dlcb.io.genome.region_layer_data`).
+    All layers share one x axis in bp (see :func:`napari_dlcb.tasks.genome_layers.region_layer_data`).
     """
-    from napari_dlcb.io.genome import SignalTrack, read_bed, read_fasta, read_vcf, region_layer_data
+    from napari_dlcb.io.genome import SignalTrack, read_bed, read_fasta, read_vcf
+    from napari_dlcb.tasks.genome_layers import region_layer_data
 
     d = genome_sample_dir()
     genome = read_fasta(d / "sample_genome.fa")

@@ -3,11 +3,13 @@
 Genome files are not images: a FASTA can be gigabytes, and BED, VCF and signal
 tracks only make sense against a region of a genome. So the npe2 reader does
 what a user expects of napari-dlcb instead of dumping whole files into layers:
-it opens the **Genome view** dock (or reuses it), puts each file in its field,
-and, once a FASTA is known, shows a region (the current one if it lies in this
-genome, else the first kilobase of the first chromosome) with all its layers
-on the shared bp axis. It returns napari's "no layers" sentinel ``[(None,)]``
-because the dock adds the layers.
+it opens the **Genome view** dock (or reuses it), which reads the files in a
+job and, once a FASTA is known, shows a region (the current one if it lies in
+this genome; else a FASTA of regions whole, or the first kilobase of the first
+chromosome) with every track at its chromosome coordinates. A new FASTA
+replaces the previous genome. It returns napari's "no layers" sentinel
+``[(None,)]`` because the dock adds the layers; a bad file is reported in the
+dock's status line and a notification.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def get_genome_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list] | None
 
 
 def read_genome_files(path: PathOrPaths) -> list[tuple[Any, ...]]:
-    """Put the files in the Genome view of the current napari window and show a region.
+    """Open the files in the Genome view of the current napari window (in a job).
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""Issue 3 command-line verbs: DNA sequence models.
+"""Command-line verbs for DNA sequence models.
 
 ``napari-dlcb train sequence``, ``predict sequence``, ``mutation-map``,
 ``score-variants`` and ``motifs``. Importing this module is cheap: torch and
@@ -32,6 +32,12 @@ def register(train_sub, predict_sub, top_sub) -> None:
     top_sub : argparse subparser collection
         The top-level one (for ``mutation-map``, ``score-variants``, ``motifs``).
     """
+    _register_train(train_sub)
+    _register_predict(predict_sub)
+    _register_interpret(top_sub)
+
+
+def _register_train(train_sub) -> None:
     p = train_sub.add_parser(
         "sequence",
         help="train or fine-tune a DNA CNN (DeepBind / Basset) on a sequence table or on BED peaks",
@@ -93,6 +99,8 @@ def register(train_sub, predict_sub, top_sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)
 
+
+def _register_predict(predict_sub) -> None:
     p = predict_sub.add_parser("sequence", help="score sequences with a DNA model")
     p.add_argument("--model", required=True, help="model folder or 'builtin'")
     p.add_argument("--table", required=True, help="TSV/CSV table with a sequence column")
@@ -104,6 +112,8 @@ def register(train_sub, predict_sub, top_sub) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_predict)
 
+
+def _register_interpret(top_sub) -> None:
     p = top_sub.add_parser("mutation-map", help="in-silico mutagenesis map (4 x L x tasks) as .npy")
     p.add_argument("--model", required=True)
     g = p.add_mutually_exclusive_group(required=True)
@@ -161,76 +171,17 @@ def _device(name: str) -> str:
 
 # --------------------------------------------------------------------------- handlers
 def _train(args: argparse.Namespace) -> int:
-    from napari_dlcb.tasks.sequence import (
-        SequenceTrainer,
-        bed_training_data,
-        table_training_data,
-    )
+    from napari_dlcb.tasks.sequence import SequenceTask
     from napari_dlcb.training.engine import fit_to_end
 
-    if bool(args.table) == bool(args.fasta or args.bed):
-        raise DlcbError("give either --table FILE, or --fasta GENOME with --bed PEAKS")
-    labels = [c.strip() for c in args.label_columns.split(",")] if args.label_columns else None
-    val_index = None
-    if args.table:
-        negatives = args.negatives
-        if negatives == "auto":
-            negatives = _auto_negatives(args.table, args.sequence_column, labels)
-        seqs, y, tasks = table_training_data(
-            args.table,
-            sequence_column=args.sequence_column,
-            label_columns=labels,
-            negatives=negatives,
-            seed=args.seed,
-        )
-    else:
-        if not (args.fasta and args.bed):
-            raise DlcbError("--fasta and --bed go together")
-        tracks = [t.strip() for t in args.signal_labels.split(",")] if args.signal_labels else []
-        negatives = args.negatives
-        if negatives == "auto":
-            negatives = "flanks" if tracks else "dinucleotide-shuffle"
-        bed_labels = (
-            args.bed_labels
-            if args.bed_labels in ("membership", "name", "none")
-            else args.bed_labels.split(",")
-        )
-        if bed_labels == "none" and not tracks:
-            raise DlcbError("--bed-labels none needs --signal-labels")
-        seqs, y, tasks, chroms = bed_training_data(
-            args.fasta,
-            args.bed,
-            window=args.window,
-            negatives=negatives,
-            labels=bed_labels,
-            tracks=tracks,
-            seed=args.seed,
-        )
-        if args.val_chroms:
-            import numpy as np
-
-            held = {c.strip() for c in args.val_chroms.split(",")}
-            val_index = np.flatnonzero([c in held for c in chroms])
-            if len(val_index) == 0:
-                raise DlcbError(f"no window lies on the validation chromosomes {sorted(held)}")
-    kwargs = {}
-    if args.filters and not args.base:
-        kwargs["filters"] = args.filters if args.arch == "deepbind" else (args.filters, 200, 200)
-    elif args.arch == "deepbind" and not args.base:
-        kwargs["filters"] = 32
+    config = _config(args)
+    seqs, y, tasks, val_index, negatives = _training_data(args)
     _say(f"{len(seqs)} sequences, {len(tasks)} task(s): {', '.join(tasks)}; negatives: {negatives}")
-    trainer = SequenceTrainer(
-        seqs,
-        y,
-        task_names=tasks,
-        arch=args.arch,
-        base=args.base,
-        model_kwargs=kwargs,
-        val_fraction=args.val_fraction,
-        val_index=val_index,
-        seed=args.seed,
-        device=_device(args.device),
-        task_type=args.task_type,
+    source = (
+        Path(args.table).name if args.table else f"{Path(args.bed).name} on {Path(args.fasta).name}"
+    )
+    trainer = SequenceTask(
+        seqs, y, task_names=tasks, config=config, val_index=val_index, trained_on=source
     )
     t0 = time.perf_counter()
 
@@ -239,14 +190,92 @@ def _train(args: argparse.Namespace) -> int:
         if line is not None:
             _say(line)
 
-    max_time = args.max_minutes * 60 if args.max_minutes else None
-    fit_to_end(
-        trainer.fit(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_time=max_time),
-        on_event=show,
-    )
+    fit_to_end(trainer.fit(), on_event=show)
     out = trainer.save(args.out)
     _say(f"saved {out}")
     return 0
+
+
+def _config(args: argparse.Namespace):
+    """The :class:`~napari_dlcb.tasks.sequence_config.SequenceConfig` the options describe."""
+    from napari_dlcb.tasks.sequence_config import SequenceConfig
+
+    kwargs = {}
+    if args.filters and not args.base:
+        kwargs["filters"] = args.filters if args.arch == "deepbind" else (args.filters, 200, 200)
+    elif args.arch == "deepbind" and not args.base:
+        kwargs["filters"] = 32
+    return SequenceConfig(
+        arch=args.arch,
+        base=args.base,
+        model_kwargs=kwargs,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=_device(args.device),
+        task_type=args.task_type,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_time=args.max_minutes * 60 if args.max_minutes else None,
+    ).validate()
+
+
+def _training_data(args: argparse.Namespace):
+    """``(seqs, y, task_names, val_index, negatives)`` from ``--table`` or ``--fasta/--bed``."""
+    from napari_dlcb.tasks.sequence import table_training_data
+
+    if bool(args.table) == bool(args.fasta or args.bed):
+        raise DlcbError("give either --table FILE, or --fasta GENOME with --bed PEAKS")
+    if not args.table:
+        return _bed_data(args)
+    labels = [c.strip() for c in args.label_columns.split(",")] if args.label_columns else None
+    negatives = args.negatives
+    if negatives == "auto":
+        negatives = _auto_negatives(args.table, args.sequence_column, labels)
+    seqs, y, tasks = table_training_data(
+        args.table,
+        sequence_column=args.sequence_column,
+        label_columns=labels,
+        negatives=negatives,
+        seed=args.seed,
+    )
+    return seqs, y, tasks, None, negatives
+
+
+def _bed_data(args: argparse.Namespace):
+    from napari_dlcb.tasks.sequence import bed_training_data
+
+    if not (args.fasta and args.bed):
+        raise DlcbError("--fasta and --bed go together")
+    tracks = [t.strip() for t in args.signal_labels.split(",")] if args.signal_labels else []
+    negatives = args.negatives
+    if negatives == "auto":
+        negatives = "flanks" if tracks else "dinucleotide-shuffle"
+    bed_labels = (
+        args.bed_labels
+        if args.bed_labels in ("membership", "name", "none")
+        else args.bed_labels.split(",")
+    )
+    if bed_labels == "none" and not tracks:
+        raise DlcbError("--bed-labels none needs --signal-labels")
+    seqs, y, tasks, chroms = bed_training_data(
+        args.fasta,
+        args.bed,
+        window=args.window,
+        negatives=negatives,
+        labels=bed_labels,
+        tracks=tracks,
+        seed=args.seed,
+    )
+    val_index = None
+    if args.val_chroms:
+        import numpy as np
+
+        held = {c.strip() for c in args.val_chroms.split(",")}
+        val_index = np.flatnonzero([c in held for c in chroms])
+        if len(val_index) == 0:
+            raise DlcbError(f"no window lies on the validation chromosomes {sorted(held)}")
+    return seqs, y, tasks, val_index, negatives
 
 
 def _auto_negatives(table: str, column: str, labels) -> str:
@@ -270,7 +299,7 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_dlcb.data.dna import read_sequence_table
-    from napari_dlcb.tasks.sequence import load_sequence_model, predict_sequences
+    from napari_dlcb.inference.sequence import load_sequence_model, predict_sequences
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
@@ -315,8 +344,8 @@ def _mutation_map(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_dlcb.data.dna import one_hot
+    from napari_dlcb.inference.sequence import check_sequence_length, load_sequence_model
     from napari_dlcb.interpret.ism import mutation_map
-    from napari_dlcb.tasks.sequence import _check_length, load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     if args.sequence:
@@ -330,7 +359,7 @@ def _mutation_map(args: argparse.Namespace) -> int:
         else:
             seq = read_fasta_records(args.fasta)[0][1]
     x = one_hot(seq)
-    _check_length(meta, x.shape[2])
+    check_sequence_length(meta, x.shape[2])
     m = mutation_map(
         model, x, target=_parse_targets(args.target, meta.classes), batch_size=args.batch_size
     )[0]
@@ -344,9 +373,9 @@ def _mutation_map(args: argparse.Namespace) -> int:
 
 
 def _score_variants(args: argparse.Namespace) -> int:
+    from napari_dlcb.inference.sequence import load_sequence_model
     from napari_dlcb.interpret.variants import score_variants
     from napari_dlcb.io.genome import read_fasta, read_vcf
-    from napari_dlcb.tasks.sequence import load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     table = score_variants(model, read_fasta(args.fasta), read_vcf(args.vcf), meta=meta)
@@ -362,13 +391,13 @@ def _score_variants(args: argparse.Namespace) -> int:
 
 def _motifs(args: argparse.Namespace) -> int:
     from napari_dlcb.data.dna import one_hot, read_sequence_table
+    from napari_dlcb.inference.sequence import load_sequence_model
     from napari_dlcb.interpret.motifs import (
         filter_motifs,
         load_motif_database,
         match_motifs,
         write_meme,
     )
-    from napari_dlcb.tasks.sequence import load_sequence_model
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)

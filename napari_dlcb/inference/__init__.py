@@ -14,6 +14,8 @@ use, and torch only when a model runs.
 :func:`labels_from_probabilities`           the model's label convention
 :func:`instances_from_probabilities`        seeded watershed into instances
 :func:`average_precision` and friends       segmentation metrics
+:func:`predict_proba` / :func:`predict_crops`  cell crops -> class probabilities
+:func:`predict_sequences` / :func:`predict_track`  one-hot DNA -> task outputs / tracks
 ==========================================  ===========================================
 
 Modules: ``tiling`` (the engine: tile plan, blending, batches), ``tiled``
@@ -32,7 +34,7 @@ _EXPORTS = {
     "predict_tiled": "tiled",
     "predict_viewport": "tiled",
     "predict_zarr": "blockwise",
-    "freeze_normalizer": "tiled",
+    "freeze_normalizer": "tiled",  # lives in data.normalize; re-exported for callers
     "open_prediction": "store",
     "open_prediction_lazy": "store",
     "predict_zarr_distributed": "distributed",
@@ -46,6 +48,11 @@ _EXPORTS = {
     "iou_matrix": "metrics",
     "pixel_error": "metrics",
     "foreground_iou": "metrics",
+    "predict_crops": "classify",
+    "predict_proba": "classify",
+    "load_sequence_model": "sequence",
+    "predict_sequences": "sequence",
+    "predict_track": "sequence",
 }
 
 __all__ = sorted(_EXPORTS)

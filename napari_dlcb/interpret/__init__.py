@@ -1,7 +1,7 @@
 """napari-dlcb core: interpret (no Qt here).
 
-Sequence interpretation (issue 3) is imported lazily so that importing this
-package does not import torch: ``from napari_dlcb.interpret import mutation_map``.
+Every method is imported lazily, so that importing this package does not
+import torch: ``from napari_dlcb.interpret import mutation_map``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,20 @@ import importlib
 
 # name -> submodule (lazy: torch is imported only when the name is used)
 _LAZY = {
+    # DNA: in-silico mutagenesis, attributions, variant effects, motifs
     "mutation_map": "ism",
     "iter_mutation_map": "ism",
     "naive_mutation_map": "ism",
-    # image interpretation: one method per module (gradients, integrated_gradients, gradcam,
-    # occlusion), dispatched by name by saliency.saliency / saliency.iter_saliency
+    "gradient_x_input": "dna_attribution",
+    "dna_integrated_gradients": "dna_attribution",
+    "deeplift_shap": "dna_attribution",
+    "score_variants": "variants",
+    "variant_effect": "variants",
+    "filter_motifs": "motifs",
+    "match_motifs": "motifs",
+    "scan_motifs": "motifs",
+    # images: one method per module (gradients, integrated_gradients, gradcam, occlusion),
+    # dispatched by name by saliency.saliency / saliency.iter_saliency
     "iter_saliency": "saliency",
     "SaliencyResult": "saliency",
     "filter_grid": "network",

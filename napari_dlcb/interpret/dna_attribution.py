@@ -4,10 +4,11 @@
   correction of Majdandzic et al. (2023): the per-position mean of the gradient
   over the 4 bases is removed first, which discards the off-simplex component
   that one-hot inputs cannot move along.
-* :func:`integrated_gradients` - captum's IntegratedGradients from a uniform
-  (0.25) or zero baseline; ``delta`` is captum's convergence delta
-  (sum of attributions minus the output difference).
-* :func:`deep_lift_shap` - captum's DeepLiftShap against dinucleotide-shuffled
+* :func:`dna_integrated_gradients` - captum's IntegratedGradients from a uniform
+  (0.25) or zero baseline; the completeness error is captum's convergence
+  delta (sum of attributions minus the output difference). (Images have
+  their own :mod:`napari_dlcb.interpret.integrated_gradients`.)
+* :func:`deeplift_shap` - captum's DeepLiftShap against dinucleotide-shuffled
   references. DeepLIFT's rules are only defined for the nonlinear modules
   captum knows; anything else (functional calls such as ``torch.amax`` inside
   a custom module) is treated as linear and the map can be silently wrong.
@@ -19,8 +20,10 @@
   pool), which takes their completeness error from ~2 logits (built-in model)
   and ~3e-3 (Basset) to below 1e-6.
 
-Every function hands the model back unchanged and returns an
-:class:`Attribution` ``(values (N, 4, L) float32, delta (N,) float32)``.
+Every function is ``f(model, x, *, target, ..., batch_size, device="auto")``,
+hands the model back unchanged and returns the one attribution result type,
+:class:`~napari_dlcb.interpret.attribution.Attribution`, with ``map`` (N, 4, L)
+float32 and ``completeness`` (N,) float32.
 """
 
 from __future__ import annotations
@@ -28,34 +31,37 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.interpret.attribution import Attribution
 from napari_dlcb.models.state import preserve_model_state
 
 __all__ = [
-    "Attribution",
-    "deep_lift_shap",
     "deeplift_equivalent",
+    "deeplift_shap",
+    "dna_integrated_gradients",
     "gradient_x_input",
-    "integrated_gradients",
     "unsupported_for_deeplift",
 ]
 
 
-class Attribution(NamedTuple):
-    """An attribution map and its completeness error per sequence."""
-
-    values: np.ndarray
-    delta: np.ndarray
+def _result(method: str, target: int, vals: list, deltas: list) -> Attribution:
+    return Attribution(
+        map=np.concatenate(vals).astype(np.float32),
+        method=method,
+        target=int(target),
+        completeness=np.concatenate(deltas).astype(np.float32),
+    )
 
 
 def _prep(model: nn.Module, x, device) -> tuple[torch.Tensor, torch.device]:
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    dev = resolve_device(device)
     t = torch.as_tensor(
         np.asarray(x, np.float32) if not isinstance(x, torch.Tensor) else x.detach().float()
     )
@@ -80,7 +86,7 @@ def gradient_x_input(
     *,
     target: int = 0,
     batch_size: int = 128,
-    device=None,
+    device: Any = "auto",
     correct: bool = True,
 ) -> Attribution:
     """Gradient times input with the mean-gradient correction.
@@ -93,17 +99,27 @@ def gradient_x_input(
         One-hot ``(N, 4, L)``.
     target : int
         Output to explain.
-    batch_size, device
-        As usual.
+    batch_size : int
+        Sequences per backward pass.
+    device : str or torch.device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
     correct : bool
         Subtract the per-position mean gradient over the 4 bases.
 
     Returns
     -------
     Attribution
-        ``delta`` is the first-order completeness error against a uniform
-        reference: ``sum(attr_uniform) - (f(x) - f(0.25))`` where
+        ``map`` (N, 4, L); ``completeness`` is the first-order error against
+        a uniform reference: ``sum(attr_uniform) - (f(x) - f(0.25))`` where
         ``attr_uniform = grad * (x - 0.25)``.
+
+    Examples
+    --------
+    >>> from napari_dlcb.data.onehot import one_hot
+    >>> from napari_dlcb.models.dna import DeepBind
+    >>> a = gradient_x_input(DeepBind(2, kernel_size=5), one_hot("ACGTACGTAC"), target=1)
+    >>> a.map.shape, a.method, a.completeness.shape
+    ((1, 4, 10), 'gradient-x-input', (1,))
     """
     xt, dev = _prep(model, x, device)
     vals, deltas = [], []
@@ -124,12 +140,10 @@ def gradient_x_input(
                 base = f(torch.full_like(xb, 0.25))
                 lin = (g * (xb - 0.25)).sum((1, 2))
                 deltas.append((lin - (out - base)).cpu().numpy())
-    return Attribution(
-        np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32)
-    )
+    return _result("gradient-x-input", target, vals, deltas)
 
 
-def integrated_gradients(
+def dna_integrated_gradients(
     model: nn.Module,
     x,
     *,
@@ -137,14 +151,40 @@ def integrated_gradients(
     baseline: str = "uniform",
     n_steps: int = 50,
     batch_size: int = 32,
-    device=None,
+    device: Any = "auto",
 ) -> Attribution:
-    """Integrated gradients (captum) from a ``"uniform"`` (0.25) or ``"zeros"`` baseline.
+    """Integrated gradients (captum) of one-hot DNA from a ``"uniform"`` (0.25) or ``"zeros"`` baseline.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        ``(N, 4, L) -> (N, T)`` logits.
+    x : array-like
+        One-hot ``(N, 4, L)``.
+    target : int
+        Output to explain.
+    baseline : {"uniform", "zeros"}
+        Reference input.
+    n_steps : int
+        Riemann steps along the path.
+    batch_size : int
+        Sequences per captum call.
+    device : str or torch.device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
 
     Returns
     -------
     Attribution
-        ``delta`` is captum's convergence delta per sequence.
+        ``map`` (N, 4, L); ``completeness`` is captum's convergence delta per
+        sequence.
+
+    Examples
+    --------
+    >>> from napari_dlcb.data.onehot import one_hot
+    >>> from napari_dlcb.models.dna import DeepBind
+    >>> a = dna_integrated_gradients(DeepBind(1, kernel_size=5), one_hot("ACGTACGTAC"), n_steps=8)
+    >>> a.map.shape, a.method
+    ((1, 4, 10), 'integrated-gradients')
     """
     from captum.attr import IntegratedGradients
 
@@ -162,9 +202,7 @@ def integrated_gradients(
             a, d = ig.attribute(xb, baselines=b, n_steps=n_steps, return_convergence_delta=True)
             vals.append(a.detach().cpu().numpy())
             deltas.append(d.detach().cpu().numpy())
-    return Attribution(
-        np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32)
-    )
+    return _result("integrated-gradients", target, vals, deltas)
 
 
 _CAPTUM_LINEAR = (
@@ -204,28 +242,46 @@ def unsupported_for_deeplift(model: nn.Module) -> list[str]:
     return bad
 
 
-def deep_lift_shap(
+def deeplift_shap(
     model: nn.Module,
     x,
     *,
     target: int = 0,
     n_shuffles: int = 10,
     batch_size: int = 16,
-    device=None,
+    device: Any = "auto",
     seed: int = 0,
 ) -> Attribution:
     """DeepLIFT/SHAP (captum ``DeepLiftShap``) against dinucleotide-shuffled references.
 
+    Parameters
+    ----------
+    model : torch.nn.Module
+        ``(N, 4, L) -> (N, T)`` logits.
+    x : array-like
+        One-hot ``(N, 4, L)``.
+    target : int
+        Output to explain.
+    n_shuffles : int
+        References per sequence.
+    batch_size : int
+        Sequences per block.
+    device : str or torch.device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
+    seed : int
+        Seed of the shuffles.
+
     Returns
     -------
     Attribution
-        ``values`` averaged over the references (hypothetical contributions
-        projected on the input); ``delta`` is the mean absolute completeness
-        error. A ``RuntimeWarning`` names modules captum cannot handle.
+        ``map`` averaged over the references (hypothetical contributions
+        projected on the input); ``completeness`` is the mean absolute
+        completeness error. A ``RuntimeWarning`` names modules captum cannot
+        handle.
     """
     from captum.attr import DeepLiftShap
 
-    from napari_dlcb.data.dna import decode, dinucleotide_shuffle, one_hot
+    from napari_dlcb.data.onehot import decode, dinucleotide_shuffle, one_hot
 
     xt, dev = _prep(model, x, device)
     original, model = model, deeplift_equivalent(model, xt.shape[-1])
@@ -258,9 +314,7 @@ def deep_lift_shap(
                 out_d.append(float(d.detach().abs().mean()))
             vals.append(np.concatenate(out_a))
             deltas.append(np.array(out_d))
-    return Attribution(
-        np.concatenate(vals).astype(np.float32), np.concatenate(deltas).astype(np.float32)
-    )
+    return _result("deeplift-shap", target, vals, deltas)
 
 
 class _Clone(nn.Module):

@@ -113,30 +113,37 @@ def logo_image(
     img = np.zeros((height, length * px_per_base, 4), np.uint8)
     if top <= 0:
         return img
-    per_unit = room / top
     w = max(1, px_per_base - gap)
     for i in np.flatnonzero((pos > 0).any(0) | (neg > 0).any(0)):
-        c0 = i * px_per_base + (px_per_base - w) // 2
-        for sign, mag in ((1, pos[:, i]), (-1, neg[:, i])):
-            edge = 0.0  # distance from the baseline, in rows
-            for b in np.argsort(mag):  # small letters next to the baseline
-                if mag[b] <= 0:
-                    continue
-                lo, hi = edge, min(room, edge + mag[b] * per_unit)
-                edge = hi
-                r0, r1 = int(round(lo)), int(round(hi))
-                if r1 <= r0:
-                    continue
-                mask = _stretched(int(b), r1 - r0, w)
-                if sign > 0:
-                    rows = slice(baseline - r1, baseline - r0)
-                else:  # upside down below the baseline, as logomaker draws it
-                    rows = slice(baseline + r0, baseline + r1)
-                    mask = mask[::-1]
-                cell = img[rows, c0 : c0 + w]
-                cell[mask, :3] = BASE_COLORS[b]
-                cell[mask, 3] = 255
+        cells = img[:, i * px_per_base + (px_per_base - w) // 2 :][:, :w]
+        _draw_stack(cells, pos[:, i], baseline, room, room / top, up=True)
+        _draw_stack(cells, neg[:, i], baseline, room, room / top, up=False)
     return img
+
+
+def _draw_stack(
+    cells: np.ndarray, mag: np.ndarray, baseline: int, room: int, per_unit: float, *, up: bool
+) -> None:
+    """Draw one position's letters (heights ``mag``) above (or below) the baseline, in place."""
+    edge = 0.0  # distance from the baseline, in rows
+    w = cells.shape[1]
+    for b in np.argsort(mag):  # small letters next to the baseline
+        if mag[b] <= 0:
+            continue
+        lo, hi = edge, min(room, edge + mag[b] * per_unit)
+        edge = hi
+        r0, r1 = int(round(lo)), int(round(hi))
+        if r1 <= r0:
+            continue
+        mask = _stretched(int(b), r1 - r0, w)
+        if up:
+            rows = slice(baseline - r1, baseline - r0)
+        else:  # upside down below the baseline, as logomaker draws it
+            rows = slice(baseline + r0, baseline + r1)
+            mask = mask[::-1]
+        cell = cells[rows]
+        cell[mask, :3] = BASE_COLORS[b]
+        cell[mask, 3] = 255
 
 
 def logo_placement(

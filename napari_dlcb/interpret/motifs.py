@@ -11,20 +11,22 @@
   all database columns; the best offset/strand per target is corrected for the
   number of alignments tried; q-values by Benjamini-Hochberg.
 * :func:`load_motif_database` - JASPAR 2024 CORE (vertebrates) shipped with
-  the ``pyjaspar`` package (offline), or a HOCOMOCO PCM / MEME file.
+  the ``pyjaspar`` package (offline), or a HOCOMOCO PCM / MEME file (from
+  :mod:`napari_dlcb.io.motifs`, with :class:`Motif` and the file readers).
 * :func:`scan_motifs` - log-odds PWM scan of one-hot DNA on both strands.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.motifs import Motif, load_motif_database, read_motif_file, write_meme
 
 __all__ = [
     "Motif",
@@ -36,55 +38,6 @@ __all__ = [
     "scan_motifs",
     "write_meme",
 ]
-
-
-@dataclass
-class Motif:
-    """A DNA motif as a position count matrix ``counts`` of shape ``(4, width)`` (A, C, G, T)."""
-
-    name: str
-    counts: np.ndarray
-    n_sites: int = 0
-    info: dict = field(default_factory=dict)
-
-    @property
-    def width(self) -> int:
-        """Number of positions."""
-        return int(self.counts.shape[1])
-
-    def probabilities(self, pseudocount: float = 0.1) -> np.ndarray:
-        """Column-normalised probabilities with a small pseudocount."""
-        c = np.asarray(self.counts, float)
-        total = c.sum(0, keepdims=True)
-        p = (c + pseudocount * np.maximum(total, 1) / 100) / (
-            total + 4 * pseudocount * np.maximum(total, 1) / 100
-        )
-        p[:, total[0] == 0] = 0.25
-        return p
-
-    def information(self) -> np.ndarray:
-        """Information content per position in bits."""
-        p = self.probabilities()
-        return 2 + (p * np.log2(p)).sum(0)
-
-    def consensus(self) -> str:
-        """The most likely base at each position (``N`` where no base passes 0.5 and IC < 0.5 bits)."""
-        p = self.probabilities()
-        ic = self.information()
-        return "".join(
-            "ACGT"[i] if (p[i, j] >= 0.5 or ic[j] >= 0.5) else "N"
-            for j, i in enumerate(p.argmax(0))
-        )
-
-    def trimmed(self, min_ic: float = 0.3) -> Motif:
-        """Drop low-information flanks."""
-        ic = self.information()
-        keep = np.flatnonzero(ic >= min_ic)
-        if len(keep) == 0:
-            return self
-        return Motif(
-            self.name, self.counts[:, keep[0] : keep[-1] + 1], self.n_sites, dict(self.info)
-        )
 
 
 # --------------------------------------------------------------------------- from filters
@@ -105,7 +58,7 @@ def filter_motifs(
     *,
     threshold: float = 0.5,
     batch_size: int = 256,
-    device=None,
+    device: Any = "auto",
     trim: bool = False,
 ) -> list[Motif]:
     """PWMs of the first-layer filters from their maximally activating subsequences.
@@ -119,8 +72,11 @@ def filter_motifs(
     threshold : float
         Keep positions where a filter's activation is at least ``threshold``
         times its maximum activation over ``x``.
-    batch_size, device
-        As usual; default device is the model's.
+    batch_size : int
+        Sequences per forward pass.
+    device : str or torch.device or None
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``...; None keeps the
+        model's device. The model is handed back on its own device.
     trim : bool
         Trim low-information flanks.
 
@@ -145,7 +101,9 @@ def filter_motifs(
         pad = pad[0]
     F_ = conv.out_channels
     acts = []
-    dev = torch.device(device) if device is not None else conv.weight.device
+    from napari_dlcb.device import resolve_device
+
+    dev = resolve_device(device) if device is not None else conv.weight.device
     with preserve_model_state(model), torch.no_grad():
         model.eval()
         conv.to(dev)
@@ -171,136 +129,6 @@ def filter_motifs(
         m = Motif(f"filter{f}", counts, n, {"max_activation": float(mx)})
         motifs.append(m.trimmed() if trim else m)
     return motifs
-
-
-# --------------------------------------------------------------------------- databases
-def read_motif_file(path: str | os.PathLike) -> list[Motif]:
-    r"""Read motifs from a HOCOMOCO/JASPAR-style PCM file (``>NAME`` + rows of A C G T) or MEME text.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.txt"
-    >>> _ = p.write_text(">GATA\n0 0 10 0\n10 0 0 0\n0 0 0 10\n10 0 0 0\n")
-    >>> read_motif_file(p)[0].consensus()
-    'GATA'
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DlcbError(f"motif file not found: {p}")
-    text = p.read_text(errors="replace")
-    if not text.strip():
-        raise DlcbError(f"motif file is empty: {p}")
-    if text.lstrip().startswith("MEME version"):
-        return _read_meme(text, p)
-    motifs: list[Motif] = []
-    name, rows = None, []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith(">"):
-            if name is not None and rows:
-                motifs.append(Motif(name, np.array(rows, float).T))
-            name, rows = line[1:].split()[0], []
-            continue
-        vals = line.replace("[", " ").replace("]", " ").split()
-        try:
-            nums = [float(v) for v in vals if v not in "ACGT"]
-        except ValueError as err:
-            raise DlcbError(f"{p.name}: line {lineno} is not a row of 4 numbers") from err
-        if len(nums) != 4 or name is None:
-            raise DlcbError(f"{p.name}: line {lineno} is not a row of 4 numbers (A C G T)")
-        rows.append(nums)
-    if name is not None and rows:
-        motifs.append(Motif(name, np.array(rows, float).T))
-    if not motifs:
-        raise DlcbError(f"{p.name}: no motifs found")
-    return motifs
-
-
-def _read_meme(text: str, p: Path) -> list[Motif]:
-    motifs, lines = [], text.splitlines()
-    i = 0
-    while i < len(lines):
-        ln = lines[i].strip()
-        if ln.startswith("MOTIF"):
-            parts = ln.split()
-            name = parts[1] if len(parts) > 1 else f"motif{len(motifs)}"
-            while i < len(lines) and not lines[i].strip().startswith("letter-probability"):
-                i += 1
-            if i == len(lines):
-                raise DlcbError(f"{p.name}: motif {name} has no letter-probability matrix")
-            head = lines[i].split()
-            w = int(head[head.index("w=") + 1]) if "w=" in head else None
-            nsites = int(float(head[head.index("nsites=") + 1])) if "nsites=" in head else 20
-            rows = []
-            i += 1
-            while i < len(lines) and lines[i].strip() and (w is None or len(rows) < w):
-                rows.append([float(v) for v in lines[i].split()])
-                i += 1
-            motifs.append(Motif(name, np.array(rows, float).T * max(nsites, 1), nsites))
-        i += 1
-    if not motifs:
-        raise DlcbError(f"{p.name}: no MOTIF entries found")
-    return motifs
-
-
-def load_motif_database(source: str = "jaspar", *, tax_group: str = "vertebrates") -> list[Motif]:
-    """Known motifs: ``"jaspar"`` (JASPAR 2024 CORE via the offline ``pyjaspar`` package) or a file.
-
-    Parameters
-    ----------
-    source : str
-        ``"jaspar"`` or a path (see :func:`read_motif_file`).
-    tax_group : str
-        JASPAR taxonomic group.
-
-    Returns
-    -------
-    list of Motif
-        JASPAR motifs are named ``"<ID> <TF name>"``.
-    """
-    if source != "jaspar":
-        return read_motif_file(source)
-    try:
-        from pyjaspar import jaspardb
-    except ImportError as err:
-        raise DlcbError(
-            "the bundled JASPAR motifs need the 'pyjaspar' package (pip install pyjaspar)"
-        ) from err
-    db = jaspardb(release="JASPAR2024")
-    out = []
-    for m in db.fetch_motifs(collection="CORE", tax_group=[tax_group], all_versions=False):
-        counts = np.array([m.counts[b] for b in "ACGT"], float)
-        out.append(Motif(f"{m.matrix_id} {m.name}", counts, int(counts[:, 0].sum())))
-    return out
-
-
-def write_meme(motifs: list[Motif], path: str | os.PathLike) -> Path:
-    """Write motifs in MEME minimal format (readable by TOMTOM, MEME suite and :func:`read_motif_file`)."""
-    p = Path(path)
-    lines = [
-        "MEME version 4",
-        "",
-        "ALPHABET= ACGT",
-        "",
-        "strands: + -",
-        "",
-        "Background letter frequencies",
-        "A 0.25 C 0.25 G 0.25 T 0.25",
-        "",
-    ]
-    for m in motifs:
-        pr = m.probabilities(0.0) if m.counts.sum() else np.full_like(m.counts, 0.25, dtype=float)
-        lines.append(f"MOTIF {m.name}")
-        lines.append(
-            f"letter-probability matrix: alength= 4 w= {m.width} nsites= {max(m.n_sites, 1)} E= 0"
-        )
-        lines += [" ".join(f"{v:.4f}" for v in col) for col in pr.T]
-        lines.append("")
-    p.write_text("\n".join(lines))
-    return p
 
 
 def save_logos(motifs: list[Motif], folder: str | os.PathLike) -> list[Path]:
@@ -402,104 +230,128 @@ def match_motifs(
     ]
     if not database:
         raise DlcbError("the motif database is empty")
-    # All database columns, both strands, one block per (motif, strand), separated by gaps.
-    blocks, owner, strand_of, first_col = [], [], [], []
     kmax = max((q.width for q in queries), default=1)
-    gap = np.full((4, kmax), np.nan)
-    pos = 0
-    for t_i, m in enumerate(database):
-        p = m.probabilities()
-        for strand, mat in (("+", p), ("-", p[::-1, ::-1])):
-            blocks += [mat, gap]
-            owner.append(t_i)
-            strand_of.append(strand)
-            first_col.append(pos)
-            pos += mat.shape[1] + kmax
-    allc = np.concatenate(blocks, axis=1)  # (4, n) with NaN gaps
-    n = allc.shape[1]
-    valid_col = ~np.isnan(allc[0])
-    widths = np.array([database[o].width for o in owner])
-    first_col = np.array(first_col)
-    owner = np.array(owner)
+    db = _DatabaseColumns(database, kmax)
     rows = []
     for q in queries:
         if q.n_sites < min_sites or q.counts.sum() == 0:
             continue
-        qp = q.probabilities()
-        k = qp.shape[1]
-        S = _pcc_columns(qp, np.where(valid_col, allc, 0.25))  # (k, n)
-        S[:, ~valid_col] = np.nan
-        sb = np.clip(((S + 1) / 2 * bins).round(), 0, bins)
-        # Null: per query column, its score distribution against every database column.
-        hist = np.stack(
-            [np.bincount(sb[i, valid_col].astype(int), minlength=bins + 1) for i in range(k)]
-        ).astype(float)
-        hist /= hist.sum(1, keepdims=True)
-        # Alignment anchored at database column j (query column i meets column j + i).
-        anchors = np.arange(-k + 1, n)
-        score = np.zeros(len(anchors))
-        sbin = np.zeros(len(anchors), int)
-        i_first = np.full(len(anchors), k)
-        i_last = np.full(len(anchors), -1)
-        for i in range(k):
-            c = anchors + i
-            ok = (c >= 0) & (c < n)
-            v = np.full(len(anchors), np.nan)
-            vb = np.full(len(anchors), np.nan)
-            v[ok], vb[ok] = S[i, c[ok]], sb[i, c[ok]]
-            has = ~np.isnan(v)
-            score[has] += v[has]
-            sbin[has] += vb[has].astype(int)
-            i_first = np.where(has & (i_first == k), i, i_first)
-            i_last = np.where(has, i, i_last)
-        overlap = np.where(i_last >= 0, i_last - i_first + 1, 0)
-        # which (motif, strand) block each anchor touches: the block holding its first valid column
-        col0 = anchors + np.clip(i_first, 0, k - 1)
-        blk = np.searchsorted(first_col, col0, side="right") - 1
-        need = np.minimum(min_overlap, np.minimum(k, widths[np.clip(blk, 0, None)]))
-        good = (overlap > 0) & (overlap >= need) & (blk >= 0)
-        # tail probabilities P(sum >= s) for each contiguous query range (i0, i1)
-        pvals = np.ones(len(anchors))
-        tails: dict[tuple[int, int], np.ndarray] = {}
-        for a_i in np.flatnonzero(good):
-            key = (int(i_first[a_i]), int(i_last[a_i]) + 1)
-            tl = tails.get(key)
-            if tl is None:
-                dist = np.array([1.0])
-                for ii in range(*key):
-                    dist = np.convolve(dist, hist[ii])
-                tl = tails[key] = np.cumsum(dist[::-1])[::-1]
-            pvals[a_i] = tl[sbin[a_i]] if sbin[a_i] < len(tl) else 0.0
-        for t_i in range(len(database)):
-            sel = good & ((blk == 2 * t_i) | (blk == 2 * t_i + 1))
-            idx = np.flatnonzero(sel)
-            if len(idx) == 0:
-                continue
-            best = idx[np.lexsort((-score[idx], pvals[idx]))[0]]
-            n_align = len(idx)
-            p_min = min(float(pvals[best]), 1 - 1e-16)
-            p_corr = float(-np.expm1(n_align * np.log1p(-p_min)))
-            b = int(blk[best])
-            rows.append(
-                {
-                    "filter": q.name,
-                    "target": database[t_i].name,
-                    "score": float(score[best]),
-                    "offset": int(first_col[b] - anchors[best]),
-                    "strand": strand_of[b],
-                    "overlap": int(overlap[best]),
-                    "p_value": max(p_corr, 1e-300),
-                    "n_sites": q.n_sites,
-                    "query_consensus": q.consensus(),
-                    "target_consensus": database[t_i].consensus(),
-                }
-            )
+        rows += _match_one(q, database, db, min_overlap=min_overlap, bins=bins)
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=cols_out)
     df["e_value"] = df["p_value"] * len(database)
     df["q_value"] = df.groupby("filter")["p_value"].transform(_bh)
     return df.sort_values(["filter", "p_value"], kind="stable").reset_index(drop=True)
+
+
+class _DatabaseColumns:
+    """All database columns, both strands, one block per (motif, strand), separated by NaN gaps."""
+
+    def __init__(self, database: list[Motif], kmax: int) -> None:
+        blocks, owner, self.strand_of, first_col = [], [], [], []
+        gap = np.full((4, kmax), np.nan)
+        pos = 0
+        for t_i, m in enumerate(database):
+            p = m.probabilities()
+            for strand, mat in (("+", p), ("-", p[::-1, ::-1])):
+                blocks += [mat, gap]
+                owner.append(t_i)
+                self.strand_of.append(strand)
+                first_col.append(pos)
+                pos += mat.shape[1] + kmax
+        self.columns = np.concatenate(blocks, axis=1)  # (4, n) with NaN gaps
+        self.n = self.columns.shape[1]
+        self.valid = ~np.isnan(self.columns[0])
+        self.widths = np.array([database[o].width for o in owner])
+        self.first_col = np.array(first_col)
+
+
+def _alignments(S: np.ndarray, sb: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Score, binned score and overlapping query columns of every alignment anchor."""
+    k = S.shape[0]
+    # Alignment anchored at database column j (query column i meets column j + i).
+    anchors = np.arange(-k + 1, n)
+    score = np.zeros(len(anchors))
+    sbin = np.zeros(len(anchors), int)
+    i_first = np.full(len(anchors), k)
+    i_last = np.full(len(anchors), -1)
+    for i in range(k):
+        c = anchors + i
+        ok = (c >= 0) & (c < n)
+        v = np.full(len(anchors), np.nan)
+        vb = np.full(len(anchors), np.nan)
+        v[ok], vb[ok] = S[i, c[ok]], sb[i, c[ok]]
+        has = ~np.isnan(v)
+        score[has] += v[has]
+        sbin[has] += vb[has].astype(int)
+        i_first = np.where(has & (i_first == k), i, i_first)
+        i_last = np.where(has, i, i_last)
+    return anchors, score, sbin, i_first, i_last
+
+
+def _tail_pvalues(good, i_first, i_last, sbin, hist) -> np.ndarray:
+    """P(sum >= s) of each good alignment, from the exact null of its query columns."""
+    pvals = np.ones(len(good))
+    tails: dict[tuple[int, int], np.ndarray] = {}
+    for a_i in np.flatnonzero(good):
+        key = (int(i_first[a_i]), int(i_last[a_i]) + 1)
+        tl = tails.get(key)
+        if tl is None:
+            dist = np.array([1.0])
+            for ii in range(*key):
+                dist = np.convolve(dist, hist[ii])
+            tl = tails[key] = np.cumsum(dist[::-1])[::-1]
+        pvals[a_i] = tl[sbin[a_i]] if sbin[a_i] < len(tl) else 0.0
+    return pvals
+
+
+def _match_one(
+    q: Motif, database: list[Motif], db: _DatabaseColumns, *, min_overlap: int, bins: int
+) -> list[dict]:
+    """The best alignment of query ``q`` with each database motif (see :func:`match_motifs`)."""
+    qp = q.probabilities()
+    k = qp.shape[1]
+    S = _pcc_columns(qp, np.where(db.valid, db.columns, 0.25))  # (k, n)
+    S[:, ~db.valid] = np.nan
+    sb = np.clip(((S + 1) / 2 * bins).round(), 0, bins)
+    # Null: per query column, its score distribution against every database column.
+    hist = np.stack(
+        [np.bincount(sb[i, db.valid].astype(int), minlength=bins + 1) for i in range(k)]
+    ).astype(float)
+    hist /= hist.sum(1, keepdims=True)
+    anchors, score, sbin, i_first, i_last = _alignments(S, sb, db.n)
+    overlap = np.where(i_last >= 0, i_last - i_first + 1, 0)
+    # which (motif, strand) block each anchor touches: the block holding its first valid column
+    col0 = anchors + np.clip(i_first, 0, k - 1)
+    blk = np.searchsorted(db.first_col, col0, side="right") - 1
+    need = np.minimum(min_overlap, np.minimum(k, db.widths[np.clip(blk, 0, None)]))
+    good = (overlap > 0) & (overlap >= need) & (blk >= 0)
+    pvals = _tail_pvalues(good, i_first, i_last, sbin, hist)
+    rows = []
+    for t_i in range(len(database)):
+        idx = np.flatnonzero(good & ((blk == 2 * t_i) | (blk == 2 * t_i + 1)))
+        if len(idx) == 0:
+            continue
+        best = idx[np.lexsort((-score[idx], pvals[idx]))[0]]
+        p_min = min(float(pvals[best]), 1 - 1e-16)
+        p_corr = float(-np.expm1(len(idx) * np.log1p(-p_min)))  # corrected for the alignments tried
+        b = int(blk[best])
+        rows.append(
+            {
+                "filter": q.name,
+                "target": database[t_i].name,
+                "score": float(score[best]),
+                "offset": int(db.first_col[b] - anchors[best]),
+                "strand": db.strand_of[b],
+                "overlap": int(overlap[best]),
+                "p_value": max(p_corr, 1e-300),
+                "n_sites": q.n_sites,
+                "query_consensus": q.consensus(),
+                "target_consensus": database[t_i].consensus(),
+            }
+        )
+    return rows
 
 
 def _bh(p: pd.Series) -> np.ndarray:

@@ -8,14 +8,16 @@ in the ``status`` column of that variant and never scored silently.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from napari_dlcb.data.dna import one_hot
+from napari_dlcb.data.onehot import one_hot
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.inference.sequence import predict_sequences
 
 __all__ = ["score_variants", "variant_effect", "variant_windows"]
 
@@ -48,13 +50,17 @@ def variant_windows(
     for v in variants.itertuples(index=False):
         chrom, start, ref, alt = str(v.chrom), int(v.start), str(v.ref).upper(), str(v.alt).upper()
         st = "ok"
-        if chrom not in genome.chromosomes:
+        name = genome.canonical(chrom) if hasattr(genome, "canonical") else chrom
+        if name is None or name not in genome.chromosomes:
             st = f"unknown chromosome {chrom!r}"
         elif getattr(v, "kind", "snv") == "symbolic":
             st = f"symbolic allele {alt} cannot be scored"
-        elif start + len(ref) > genome.chromosomes[chrom]:
-            st = f"position beyond the end of {chrom} ({genome.chromosomes[chrom]} bp)"
+        elif start + len(ref) > genome.chromosomes[name]:
+            st = f"position beyond the end of {chrom} ({genome.chromosomes[name]} bp)"
+        elif hasattr(genome, "covers") and not genome.covers(name, start, start + len(ref)):
+            st = f"position outside the sequence the FASTA holds for {chrom}"
         else:
+            chrom = name
             found = genome.fetch(chrom, start, start + len(ref)).upper()
             if found != ref:
                 st = f"REF mismatch: VCF says {ref}, FASTA has {found}"
@@ -86,7 +92,7 @@ def variant_effect(
     *,
     target: int | Sequence[int] | None = None,
     batch_size: int = 256,
-    device: str | torch.device | None = None,
+    device: Any = "auto",
     rc_average: bool = True,
     meta=None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +107,7 @@ def variant_effect(
     target : int or sequence of int, optional
         Outputs to keep.
     batch_size, device, rc_average, meta
-        As for :func:`napari_dlcb.tasks.sequence.predict_sequences` (a
+        As for :func:`napari_dlcb.inference.sequence.predict_sequences` (a
         regression model's ``meta`` gives predictions on the label scale).
 
     Returns
@@ -109,8 +115,6 @@ def variant_effect(
     p_ref, p_alt : numpy.ndarray
         ``(N, T)`` probabilities (or values); the effect is ``p_alt - p_ref``.
     """
-    from napari_dlcb.tasks.sequence import predict_sequences
-
     x_ref, x_alt = np.asarray(x_ref, np.float32), np.asarray(x_alt, np.float32)
     if x_ref.shape != x_alt.shape:
         raise DlcbError(
@@ -134,7 +138,7 @@ def score_variants(
     length: int | None = None,
     task_names: Sequence[str] | None = None,
     batch_size: int = 256,
-    device: str | torch.device | None = None,
+    device: Any = "auto",
 ) -> pd.DataFrame:
     """Score every variant for every task: ``ref_<task>``, ``alt_<task>``, ``diff_<task>`` (alt - ref).
 

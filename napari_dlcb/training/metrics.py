@@ -11,7 +11,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["accuracy_metric", "classification_metrics", "confusion_matrix"]
+__all__ = [
+    "accuracy_metric",
+    "auroc",
+    "auroc_metric",
+    "classification_metrics",
+    "confusion_matrix",
+    "pearson_metric",
+]
 
 
 def accuracy_metric(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) -> dict[str, float]:
@@ -65,3 +72,51 @@ def classification_metrics(
         "accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
         "balanced_accuracy": float(per_class[present].mean()) if present.any() else 0.0,
     }
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tie correction); NaN if one class is absent.
+
+    Examples
+    --------
+    >>> auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    0.75
+    """
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, float)
+    lab = np.asarray(labels)
+    ok = ~np.isnan(lab.astype(float))
+    s, lab = s[ok], lab[ok] > 0.5
+    n_pos, n_neg = int(lab.sum()), int((~lab).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[lab].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auroc_metric(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) -> dict[str, float]:
+    """Mean AUROC over binary tasks (NaN labels ignored): the DNA tasks' validation metric."""
+    o = torch.cat(list(outs)).float().numpy()
+    t = torch.cat(list(tgts)).float().numpy()
+    if o.ndim == 1:
+        o, t = o[:, None], t[:, None]
+    vals = [auroc(o[:, j], t[:, j]) for j in range(o.shape[1])]
+    vals = [v for v in vals if not np.isnan(v)]
+    return {"auroc": float(np.mean(vals)) if vals else float("nan")}
+
+
+def pearson_metric(
+    outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
+) -> dict[str, float]:
+    """Mean Pearson correlation over regression tasks (NaN targets ignored)."""
+    o = torch.cat([t.float() for t in outputs]).cpu().numpy()
+    t = torch.cat([t.float() for t in targets]).cpu().numpy()
+    if o.ndim == 1:
+        o, t = o[:, None], t[:, None]
+    vals = []
+    for j in range(o.shape[1]):
+        m = np.isfinite(t[:, j])
+        if m.sum() > 2 and np.std(t[m, j]) > 0 and np.std(o[m, j]) > 0:
+            vals.append(float(np.corrcoef(o[m, j], t[m, j])[0, 1]))
+    return {"pearson": float(np.mean(vals)) if vals else float("nan")}

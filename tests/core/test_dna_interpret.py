@@ -11,9 +11,9 @@ from torch import nn
 
 from napari_dlcb.data.dna import one_hot
 from napari_dlcb.interpret.dna_attribution import (
-    deep_lift_shap,
+    deeplift_shap,
+    dna_integrated_gradients,
     gradient_x_input,
-    integrated_gradients,
 )
 from napari_dlcb.interpret.motifs import (
     Motif,
@@ -144,32 +144,32 @@ def test_attributions_on_motif_and_model_unchanged():
     x = one_hot(_seqs(3, L=30, seed=4))
     hooks = hook_counts(model)
     a = gradient_x_input(model, x, target=0)
-    ig = integrated_gradients(model, x, target=0, n_steps=64)
-    assert a.values.shape == x.shape and ig.values.shape == x.shape
-    assert np.abs(ig.delta).max() < 0.05
+    ig = dna_integrated_gradients(model, x, target=0, n_steps=64)
+    assert a.map.shape == x.shape and ig.map.shape == x.shape
+    assert np.abs(ig.completeness).max() < 0.05
     for n, s in enumerate(_seqs(3, L=30, seed=4)):
         i = s.find("GATAAG")
-        imp = ig.values[n].sum(0)
+        imp = ig.map[n].sum(0)
         assert i <= int(imp.argmax()) < i + 6
-        g = a.values[n].sum(0)
+        g = a.map[n].sum(0)
         assert i <= int(g.argmax()) < i + 6
     # mean-gradient correction: corrected gradients sum to 0 over bases
     xt = torch.tensor(x, requires_grad=True)
     (gr,) = torch.autograd.grad(model.eval()(xt)[:, 0].sum(), xt)
     model.train()
     np.testing.assert_allclose(
-        a.values, ((gr - gr.mean(1, keepdim=True)) * xt).detach().numpy(), atol=1e-6
+        a.map, ((gr - gr.mean(1, keepdim=True)) * xt).detach().numpy(), atol=1e-6
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
         with pytest.raises(RuntimeWarning, match="treats these modules as linear"):
-            deep_lift_shap(model, x[:1], n_shuffles=3)
+            deeplift_shap(model, x[:1], n_shuffles=3)
     seq = nn.Sequential(*list(_motif_model())[:2], nn.MaxPool1d(25), nn.Flatten(), nn.Linear(2, 1))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Setting forward")
-        d = deep_lift_shap(seq, x[:2], n_shuffles=4)
-    assert d.values.shape == (2, 4, 30) and np.all(d.delta < 1e-3)
+        d = deeplift_shap(seq, x[:2], n_shuffles=4)
+    assert d.map.shape == (2, 4, 30) and np.all(d.completeness < 1e-3)
     assert model.training and hook_counts(model) == hooks
 
 
@@ -194,7 +194,28 @@ def test_deeplift_is_complete_on_the_shipped_architectures(arch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no "treated as linear" warning
         warnings.filterwarnings("ignore", message="Setting forward")
-        d = deep_lift_shap(model, x, target=1, n_shuffles=4)
-    assert d.values.shape == x.shape and np.all(np.abs(d.delta) < 1e-4), d.delta
+        d = deeplift_shap(model, x, target=1, n_shuffles=4)
+    assert d.map.shape == x.shape and np.all(np.abs(d.completeness) < 1e-4), d.completeness
     assert model.training and hook_counts(model) == hooks
     assert [n for n, _ in model.named_modules()] == names
+
+
+@pytest.mark.parametrize(
+    "method", ["gradient_x_input", "dna_integrated_gradients", "deeplift_shap"]
+)
+def test_dna_attributions_take_device_auto_and_return_the_one_attribution_type(method):
+    """``device="auto"`` crashed (torch.device("auto")); every method returns ``Attribution``."""
+    import napari_dlcb.interpret.dna_attribution as da
+    from napari_dlcb.interpret.attribution import Attribution
+
+    x = one_hot(_seqs(2, L=30, seed=1))
+    model = nn.Sequential(
+        *list(_motif_model())[:2], nn.MaxPool1d(25), nn.Flatten(), nn.Linear(2, 1)
+    )
+    kwargs = {"n_shuffles": 2} if method == "deeplift_shap" else {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting forward")
+        a = getattr(da, method)(model, x, target=0, device="auto", **kwargs)
+    assert isinstance(a, Attribution) and a.map.shape == x.shape
+    assert a.completeness.shape == (2,) and a.target == 0 and a.method
+    assert not hasattr(da, "integrated_gradients")  # one public integrated_gradients: images'

@@ -8,11 +8,10 @@ import pytest
 
 from napari_dlcb.cli import main
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.inference.sequence import load_sequence_model, predict_sequences
 from napari_dlcb.tasks.sequence import (
     SequenceTrainer,
     bed_training_data,
-    load_sequence_model,
-    predict_sequences,
 )
 from napari_dlcb.training.engine import fit_to_end
 

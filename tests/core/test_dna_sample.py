@@ -10,6 +10,7 @@ import pytest
 
 from napari_dlcb._sample_data import genome_sample, genome_sample_dir
 from napari_dlcb.data.dna import one_hot
+from napari_dlcb.inference.sequence import load_sequence_model, predict_sequences
 from napari_dlcb.interpret import mutation_map
 from napari_dlcb.interpret.motifs import (
     filter_motifs,
@@ -18,7 +19,6 @@ from napari_dlcb.interpret.motifs import (
     scan_motifs,
 )
 from napari_dlcb.io.genome import SignalTrack, read_bed, read_fasta, read_vcf
-from napari_dlcb.tasks.sequence import load_sequence_model, predict_sequences
 
 #: family keyword of each planted TF, for matching filter motifs against all of JASPAR
 FAMILY = {
@@ -74,9 +74,20 @@ def test_genome_sample_layers_share_the_bp_axis():
     layers = genome_sample()
     kinds = {kw["metadata"]["kind"]: (data, kw, t) for data, kw, t in layers}
     assert {"sequence", "letters", "signal", "intervals", "variants"} <= set(kinds)
-    start = float(kinds["sequence"][1]["metadata"]["region"].split(":")[1].split("-")[0])
+    start = int(kinds["sequence"][1]["metadata"]["region"].split(":")[1].split("-")[0])
+    spans: dict[str, tuple[float, float]] = {}
     for data, kw, _ in layers:
-        assert kw["scale"] == (10.0, 1.0) and kw["translate"][1] == start
+        m = kw["metadata"]
+        # one bp axis: world x = genome position - origin, the same origin for every layer
+        assert m["origin"] == start
+        assert kw["scale"][1] == m.get("x_scale", 1.0)
+        assert kw["translate"][1] == m.get("x_translate", 0.0)
+        (y0, y1), sy, ty = m["y_range"], kw["scale"][0], kw["translate"][0]
+        spans.setdefault(m["track"], (ty + sy * y0, ty + sy * y1))
+    # stacked tracks: no two tracks share screen rows
+    ordered = sorted(spans.values())
+    assert len(ordered) >= 4
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(ordered, ordered[1:]))
     assert "torch" not in sys.modules or True  # layers are plain data; no napari import needed
 
 

@@ -12,15 +12,14 @@ import torch
 from napari_dlcb.cli import main
 from napari_dlcb.data.dna import one_hot
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.inference.sequence import load_sequence_model, predict_sequences
 from napari_dlcb.tasks.sequence import (
     SequenceTrainer,
-    auroc,
     bed_training_data,
-    load_sequence_model,
-    predict_sequences,
     table_training_data,
 )
 from napari_dlcb.training.engine import fit_to_end
+from napari_dlcb.training.metrics import auroc
 
 MOTIF = "TGATAAGA"
 
@@ -245,3 +244,35 @@ def test_bed_training_data_and_cli_bed(tmp_path):
     assert (
         main(["train", "sequence", "--table", "x.tsv", "--fasta", str(fa), "--out", str(out)]) == 2
     )
+
+
+def test_sequence_config_validates_and_the_cli_builds_it(tmp_path, table):
+    from napari_dlcb.models.dna import ARCHITECTURES
+    from napari_dlcb.tasks.base import Task
+    from napari_dlcb.tasks.sequence import SequenceConfig, SequenceTask
+    from napari_dlcb.tasks.sequence_config import ARCHITECTURES as NAMES
+
+    assert set(NAMES) == set(ARCHITECTURES) and issubclass(SequenceTask, Task)
+    assert SequenceTrainer is SequenceTask
+    cfg = SequenceConfig(epochs=3, lr=5e-4).validate()
+    assert SequenceConfig.from_dict(cfg.to_dict()) == cfg
+    for bad, match in [
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"lr": float("nan")}, "lr must be a finite number > 0"),
+        ({"val_fraction": 1.0}, r"val_fraction must be a fraction in \[0, 1\)"),
+        ({"arch": "resnet"}, "unknown architecture 'resnet'"),
+        ({"weight_decay": -1}, "weight_decay must be a finite number >= 0"),
+    ]:
+        with pytest.raises(DlcbError, match=match):
+            SequenceConfig(**bad).validate()
+    train, _ = table
+    out = tmp_path / "m"
+    args = ["train", "sequence", "--table", str(train), "--out", str(out), "--device", "cpu"]
+    assert main([*args, "--epochs", "0"]) == 2 and not out.exists()  # one-line error, no model
+    # the task's own fit options come from the config (and a call may override them)
+    seqs, y = _planted(40), np.ones((40, 1), np.float32)
+    y[::2] = 0
+    t = SequenceTask(seqs, y, config=SequenceConfig(epochs=2, batch_size=8, device="cpu"))
+    assert t.run().epochs_run == 2 and t.run(epochs=1).epochs_run == 1
+    assert t.meta.extra["training"]["epochs_run"] == 1

@@ -192,3 +192,91 @@ def test_resolve_region_by_bed_name():
         resolve_region("CTCF", bed=bed)
     with pytest.raises(DlcbError, match="chr:start-end"):
         resolve_region("GATA3")  # no BED: only coordinates
+
+
+# ----------------------------------------------------------------------------- coordinates
+def test_fasta_of_regions_is_in_chromosome_coordinates(tmp_path):
+    """A record named chr:start-end (0-based, half-open) is that part of the chromosome."""
+    from napari_dlcb.io.genome import Region
+
+    p = tmp_path / "r.fa"
+    p.write_text(">chr2:1000-1012 some region\nACGTACGTACGT\n>chr2:2000-2004\nGGGG\n>chrM\nTTTT\n")
+    g = Genome(p)
+    assert g.chromosomes == {"chr2": 2004, "chrM": 4}
+    assert g.pieces[0] == Region("chr2", 1000, 1012) and g.is_regions()
+    assert g.fetch("chr2", 1002, 1006) == "GTAC" and g.fetch("2", 2000, 2004) == "GGGG"
+    assert g.fetch("chr2", 998, 1002, pad=True) == "NNAC"
+    assert g.fetch("MT", 0, 2) == "TT" and "M" in g and "chrX" not in g
+    assert g.covers("chr2", 1000, 1012) and not g.covers("chr2", 1010, 1014)
+    with pytest.raises(DlcbError, match="outside chr2 as far as r.fa has it.*chr2:1,001-1,012"):
+        g.fetch("chr2", 500, 600)
+    assert g.default_region() == Region("chr2", 1000, 1012)  # a region is shown whole
+    # a name whose length does not match its sequence stays a plain name
+    q = tmp_path / "q.fa"
+    q.write_text(">chr2:1-100\nACGT\n")
+    assert Genome(q).chromosomes == {"chr2:1-100": 4}
+
+
+def test_real_mm10_region_fasta_with_its_bed_and_bedgraph(shared_data):
+    d = shared_data / "mm10_hoxd_region_4c"
+    g = Genome(d / "mm10_chr2_74060452_74082351.fa")
+    assert g.pieces[0].chrom == "chr2" and g.pieces[0].start == 74060452
+    assert (
+        g.fetch("chr2", 74060452, 74060462)
+        == read_fasta_records(d / "mm10_chr2_74060452_74082351.fa")[0][1][:10]
+    )
+    bed_file = d / "HoxD_cluster_regulatory_regions_mm10.bed"
+    with pytest.raises(DlcbError, match="outside the regions the FASTA holds; 17 such"):
+        read_bed(bed_file, genome=g)  # strict: training on peaks the FASTA lacks is an error
+    kept = read_bed(bed_file, genome=g, outside="keep")  # a browser draws what it can
+    assert len(kept) == 18 and kept.attrs["outside"] == 17
+    assert kept.attrs["track_name"] == "HoxD-regulatory_regions"
+    dropped = read_bed(bed_file, genome=g, outside="drop")
+    assert dropped["name"].tolist() == ["islandII"] and dropped.attrs["outside"] == 17
+    track = SignalTrack(d / "GSM3182415_E12PHL_WT_Hoxd11vp.chr2_73-76Mb.bedgraph")
+    assert track.title == "GSM3182415_E12PHL_WT_Hoxd11vp"  # no track line: the file's name
+    assert track.values("2", 74060452, 74060462).size == 10  # "2" is chr2
+
+
+def test_janggu_fasta_many_regions_per_chromosome(shared_data):
+    d = shared_data / "janggu_oct4_vs_mafk"
+    recs = read_fasta_records(d / "sample_test.fa")
+    g = Genome(d / "sample_test.fa")
+    assert len(g.pieces) == len(recs) and all(len(p) == 200 for p in g.pieces)
+    name, seq = recs[3]
+    chrom, span = name.split(":")
+    start = int(span.split("-")[0])
+    assert g.fetch(chrom, start + 10, start + 20) == seq[10:20]
+
+
+def test_chromosome_aliases_between_files(tmp_path, genome_file):
+    from napari_dlcb.io.genome import chrom_aliases, match_chrom
+
+    assert chrom_aliases("1") == ["1", "chr1"] and match_chrom("MT", ["chrM"]) == "chrM"
+    bed = tmp_path / "ensembl.bed"
+    bed.write_text("1\t0\t5\tp1\n2\t1\t8\tp2\n")
+    assert read_bed(bed, genome=Genome(genome_file))["chrom"].tolist() == ["chr1", "chr2"]
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("#CHROM\tPOS\tID\tREF\tALT\n1\t3\trs1\tG\tA\n")
+    from napari_dlcb.interpret.variants import variant_windows
+
+    _, _, status = variant_windows(Genome(genome_file), read_vcf(vcf), length=6)
+    assert status == ["ok"]
+
+
+def test_loci_are_one_based_like_ucsc_and_igv():
+    from napari_dlcb.io.genome import Region, format_locus, parse_locus, resolve_region
+
+    r = parse_locus("chr2:74,060,453-74,061,452")
+    assert r == Region("chr2", 74060452, 74061452) and len(r) == 1000
+    assert format_locus(r) == r.locus == "chr2:74,060,453-74,061,452"
+    assert parse_locus("chr2:10") == Region("chr2", 9, 10)
+    for bad, match in [("chr2:0-5", "1-based"), ("chr2:9-3", "empty"), ("chr2", "locus")]:
+        with pytest.raises(DlcbError, match=match):
+            parse_locus(bad)
+
+    class G:  # the genome spells chromosomes the UCSC way
+        chromosomes = {"chr2": 10**8}
+
+    assert resolve_region("2:1,001-2,000", genome=G(), one_based=True) == Region("chr2", 1000, 2000)
+    assert resolve_region("chr2:1000-2000") == Region("chr2", 1000, 2000)  # 0-based by default

@@ -1,17 +1,23 @@
-"""Genome view in a real napari window: sample region, live mutation map, variant effects, training."""
+"""Genome view in a real napari window: a genome browser for DNA models, on the sample and on real mm10 data."""
 
 from __future__ import annotations
 
 import gc
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from napari_dlcb._widgets._common import viewer_camera
-from napari_dlcb._widgets.genome import GenomeWidget, _viewport_first
+from napari_dlcb._widgets.genome import GenomeWidget
+from napari_dlcb._widgets.genome_actions import viewport_first
 from napari_dlcb.interpret import mutation_map
-from napari_dlcb.io.genome import BANDS, ROW_SCALE
+from napari_dlcb.io.regions import parse_locus
+
+HOXD = "mm10_hoxd_region_4c"
+FASTA = "mm10_chr2_74060452_74082351.fa"
+BED = "HoxD_cluster_regulatory_regions_mm10.bed"
+BEDGRAPH = "GSM3182415_E12PHL_WT_Hoxd11vp.chr2_73-76Mb.bedgraph"
 
 
 @pytest.fixture
@@ -31,8 +37,23 @@ def small_model(tmp_path):
     return t.save(tmp_path / "model")
 
 
+def _idle(w, qtbot, timeout=120_000):
+    qtbot.waitUntil(lambda: not w.jobs.busy(), timeout=timeout)
+
+
+def _dock(viewer, qtbot) -> GenomeWidget:
+    w = GenomeWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return w
+
+
+def _genome_x(layer, data_x):
+    """Genome position (0-based) of a layer's data x: world x + the view's origin."""
+    return layer.data_to_world([0, data_x])[1] + layer.metadata["origin"]
+
+
 def test_viewport_first_order():
-    blocks = _viewport_first(100, 164, 300, block=32)
+    blocks = viewport_first(100, 164, 300, block=32)
     assert blocks[:2] == [(100, 132), (132, 164)]
     covered = np.zeros(300, int)
     for s, e in blocks:
@@ -42,51 +63,45 @@ def test_viewport_first_order():
 
 def test_genome_view_end_to_end(make_napari_viewer, qtbot, small_model, loop_probe):
     viewer = make_napari_viewer()
-    w = GenomeWidget(viewer)
-    viewer.window.add_dock_widget(w)
+    w = _dock(viewer, qtbot)
     w.use_sample()
+    _idle(w, qtbot)
     kinds = {ly.metadata.get("kind"): ly for ly in viewer.layers}
-    assert {"sequence", "letters", "signal", "intervals", "variants"} <= set(kinds)
+    assert {"sequence", "letters", "signal", "intervals", "variants", "annotations"} <= set(kinds)
     seq_layer = kinds["sequence"]
     region = w._region
     assert seq_layer.data.shape == (4, len(region))
-    for ly in viewer.layers:  # one x axis in bp
-        assert tuple(ly.scale) == (ROW_SCALE, 1.0) and ly.translate[1] == region.start
+    assert _genome_x(seq_layer, 0) == region.start  # one x axis: genome position - origin
     # a variant point sits over its base in the sequence image
     var0 = kinds["variants"]
-    x_world = var0.data_to_world(var0.data[0])[1]
-    assert int(x_world) == int(var0.features["pos"][0]) - 1
+    assert _genome_x(var0, var0.data[0][1]) == int(var0.features["pos"][0]) - 1
 
     # mutation map: viewport first, progressive, exact, event loop responsive
     w.model_path.setText(str(small_model))
-    camera = viewer_camera(viewer)
-    camera.center = (0, region.start + 300)
-    camera.zoom = viewer.canvas.size[1] / 200.0
+    w.browser.go_to(region.start + 200, region.start + 400)
     order = []
     orig = w._on_mm_block
 
-    def spy(item):
-        orig(item)
-        if item[0] == "block":
-            order.append(item[2])
+    def spy(region, key, block):
+        orig(region, key, block)
+        order.append(block.start)
 
     w._on_mm_block = spy
     gc.collect()  # measure the mutation map, not garbage left by earlier tests
     loop_probe.start()
     w.start_mutation_map()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    _idle(w, qtbot)
     stall = loop_probe.stop()
     lo, hi = w.visible_span()
-    assert order[0] == (_viewport_first(lo, hi, len(region), block=64)[0][0])
+    assert order[0] == viewport_first(lo, hi, len(region), block=64)[0][0]
     layer = w.mm_layer
-    assert layer.translate[0] == BANDS["mutation_map"] * ROW_SCALE
-    model, _ = w._load_model(str(small_model))
+    model = w._model
     want = mutation_map(model, seq_layer.data[None], target=0)[0, :, :, 0]
     np.testing.assert_allclose(layer.data, want, atol=1e-5)
     assert stall < 200 + loop_probe.interval_ms, f"event loop stalled {stall:.0f} ms"
     # cached on the second request
     w.start_mutation_map()
-    assert w.worker is None and "cache" in w.status.text()
+    assert not w.jobs.busy() and "cache" in w.status.text()
 
     # picking a variant shows its effect on every task
     var = kinds["variants"]
@@ -94,9 +109,7 @@ def test_genome_view_end_to_end(make_napari_viewer, qtbot, small_model, loop_pro
     qtbot.waitUntil(
         lambda: w.effects.rowCount() == 3 or "not scored" in w.status.text(), timeout=60_000
     )
-    assert w.effects.rowCount() == 3
-    tasks = [w.effects.item(i, 0).text() for i in range(3)]
-    assert tasks == ["a", "b", "c"]
+    assert [w.effects.item(i, 0).text() for i in range(3)] == ["a", "b", "c"]
     mismatch = int(np.flatnonzero(var.features["id"] == "ref_mismatch_demo")[0])
     var.selected_data = {mismatch}
     qtbot.waitUntil(lambda: "not scored" in w.status.text(), timeout=60_000)
@@ -109,60 +122,75 @@ def test_genome_view_end_to_end(make_napari_viewer, qtbot, small_model, loop_pro
     assert att.metadata["values"].shape == (4, len(region)) and "delta" in w.status.text()
     assert att.metadata["method"] == "integrated gradients" and att.rgb
 
-    # predicted tracks
+    # predicted tracks, one per task, on the region's genome coordinates
     w.start_predict()
     qtbot.waitUntil(lambda: "predicted tracks" in viewer.layers, timeout=60_000)
-    assert len(viewer.layers["predicted tracks"].data) == 3
+    pred = viewer.layers["predicted tracks"]
+    assert pred.metadata["tasks"] == ["a", "b", "c"]
+    centres = pred.metadata["centres"]
+    assert _genome_x(pred, 0) == centres[0] == region.start
+    assert _genome_x(pred, len(centres) - 1) == pytest.approx(centres[-1])
 
 
 def test_train_with_live_curve(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    w = GenomeWidget(viewer)
+    w = _dock(viewer, qtbot)
     w.use_sample()
+    _idle(w, qtbot)
     w.epochs.setValue(2)
+    w.device.setCurrentText("cpu")
     w.start_training()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    _idle(w, qtbot, 180_000)
     assert len(w.plot.epochs) == 2
     assert w.target.count() == 8 and "trained" in w.model_path.text()
+    assert "peaks.bed" in w.model_info.text()  # what it was trained on
 
 
 def test_clicking_an_interval_opens_it(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    w = GenomeWidget(viewer)
+    w = _dock(viewer, qtbot)
     w.use_sample()
-    iv = next(ly for ly in viewer.layers if ly.metadata.get("kind") == "intervals")
+    _idle(w, qtbot)
+    iv = w.browser.layer("intervals")
     row = int(iv.features["bed_row"].iloc[1])
     iv.selected_data = {1}
     peak = w._bed.iloc[row]
     mid = (int(peak.start) + int(peak.end)) // 2
     qtbot.waitUntil(lambda: w._region.start == mid - 500, timeout=10_000)
-    assert w.region.text() == f"{peak.chrom}:{mid - 500}-{mid + 500}"
-    assert w._region.start == mid - 500
+    _idle(w, qtbot)
+    # typed and shown like UCSC / IGV: 1-based, both ends included, stored 0-based half-open
+    assert w.region.text() == f"{peak.chrom}:{mid - 499:,}-{mid + 500:,}"
+    assert (w._region.start, w._region.end) == (mid - 500, mid + 500)
 
 
-def test_region_by_bed_name(make_napari_viewer):
+def test_region_by_bed_name_and_errors(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    w = GenomeWidget(viewer)
+    w = _dock(viewer, qtbot)
     w.use_sample()
+    _idle(w, qtbot)
     peak = w._bed[w._bed.name == "SOX2"].iloc[0]
     w.region.setText("sox2")
     w.show_region()
+    _idle(w, qtbot)
     mid = (int(peak.start) + int(peak.end)) // 2
     assert (w._region.chrom, w._region.start, w._region.end) == (peak.chrom, mid - 500, mid + 500)
-    n = len(viewer.layers)
-    w.region.setText("NOT_A_PEAK")
-    w.show_region()
-    assert "name of a BED interval" in w.status.text() and len(viewer.layers) == n
-
-
-def test_bad_region_is_reported(make_napari_viewer):
-    viewer = make_napari_viewer()
-    w = GenomeWidget(viewer)
-    w.use_sample()
-    n = len(viewer.layers)
-    w.region.setText("chrS1:29000-31000")
-    w.show_region()
-    assert "outside chrS1" in w.status.text() and len(viewer.layers) == n
+    names = [ly.name for ly in viewer.layers]
+    for text, message in [
+        ("NOT_A_PEAK", "name of a BED interval"),
+        ("chrS1:29,001-31,000", "outside chrS1"),
+        ("chrS1:5,000-4,000", "empty"),
+    ]:
+        w.region.setText(text)
+        w.show_region()
+        _idle(w, qtbot)
+        assert message in w.status.text() and "\n" not in w.status.text()
+        assert [ly.name for ly in viewer.layers] == names  # the view is left as it was
+        # ... and no action runs on the sequence that is still shown
+        w.start_predict()
+        assert not w.jobs.busy() and "not the region shown" in w.status.text()
+    w.region.setText(str(w._region.locus))
+    w.start_predict()  # the dock is usable again
+    qtbot.waitUntil(lambda: "predicted tracks" in viewer.layers, timeout=60_000)
 
 
 def test_attribution_logo_filter_motifs_and_scan(make_napari_viewer, qtbot):
@@ -172,16 +200,17 @@ def test_attribution_logo_filter_motifs_and_scan(make_napari_viewer, qtbot):
     from napari_dlcb._sample_data import genome_sample_dir
 
     viewer = make_napari_viewer()
-    w = GenomeWidget(viewer)
-    viewer.window.add_dock_widget(w)
+    w = _dock(viewer, qtbot)
     w.use_sample()
+    _idle(w, qtbot)
     region = w._region
     sites = pd.read_csv(genome_sample_dir() / "planted_sites.tsv", sep="\t")
     sites = sites[
         (sites.chrom == region.chrom) & (sites.start >= region.start) & (sites.end <= region.end)
     ]
     assert {"CTCF", "GATA3"} <= set(sites.tf)
-    w._load_model("builtin")
+    w.load_model()
+    _idle(w, qtbot)
     w.target.setCurrentText("GATA3")
     w.attr_method.setCurrentText("integrated gradients")
     w.start_attribution()
@@ -195,13 +224,13 @@ def test_attribution_logo_filter_motifs_and_scan(make_napari_viewer, qtbot):
     top = region.start + int(values.sum(0).argmax())
     gata = sites[sites.tf == "GATA3"]
     assert ((gata.start <= top) & (top < gata.end)).any(), top
-    # ... and the logo draws ink over that base (pixel centres -> world x in bp)
+    # ... and the logo draws ink over that base (pixel centres -> genome x)
     level0 = np.asarray(layer.data[0] if layer.multiscale else layer.data)
     px = level0.shape[1] // len(region)
     cols = np.flatnonzero(level0[..., 3].any(0))
-    x_world = layer.translate[1] + layer.scale[1] * cols
-    assert (np.abs(x_world - top) < 0.5).any()
-    assert layer.translate[1] == pytest.approx(region.start - 0.5 + 0.5 / px)
+    x_genome = layer.metadata["origin"] + layer.translate[1] + layer.scale[1] * cols
+    assert (np.abs(x_genome - top) < 0.5).any()
+    assert layer.translate[1] == pytest.approx(-0.5 + 0.5 / px)
     # DeepLIFT/SHAP on the same model is complete too (the model is rewritten for captum)
     w.attr_method.setCurrentText("DeepLIFT/SHAP")
     w.start_attribution()
@@ -225,10 +254,10 @@ def test_attribution_logo_filter_motifs_and_scan(make_napari_viewer, qtbot):
     for s in sites[sites.tf == "CTCF"].itertuples():
         start = s.start - region.start
         assert ((ctcf.start == start) & (ctcf.strand == s.strand)).any(), s
-    assert viewer.layers["motif sites"].translate[1] == region.start
+    assert viewer.layers["motif sites"].metadata["origin"] == region.start
 
 
-def test_opening_genome_files_fills_the_genome_view(make_napari_viewer, tmp_path):
+def test_opening_genome_files_fills_the_genome_view(make_napari_viewer, qtbot, tmp_path):
     """File > Open on FASTA / BED / VCF / bigWig: the Genome view opens them on one bp axis."""
     import shutil
 
@@ -245,8 +274,9 @@ def test_opening_genome_files_fills_the_genome_view(make_napari_viewer, tmp_path
     w = next(dw.inner_widget() for dw in viewer.window._wrapped_dock_widgets.values())
     assert isinstance(w, GenomeWidget) and w.bed.text().endswith("peaks.bed")
     assert "FASTA" in w.status.text() and len(viewer.layers) == 0
-    w.region.setText("chr1:100-200")  # not in this genome: the first kb is shown instead
+    w.region.setText("chr1:101-200")  # not in this genome: the first kb is shown instead
     viewer.open(str(tmp_path / "sample_genome.fa"), plugin="napari-dlcb")
+    _idle(w, qtbot)
     assert str(w._region) == "chrS1:0-1000"
     assert "sequence" in {ly.metadata.get("kind") for ly in viewer.layers}
     assert w.peak_box.count() == len(w._bed) > 0  # the BED opened first is in use
@@ -255,11 +285,82 @@ def test_opening_genome_files_fills_the_genome_view(make_napari_viewer, tmp_path
         plugin="napari-dlcb",
         stack=False,
     )
+    _idle(w, qtbot)
     kinds = {ly.metadata.get("kind") for ly in viewer.layers}
     assert {"sequence", "variants", "signal"} <= kinds
     assert len(viewer.window._wrapped_dock_widgets) == 1  # the same dock is reused
     # a truncated VCF is a one-line error, and the field keeps its file
     (tmp_path / "bad.vcf").write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\nchrS1\n")
-    with pytest.raises(Exception, match="bad.vcf"):
-        viewer.open(str(tmp_path / "bad.vcf"), plugin="napari-dlcb")
-    assert w.vcf.text().endswith("variants.vcf")
+    viewer.open(str(tmp_path / "bad.vcf"), plugin="napari-dlcb")
+    _idle(w, qtbot)
+    assert "bad.vcf" in w.status.text() and w.vcf.text().endswith("variants.vcf")
+    # a file that is no genome file is refused in one line
+    w.open_files([str(tmp_path / "notes.txt")])
+    assert "not a genome file" in w.status.text()
+
+
+def test_mm10_hoxd_region_end_to_end(make_napari_viewer, qtbot, shared_data, monkeypatch):
+    """Real mm10 files (a FASTA of one region, its BED, a 4C bedGraph): chromosome coordinates."""
+    import napari_dlcb.inference.sequence as seqinf
+
+    d = shared_data / HOXD
+    viewer = make_napari_viewer()
+    w = _dock(viewer, qtbot)
+    w.open_files([str(d / FASTA), str(d / BED), str(d / BEDGRAPH)])
+    _idle(w, qtbot)
+    # the FASTA's header chr2:74060452-74082351 is a region of chr2, shown whole
+    assert (w._region.chrom, w._region.start, w._region.end) == ("chr2", 74060452, 74082351)
+    assert w.region.text() == "chr2:74,060,453-74,082,351"
+    seq = w.browser.layer("sequence")
+    assert _genome_x(seq, 0) == 74060452
+    # the BED in chromosome coordinates lands on them; intervals outside the FASTA are not drawn
+    iv = w.browser.layer("intervals")
+    assert list(iv.features["name"]) == ["islandII"]
+    assert _genome_x(iv, iv.data[0][:, 1].min()) == 74060473 - 0.5
+    assert "1 of 18 BED intervals" in w.status.text()
+    # the 4C signal too: its largest bar is where the bedGraph's largest value is
+    sig = w.browser.layer("signal")
+    bg = w.files.tracks[0].values("chr2", 74060452, 74082351)
+    assert sig.metadata["max"] == pytest.approx(bg.max())
+    # the first click does not load the model on the GUI thread
+    devices = []
+    real = seqinf.predict_track
+    monkeypatch.setattr(
+        seqinf, "predict_track", lambda *a, **k: devices.append(k["device"]) or real(*a, **k)
+    )
+    w.device.setCurrentText("cpu")
+    w.region.setText("chr2:74,066,001-74,067,000")
+    w.show_region()
+    _idle(w, qtbot)
+    t0 = time.perf_counter()
+    w.start_predict()
+    assert w.jobs.busy("model") and w._model is None  # loading in a job
+    assert time.perf_counter() - t0 < 1.0
+    qtbot.waitUntil(lambda: "predicted tracks" in viewer.layers, timeout=60_000)
+    assert devices == ["cpu"]  # the dock's device, not a hard-coded one
+    pred = viewer.layers["predicted tracks"]
+    assert _genome_x(pred, 0) == 74066000  # at the region's genome coordinate
+    # no empty (white) mutation-map band before one is computed
+    assert not w.mm_layer.visible and "mutation_map" not in w.browser.tracks
+    w.start_mutation_map()
+    _idle(w, qtbot)
+    assert "complete" in w.status.text() and w.mm_layer.data.shape == (4, 1000)
+    assert w.mm_layer.visible and "mutation_map" in w.browser.tracks
+    assert np.abs(w.mm_layer.data).max() > 0
+    assert "simulated" in w.model_info.text()  # which model, trained on what
+
+
+def test_opening_a_genome_replaces_the_previous_one(make_napari_viewer, qtbot, shared_data):
+    d = shared_data / HOXD
+    viewer = make_napari_viewer()
+    w = _dock(viewer, qtbot)
+    w.use_sample()
+    _idle(w, qtbot)
+    w.open_files([str(d / FASTA), str(d / BEDGRAPH)])
+    _idle(w, qtbot)
+    names = [ly.name for ly in viewer.layers]
+    assert not any("[1]" in n for n in names), names
+    assert w.minimumSizeHint().height() < 700  # the dock fits a 1000-px-high screen (tabs)
+    assert w.bed.text() == "" and w.vcf.text() == "" and w.bigwig.text().endswith(BEDGRAPH)
+    assert not w.browser.layers(kind="variants") and w._region.chrom == "chr2"
+    assert parse_locus(w.region.text()).start == w._region.start
