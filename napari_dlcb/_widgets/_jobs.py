@@ -77,6 +77,8 @@ class Job:
     started: float = field(default_factory=time.perf_counter)
     pbar: Any = None
     cancelled: bool = False
+    #: the function takes ``stop=`` and ends cleanly when stopped (its result is kept)
+    takes_stop: bool = False
     error: str | None = None
     finished: bool = False
 
@@ -179,7 +181,7 @@ class JobRunner(QObject):
             kwargs["stop"] = stop
         body = _job_body(func, args, kwargs, stop)
         worker = create_worker(body, _start_thread=False, _ignore_errors=True)
-        job = Job(name=name, kind=kind, worker=worker, stop=stop)
+        job = Job(name=name, kind=kind, worker=worker, stop=stop, takes_stop="stop" in kwargs)
         job.pbar = self._progress_bar(name, total)
         worker.yielded.connect(lambda item, j=job: self._yielded(j, item, on_yield))
         worker.returned.connect(lambda value, j=job: self._returned(j, value, on_return))
@@ -254,7 +256,9 @@ class JobRunner(QObject):
             self._guard(job, on_yield, item)
 
     def _returned(self, job: Job, value: Any, on_return: Callable[[Any], None] | None) -> None:
-        if on_return is not None and not job.cancelled:
+        # a job that takes ``stop=`` ends by itself when stopped: its result is what
+        # it kept (e.g. the trained model after Stop), so it is still delivered
+        if on_return is not None and (not job.cancelled or job.takes_stop):
             self._guard(job, on_return, value)
 
     def _guard(self, job: Job, callback: Callable[[Any], None], value: Any) -> None:
