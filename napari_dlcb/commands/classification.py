@@ -15,11 +15,9 @@ import numpy as np
 
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.imagefolder import find_image_folder, list_images, read_images
 
 __all__ = [
-    "IMAGE_SUFFIXES",
-    "find_image_folder",
-    "list_images",
     "register",
     "run_predict",
     "run_saliency",
@@ -27,7 +25,6 @@ __all__ = [
     "train_config",
 ]
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 SALIENCY_METHODS = ("integrated-gradients", "gradients", "smoothgrad", "gradcam", "occlusion")
 
 
@@ -112,74 +109,6 @@ def _say(msg: str) -> None:
     say(msg)
 
 
-def list_images(folder: Path) -> list[Path]:
-    """All PNG/TIFF files under ``folder`` (recursively, hidden entries skipped), sorted."""
-    return sorted(
-        f
-        for f in folder.rglob("*")
-        if f.is_file()
-        and f.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in f.relative_to(folder).parts)
-    )
-
-
-def find_image_folder(folder: Path) -> tuple[list[str], list[Path], list[int]]:
-    """Read an ImageFolder layout: one sub-folder per class.
-
-    Parameters
-    ----------
-    folder : Path
-        ``folder/<class name>/**/*.png|tif|tiff``.
-
-    Returns
-    -------
-    classes : list of str
-        Sorted sub-folder names.
-    files : list of Path
-    labels : list of int
-        Class index of each file.
-
-    Raises
-    ------
-    DlcbError
-        Missing folder, no class sub-folders, a single class, or an empty class.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DlcbError(f"not a folder: {folder}")
-    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not subdirs:
-        raise DlcbError(
-            f"{folder} has no class sub-folders; expected one sub-folder per class (ImageFolder)"
-        )
-    classes, files, labels = [], [], []
-    for k, d in enumerate(subdirs):
-        found = list_images(d)
-        if not found:
-            raise DlcbError(f"class folder '{d.name}' in {folder} has no PNG or TIFF images")
-        classes.append(d.name)
-        files += found
-        labels += [k] * len(found)
-    if len(classes) < 2:
-        raise DlcbError(
-            f"{folder} has a single class ('{classes[0]}'); a classifier needs at least 2 "
-            "class sub-folders"
-        )
-    return classes, files, labels
-
-
-def _read_all(files: list[Path]) -> list[np.ndarray]:
-    from napari_dlcb.io.images import read_image
-
-    out = []
-    for f in files:
-        im = np.asarray(read_image(f))
-        if im.ndim not in (2, 3):
-            raise DlcbError(f"{f.name} is not a 2-D grey or RGB image (shape {im.shape})")
-        out.append(im)
-    return out
-
-
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``train classification``."""
     classes, files, labels = find_image_folder(args.images)
@@ -189,13 +118,13 @@ def run_train(args: argparse.Namespace) -> int:
         + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
         + f"), base {args.base}, mode {args.mode}"
     )
-    images = _read_all(files)
+    images = read_images(files)
     val_images = val_labels = None
     if args.val is not None:
         vclasses, vfiles, vlabels = find_image_folder(args.val)
         if vclasses != classes:
             raise DlcbError(f"validation classes {vclasses} differ from training classes {classes}")
-        val_images, val_labels = _read_all(vfiles), vlabels
+        val_images, val_labels = read_images(vfiles), vlabels
 
     from napari_dlcb.commands._report import describe_event
     from napari_dlcb.tasks.classification import ClassificationTrainer
@@ -289,7 +218,7 @@ def run_predict(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model, device="cpu")
     if meta.task != "classification":
         raise DlcbError(f"{args.model} is a {meta.task} model, not a classifier")
-    probs, notes = predict_proba(model, meta, _read_all(files), tta=args.tta, device=args.device)
+    probs, notes = predict_proba(model, meta, read_images(files), tta=args.tta, device=args.device)
     for note in notes:
         _say(f"note: {note}")
     table = pd.DataFrame(

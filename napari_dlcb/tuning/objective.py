@@ -52,6 +52,14 @@ class Objective(ABC):
     def default_space(self) -> SearchSpace:
         """The task's search space (the paper's Table 2 plus architecture knobs)."""
 
+    def known(self) -> list[str]:
+        """Names a search space may use: the config's fields (subclasses add more)."""
+        return list(self.base.to_dict())
+
+    def configure(self, params: dict[str, Any]) -> TaskConfig:
+        """The validated config of a trial with these hyper-parameters."""
+        return self.base.replace(**params)
+
     @abstractmethod
     def make_task(self, config: TaskConfig) -> Task:
         """A task on this objective's training/validation data with ``config``."""

@@ -248,7 +248,7 @@ def tune(
     _check(strategy, budget_minutes, n_trials)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    space = (space or objective.default_space()).check(objective.base.to_dict())
+    space = (space or objective.default_space()).check(objective.known())
     name = study_name or f"napari-dlcb-{objective.kind}"
     spec = objective.spec() if (scheduler or n_workers) else None
     study = open_study(name, storage, out, objective.direction, strategy, seed, prune)
@@ -417,7 +417,7 @@ def run_trial(
     curve: list[dict[str, float]] = []
     pruned = False
     try:
-        config = objective.base.replace(**{**space.fixed, **params, "seed": seed + trial.number})
+        config = objective.configure({**space.fixed, **params, "seed": seed + trial.number})
         task = objective.make_task(config)
         options = objective.fit_options(config)
         if deadline is not None:

@@ -290,3 +290,45 @@ def test_postgresql_storage(tmp_path, postgres_url):
     assert events[-1].n_complete == 2
     study = optuna.load_study(study_name="pg-test", storage=postgres_url)
     assert len(study.trials) == 2
+
+
+def _gata3_table(shared_data, tmp_path, n=240):
+    import pandas as pd
+
+    src = next((shared_data / "deepbind_encode_chipseq" / "train").glob("GATA3*_AC.seq.gz"))
+    df = pd.read_csv(src, sep="\t").head(n)
+    out = tmp_path / "gata3.tsv"
+    df.to_csv(out, sep="\t", index=False)
+    return out
+
+
+def test_sequence_study_on_two_dask_workers(tmp_path, shared_data):
+    """Real GATA3 peaks: trials run in parallel on 2 local dask workers, one storage."""
+    pytest.importorskip("distributed")
+    from napari_dlcb.tuning.objectives import sequence_objective
+
+    table = _gata3_table(shared_data, tmp_path)
+    obj = sequence_objective(
+        table=str(table),
+        negatives="dinucleotide-shuffle",
+        base={"epochs": 2, "batch_size": 64, "model_kwargs": {"filters": 8}, "device": "cpu"},
+    )
+    space = SearchSpace([Param.float("lr", 1e-3, 1e-2, log=True), Param.int("kernel_size", 8, 16)])
+    events = list(
+        tune(
+            obj,
+            out_dir=tmp_path / "s",
+            space=space,
+            strategy="random",
+            n_trials=4,
+            seed=0,
+            n_workers=2,
+            prune=False,
+        )
+    )
+    done = [e for e in events if isinstance(e, TrialFinished)]
+    assert len(done) == 4 and all(e.state == "complete" for e in done), done
+    assert len({e.worker for e in done}) == 2  # both workers ran trials
+    fin = events[-1]
+    assert fin.n_complete == 4 and 0.5 < fin.best_value <= 1.0
+    assert (tmp_path / "s" / "best" / "metadata.json").exists()

@@ -1,0 +1,94 @@
+"""Folders of images: the ImageFolder layout (one sub-folder per class) and flat folders.
+
+Shared by the CLI (``train``/``predict classification``), the tuner's
+objectives and the pretraining scripts, so every entry point reads a folder
+the same way and refuses the same bad layouts with the same one-line errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_dlcb.errors import DlcbError
+
+__all__ = ["IMAGE_SUFFIXES", "find_image_folder", "list_images", "read_image_folder", "read_images"]
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """All PNG/TIFF files under ``folder`` (recursively, hidden entries skipped), sorted."""
+    folder = Path(folder)
+    return sorted(
+        f
+        for f in folder.rglob("*")
+        if f.is_file()
+        and f.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+    )
+
+
+def find_image_folder(folder: Path) -> tuple[list[str], list[Path], list[int]]:
+    """Read an ImageFolder layout: one sub-folder per class.
+
+    Parameters
+    ----------
+    folder : Path
+        ``folder/<class name>/**/*.png|tif|tiff``.
+
+    Returns
+    -------
+    classes : list of str
+        Sorted sub-folder names.
+    files : list of Path
+    labels : list of int
+        Class index of each file.
+
+    Raises
+    ------
+    DlcbError
+        Missing folder, no class sub-folders, a single class, or an empty class.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DlcbError(f"not a folder: {folder}")
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not subdirs:
+        raise DlcbError(
+            f"{folder} has no class sub-folders; expected one sub-folder per class (ImageFolder)"
+        )
+    classes, files, labels = [], [], []
+    for k, d in enumerate(subdirs):
+        found = list_images(d)
+        if not found:
+            raise DlcbError(f"class folder '{d.name}' in {folder} has no PNG or TIFF images")
+        classes.append(d.name)
+        files += found
+        labels += [k] * len(found)
+    if len(classes) < 2:
+        raise DlcbError(
+            f"{folder} has a single class ('{classes[0]}'); a classifier needs at least 2 "
+            "class sub-folders"
+        )
+    return classes, files, labels
+
+
+def read_images(files: list[Path]) -> list[np.ndarray]:
+    """Read 2-D grey or RGB images; a one-line error names a file that is neither."""
+    from napari_dlcb.io.images import read_image
+
+    out = []
+    for f in files:
+        im = np.asarray(read_image(f))
+        if im.ndim not in (2, 3):
+            raise DlcbError(f"{f.name} is not a 2-D grey or RGB image (shape {im.shape})")
+        out.append(im)
+    return out
+
+
+def read_image_folder(folder: str | Path) -> tuple[list[str], list[np.ndarray], list[int]]:
+    """``(classes, images, labels)`` of an ImageFolder."""
+    classes, files, labels = find_image_folder(Path(folder))
+    return classes, read_images(files), labels
