@@ -19,7 +19,9 @@ import pytest
 from napari.layers import Image
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_dlcb._widgets import segmentation as segmod
+from napari_dlcb._widgets.segmentation import jobs as segjobs
+from napari_dlcb._widgets.segmentation import outputs as segoutputs
+from napari_dlcb._widgets.segmentation import predict as segpredict
 from napari_dlcb._widgets._common import ThrottledCall, viewer_camera, visible_region
 from napari_dlcb._widgets._plot import overfitting_onset
 from napari_dlcb._widgets.segmentation import SegmentationWidget
@@ -52,10 +54,11 @@ class FakeTrainer:
     instances: list[FakeTrainer] = []
     val_losses: list[float] | None = None
 
-    def __init__(self, images, labels, **kwargs):
-        self.images, self.labels, self.kwargs = images, labels, kwargs
+    def __init__(self, images, labels, config, base_model=None):
+        self.images, self.labels, self.config = images, labels, config
+        self.base_model = base_model
         self.fit_calls: list[dict] = []
-        self.meta = type("Meta", (), {"label_kind": kwargs["label_kind"]})()
+        self.meta = type("Meta", (), {"label_kind": config.label_kind})()
         self.model = object()
         FakeTrainer.instances.append(self)
 
@@ -109,7 +112,7 @@ class FakeTrainer:
 def fake_trainer(monkeypatch):
     FakeTrainer.instances = []
     FakeTrainer.val_losses = None
-    monkeypatch.setattr(segmod, "_build_trainer", lambda i, l, kw: FakeTrainer(i, l, **kw))
+    monkeypatch.setattr(segjobs, "build_task", FakeTrainer)
     return FakeTrainer
 
 
@@ -179,7 +182,8 @@ def test_train_passes_settings_and_updates_live(small_viewer, qtbot, fake_traine
     qtbot.waitUntil(lambda: not widget.is_training, timeout=20000)
 
     (tr,) = fake_trainer.instances
-    assert tr.kwargs == {
+    got = {**tr.config.to_dict(), "patch_size": tr.config.patch}  # the config the CLI builds
+    expected = {
         "label_kind": "scribbles",
         "base": "builtin",
         "mode": "full",
@@ -190,6 +194,7 @@ def test_train_passes_settings_and_updates_live(small_viewer, qtbot, fake_traine
         "seed": 0,
         "device": "cpu",
     }
+    assert {k: got[k] for k in expected} == expected
     call = tr.fit_calls[0]
     assert call["epochs"] == 3 and call["lr"] == pytest.approx(0.002)
     assert callable(call["preview_region"])
@@ -235,7 +240,7 @@ def test_stop_and_resume(small_viewer, qtbot, fake_trainer):
     widget.resume_btn.click()
     qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
     assert len(fake_trainer.instances) == 2
-    assert fake_trainer.instances[1].kwargs["base"] == (tr.model, tr.meta)
+    assert fake_trainer.instances[1].base_model == (tr.model, tr.meta)
 
 
 def test_overfitting_warning_shown(small_viewer, qtbot, fake_trainer):
@@ -293,9 +298,9 @@ def test_predict_whole_image_uses_trained_model(small_viewer, qtbot, fake_traine
 def test_bad_input_notifies_and_starts_nothing(small_viewer, qtbot, labels, expected, monkeypatch):
     viewer = small_viewer
     started = []
-    monkeypatch.setattr(segmod, "create_worker", lambda *a, **k: started.append(a))
     viewer.add_labels(labels, name="bad")
     widget = _dock(viewer)
+    monkeypatch.setattr(widget.jobs, "run", lambda *a, **k: started.append(a))
     widget.select_layers(labels="bad")
     n = len(notification_manager.records)
     assert widget.start_training() is False
@@ -313,7 +318,7 @@ def test_worker_error_becomes_one_line_notification(small_viewer, qtbot, monkeyp
     def broken(*args):
         raise DlcbError("the base model expects 3 channel(s) but the images have 1")
 
-    monkeypatch.setattr(segmod, "_build_trainer", broken)
+    monkeypatch.setattr(segjobs, "build_task", broken)
     widget = _dock(small_viewer)
     n = len(notification_manager.records)
     assert widget.start_training()
@@ -355,6 +360,8 @@ def test_live_training_end_to_end(session_viewer, qtbot, loop_probe):
     widget.train_btn.click()
     t_click = time.perf_counter() - t0
     assert widget.is_training
+    # the live layer is created right after the click returns (issue 8: the click is quick)
+    qtbot.waitUntil(lambda: widget.preview_layer is not None, timeout=10000)
     layer = widget.preview_layer
     assert layer is not None and layer in viewer.layers
     loop_probe.start()  # from here on, training runs in the worker
@@ -413,16 +420,17 @@ def test_live_saliency_while_training(session_viewer, qtbot, loop_probe):
     widget.epochs_spin.setValue(200)  # stopped by the test
     widget.device_combo.setCurrentText("cpu")
     widget.fit_overrides = {"samples_per_epoch": 8}
-    assert widget.settings().fit_kwargs()["preview_saliency"] is None  # off by default
+    assert widget.config().live_saliency is None  # off by default
     widget.saliency_combo.setCurrentText("gradients")
-    assert widget.settings().fit_kwargs()["preview_saliency"] == "gradients"
+    assert widget.config().live_saliency == "gradients"
     widget.preview_check.setChecked(False)  # no live prediction, no live saliency
-    assert widget.settings().live_saliency is None and not widget.saliency_combo.isEnabled()
+    assert widget.config().live_saliency is None and not widget.saliency_combo.isEnabled()
     widget.preview_check.setChecked(True)
     qtbot.waitUntil(lambda: widget.warmed_up, timeout=60000)
 
     widget.train_btn.click()
     assert widget.is_training and not widget.saliency_combo.isEnabled()
+    qtbot.waitUntil(lambda: widget.saliency_layer is not None, timeout=10000)
     layer = widget.saliency_layer
     assert layer is not None and layer.name == f"{image.name} live saliency"
     assert image.name in [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]
@@ -567,8 +575,8 @@ def test_predict_lazy_image_block_by_block(make_napari_viewer, qtbot, dlcb_cache
 
     from napari_dlcb.inference.segment import segment
 
-    monkeypatch.setattr(segmod, "BLOCKWISE_PIXELS", 0)
-    monkeypatch.setattr(segmod, "PYRAMID_SMALLEST", 256)
+    monkeypatch.setattr(segpredict, "BLOCKWISE_PIXELS", 0)
+    monkeypatch.setattr(segoutputs, "PYRAMID_SMALLEST", 256)
     img, lazy = _lazy_nuclei()
     viewer = make_napari_viewer()
     viewer.add_image(lazy, name="big", scale=(0.5, 0.5))
@@ -595,7 +603,7 @@ def test_predict_lazy_image_block_by_block(make_napari_viewer, qtbot, dlcb_cache
 def test_stop_cancels_a_block_by_block_prediction(
     make_napari_viewer, qtbot, dlcb_cache, monkeypatch
 ):
-    monkeypatch.setattr(segmod, "BLOCKWISE_PIXELS", 0)
+    monkeypatch.setattr(segpredict, "BLOCKWISE_PIXELS", 0)
     _, lazy = _lazy_nuclei(reps=4)  # 2048 x 2048: 4 blocks of 1024
     viewer = make_napari_viewer()
     viewer.add_image(lazy, name="big")
