@@ -44,7 +44,9 @@ def _errors_since(n: int) -> list[str]:
     ]
 
 
-def test_train_stop_predict_save_reload_on_real_nuclei(make_napari_viewer, qtbot, stardist, tmp_path):
+def test_train_stop_predict_save_reload_on_real_nuclei(
+    make_napari_viewer, qtbot, stardist, tmp_path
+):
     from napari_dlcb.inference.segment import segment
 
     img, truth, strokes = stardist

@@ -19,12 +19,12 @@ import pytest
 from napari.layers import Image
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_dlcb._widgets.segmentation import jobs as segjobs
-from napari_dlcb._widgets.segmentation import outputs as segoutputs
-from napari_dlcb._widgets.segmentation import predict as segpredict
 from napari_dlcb._widgets._common import ThrottledCall, viewer_camera, visible_region
 from napari_dlcb._widgets._plot import overfitting_onset
 from napari_dlcb._widgets.segmentation import SegmentationWidget
+from napari_dlcb._widgets.segmentation import jobs as segjobs
+from napari_dlcb._widgets.segmentation import outputs as segoutputs
+from napari_dlcb._widgets.segmentation import predict as segpredict
 from napari_dlcb.training import events as E
 
 pytestmark = pytest.mark.gui
@@ -648,3 +648,75 @@ def test_every_annotated_plane_of_a_stack_trains(make_napari_viewer, qtbot, fake
     tr = fake_trainer.instances[-1]
     np.testing.assert_array_equal(tr.images[0], stack[2])
     np.testing.assert_array_equal(tr.images[1], stack[0])
+
+
+# --------------------------------------------------------------------------- issue 8
+def test_changing_start_from_after_training_is_explicit(
+    small_viewer, qtbot, fake_trainer, tmp_path
+):
+    """Predict used the trained model after "Start from" changed; now the choice wins."""
+    seg = pytest.importorskip("napari_dlcb.tasks.segmentation")
+    from napari_dlcb.data.synthetic import synthetic_nuclei
+
+    img, lab = synthetic_nuclei((96, 96), seed=1)
+    folder = seg.SegmentationTrainer([img], [lab], label_kind="instances", base="scratch").save(
+        tmp_path / "scratch-model"
+    )
+    viewer = small_viewer
+    widget = _dock(viewer)
+    assert widget.model_label.text().startswith("Model: built-in nuclei U-Net")
+    widget.epochs_spin.setValue(1)
+    widget.train_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    assert widget.trainer is fake_trainer.instances[0]
+    assert "trained here from built-in nuclei U-Net" in widget.model_label.text()
+    assert widget.save_btn.isEnabled() and widget.resume_btn.isEnabled()
+
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("saved"))
+    widget.base_path.setText(str(folder))  # typed, Enter not pressed: Predict still sees it
+    assert widget.predict()
+    qtbot.waitUntil(lambda: widget.predict_worker is None, timeout=120000)
+    assert widget.trainer is None
+    assert "scratch-model" in widget.model_label.text()
+    assert not widget.save_btn.isEnabled() and not widget.resume_btn.isEnabled()
+    # the saved model predicted, not the fake trainer (which thresholds at the mean)
+    out = viewer.layers["img segmentation"].data
+    fake = (viewer.layers["img"].data > viewer.layers["img"].data.mean()).astype(np.uint8) + 1
+    assert not np.array_equal(np.where(fake == 1, 0, fake), out)
+    assert "with scratch-model" in widget.status.text()
+    assert not widget.preview_layer.visible  # the live prediction no longer covers it
+
+
+def test_live_layers_use_no_private_napari_api(small_viewer, qtbot, fake_trainer, monkeypatch):
+    """napari deprecated ``LayerList._activate_on_insert`` (private): the dock never touches it."""
+    import sys
+
+    viewer = small_viewer
+    touched = []
+    cls = type(viewer.layers)
+    state = {"value": True}
+
+    def record(value=None):
+        caller = sys._getframe(2).f_globals.get("__name__", "")
+        if caller.startswith("napari_dlcb"):
+            touched.append(caller)
+
+    def get(self):
+        record()
+        return state["value"]
+
+    def put(self, value):
+        record()
+        state["value"] = value
+
+    monkeypatch.setattr(cls, "_activate_on_insert", property(get, put), raising=False)
+    widget = _dock(viewer)
+    widget.saliency_combo.setCurrentText("gradients")
+    widget.epochs_spin.setValue(1)
+    labels = viewer.layers["scribbles"]
+    viewer.layers.selection.active = labels
+    widget.train_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    assert widget.preview_layer in viewer.layers and widget.saliency_layer in viewer.layers
+    assert viewer.layers.selection.active is labels  # the user keeps painting there
+    assert touched == []

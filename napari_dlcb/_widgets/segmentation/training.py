@@ -209,7 +209,7 @@ class TrainingMixin:
         self._set_state()
 
     def _prepare_live(self, image: Image, saliency: str | None) -> None:
-        if image not in self.viewer.layers or not self.is_training:
+        if image not in self.viewer.layers:
             return
         self.live.ensure_preview(image)
         if saliency:

@@ -159,8 +159,9 @@ def param_groups(
 
 def freeze_norm_stats(module: nn.Module) -> None:
     """Put every batch-norm layer of ``module`` in eval mode (running statistics fixed)."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, norms):
             m.eval()
 
 
