@@ -528,14 +528,20 @@ def test_unreadable_model_folder_notifies(small_viewer, qtbot, tmp_path):
     assert widget.trainer is None and widget.train_btn.isEnabled()
 
 
-def test_predict_with_saved_model_without_training(small_viewer, qtbot, tmp_path):
+@pytest.fixture
+def scratch_model(tmp_path):
+    """A saved (untrained) scratch U-Net folder named "scratch-model"."""
     seg = pytest.importorskip("napari_dlcb.tasks.segmentation")
     from napari_dlcb.data.synthetic import synthetic_nuclei
 
     img, lab = synthetic_nuclei((96, 96), seed=1)
-    folder = seg.SegmentationTrainer([img], [lab], label_kind="instances", base="scratch").save(
+    return seg.SegmentationTrainer([img], [lab], label_kind="instances", base="scratch").save(
         tmp_path / "scratch-model"
     )
+
+
+def test_predict_with_saved_model_without_training(small_viewer, qtbot, scratch_model):
+    folder = scratch_model
     viewer = small_viewer
     widget = _dock(viewer)
     widget.base_combo.setCurrentIndex(widget.base_combo.findData("saved"))
@@ -652,16 +658,10 @@ def test_every_annotated_plane_of_a_stack_trains(make_napari_viewer, qtbot, fake
 
 # --------------------------------------------------------------------------- issue 8
 def test_changing_start_from_after_training_is_explicit(
-    small_viewer, qtbot, fake_trainer, tmp_path
+    small_viewer, qtbot, fake_trainer, scratch_model
 ):
     """Predict used the trained model after "Start from" changed; now the choice wins."""
-    seg = pytest.importorskip("napari_dlcb.tasks.segmentation")
-    from napari_dlcb.data.synthetic import synthetic_nuclei
-
-    img, lab = synthetic_nuclei((96, 96), seed=1)
-    folder = seg.SegmentationTrainer([img], [lab], label_kind="instances", base="scratch").save(
-        tmp_path / "scratch-model"
-    )
+    folder = scratch_model
     viewer = small_viewer
     widget = _dock(viewer)
     assert widget.model_label.text().startswith("Model: built-in nuclei U-Net")

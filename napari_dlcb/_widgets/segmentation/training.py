@@ -85,6 +85,15 @@ class TrainingMixin:
         self._check_annotation(config, labels.name, labs)
         return imgs, labs, np.asarray(preview)
 
+    def _checked_input(self) -> tuple[Any, list, list, np.ndarray] | None:
+        """(config, images, labels, preview plane), or None after telling the user why not."""
+        try:
+            config = self.config()
+            return (config, *self._training_arrays(config))
+        except DlcbError as err:
+            self._user_error(err)
+            return None
+
     @staticmethod
     def _check_annotation(config: Any, name: str, labs: list[np.ndarray]) -> None:
         if config.label_kind != "classes" and not any(np.any(lab) for lab in labs):
@@ -114,12 +123,10 @@ class TrainingMixin:
         """Check the input, then train a new model from "Start from" (False on bad input)."""
         if self.is_training or self.jobs.busy("predict"):
             return False
-        try:
-            config = self.config()
-            imgs, labs, plane = self._training_arrays(config)
-        except DlcbError as err:
-            self._user_error(err)
+        checked = self._checked_input()
+        if checked is None:
             return False
+        config, imgs, labs, plane = checked
         self.model_in_use.trainer, self.model_in_use.kept = None, ""
         self.model_in_use.base = self.base_choice
         self._trained_labels = labs
@@ -144,12 +151,10 @@ class TrainingMixin:
         if trainer is None:
             self._user_error("Nothing to resume: press Train first.")
             return False
-        try:
-            config = self.config()
-            imgs, labs, plane = self._training_arrays(config)
-        except DlcbError as err:
-            self._user_error(err)
+        checked = self._checked_input()
+        if checked is None:
             return False
+        config, imgs, labs, plane = checked
         old = self._trained_labels
         same = (
             old is not None

@@ -36,19 +36,21 @@ from torch import nn
 from napari_dlcb.data.augment import Augment
 from napari_dlcb.data.labels import (
     FOREGROUND,
-    IGNORE,
-    class_names_for,
     class_values_for,
     make_target,
 )
-from napari_dlcb.data.normalize import Normalizer, check_image, to_cyx
+from napari_dlcb.data.normalize import Normalizer
 from napari_dlcb.data.patches import PatchDataset, TileDataset
-from napari_dlcb.data.splits import block_mask, stroke_mask, train_val_split
 from napari_dlcb.device import resolve_device
-from napari_dlcb.errors import DlcbError
 from napari_dlcb.tasks.base import Task
 from napari_dlcb.tasks.segmentation.config import SegmentationConfig
 from napari_dlcb.tasks.segmentation.live import LivePreview
+from napari_dlcb.tasks.segmentation.prepare import (
+    checked_images,
+    make_meta,
+    output_classes,
+    split_targets,
+)
 from napari_dlcb.tasks.segmentation.quick import (
     QuickHead,
     QuickView,
@@ -60,7 +62,6 @@ from napari_dlcb.tasks.segmentation.start import (
     SCRATCH,
     TrainNet,
     adapt_model,
-    n_outputs,
     param_groups,
     resolve_start,
 )
@@ -87,27 +88,6 @@ def _config_of(
         options["base"] = getattr(start[1], "parent", None) or "in-memory"
     cfg = config if config is not None else SegmentationConfig()
     return cfg.replace(**options), start  # a validated copy
-
-
-def _checked(
-    images: Sequence[Any], labels: Sequence[Any], channel_axis: int | None
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    if len(images) == 0:
-        raise DlcbError("no images given")
-    if len(images) != len(labels):
-        raise DlcbError(f"{len(images)} images but {len(labels)} label images")
-    imgs = [to_cyx(np.asarray(im), channel_axis) for im in images]
-    labs = [np.asarray(lab) for lab in labels]
-    for i, (im, lab) in enumerate(zip(imgs, labs)):
-        name = f"image {i}" if len(imgs) > 1 else "image"
-        if lab.shape != im.shape[1:]:
-            raise DlcbError(
-                f"labels of {name} have shape {lab.shape} but the image is {im.shape[1:]}"
-            )
-        check_image(im, name)
-    if len({im.shape[0] for im in imgs}) > 1:
-        raise DlcbError("images have different numbers of channels")
-    return imgs, labs
 
 
 class SegmentationTask(Task):
@@ -146,14 +126,16 @@ class SegmentationTask(Task):
     ) -> None:
         cfg, start = _config_of(config, dict(options))
         self.config = cfg
-        imgs, labs = _checked(images, labels, cfg.channel_axis)
+        imgs, labs = checked_images(images, labels, cfg.channel_axis)
         self._images = [np.asarray(im) for im in images]  # references: to recognise a preview
         self.class_values = class_values_for(labs, cfg.label_kind)
         self.device = str(resolve_device(cfg.device))
         self.augment = Augment() if cfg.augment else None
         model, base_meta, parent = resolve_start(start if start is not None else cfg.base)
         self.pretrained = parent != SCRATCH
-        n_classes = self._output_kind(base_meta)
+        out = output_classes(cfg, base_meta, len(self.class_values))
+        self.binary, self.scribble_instances = out.binary, out.scribble_instances
+        self.binary_instances, n_classes = out.binary_instances, out.n_classes
         self.model, self._new_params = adapt_model(model, base_meta, n_classes, imgs[0].shape[0])
         # split before normalisation so only training pixels shape the statistics
         targets = [
@@ -161,7 +143,7 @@ class SegmentationTask(Task):
         ]
         if self.scribble_instances:  # object strokes -> FOREGROUND (interior or boundary)
             targets = [np.where(t == 1, FOREGROUND, t) for t in targets]
-        self._split(imgs, targets)
+        self._train_images, self._train_t, self._val_t = split_targets(targets, cfg)
         norm_mode = (base_meta.normalization or {}).get("mode", "percentile")
         if norm_mode in ("percentile", "zscore") or parent == SCRATCH:
             norm_mode = "zscore" if norm_mode == "zscore" else "percentile"
@@ -169,7 +151,16 @@ class SegmentationTask(Task):
         else:
             self.normalizer = Normalizer.from_dict(base_meta.normalization)
         self._norm = [self.normalizer(im) for im in imgs]
-        self.meta = self._make_meta(base_meta, parent, n_classes, imgs[0].shape[0])
+        self.meta = make_meta(
+            self.model,
+            base_meta,
+            out,
+            label_kind=cfg.label_kind,
+            class_values=self.class_values,
+            normalizer=self.normalizer,
+            parent=parent,
+            in_channels=imgs[0].shape[0],
+        )
         self.history: list[dict[str, float]] = []
         self._regions: dict | None = None
         self._teachers: dict | None = None
@@ -201,108 +192,6 @@ class SegmentationTask(Task):
         return self.config.patch
 
     # -- set-up ---------------------------------------------------------------------------
-    def _output_kind(self, base_meta: Any) -> int:
-        """Decide the output classes from the labels and the base model; return their number."""
-        cfg = self.config
-        self.binary = n_outputs(base_meta) == 1
-        n_classes = len(self.class_values)
-        # Scribbles with one object class on an instance model (background / interior /
-        # boundary) keep the pretrained head: "object" strokes teach "interior or
-        # boundary" (a partial-label loss), so the result stays instances, as a
-        # cellpose user expects from painting a few nuclei.
-        self.scribble_instances = bool(
-            cfg.scribble_instances
-            and cfg.label_kind == "scribbles"
-            and n_classes == 2
-            and not self.binary
-            and getattr(base_meta, "label_kind", None) == "instances"
-            and len(base_meta.classes) == 3
-        )
-        if self.scribble_instances:
-            n_classes = 3
-        # the same for one-channel foreground models (e.g. BioImage.IO nuclei U-Nets)
-        self.binary_instances = bool(
-            cfg.scribble_instances
-            and cfg.label_kind == "scribbles"
-            and n_classes == 2
-            and self.binary
-        )
-        if cfg.label_kind == "instances" and self.binary:
-            n_classes = 2
-        if self.binary and n_classes > 2:
-            raise DlcbError(
-                f"the base model predicts one channel (foreground) and cannot learn {n_classes} "
-                "classes; use the built-in U-Net"
-            )
-        return n_classes
-
-    def _make_meta(self, base_meta: Any, parent: str, n_classes: int, in_channels: int) -> Any:
-        from napari_dlcb.models.saved import ModelMeta
-
-        kind = self.config.label_kind
-        out_kind = "instances" if self.scribble_instances or self.binary_instances else kind
-        if out_kind != "instances":
-            classes = class_names_for(out_kind, self.class_values)
-            values = list(self.class_values)
-        elif self.binary:
-            classes, values = ["background", "foreground"], [0, 1]
-        else:  # one name per output channel (scribbles on an instance model: 3, not 2)
-            classes = ["background", "interior", "boundary"][:n_classes]
-            values = list(range(n_classes))
-        arch = (
-            self.model.architecture()
-            if hasattr(self.model, "architecture")
-            else {"name": "torchscript"}
-        )
-        meta = ModelMeta(
-            task="segmentation",
-            architecture=arch,
-            classes=classes,
-            label_kind=out_kind,
-            class_values=values,
-            normalization=self.normalizer.to_dict(),
-            input_axes="bcyx",
-            in_channels=in_channels,
-            output_activation="sigmoid" if self.binary else "softmax",
-            parent=parent,
-            extra={
-                k: v
-                for k, v in (base_meta.extra or {}).items()
-                if k in ("halo", "size_multiple", "postprocess")
-            },
-        )
-        if self.scribble_instances or self.binary_instances:
-            meta.extra["trained_from"] = "scribbles (1 = background, 2 = objects)"
-        return meta
-
-    def _split(self, imgs: list[np.ndarray], targets: list[np.ndarray]) -> None:
-        """Hold out whole images (3 or more), else whole strokes, else 64-px blocks."""
-        n, frac, seed = len(imgs), self.config.val_fraction, self.config.seed
-        if n >= 3 and frac > 0:
-            tr, va = train_val_split(n, val_fraction=frac, seed=seed)
-            self._train_images = [int(i) for i in tr]
-            self._train_t = {int(i): targets[i] for i in tr}
-            self._val_t = {int(i): targets[i] for i in va}
-            return
-        self._train_images = list(range(n))
-        self._train_t, self._val_t = {}, {}
-        for i, t in enumerate(targets):
-            if frac <= 0:
-                self._train_t[i] = t
-                continue
-            m = None
-            if self.config.label_kind == "scribbles":
-                m = stroke_mask(t, val_fraction=frac, seed=seed + i)
-            if m is None:
-                m = block_mask(t.shape, val_fraction=frac, seed=seed + i, labelled=t >= 0)
-            tr_t, va_t = t.copy(), t.copy()
-            tr_t[m], va_t[~m] = IGNORE, IGNORE
-            self._train_t[i] = tr_t
-            if (va_t >= 0).any():
-                self._val_t[i] = va_t
-        if not any((t >= 0).any() for t in self._train_t.values()):
-            raise DlcbError("no annotated pixels are left for training")
-
     # -- datasets -------------------------------------------------------------------------
     @property
     def quick(self) -> bool:
