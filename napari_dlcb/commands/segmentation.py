@@ -64,7 +64,7 @@ def register(train, predict, top) -> None:
     p.add_argument(
         "--distill",
         type=float,
-        default=1.0,
+        default=3.0,
         help="quick mode: weight of keeping the base model's predictions where "
         "nothing is painted (0: off)",
     )

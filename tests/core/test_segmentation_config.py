@@ -70,7 +70,7 @@ def test_cli_and_dock_build_the_same_config():
         epoch_seconds=None,
         early_stopping=15,
         max_minutes=None,
-        distill=1.0,
+        distill=3.0,
     )
     assert config_from_args(args) == SegmentationConfig().validate()
 

@@ -134,7 +134,6 @@ class TrainingMixin:
         self._last_epoch = -1
         self.plot.reset()
         self._overfit_notified = False
-        self._flush_autosave()
         self._launch(config, plane, images=imgs, labels=labs)
         return True
 
@@ -190,9 +189,6 @@ class TrainingMixin:
             self._start_tracking(image)
             fit_kwargs["preview_image"] = plane
             fit_kwargs["preview_region"] = self._region
-            # creating a layer costs napari 0.1-0.8 s (vispy visuals): right after the
-            # click returns, while the worker reads the model, not in the click
-            QTimer.singleShot(0, lambda: self._prepare_live(image, config.live_saliency))
         self._show_plot()
         self.progress.setFormat("epoch %v / %m")
         self.progress.setRange(0, config.epochs)
@@ -211,6 +207,11 @@ class TrainingMixin:
             on_done=self._on_training_done,
             status="Starting…",
         )
+        if "preview_image" in fit_kwargs:
+            # creating a layer costs napari 0.1-0.8 s (vispy visuals): after the click
+            # returns, while the worker reads the model. (Scheduled after the job's
+            # progress bar, whose creation makes napari process pending events.)
+            QTimer.singleShot(0, lambda: self._prepare_live(image, config.live_saliency))
         self._set_state()
 
     def _prepare_live(self, image: Image, saliency: str | None) -> None:

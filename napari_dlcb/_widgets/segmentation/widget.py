@@ -181,13 +181,6 @@ class SegmentationWidget(TrainingMixin, PredictMixin, SegmentationPanel):
                 self.kind_combo.setCurrentText(kind)  # what the layer says it holds
         self._update_autosave()
 
-    def _flush_autosave(self) -> None:
-        if self._autosave is not None:
-            try:
-                self._autosave.flush()
-            except DlcbError as err:
-                notify_error(err)
-
     def _on_kind_changed(self, *args: Any) -> None:
         if self._autosave is not None:
             self._autosave.label_kind = self.kind_combo.currentText()

@@ -92,7 +92,10 @@ class SegmentationConfig(TaskConfig):
         Wall-clock budget in seconds.
     distill : float
         Weight of keeping the starting model's predictions where nothing is
-        painted (quick mode, pretrained head; 0 turns it off).
+        painted (quick mode, pretrained head; 0 turns it off). On the StarDist
+        nuclei with 18 correct strokes, 40 steps: weight 3 kept foreground IoU
+        at 0.855-0.856 (untouched: 0.857) and AP50 at 0.73-0.74 for three stroke
+        seeds; weight 1 gave 0.849-0.855, weight 0 lost 0.1 AP50.
     preview_interval : float
         Fewest seconds between two live overlays.
     preview_share : float
@@ -129,7 +132,7 @@ class SegmentationConfig(TaskConfig):
     epoch_seconds: float | None = None
     early_stopping: int | None = 15
     max_time: float | None = None
-    distill: float = 1.0
+    distill: float = 3.0
     preview_interval: float = 1.0
     preview_share: float = 0.4
     live_saliency: str | None = None
@@ -139,7 +142,7 @@ class SegmentationConfig(TaskConfig):
         "pretrained_lr_factor": "learning-rate factor of pretrained layers (0.01 to 1)",
         "batch_size": "patches per step (1 to 16)",
         "patch_size": "patch side (64 to 512, multiple of 16)",
-        "distill": "weight of keeping the base model's predictions (0 to 4)",
+        "distill": "weight of keeping the base model's predictions (0 to 10)",
         "augment": "augmentation on/off",
     }
 
