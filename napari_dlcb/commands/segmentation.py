@@ -169,7 +169,7 @@ def run_train(args: argparse.Namespace) -> int:
         f"napari-dlcb: {len(pairs)} image pair(s), labels-kind {config.label_kind}, "
         f"base {config.base}, mode {config.mode}"
     )
-    trainer = SegmentationTask(images, labels, config)
+    trainer = SegmentationTask(images, labels, config=config)
     t0 = time.perf_counter()
     events = trainer.fit(checkpoint_dir=args.out / "checkpoints")
     for ev in events:

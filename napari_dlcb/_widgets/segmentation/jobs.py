@@ -50,8 +50,8 @@ def build_task(
     from napari_dlcb.tasks.segmentation import SegmentationTask
 
     if base_model is not None:
-        return SegmentationTask(images, labels, config, base=base_model)
-    return SegmentationTask(images, labels, config)
+        return SegmentationTask(images, labels, config=config, base=base_model)
+    return SegmentationTask(images, labels, config=config)
 
 
 def training_job(

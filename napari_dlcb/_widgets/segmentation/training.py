@@ -40,14 +40,15 @@ class TrainingMixin:
         """The dock's fields as the task's :class:`SegmentationConfig` (validated)."""
         return config_from_panel(self, self.fit_overrides)
 
-    def _training_arrays(self, config: Any) -> tuple[list, list, np.ndarray]:
+    def _training_arrays(self, config: Any) -> tuple[list, list, Any]:
         """Check the chosen layers; return (image planes, label planes, preview plane).
 
         For a stack whose labels layer has the same leading axes, every plane
         with annotation trains (the current one first); a 2-D labels layer over
         a stack annotates the current plane. The annotation is copied (the user
-        keeps painting); images are not. Cheap checks only: the task repeats
-        the full validation in the worker.
+        keeps painting); image planes are not read here (a lazy image is read
+        in the worker). Cheap checks only: the task repeats the full validation
+        in the worker.
         """
         image, labels = self.image_layer, self.labels_layer
         if image is None:
@@ -75,17 +76,17 @@ class TrainingMixin:
             if config.label_kind == "classes" or not painted:
                 painted = [current]
             painted.sort(key=lambda i: i != current)  # the plane on screen first
-            imgs = [  # only the painted planes are read (the image may be lazy)
-                np.asarray(image.data[tuple(int(v) for v in np.unravel_index(i, lab_shape[:-2]))])
+            imgs = [  # only the painted planes are read, in the worker (the image may be lazy)
+                image.data[tuple(int(v) for v in np.unravel_index(i, lab_shape[:-2]))]
                 for i in painted
             ]
             labs = [np.array(lead[i], copy=True) for i in painted]
         else:
-            imgs, labs = [np.asarray(preview)], [np.array(labels.data, copy=True)]
+            imgs, labs = [preview], [np.array(labels.data, copy=True)]
         self._check_annotation(config, labels.name, labs)
-        return imgs, labs, np.asarray(preview)
+        return imgs, labs, preview
 
-    def _checked_input(self) -> tuple[Any, list, list, np.ndarray] | None:
+    def _checked_input(self) -> tuple[Any, list, list, Any] | None:
         """(config, images, labels, preview plane), or None after telling the user why not."""
         try:
             config = self.config()
@@ -175,7 +176,7 @@ class TrainingMixin:
         image = self.image_layer
         return (image.name if image else None, config.label_kind, config.base, config.mode)
 
-    def _launch(self, config: Any, plane: np.ndarray, **job: Any) -> None:
+    def _launch(self, config: Any, plane: Any, **job: Any) -> None:
         """Start the training job (live layers, plot, progress) and return at once."""
         self._trainer_signature = self._signature(config)
         self._trained_from = self.base_choice

@@ -121,6 +121,7 @@ class SegmentationTask(Task):
         self,
         images: Sequence[Any],
         labels: Sequence[Any],
+        *,
         config: SegmentationConfig | None = None,
         **options: Any,
     ) -> None:
