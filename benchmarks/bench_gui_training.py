@@ -103,6 +103,7 @@ def _train(app, widget, seconds: float) -> dict:
     widget.plot.add_epoch = epoch_recorded
     probe = EventLoopProbe(interval_ms=10)
     probe.start()
+    probe_t0 = time.perf_counter()
     t0 = time.perf_counter()
     widget.train_btn.click()
     click = time.perf_counter() - t0
@@ -113,12 +114,20 @@ def _train(app, widget, seconds: float) -> dict:
     stop_latency = time.perf_counter() - t_stop
     probe.stop()
     gaps = np.diff(times) if len(times) > 1 else np.array([np.nan])
+    # when the longest stalls happened (s after the click), to set beside the overlays
+    ends = np.cumsum(probe.gaps_ms) / 1000 - (t0 - probe_t0)
+    worst = np.argsort(probe.gaps_ms)[-5:][::-1]
     return {
         "train_click_ms": round(click * 1000, 1),
         "first_overlay_s": round(times[0] - t0, 2) if times else None,
         "overlays": len(times),
         "median_refresh_s": round(float(np.median(gaps)), 2),
         "max_stall_ms": round(probe.max_stall_ms, 1),
+        "longest_gaps_ms_at_s": [
+            (round(probe.gaps_ms[i]), round(float(ends[i]), 1)) for i in worst
+        ],
+        "overlays_at_s": [round(t - t0, 1) for t in times[:12]],
+        "epochs_at_s": [round(t - t0, 1) for t in epochs[:12]],
         "stop_latency_s": round(stop_latency, 2) if stopped else None,
         "epochs_on_curve": len(widget.plot.epochs),
         "first_epoch_s": round(epochs[0] - t0, 2) if epochs else None,

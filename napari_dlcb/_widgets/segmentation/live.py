@@ -77,25 +77,33 @@ class LiveLayers:
         self.region_shown: tuple[slice, slice] | None = None
 
     # ------------------------------------------------------------------ prediction
-    def ensure_preview(self, image: Image) -> Labels:
-        """The live prediction layer (created empty, visible).
+    def ensure_preview(self, image: Image, *, visible: bool = True) -> Labels:
+        """The live prediction layer of ``image`` (created empty if need be).
 
         Planes of up to :data:`FULL_PLANE_PIXELS` pixels get a layer of the
         plane's shape, so each update only refreshes the texture; larger
         images get a layer the size of the viewport region, moved with
-        ``translate``.
+        ``translate``. ``visible=False`` makes it ahead of time, hidden (the
+        dock does so when an image is chosen, so that Train never waits for
+        napari to build a layer).
         """
         layer = self.preview_layer
         rows, cols = plane_shape(image)
         grid = layer_grid(image)
         full = rows * cols <= FULL_PLANE_PIXELS
+        name = f"{image.name} live prediction"
         if layer is not None and layer in self.viewer.layers:
             if layer.metadata.get("dlcb_full_plane") == full and (
                 not full or tuple(layer.data.shape) == (rows, cols)
             ):
+                if layer.name != name:  # another image of the same size: start blank
+                    layer.name = name
+                    layer.data = np.zeros_like(layer.data)
                 if not np.allclose(layer.scale, grid["scale"]):  # a transform update is slow
                     layer.scale = grid["scale"]
-                if not layer.visible:
+                if not np.allclose(layer.translate, grid["translate"]):
+                    layer.translate = grid["translate"]
+                if visible and not layer.visible:
                     layer.visible = True
                 return layer
             self.viewer.layers.remove(layer)
@@ -104,13 +112,21 @@ class LiveLayers:
             self.viewer,
             lambda: self.viewer.add_labels(
                 np.zeros(shape, np.uint8),
-                name=f"{image.name} live prediction",
+                name=name,
                 opacity=0.5,
+                visible=visible,
                 metadata={OUTPUT_KEY: "live", "dlcb_full_plane": full},
                 **grid,
             ),
         )
         return self.preview_layer
+
+    def remove_unused(self) -> None:
+        """Remove a live prediction layer that never showed anything."""
+        layer = self.preview_layer
+        if layer is not None and layer in self.viewer.layers and self.n_preview_updates == 0:
+            self.viewer.layers.remove(layer)
+            self.preview_layer = None
 
     def hide_preview(self) -> None:
         """Hide the live prediction (the final segmentation is then what shows)."""

@@ -44,17 +44,21 @@ def config_from_panel(panel: Any, overrides: dict[str, Any] | None = None) -> Se
 
 
 def base_name(base: str) -> str:
-    """A short human name of a "Start from" value."""
+    """A short human name of a "Start from" value.
+
+    Examples
+    --------
+    >>> base_name("builtin"), base_name("/data/models/nuclei-v2"), base_name("/z/unet/rdf.yaml")
+    ('built-in nuclei U-Net', 'nuclei-v2', 'unet/rdf.yaml')
+    """
     if base == "builtin" or base.startswith("builtin:"):
         return "built-in nuclei U-Net"
     if base in ("", "scratch", "in-memory"):
         return base or "no model chosen"
     path = Path(base)
-    return (
-        f"{path.parent.name}/{path.name}"
-        if path.name in ("bioimageio.yaml", "rdf.yaml")
-        else (path.name or str(path))
-    )
+    if path.name in ("bioimageio.yaml", "rdf.yaml"):  # a package: name its folder too
+        return f"{path.parent.name}/{path.name}"
+    return path.name or str(path)
 
 
 @dataclass

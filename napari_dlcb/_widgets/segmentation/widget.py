@@ -19,8 +19,10 @@ discards the trained model (the dock says so) and Predict uses the new choice.
 Keeping the event loop free (measured with a 10 ms ``QTimer`` probe, see
 ``tests/widgets`` and ``benchmarks/bench_gui_training.py``): torch and the
 training modules are imported in a background thread when the dock opens;
-the live layer is created when Train is pressed, then written in place and
-re-sliced; the status line never triggers a relayout of the main window; the
+the live prediction layer is made, hidden and empty, when an image is chosen
+(building a napari layer takes 0.1-1 s of the event loop), then written in
+place and re-sliced; the Train click only checks the layers and starts the
+job; the status line never triggers a relayout of the main window; the
 learning curve is rendered off the GUI thread.
 """
 
@@ -117,6 +119,8 @@ class SegmentationWidget(TrainingMixin, PredictMixin, SegmentationPanel):
         self.autosave_check.toggled.connect(self._on_selection_changed)
         self.kind_combo.currentIndexChanged.connect(self._on_kind_changed)
         self.preview_check.toggled.connect(lambda *_: self._set_state())
+        self.preview_check.toggled.connect(self._on_selection_changed)
+        self.saliency_combo.currentIndexChanged.connect(self._on_selection_changed)
 
     @property
     def warmed_up(self) -> bool:
@@ -173,6 +177,8 @@ class SegmentationWidget(TrainingMixin, PredictMixin, SegmentationPanel):
 
     # ------------------------------------------------------------------ autosave
     def _on_selection_changed(self, *args: Any) -> None:
+        if hasattr(self, "jobs"):
+            QTimer.singleShot(0, self._prepare_live_layer)
         labels = self.labels_layer
         if labels is not None and labels is not self._last_labels:
             self._last_labels = labels
@@ -180,6 +186,25 @@ class SegmentationWidget(TrainingMixin, PredictMixin, SegmentationPanel):
             if kind in LABEL_KINDS and not self.is_training:
                 self.kind_combo.setCurrentText(kind)  # what the layer says it holds
         self._update_autosave()
+
+    def _prepare_live_layer(self) -> None:
+        """Make the chosen image's live prediction layer now, hidden, not when Train is pressed.
+
+        Building a napari layer takes 0.1-1 s of the event loop (vispy visuals);
+        doing it while the user is still choosing keeps that out of training.
+        """
+        image = self.image_layer
+        if (
+            image is None
+            or image.multiscale
+            or self.is_training
+            or not self.preview_check.isChecked()
+            or not _alive(self)
+        ):
+            return
+        self.live.ensure_preview(image, visible=False)
+        if self.saliency_combo.currentText() != "off":
+            self.live.ensure_saliency(image)
 
     def _on_kind_changed(self, *args: Any) -> None:
         if self._autosave is not None:
@@ -282,6 +307,7 @@ class SegmentationWidget(TrainingMixin, PredictMixin, SegmentationPanel):
         self._preview_throttle.cancel()
         self._progress_throttle.cancel()
         self._stop_tracking()
+        self.live.remove_unused()
         if self._autosave is not None:
             self._autosave.disconnect()
             self._autosave = None

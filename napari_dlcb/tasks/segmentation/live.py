@@ -124,6 +124,8 @@ class LivePreview:
         ``window(r0, r1, c0, c1) -> probabilities or None``: a cheaper way to
         predict the viewport (quick mode: the decoder on cached features);
         None falls back to a full prediction of the region.
+    stop : threading.Event, optional
+        The training's Stop: once set, no more views (Stop is not kept waiting).
 
     The returned dict has ``"probabilities"`` (K, h, w), ``"labels"`` (h, w)
     and ``"offset"`` (row0, col0); with saliency, some also carry
@@ -145,6 +147,7 @@ class LivePreview:
         share: float = PREVIEW_SHARE,
         saliency: str | None = None,
         window: Callable[[int, int, int, int], Any] | None = None,
+        stop: Any = None,
     ) -> None:
         if saliency is not None and saliency not in LIVE_SALIENCY:
             raise DlcbError(
@@ -157,6 +160,7 @@ class LivePreview:
         self.budget = LiveBudget(share, min_interval=interval)
         self.method = saliency
         self.window = window
+        self.stop = stop
         self.saliency_budget = LiveBudget(LIVE_SALIENCY_SHARE)
         self._saliency = None
         if saliency is not None:
@@ -166,7 +170,7 @@ class LivePreview:
 
     def __call__(self, net: Any = None) -> dict[str, Any] | None:
         """The engine's preview hook: run if due, else None (costs nothing)."""
-        if not self.budget.due():
+        if not self.budget.due() or (self.stop is not None and self.stop.is_set()):
             return None
         return self.run()
 

@@ -329,6 +329,7 @@ class SegmentationTask(Task):
                 share=cfg.preview_share,
                 saliency=cfg.live_saliency,
                 window=self._quick_view(preview_image),
+                stop=stop,
             )
         engine_kw.setdefault("early_stopping", cfg.early_stopping)
         # channels-last is ~1.4x faster for the U-Net on CPU (benchmarks/RESULTS.md)
