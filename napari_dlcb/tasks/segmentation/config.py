@@ -21,7 +21,7 @@ from napari_dlcb.tasks.base import (
     check_int,
     check_positive,
 )
-from napari_dlcb.tasks.segmentation.live import LIVE_SALIENCY
+from napari_dlcb.tasks.segmentation.live import LIVE_SALIENCY, PREVIEW_SHARE
 
 __all__ = ["FULL_PATCH", "QUICK_EPOCH_SECONDS", "QUICK_PATCH", "SegmentationConfig"]
 
@@ -134,7 +134,7 @@ class SegmentationConfig(TaskConfig):
     max_time: float | None = None
     distill: float = 3.0
     preview_interval: float = 1.0
-    preview_share: float = 0.4
+    preview_share: float = PREVIEW_SHARE
     live_saliency: str | None = None
 
     tunable: ClassVar[dict[str, str]] = {

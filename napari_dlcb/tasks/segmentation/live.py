@@ -52,8 +52,8 @@ LIVE_SALIENCY: dict[str, tuple[int, dict[str, Any]]] = {
 #: ``t * (1 / share - 1)`` seconds (2 t for 1/3).
 LIVE_SALIENCY_SHARE = 1 / 3
 #: Largest share of the training thread's time that the live overlay may take (a
-#: 512-px viewport costs ~0.5-1 s on 2 CPU cores: one overlay every ~2 s).
-PREVIEW_SHARE = 0.4
+#: 512-px viewport costs ~0.3-1 s on 2 CPU cores: one overlay every ~1-2 s).
+PREVIEW_SHARE = 0.5
 #: the region predicted when the caller does not say what is on screen
 DEFAULT_SIDE = 512
 
