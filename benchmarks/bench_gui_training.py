@@ -101,6 +101,16 @@ def _train(app, widget, seconds: float) -> dict:
         epochs.append(time.perf_counter())
 
     widget.plot.add_epoch = epoch_recorded
+    marks: dict[str, float] = {}
+    on_event = widget._on_event
+
+    def event_recorded(ev):
+        marks.setdefault(type(ev).__name__, time.perf_counter())
+        if type(ev).__name__ == "Finished":
+            marks["Finished"] = time.perf_counter()
+        on_event(ev)
+
+    widget._on_event = event_recorded
     probe = EventLoopProbe(interval_ms=10)
     probe.start()
     probe_t0 = time.perf_counter()
@@ -131,6 +141,10 @@ def _train(app, widget, seconds: float) -> dict:
         "stop_latency_s": round(stop_latency, 2) if stopped else None,
         "epochs_on_curve": len(widget.plot.epochs),
         "first_epoch_s": round(epochs[0] - t0, 2) if epochs else None,
+        # when the worker had read the model and built the task, and the engine started
+        "task_ready_s": round(marks.get("TrainerReady", np.nan) - t0, 2),
+        "engine_started_s": round(marks.get("Started", np.nan) - t0, 2),
+        "stop_to_finished_event_s": round(marks.get("Finished", np.nan) - t_stop, 2),
         "status_after_stop": widget.status.text().splitlines()[0],
     }
 

@@ -132,3 +132,22 @@ def test_finetuning_on_strokes_does_not_make_the_model_worse(stardist):
     iou = foreground_iou(labels > 0, truth > 0)
     print(f"\nIoU {iou:.4f} after {fin.epochs_run} epochs ({time.perf_counter() - t0:.0f} s)")
     assert iou >= 0.85
+
+
+def test_first_overlay_comes_before_training_starts(nuclei):
+    """prepare() + preview(): the starting model's overlay as soon as the features are cached."""
+    img, lab = nuclei
+    task = SegmentationTask([img], [_strokes(lab)], device="cpu")
+    task.prepare()
+    region = (slice(20, 150), slice(10, 170))
+    first = task.preview(img, lambda: region)
+    x = torch.from_numpy(task.normalizer(img))[None]
+    with torch.inference_mode():
+        ref = torch.softmax(task.model.eval()(x), 1)[0, :, 20:150, 10:170].numpy()
+    np.testing.assert_allclose(first["probabilities"], ref, atol=1e-5)
+    assert first["offset"] == (20, 10) and first["labels"].shape == (130, 160)
+    events = list(
+        task.fit(epochs=1, samples_per_epoch=4, preview_image=img, preview_region=lambda: region)
+    )
+    assert isinstance(events[0], ev.Started)
+    assert not isinstance(events[1], ev.Preview)  # not shown twice

@@ -64,11 +64,26 @@ def training_job(
     *,
     stop: threading.Event,
 ) -> Iterator[Any]:
-    """Build the task if there is none yet, then drain its ``fit`` (stops at ``stop``)."""
+    """Build the task if there is none yet, show its first overlay, drain its ``fit``.
+
+    Stops at ``stop`` (training keeps what it learnt).
+    """
+    from napari_dlcb.training.events import Preview
+
     if trainer is None:
         yield Status("Preparing data and model…")
         trainer = build_task(images, labels, config, base_model)
         yield TrainerReady(trainer)
+        if stop.is_set():
+            return
+        image = fit_kwargs.get("preview_image")
+        if image is not None and hasattr(trainer, "prepare"):
+            # the starting model's overlay as soon as the features are cached, before
+            # the engine scores the starting weights (seconds earlier on a busy CPU)
+            trainer.prepare()
+            first = trainer.preview(image, fit_kwargs.get("preview_region"))
+            if first is not None:
+                yield Preview(epoch=0, step=-1, data=first)
         if stop.is_set():
             return
     yield from trainer.fit(stop=stop, **fit_kwargs)

@@ -165,6 +165,7 @@ class SegmentationTask(Task):
         self.history: list[dict[str, float]] = []
         self._regions: dict | None = None
         self._teachers: dict | None = None
+        self._start_shown = False  # preview() showed the starting weights already
 
     # -- convenient names of config values (read by the CLI, the dock, benchmarks) --------
     @property
@@ -314,23 +315,10 @@ class SegmentationTask(Task):
             and any other keyword of :func:`~napari_dlcb.training.engine.fit`.
         """
         cfg, engine_kw = self._fit_options(options)
-        preview = None
         train, val, net, groups = self._datasets()
+        preview = None
         if preview_image is not None:
-            preview = LivePreview(
-                self.model,
-                self.meta,
-                self.normalizer,
-                preview_image,
-                channel_axis=cfg.channel_axis,
-                device=self.device,
-                region=preview_region,
-                interval=cfg.preview_interval,
-                share=cfg.preview_share,
-                saliency=cfg.live_saliency,
-                window=self._quick_view(preview_image),
-                stop=stop,
-            )
+            preview = self._live_preview(preview_image, preview_region, stop=stop)
         engine_kw.setdefault("early_stopping", cfg.early_stopping)
         # channels-last is ~1.4x faster for the U-Net on CPU (benchmarks/RESULTS.md)
         engine_kw.setdefault(
@@ -339,6 +327,47 @@ class SegmentationTask(Task):
         )
         engine_kw.setdefault("validate_start", self.pretrained and val is not None)
         yield from self._run(net, train, val, groups, preview, stop, checkpoint_dir, engine_kw)
+
+    def prepare(self) -> None:
+        """Do the one-time set-up of training now (quick mode: the feature cache).
+
+        Encodes the annotated part of each image once and, with distillation,
+        the starting model's predictions there. ``fit`` does it when needed;
+        calling it first lets a caller show :meth:`preview` before training.
+        """
+        if self.quick:
+            self._quick_data()
+
+    def preview(self, image: Any, region: Callable[[], Region | None] | None = None) -> Any:
+        """The live view of ``image``'s viewport with the current weights, now.
+
+        The dict of a :class:`~napari_dlcb.tasks.segmentation.live.LivePreview`
+        run (``"probabilities"``, ``"labels"``, ``"offset"``), or None when the
+        viewport is empty. After :meth:`prepare`, the starting weights' view
+        costs nothing in quick mode (it is cut from the cached predictions).
+        """
+        data = self._live_preview(image, region).run()
+        self._start_shown = data is not None and not self.history
+        return data
+
+    def _live_preview(
+        self, image: Any, region: Callable[[], Region | None] | None, *, stop: Any = None
+    ) -> LivePreview:
+        cfg = self.config
+        return LivePreview(
+            self.model,
+            self.meta,
+            self.normalizer,
+            image,
+            channel_axis=cfg.channel_axis,
+            device=self.device,
+            region=region,
+            interval=cfg.preview_interval,
+            share=cfg.preview_share,
+            saliency=cfg.live_saliency,
+            window=self._quick_view(image),
+            stop=stop,
+        )
 
     def _quick_view(self, image: Any) -> QuickView | None:
         """Quick mode: the decoder on cached features predicts the viewport of ``image``."""
@@ -411,7 +440,7 @@ class SegmentationTask(Task):
             try:
                 for ev in events:
                     yield ev
-                    if isinstance(ev, Started) and preview is not None:
+                    if isinstance(ev, Started) and preview is not None and not self._start_shown:
                         first = preview()  # the starting weights, before the first step
                         if first is not None:
                             yield Preview(epoch=ev.start_epoch, step=-1, data=first)
@@ -421,6 +450,7 @@ class SegmentationTask(Task):
                 events.close()
 
     def _record(self, finished: Finished, seconds: float) -> None:
+        self._start_shown = False
         annotated = int(sum((t >= 0).sum() for t in self._train_t.values()))
         self.record_run(finished, seconds=seconds, mode=self.mode, annotated_pixels=annotated)
         self.meta.extra["training"] = {
