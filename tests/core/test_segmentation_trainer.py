@@ -217,6 +217,7 @@ def test_live_saliency_explains_current_weights_and_hands_model_back(nuclei, mon
         preview_image=img,
         preview_region=lambda: region,
         preview_interval=0.0,
+        preview_share=1.0,  # an overlay after every step (the live overlay's own budget)
         preview_saliency="gradients",
     ):
         if isinstance(e, ev.Progress):
@@ -264,6 +265,7 @@ def test_live_saliency_budget_and_errors(nuclei, monkeypatch, slow_saliency):
         "samples_per_epoch": 8,
         "preview_image": img,
         "preview_interval": 0.0,
+        "preview_share": 1.0,  # an overlay after every step (the live overlay's own budget)
     }
     with_map = without = 0
     for e in tr.fit(preview_saliency="gradients", stop=stop, **fit):
