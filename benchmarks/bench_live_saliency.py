@@ -25,7 +25,15 @@ from _common import record
 
 def run(method: str | None, img, scrib, epochs: int) -> dict:
     tr = SegmentationTrainer(
-        [img], [scrib], label_kind="scribbles", base="builtin", mode="quick", device="cpu", seed=0
+        [img],
+        [scrib],
+        label_kind="scribbles",
+        base="builtin",
+        mode="quick",
+        device="cpu",
+        seed=0,
+        patch_size=256,  # the protocol of the recorded results: 256-px patches,
+        epoch_seconds=3600,  # 32 per epoch, whole epochs
     )
     speeds, maps, ends = [], [], []
     t0 = time.perf_counter()

@@ -56,6 +56,6 @@ def describe_event(
         return (
             f"finished ({ev.reason}) after {ev.epochs_run} epochs in "
             f"{time.perf_counter() - t0:.0f}s{cpu}; best epoch {ev.best_epoch + 1}, "
-            f"best score {ev.best_score:.4f}"
+            f"best score {ev.best_score:.4f}" + (f"; the model holds {ev.kept}" if ev.kept else "")
         )
     return None

@@ -274,7 +274,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         for note in prep.notes:
             _say(f"note: {note}; the map is resampled back to the image grid")
     else:
-        from napari_dlcb.data.normalize import to_cyx
+        from napari_dlcb.data.images import to_cyx
 
         cyx = to_cyx(image)
         if cyx.shape[0] != meta.in_channels:

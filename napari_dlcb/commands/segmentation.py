@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
@@ -39,13 +40,34 @@ def register(train, predict, top) -> None:
         "(auto: quick for scribbles, full otherwise)",
     )
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="learning rate of new layers; pretrained ones train at lr x --pretrained-lr-factor",
+    )
+    p.add_argument("--pretrained-lr-factor", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument(
+        "--patch-size", type=int, default=None, help="default: 128 in quick mode, 256 in full mode"
+    )
     p.add_argument("--samples-per-epoch", type=int, default=None)
+    p.add_argument(
+        "--epoch-seconds",
+        type=float,
+        default=None,
+        help="end each epoch after this many seconds (default: 3 in quick mode)",
+    )
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--early-stopping", type=int, default=15, help="patience in epochs")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=3.0,
+        help="quick mode: weight of keeping the base model's predictions where "
+        "nothing is painted (0: off)",
+    )
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--seed", type=int, default=0)
@@ -96,10 +118,39 @@ def _say(msg: str) -> None:
     say(msg)
 
 
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~napari_dlcb.tasks.segmentation.SegmentationConfig` of the options."""
+    from napari_dlcb.tasks.segmentation import SegmentationConfig
+
+    mode = args.mode
+    if mode == "auto":
+        mode = "quick" if args.labels_kind == "scribbles" else "full"
+    return SegmentationConfig(
+        label_kind=args.labels_kind,
+        base=args.base,
+        mode=mode,
+        val_fraction=args.val_fraction,
+        patch_size=args.patch_size,
+        augment=not args.no_augment,
+        seed=args.seed,
+        device=args.device,
+        epochs=args.epochs,
+        lr=args.lr,
+        pretrained_lr_factor=args.pretrained_lr_factor,
+        batch_size=args.batch_size,
+        samples_per_epoch=args.samples_per_epoch,
+        epoch_seconds=args.epoch_seconds,
+        early_stopping=args.early_stopping,
+        max_time=None if args.max_minutes is None else args.max_minutes * 60,
+        distill=args.distill,
+    ).validate()
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``train segmentation``."""
     from napari_dlcb.io.images import read_image
 
+    config = config_from_args(args)  # a bad option fails before any file is read
     pairs = _pairs(args.images, args.labels)
     images = [read_image(i) for i, _ in pairs]
     labels = [read_image(lab) for _, lab in pairs]
@@ -111,38 +162,16 @@ def run_train(args: argparse.Namespace) -> int:
                 f"label image {lp.name} has shape {lab.shape} but {ip.name} is {im.shape[:2]}"
             )
     from napari_dlcb.commands._report import describe_event
-    from napari_dlcb.tasks.segmentation import SegmentationTrainer
+    from napari_dlcb.tasks.segmentation import SegmentationTask
     from napari_dlcb.training.events import Started
 
-    mode = args.mode
-    if mode == "auto":
-        mode = "quick" if args.labels_kind == "scribbles" else "full"
     _say(
-        f"napari-dlcb: {len(pairs)} image pair(s), labels-kind {args.labels_kind}, "
-        f"base {args.base}, mode {mode}"
+        f"napari-dlcb: {len(pairs)} image pair(s), labels-kind {config.label_kind}, "
+        f"base {config.base}, mode {config.mode}"
     )
-    trainer = SegmentationTrainer(
-        images,
-        labels,
-        label_kind=args.labels_kind,
-        base=args.base,
-        mode=mode,
-        val_fraction=args.val_fraction,
-        patch_size=args.patch_size,
-        augment=not args.no_augment,
-        seed=args.seed,
-        device=args.device,
-    )
+    trainer = SegmentationTask(images, labels, config=config)
     t0 = time.perf_counter()
-    events = trainer.fit(
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        samples_per_epoch=args.samples_per_epoch,
-        early_stopping=args.early_stopping,
-        max_time=None if args.max_minutes is None else args.max_minutes * 60,
-        checkpoint_dir=args.out / "checkpoints",
-    )
+    events = trainer.fit(checkpoint_dir=args.out / "checkpoints")
     for ev in events:
         if isinstance(ev, Started):
             _say(

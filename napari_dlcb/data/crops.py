@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_dlcb.data.normalize import to_cyx
+from napari_dlcb.data.images import to_cyx
 from napari_dlcb.errors import DlcbError
 
 __all__ = [

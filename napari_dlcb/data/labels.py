@@ -14,10 +14,20 @@ import numpy as np
 
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["LABEL_KINDS", "IGNORE", "class_values_for", "make_target", "class_names_for"]
+__all__ = [
+    "FOREGROUND",
+    "IGNORE",
+    "LABEL_KINDS",
+    "class_names_for",
+    "class_values_for",
+    "make_target",
+]
 
 LABEL_KINDS = ("scribbles", "classes", "instances")
 IGNORE = -1
+#: target value meaning "any object class" (interior or boundary) in partial labels:
+#: object strokes painted for an instance model (background / interior / boundary)
+FOREGROUND = 3
 
 
 def _check_kind(kind: str) -> None:

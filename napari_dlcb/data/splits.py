@@ -8,7 +8,7 @@ import numpy as np
 
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["train_val_split", "kfold", "group_split", "block_mask"]
+__all__ = ["block_mask", "group_split", "kfold", "stroke_mask", "train_val_split"]
 
 
 def train_val_split(
@@ -93,3 +93,53 @@ def block_mask(
     grid[rng.choice(cand, n_val, replace=False)] = True
     full = np.repeat(np.repeat(grid.reshape(rows, cols), block, 0), block, 1)
     return full[: shape[0], : shape[1]]
+
+
+def stroke_mask(
+    target: np.ndarray, *, val_fraction: float = 0.2, seed: int = 0
+) -> np.ndarray | None:
+    """Boolean mask of whole held-out strokes of a sparse annotation, or None.
+
+    Painted strokes are the natural unit of sparse annotation: pixels of one
+    stroke are nearly identical, so validating on pieces of strokes that also
+    train says little. Each class's strokes (8-connected runs of one target
+    value) are shuffled and ``val_fraction`` of them, at least one, are held
+    out from every class that has two strokes or more, so training keeps
+    examples of every class.
+
+    Parameters
+    ----------
+    target : ndarray of int, shape (Y, X)
+        Training target, negative = unlabelled.
+    val_fraction : float
+        Share of each class's strokes to hold out.
+    seed : int
+        Makes the choice reproducible.
+
+    Returns
+    -------
+    ndarray of bool or None
+        True on held-out pixels; None when no class has two strokes (hold out
+        spatial blocks instead, see :func:`block_mask`).
+
+    Examples
+    --------
+    >>> t = np.full((8, 12), -1)
+    >>> t[1, 1:5] = 0; t[6, 1:5] = 0; t[1, 8:11] = 1; t[6, 8:11] = 1
+    >>> m = stroke_mask(t, val_fraction=0.5, seed=0)
+    >>> int(m.sum()), sorted(np.unique(t[m]).tolist())
+    (7, [0, 1])
+    """
+    from scipy import ndimage as ndi
+
+    if val_fraction <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    out = np.zeros(target.shape, bool)
+    for value in np.unique(target[target >= 0]):
+        runs, n = ndi.label(target == value, structure=np.ones((3, 3), bool))
+        if n < 2:
+            continue
+        k = min(max(int(round(n * val_fraction)), 1), n - 1)
+        out |= np.isin(runs, rng.permutation(np.arange(1, n + 1))[:k])
+    return out if out.any() else None

@@ -424,7 +424,7 @@ def _common_side(
     images: Sequence[np.ndarray], channel_axis: int | None, base_size: int | None
 ) -> int | None:
     """The images' side when they all share one; else the base model's input size."""
-    from napari_dlcb.data.normalize import to_cyx
+    from napari_dlcb.data.images import to_cyx
 
     sides = {max(to_cyx(im, channel_axis).shape[1:]) for im in images}
     return sides.pop() if len(sides) == 1 else base_size

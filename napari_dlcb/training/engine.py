@@ -269,7 +269,7 @@ class _Run:
                 count += bs
                 if self.o.metrics is not None:
                     outs.append(out.cpu())
-                    tgts.append(y.cpu())
+                    tgts.append(_to_device(y, torch.device("cpu")))
         model.train()
         self.steps_since_eval = 0
         mets = self.o.metrics(outs, tgts) if self.o.metrics is not None else {}

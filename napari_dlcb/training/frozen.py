@@ -1,4 +1,4 @@
-"""The frozen-backbone mode, under one name for every task: ``mode="quick"``.
+"""The frozen-backbone mode, under one name for every task: ``mode="quick"`` (torch-free import).
 
 Transfer learning on a CPU (the paper's advice for small data): keep the
 pretrained backbone fixed, compute its features once, and train only the head
@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from napari_dlcb.errors import DlcbError
+
+if TYPE_CHECKING:  # pragma: no cover - torch is imported where a model is touched
+    import torch
+    from torch import nn
 
 __all__ = ["FULL", "MODES", "QUICK", "cached_features", "check_mode", "frozen_except"]
 
@@ -69,6 +70,7 @@ def frozen_except(model: nn.Module, head: nn.Module | Iterable[nn.Parameter]) ->
 
     Examples
     --------
+    >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     >>> with frozen_except(net, net[1]) as params:
     ...     [p.requires_grad for p in net.parameters()]
@@ -76,6 +78,8 @@ def frozen_except(model: nn.Module, head: nn.Module | Iterable[nn.Parameter]) ->
     >>> all(p.requires_grad for p in net.parameters())
     True
     """
+    from torch import nn
+
     before = {id(p): p.requires_grad for p in model.parameters()}
     params = list(head.parameters()) if isinstance(head, nn.Module) else list(head)
     keep = {id(p) for p in params}
@@ -115,6 +119,8 @@ def cached_features(
     list
         One output per batch.
     """
+    import torch
+
     was = module.training if module is not None else None
     if module is not None:
         module.eval()

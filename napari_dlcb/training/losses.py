@@ -1,15 +1,31 @@
-"""Losses that ignore what is not labelled (sparse scribbles, missing DNA labels)."""
+"""Losses that ignore what is not labelled (sparse scribbles, missing DNA labels).
+
+Besides the masked losses, two for fine-tuning on strokes:
+:func:`partial_label_loss` (an object stroke on an instance model means
+"interior or boundary") and :func:`with_distillation`, which adds a term that
+keeps the starting model's predictions where nothing is painted ("learning
+without forgetting", Li & Hoiem 2016).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from napari_dlcb.data.labels import FOREGROUND
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["LossFn", "masked_loss", "masked_mse"]
+__all__ = [
+    "LossFn",
+    "distillation_loss",
+    "masked_loss",
+    "masked_mse",
+    "partial_label_loss",
+    "with_distillation",
+]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -68,3 +84,85 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     m = torch.isfinite(target)
     diff = torch.where(m, pred - torch.nan_to_num(target), torch.zeros_like(pred))
     return (diff**2).sum() / m.sum().clamp(min=1)
+
+
+def partial_label_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy where ``FOREGROUND`` targets mean "interior or boundary".
+
+    Ordinary targets ``0..C-1`` are scored as usual, ``-1`` is ignored, and a
+    ``FOREGROUND`` pixel costs ``-log(p_interior + p_boundary)``.
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[[[0.0]], [[2.0]], [[1.0]]]])
+    >>> round(float(partial_label_loss(logits, torch.tensor([[[FOREGROUND]]]))), 4)
+    0.0943
+    """
+    t = target.long()
+    logp = torch.log_softmax(logits, 1)
+    known = (t >= 0) & (t < FOREGROUND)
+    fg = t == FOREGROUND
+    picked = logp.gather(1, t.clamp(0, logits.shape[1] - 1).unsqueeze(1)).squeeze(1)
+    fg_logp = torch.logsumexp(logp[:, 1:], dim=1)
+    total = -(picked * known).sum() - (fg_logp * fg).sum()
+    return total / (known.sum() + fg.sum()).clamp_min(1)
+
+
+def _unlabelled(target: torch.Tensor) -> torch.Tensor:
+    """(B, Y, X) mask of unlabelled pixels (int targets < 0, float targets NaN)."""
+    if target.is_floating_point():
+        return torch.isnan(target).reshape(target.shape[0], *target.shape[-2:])
+    return target < 0
+
+
+def distillation_loss(
+    logits: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """KL(teacher || model) per pixel, averaged over ``mask`` (one-logit models: soft BCE).
+
+    Examples
+    --------
+    >>> p = torch.softmax(torch.randn(1, 3, 4, 4), 1)
+    >>> float(distillation_loss(p.log(), p, torch.ones(1, 4, 4, dtype=torch.bool))) < 1e-6
+    True
+    """
+    teacher = teacher.to(logits.dtype)
+    if logits.shape[1] == 1:  # sigmoid model: KL of two Bernoullis (up to a constant)
+        eps = 1e-6
+        t = teacher.clamp(eps, 1 - eps)
+        per = nn.functional.binary_cross_entropy_with_logits(logits, t, reduction="none")
+        per = per + t * t.log() + (1 - t) * (1 - t).log()
+        per = per[:, 0]
+    else:
+        logp = torch.log_softmax(logits, 1)
+        per = (teacher * (teacher.clamp_min(1e-8).log() - logp)).sum(1)
+    m = mask.to(per.dtype)
+    return (per * m).sum() / m.sum().clamp_min(1)
+
+
+def with_distillation(loss: LossFn, weight: float) -> LossFn:
+    """``loss`` plus ``weight`` x the distillation term on unlabelled pixels.
+
+    The returned loss takes targets as ``(target, teacher_probabilities)``
+    pairs (training) or plain targets (validation: ``loss`` alone), so the
+    validation score is the loss on held-out annotation only.
+
+    Examples
+    --------
+    >>> ce = with_distillation(masked_loss("cross_entropy"), 1.0)
+    >>> logits = torch.zeros(1, 2, 1, 2)
+    >>> teacher = torch.tensor([[[[0.5, 1.0]], [[0.5, 0.0]]]])  # sure of class 0 at pixel 2
+    >>> round(float(ce(logits, (torch.tensor([[[1, -1]]]), teacher))), 4)
+    1.3863
+    """
+
+    def combined(logits: torch.Tensor, target: Any) -> torch.Tensor:
+        if not isinstance(target, (tuple, list)):
+            return loss(logits, target)
+        hard, teacher = target
+        out = loss(logits, hard)
+        if weight > 0:
+            out = out + weight * distillation_loss(logits, teacher, _unlabelled(hard))
+        return out
+
+    return combined

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from napari_dlcb.data.labels import FOREGROUND
+
 __all__ = [
     "accuracy_metric",
     "auroc",
@@ -18,6 +20,7 @@ __all__ = [
     "classification_metrics",
     "confusion_matrix",
     "pearson_metric",
+    "segmentation_metrics",
 ]
 
 
@@ -120,3 +123,43 @@ def pearson_metric(
         if m.sum() > 2 and np.std(t[m, j]) > 0 and np.std(o[m, j]) > 0:
             vals.append(float(np.corrcoef(o[m, j], t[m, j])[0, 1]))
     return {"pearson": float(np.mean(vals)) if vals else float("nan")}
+
+
+def segmentation_metrics(
+    outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]
+) -> dict[str, float]:
+    """Pixel accuracy and mean IoU over labelled pixels.
+
+    Targets are class indices (``-1`` unlabelled; ``FOREGROUND`` = "any object
+    class", then objects are compared with background), or float maps with
+    NaN = unlabelled for one-logit (sigmoid) models.
+
+    Examples
+    --------
+    >>> out = torch.tensor([[[[2.0, -1.0]], [[0.0, 1.0]]]])  # (1, 2, 1, 2)
+    >>> segmentation_metrics([out], [torch.tensor([[[0, 0]]])])
+    {'accuracy': 0.5, 'mean_iou': 0.25}
+    """
+    inter: dict[int, int] = {}
+    union: dict[int, int] = {}
+    correct = n = 0
+    for o, t in zip(outs, tgts):
+        if o.shape[1] == 1:  # one-logit (sigmoid) model with float targets, NaN = ignore
+            valid = ~torch.isnan(t)
+            pred = (o > 0).long()[valid]
+            tt = t[valid].long()
+        else:
+            valid = t >= 0
+            pred = o.argmax(1)[valid]
+            tt = t[valid]
+            if (tt == FOREGROUND).any():  # partial labels: compare object vs background
+                pred = torch.where(pred > 0, FOREGROUND, 0)
+                tt = torch.where(tt > 0, FOREGROUND, 0)
+        correct += int((pred == tt).sum())
+        n += int(valid.sum())
+        for c in torch.unique(torch.cat([pred, tt])).tolist():
+            p, q = pred == c, tt == c
+            inter[c] = inter.get(c, 0) + int((p & q).sum())
+            union[c] = union.get(c, 0) + int((p | q).sum())
+    ious = [inter[c] / union[c] for c in union if union[c]]
+    return {"accuracy": correct / max(n, 1), "mean_iou": float(np.mean(ious)) if ious else 0.0}

@@ -72,6 +72,19 @@ def test_train_then_predict_instances(folders, tmp_path, capsys):
     assert "epoch 1/2" in printed and "saved model" in printed
 
 
+def _train_argv(imgs, labs, out):
+    return [
+        "train",
+        "segmentation",
+        "--images",
+        str(imgs),
+        "--labels",
+        str(labs),
+        "--out",
+        str(out),
+    ]
+
+
 def _run_err(argv, capsys):
     rc = main(argv)
     err = capsys.readouterr().err.strip()
@@ -84,16 +97,7 @@ def test_missing_pair(folders, tmp_path, capsys):
     imgs, labs = folders
     (labs / "cell_1.tif").unlink()
     err = _run_err(
-        [
-            "train",
-            "segmentation",
-            "--images",
-            str(imgs),
-            "--labels",
-            str(labs),
-            "--out",
-            str(tmp_path / "m"),
-        ],
+        _train_argv(imgs, labs, tmp_path / "m"),
         capsys,
     )
     assert "cell_1" in err
@@ -104,16 +108,7 @@ def test_truncated_tiff(folders, tmp_path, capsys):
     data = (imgs / "cell_0.tif").read_bytes()
     (imgs / "cell_0.tif").write_bytes(data[: len(data) // 3])
     err = _run_err(
-        [
-            "train",
-            "segmentation",
-            "--images",
-            str(imgs),
-            "--labels",
-            str(labs),
-            "--out",
-            str(tmp_path / "m"),
-        ],
+        _train_argv(imgs, labs, tmp_path / "m"),
         capsys,
     )
     assert "cell_0.tif" in err
@@ -123,18 +118,7 @@ def test_shape_mismatch(folders, tmp_path, capsys):
     imgs, labs = folders
     tifffile.imwrite(labs / "cell_0.tif", np.zeros((50, 96), np.uint16))
     err = _run_err(
-        [
-            "train",
-            "segmentation",
-            "--images",
-            str(imgs),
-            "--labels",
-            str(labs),
-            "--out",
-            str(tmp_path / "m"),
-            "--labels-kind",
-            "instances",
-        ],
+        [*_train_argv(imgs, labs, tmp_path / "m"), "--labels-kind", "instances"],
         capsys,
     )
     assert "shape" in err

@@ -198,7 +198,7 @@ def _same_snapshot(a: dict, b: dict) -> bool:
 def test_live_saliency_explains_current_weights_and_hands_model_back(nuclei, monkeypatch):
     from napari_dlcb.inference.tiled import freeze_normalizer
     from napari_dlcb.interpret.saliency import saliency
-    from napari_dlcb.tasks import segmentation as segmod
+    from napari_dlcb.tasks.segmentation import live as segmod
 
     img, lab = nuclei
     tr = SegmentationTrainer(
@@ -217,6 +217,7 @@ def test_live_saliency_explains_current_weights_and_hands_model_back(nuclei, mon
         preview_image=img,
         preview_region=lambda: region,
         preview_interval=0.0,
+        preview_share=1.0,  # an overlay after every step (the live overlay's own budget)
         preview_saliency="gradients",
     ):
         if isinstance(e, ev.Progress):
@@ -246,7 +247,7 @@ def test_live_saliency_explains_current_weights_and_hands_model_back(nuclei, mon
 
 def test_live_saliency_budget_and_errors(nuclei, monkeypatch, slow_saliency):
     import napari_dlcb.interpret.saliency as sal
-    from napari_dlcb.tasks import segmentation as segmod
+    from napari_dlcb.tasks.segmentation import live as segmod
 
     img, lab = nuclei
     tr = SegmentationTrainer(
@@ -264,6 +265,7 @@ def test_live_saliency_budget_and_errors(nuclei, monkeypatch, slow_saliency):
         "samples_per_epoch": 8,
         "preview_image": img,
         "preview_interval": 0.0,
+        "preview_share": 1.0,  # an overlay after every step (the live overlay's own budget)
     }
     with_map = without = 0
     for e in tr.fit(preview_saliency="gradients", stop=stop, **fit):
@@ -305,9 +307,9 @@ def test_live_saliency_budget_and_errors(nuclei, monkeypatch, slow_saliency):
 
 
 def test_live_saliency_crop_is_centred_and_fits_the_model():
-    from napari_dlcb.tasks.segmentation import _centre_span
+    from napari_dlcb.tasks.segmentation.live import centre_span
 
-    assert _centre_span(10, 90, 32) == (34, 66)  # centred in the viewport
-    assert _centre_span(0, 100, 256) == (0, 100)  # a small viewport is kept whole
-    assert _centre_span(0, 100, 256, 16) == (2, 98)  # 96 = 6 x 16 for the model
-    assert _centre_span(0, 10, 256, 16) == (0, 10)  # too small to round: kept
+    assert centre_span(10, 90, 32) == (34, 66)  # centred in the viewport
+    assert centre_span(0, 100, 256) == (0, 100)  # a small viewport is kept whole
+    assert centre_span(0, 100, 256, 16) == (2, 98)  # 96 = 6 x 16 for the model
+    assert centre_span(0, 10, 256, 16) == (0, 10)  # too small to round: kept

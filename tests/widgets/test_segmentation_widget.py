@@ -19,10 +19,12 @@ import pytest
 from napari.layers import Image
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_dlcb._widgets import segmentation as segmod
 from napari_dlcb._widgets._common import ThrottledCall, viewer_camera, visible_region
 from napari_dlcb._widgets._plot import overfitting_onset
 from napari_dlcb._widgets.segmentation import SegmentationWidget
+from napari_dlcb._widgets.segmentation import jobs as segjobs
+from napari_dlcb._widgets.segmentation import outputs as segoutputs
+from napari_dlcb._widgets.segmentation import predict as segpredict
 from napari_dlcb.training import events as E
 
 pytestmark = pytest.mark.gui
@@ -52,10 +54,11 @@ class FakeTrainer:
     instances: list[FakeTrainer] = []
     val_losses: list[float] | None = None
 
-    def __init__(self, images, labels, **kwargs):
-        self.images, self.labels, self.kwargs = images, labels, kwargs
+    def __init__(self, images, labels, config, base_model=None):
+        self.images, self.labels, self.config = images, labels, config
+        self.base_model = base_model
         self.fit_calls: list[dict] = []
-        self.meta = type("Meta", (), {"label_kind": kwargs["label_kind"]})()
+        self.meta = type("Meta", (), {"label_kind": config.label_kind})()
         self.model = object()
         FakeTrainer.instances.append(self)
 
@@ -109,7 +112,7 @@ class FakeTrainer:
 def fake_trainer(monkeypatch):
     FakeTrainer.instances = []
     FakeTrainer.val_losses = None
-    monkeypatch.setattr(segmod, "_build_trainer", lambda i, l, kw: FakeTrainer(i, l, **kw))
+    monkeypatch.setattr(segjobs, "build_task", FakeTrainer)
     return FakeTrainer
 
 
@@ -179,7 +182,8 @@ def test_train_passes_settings_and_updates_live(small_viewer, qtbot, fake_traine
     qtbot.waitUntil(lambda: not widget.is_training, timeout=20000)
 
     (tr,) = fake_trainer.instances
-    assert tr.kwargs == {
+    got = {**tr.config.to_dict(), "patch_size": tr.config.patch}  # the config the CLI builds
+    expected = {
         "label_kind": "scribbles",
         "base": "builtin",
         "mode": "full",
@@ -190,6 +194,7 @@ def test_train_passes_settings_and_updates_live(small_viewer, qtbot, fake_traine
         "seed": 0,
         "device": "cpu",
     }
+    assert {k: got[k] for k in expected} == expected
     call = tr.fit_calls[0]
     assert call["epochs"] == 3 and call["lr"] == pytest.approx(0.002)
     assert callable(call["preview_region"])
@@ -235,7 +240,7 @@ def test_stop_and_resume(small_viewer, qtbot, fake_trainer):
     widget.resume_btn.click()
     qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
     assert len(fake_trainer.instances) == 2
-    assert fake_trainer.instances[1].kwargs["base"] == (tr.model, tr.meta)
+    assert fake_trainer.instances[1].base_model == (tr.model, tr.meta)
 
 
 def test_overfitting_warning_shown(small_viewer, qtbot, fake_trainer):
@@ -293,9 +298,9 @@ def test_predict_whole_image_uses_trained_model(small_viewer, qtbot, fake_traine
 def test_bad_input_notifies_and_starts_nothing(small_viewer, qtbot, labels, expected, monkeypatch):
     viewer = small_viewer
     started = []
-    monkeypatch.setattr(segmod, "create_worker", lambda *a, **k: started.append(a))
     viewer.add_labels(labels, name="bad")
     widget = _dock(viewer)
+    monkeypatch.setattr(widget.jobs, "run", lambda *a, **k: started.append(a))
     widget.select_layers(labels="bad")
     n = len(notification_manager.records)
     assert widget.start_training() is False
@@ -313,7 +318,7 @@ def test_worker_error_becomes_one_line_notification(small_viewer, qtbot, monkeyp
     def broken(*args):
         raise DlcbError("the base model expects 3 channel(s) but the images have 1")
 
-    monkeypatch.setattr(segmod, "_build_trainer", broken)
+    monkeypatch.setattr(segjobs, "build_task", broken)
     widget = _dock(small_viewer)
     n = len(notification_manager.records)
     assert widget.start_training()
@@ -355,6 +360,8 @@ def test_live_training_end_to_end(session_viewer, qtbot, loop_probe):
     widget.train_btn.click()
     t_click = time.perf_counter() - t0
     assert widget.is_training
+    # the live layer is created right after the click returns (issue 8: the click is quick)
+    qtbot.waitUntil(lambda: widget.preview_layer is not None, timeout=10000)
     layer = widget.preview_layer
     assert layer is not None and layer in viewer.layers
     loop_probe.start()  # from here on, training runs in the worker
@@ -413,16 +420,17 @@ def test_live_saliency_while_training(session_viewer, qtbot, loop_probe):
     widget.epochs_spin.setValue(200)  # stopped by the test
     widget.device_combo.setCurrentText("cpu")
     widget.fit_overrides = {"samples_per_epoch": 8}
-    assert widget.settings().fit_kwargs()["preview_saliency"] is None  # off by default
+    assert widget.config().live_saliency is None  # off by default
     widget.saliency_combo.setCurrentText("gradients")
-    assert widget.settings().fit_kwargs()["preview_saliency"] == "gradients"
+    assert widget.config().live_saliency == "gradients"
     widget.preview_check.setChecked(False)  # no live prediction, no live saliency
-    assert widget.settings().live_saliency is None and not widget.saliency_combo.isEnabled()
+    assert widget.config().live_saliency is None and not widget.saliency_combo.isEnabled()
     widget.preview_check.setChecked(True)
     qtbot.waitUntil(lambda: widget.warmed_up, timeout=60000)
 
     widget.train_btn.click()
     assert widget.is_training and not widget.saliency_combo.isEnabled()
+    qtbot.waitUntil(lambda: widget.saliency_layer is not None, timeout=10000)
     layer = widget.saliency_layer
     assert layer is not None and layer.name == f"{image.name} live saliency"
     assert image.name in [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]
@@ -520,14 +528,20 @@ def test_unreadable_model_folder_notifies(small_viewer, qtbot, tmp_path):
     assert widget.trainer is None and widget.train_btn.isEnabled()
 
 
-def test_predict_with_saved_model_without_training(small_viewer, qtbot, tmp_path):
+@pytest.fixture
+def scratch_model(tmp_path):
+    """A saved (untrained) scratch U-Net folder named "scratch-model"."""
     seg = pytest.importorskip("napari_dlcb.tasks.segmentation")
     from napari_dlcb.data.synthetic import synthetic_nuclei
 
     img, lab = synthetic_nuclei((96, 96), seed=1)
-    folder = seg.SegmentationTrainer([img], [lab], label_kind="instances", base="scratch").save(
+    return seg.SegmentationTrainer([img], [lab], label_kind="instances", base="scratch").save(
         tmp_path / "scratch-model"
     )
+
+
+def test_predict_with_saved_model_without_training(small_viewer, qtbot, scratch_model):
+    folder = scratch_model
     viewer = small_viewer
     widget = _dock(viewer)
     widget.base_combo.setCurrentIndex(widget.base_combo.findData("saved"))
@@ -567,8 +581,8 @@ def test_predict_lazy_image_block_by_block(make_napari_viewer, qtbot, dlcb_cache
 
     from napari_dlcb.inference.segment import segment
 
-    monkeypatch.setattr(segmod, "BLOCKWISE_PIXELS", 0)
-    monkeypatch.setattr(segmod, "PYRAMID_SMALLEST", 256)
+    monkeypatch.setattr(segpredict, "BLOCKWISE_PIXELS", 0)
+    monkeypatch.setattr(segoutputs, "PYRAMID_SMALLEST", 256)
     img, lazy = _lazy_nuclei()
     viewer = make_napari_viewer()
     viewer.add_image(lazy, name="big", scale=(0.5, 0.5))
@@ -595,7 +609,7 @@ def test_predict_lazy_image_block_by_block(make_napari_viewer, qtbot, dlcb_cache
 def test_stop_cancels_a_block_by_block_prediction(
     make_napari_viewer, qtbot, dlcb_cache, monkeypatch
 ):
-    monkeypatch.setattr(segmod, "BLOCKWISE_PIXELS", 0)
+    monkeypatch.setattr(segpredict, "BLOCKWISE_PIXELS", 0)
     _, lazy = _lazy_nuclei(reps=4)  # 2048 x 2048: 4 blocks of 1024
     viewer = make_napari_viewer()
     viewer.add_image(lazy, name="big")
@@ -640,3 +654,69 @@ def test_every_annotated_plane_of_a_stack_trains(make_napari_viewer, qtbot, fake
     tr = fake_trainer.instances[-1]
     np.testing.assert_array_equal(tr.images[0], stack[2])
     np.testing.assert_array_equal(tr.images[1], stack[0])
+
+
+# --------------------------------------------------------------------------- issue 8
+def test_changing_start_from_after_training_is_explicit(
+    small_viewer, qtbot, fake_trainer, scratch_model
+):
+    """Predict used the trained model after "Start from" changed; now the choice wins."""
+    folder = scratch_model
+    viewer = small_viewer
+    widget = _dock(viewer)
+    assert widget.model_label.text().startswith("Model: built-in nuclei U-Net")
+    widget.epochs_spin.setValue(1)
+    widget.train_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    assert widget.trainer is fake_trainer.instances[0]
+    assert "trained here from built-in nuclei U-Net" in widget.model_label.text()
+    assert widget.save_btn.isEnabled() and widget.resume_btn.isEnabled()
+
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("saved"))
+    widget.base_path.setText(str(folder))  # typed, Enter not pressed: Predict still sees it
+    assert widget.predict()
+    qtbot.waitUntil(lambda: widget.predict_worker is None, timeout=120000)
+    assert widget.trainer is None
+    assert "scratch-model" in widget.model_label.text()
+    assert not widget.save_btn.isEnabled() and not widget.resume_btn.isEnabled()
+    # the saved model predicted, not the fake trainer (which thresholds at the mean)
+    out = viewer.layers["img segmentation"].data
+    fake = (viewer.layers["img"].data > viewer.layers["img"].data.mean()).astype(np.uint8) + 1
+    assert not np.array_equal(np.where(fake == 1, 0, fake), out)
+    assert "with scratch-model" in widget.status.text()
+    assert not widget.preview_layer.visible  # the live prediction no longer covers it
+
+
+def test_live_layers_use_no_private_napari_api(small_viewer, qtbot, fake_trainer, monkeypatch):
+    """napari deprecated ``LayerList._activate_on_insert`` (private): the dock never touches it."""
+    import sys
+
+    viewer = small_viewer
+    touched = []
+    cls = type(viewer.layers)
+    state = {"value": True}
+
+    def record(value=None):
+        caller = sys._getframe(2).f_globals.get("__name__", "")
+        if caller.startswith("napari_dlcb"):
+            touched.append(caller)
+
+    def get(self):
+        record()
+        return state["value"]
+
+    def put(self, value):
+        record()
+        state["value"] = value
+
+    monkeypatch.setattr(cls, "_activate_on_insert", property(get, put), raising=False)
+    widget = _dock(viewer)
+    widget.saliency_combo.setCurrentText("gradients")
+    widget.epochs_spin.setValue(1)
+    labels = viewer.layers["scribbles"]
+    viewer.layers.selection.active = labels
+    widget.train_btn.click()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=10000)
+    assert widget.preview_layer in viewer.layers and widget.saliency_layer in viewer.layers
+    assert viewer.layers.selection.active is labels  # the user keeps painting there
+    assert touched == []
