@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_dlcb.commands._report import say
-from napari_dlcb.errors import DlcbError
-
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+from napari_dlcb.io.imagefolder import read_image_pairs, stem_files
 
 
 def register(train, predict, top) -> None:
@@ -90,30 +88,6 @@ def register(train, predict, top) -> None:
     q.set_defaults(func=run_predict)
 
 
-def _list_images(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DlcbError(f"not a folder: {folder}")
-    files = {}
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-            files.setdefault(f.stem, f)
-    if not files:
-        raise DlcbError(f"no PNG or TIFF images in {folder}")
-    return files
-
-
-def _pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
-    imgs, labs = _list_images(images), _list_images(labels)
-    missing = sorted(set(imgs) - set(labs))
-    extra = sorted(set(labs) - set(imgs))
-    if missing:
-        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise DlcbError(f"no label image for {', '.join(missing[:3])}{more} in {labels}")
-    if extra:
-        raise DlcbError(f"label image(s) without an image: {', '.join(extra[:3])} in {images}")
-    return [(imgs[s], labs[s]) for s in sorted(imgs)]
-
-
 def _say(msg: str) -> None:
     say(msg)
 
@@ -148,25 +122,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``train segmentation``."""
-    from napari_dlcb.io.images import read_image
-
     config = config_from_args(args)  # a bad option fails before any file is read
-    pairs = _pairs(args.images, args.labels)
-    images = [read_image(i) for i, _ in pairs]
-    labels = [read_image(lab) for _, lab in pairs]
-    for (ip, lp), im, lab in zip(pairs, images, labels):
-        if lab.ndim != 2:
-            raise DlcbError(f"label image {lp.name} is not a 2-D integer image")
-        if im.shape[:2] != lab.shape:
-            raise DlcbError(
-                f"label image {lp.name} has shape {lab.shape} but {ip.name} is {im.shape[:2]}"
-            )
+    images, labels = read_image_pairs(args.images, args.labels)
     from napari_dlcb.commands._report import describe_event
     from napari_dlcb.tasks.segmentation import SegmentationTask
     from napari_dlcb.training.events import Started
 
     _say(
-        f"napari-dlcb: {len(pairs)} image pair(s), labels-kind {config.label_kind}, "
+        f"napari-dlcb: {len(images)} image pair(s), labels-kind {config.label_kind}, "
         f"base {config.base}, mode {config.mode}"
     )
     trainer = SegmentationTask(images, labels, config=config)
@@ -197,7 +160,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_dlcb.models.saved import load_model
 
     model, meta = load_model(args.model)
-    files = _list_images(args.images)
+    files = stem_files(args.images)
     args.out.mkdir(parents=True, exist_ok=True)
     for k, (stem, path) in enumerate(sorted(files.items()), start=1):
         image = read_image(path)

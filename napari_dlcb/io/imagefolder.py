@@ -13,7 +13,16 @@ import numpy as np
 
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["IMAGE_SUFFIXES", "find_image_folder", "list_images", "read_image_folder", "read_images"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "find_image_folder",
+    "image_label_pairs",
+    "list_images",
+    "read_image_folder",
+    "read_image_pairs",
+    "read_images",
+    "stem_files",
+]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -92,3 +101,47 @@ def read_image_folder(folder: str | Path) -> tuple[list[str], list[np.ndarray], 
     """``(classes, images, labels)`` of an ImageFolder."""
     classes, files, labels = find_image_folder(Path(folder))
     return classes, read_images(files), labels
+
+
+def stem_files(folder: Path) -> dict[str, Path]:
+    """Images of a flat folder by file stem (the first of each stem, sorted)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DlcbError(f"not a folder: {folder}")
+    files: dict[str, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+            files.setdefault(f.stem, f)
+    if not files:
+        raise DlcbError(f"no PNG or TIFF images in {folder}")
+    return files
+
+
+def image_label_pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
+    """Images paired with their label images by file stem; one-line errors for gaps."""
+    imgs, labs = stem_files(images), stem_files(labels)
+    missing = sorted(set(imgs) - set(labs))
+    extra = sorted(set(labs) - set(imgs))
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise DlcbError(f"no label image for {', '.join(missing[:3])}{more} in {labels}")
+    if extra:
+        raise DlcbError(f"label image(s) without an image: {', '.join(extra[:3])} in {images}")
+    return [(imgs[s], labs[s]) for s in sorted(imgs)]
+
+
+def read_image_pairs(images: Path, labels: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Read images and their 2-D label images (paired by stem, same size)."""
+    from napari_dlcb.io.images import read_image
+
+    pairs = image_label_pairs(Path(images), Path(labels))
+    imgs = [np.asarray(read_image(i)) for i, _ in pairs]
+    labs = [np.asarray(read_image(lab)) for _, lab in pairs]
+    for (ip, lp), im, lab in zip(pairs, imgs, labs):
+        if lab.ndim != 2:
+            raise DlcbError(f"label image {lp.name} is not a 2-D integer image")
+        if im.shape[:2] != lab.shape:
+            raise DlcbError(
+                f"label image {lp.name} has shape {lab.shape} but {ip.name} is {im.shape[:2]}"
+            )
+    return imgs, labs

@@ -13,6 +13,7 @@ already in memory (the GUI's layers) run in this process only.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,10 @@ from napari_dlcb.tuning.space import Param, SearchSpace
 
 __all__ = [
     "ClassificationObjective",
+    "SegmentationObjective",
     "SequenceObjective",
     "classification_objective",
+    "segmentation_objective",
     "sequence_objective",
 ]
 
@@ -296,4 +299,128 @@ def classification_objective(
     source = {"images": images, "val": val, "test": test}
     return ClassificationObjective(
         imgs, labels, classes, cfg, val=val_set, test=test_set, source=source
+    )
+
+
+# ----------------------------------------------------------------------------- segmentation
+class SegmentationObjective(Objective):
+    """A segmentation U-Net on images and label images; value: validation pixel accuracy.
+
+    ``accuracy`` is 1 - pixel error over the labelled validation pixels
+    (whole held-out images with 3 or more images, else held-out blocks or
+    strokes, as the task splits them); ``mean_iou`` can be chosen instead.
+
+    Parameters
+    ----------
+    images, labels : list of ndarray
+        Training images and their label images.
+    base : SegmentationConfig
+        Defaults every trial starts from.
+    test : tuple (images, labels), optional
+        Held-out images with dense labels, scored once on the chosen model
+        (pixel error and foreground IoU).
+    metric : {"accuracy", "mean_iou"}
+        The validation metric to maximise.
+    source : dict, optional
+        How to reload the data on another machine.
+    """
+
+    kind = "segmentation"
+    direction = "maximize"
+
+    def __init__(self, images, labels, base, *, test=None, metric="accuracy", source=None):
+        super().__init__(base)
+        if metric not in ("accuracy", "mean_iou"):
+            raise DlcbError(f"unknown segmentation metric {metric!r}; use accuracy or mean_iou")
+        self.images, self.labels, self.test = list(images), list(labels), test
+        self.metric, self.source = metric, source
+
+    def default_space(self) -> SearchSpace:
+        """Learning rate, batch size, patch size, speed mode, how much pretrained layers move."""
+        return SearchSpace(
+            [
+                Param.float("lr", 1e-4, 1e-2, log=True, important=True),
+                Param.categorical("batch_size", (2, 4, 8), important=True),
+                Param.categorical("patch_size", (128, 192, 256)),
+                Param.float("pretrained_lr_factor", 0.01, 1.0, log=True),
+                Param.categorical("augment", (True, False)),
+            ]
+        )
+
+    def make_task(self, config: TaskConfig) -> Task:
+        """The task for one trial (this objective's data, the trial's config)."""
+        from napari_dlcb.tasks.segmentation import SegmentationTask
+
+        return SegmentationTask(self.images, self.labels, config=config)
+
+    def trial_value(self, task: Task, finished: Any) -> float:
+        """The metric of the weights the task kept (its best-scored epoch)."""
+        return _metric_at_best(finished, self.metric)
+
+    def test_metrics(self, model_dir: Any) -> dict[str, float] | None:
+        """Pixel error and foreground IoU of the chosen model on the test images (once)."""
+        if self.test is None:
+            return None
+        from napari_dlcb.inference import foreground_iou, segment
+        from napari_dlcb.models.meta import load_meta
+
+        classes = load_meta(model_dir).label_kind == "classes"
+        errors, ious = [], []
+        for img, truth in zip(*self.test):
+            _, labels = segment(str(model_dir), img)
+            pred, truth = np.asarray(labels), np.asarray(truth)
+            if classes:  # class values, e.g. ISBI membrane 0 / cell 255
+                errors.append(float((pred != truth).mean()))
+            else:  # instances: object vs background
+                errors.append(float(((pred > 0) != (truth > 0)).mean()))
+            ious.append(float(foreground_iou(pred, truth)))
+        return {
+            "test_pixel_error": float(np.mean(errors)),
+            "test_foreground_iou": float(np.mean(ious)),
+            "n_test": len(errors),
+        }
+
+    def spec(self) -> dict[str, Any]:
+        """How a dask worker rebuilds this objective from its files."""
+        if self.source is None:
+            return super().spec()
+        return {
+            "factory": "napari_dlcb.tuning.objectives:segmentation_objective",
+            "arguments": {**self.source, "base": self.base.to_dict()},
+        }
+
+
+def segmentation_objective(
+    *,
+    images: str,
+    labels: str,
+    base: dict[str, Any] | None = None,
+    test_images: str | None = None,
+    test_labels: str | None = None,
+    metric: str = "accuracy",
+) -> SegmentationObjective:
+    """A segmentation objective from folders of images and label images (paired by stem)."""
+    from napari_dlcb.io.imagefolder import read_image_pairs
+    from napari_dlcb.tasks.segmentation import SegmentationConfig
+
+    imgs, labs = read_image_pairs(Path(images), Path(labels))
+    test = None
+    if test_images or test_labels:
+        if not (test_images and test_labels):
+            raise DlcbError("--test-images and --test-labels go together")
+        test = read_image_pairs(Path(test_images), Path(test_labels))
+    source = {
+        "images": images,
+        "labels": labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+        "metric": metric,
+    }
+    return SegmentationObjective(
+        imgs,
+        labs,
+        SegmentationConfig.from_dict(base or {}),
+        test=test,
+        metric=metric,
+        source=source,
     )

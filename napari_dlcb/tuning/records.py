@@ -172,6 +172,9 @@ def finish_study(study: Any, objective: Any, out: Path, reason: str, seconds: fl
             meta["extra"]["study"]["test"] = test
             meta_file.write_text(json.dumps(meta, indent=2, default=str))
     (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))
+    # every trial's config, curve and value stay in the storage and trials.tsv; of the
+    # models only the chosen one is kept (best/), so a long study does not fill the disk
+    shutil.rmtree(out / "trials", ignore_errors=True)
     return StudyFinished(
         reason=reason,
         best_number=None if best is None else best.number,

@@ -248,7 +248,7 @@ def tune(
     _check(strategy, budget_minutes, n_trials)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    space = (space or objective.default_space()).check(objective.known())
+    space = (space if space is not None else objective.default_space()).check(objective.known())
     name = study_name or f"napari-dlcb-{objective.kind}"
     spec = objective.spec() if (scheduler or n_workers) else None
     study = open_study(name, storage, out, objective.direction, strategy, seed, prune)

@@ -332,3 +332,59 @@ def test_sequence_study_on_two_dask_workers(tmp_path, shared_data):
     fin = events[-1]
     assert fin.n_complete == 4 and 0.5 < fin.best_value <= 1.0
     assert (tmp_path / "s" / "best" / "metadata.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--trials", "1", "--param", "colour=1:2"], "unknown hyper-parameter 'colour'"),
+        (["--budget-minutes", "0"], "budget in minutes must be"),
+        ([], "give a budget"),
+        (
+            [
+                "--trials",
+                "1",
+                "--fix",
+                "lr=0.01",
+                "--fix",
+                "batch_size=32",
+                "--fix",
+                "kernel_size=9",
+                "--fix",
+                "filters=8",
+                "--fix",
+                "dropout=0.1",
+                "--fix",
+                "weight_decay=0",
+            ],
+            "empty",
+        ),
+        (
+            ["--trials", "1", "--storage", "postgresql://u:pw@127.0.0.1:1/x"],
+            "cannot open the study",
+        ),
+        (["--trials", "1", "--scheduler", "tcp://127.0.0.1:1"], "cannot reach the dask scheduler"),
+        (["--trials", "1", "--param", "lr=1:0"], "low must be <= high"),
+    ],
+)
+def test_tune_cli_bad_input_is_one_line(tmp_path, capsys, extra, message):
+    from napari_dlcb.cli import main
+
+    table = tmp_path / "t.tsv"
+    table.write_text("seq\tBound\n" + "".join(f"{'ACGT' * 5}\t1\n" for _ in range(8)))
+    code = main(
+        [
+            "tune",
+            "sequence",
+            "--table",
+            str(table),
+            "--out",
+            str(tmp_path / "s"),
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert message in err and len(err.splitlines()) == 1, err
