@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-dlcb",
         description="Deep learning for computational biology in napari. Without a command, "
-        "opens napari with the plugin on the sample session.",
+        "opens napari with the plugin on the sample session. --trust-model (anywhere on the "
+        "line) agrees to run code-carrying model files (TorchScript) that this installation "
+        "did not write.",
     )
     parser.add_argument("--version", action="version", version=f"napari-dlcb {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -70,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--trust-model" in argv:  # consent to run code-carrying model files, anywhere on the line
+        from napari_dlcb.models.trust import trust_this_session
+
+        argv = [a for a in argv if a != "--trust-model"]
+        trust_this_session(True)
     if not argv:
         argv = ["gui"]
     args = parser.parse_args(argv)

@@ -27,6 +27,17 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory):
+    """Keep the plugin's user cache (trusted models, autosave, samples) out of $HOME."""
+    if os.environ.get("NAPARI_DLCB_CACHE"):
+        yield
+        return
+    os.environ["NAPARI_DLCB_CACHE"] = str(tmp_path_factory.mktemp("dlcb-user-cache"))
+    yield
+    os.environ.pop("NAPARI_DLCB_CACHE", None)
+
+
 @pytest.fixture(params=["cpu", "cuda"])
 def device(request) -> str:
     """Run on CPU always, and on CUDA when one exists (as tangermeme does)."""

@@ -27,6 +27,7 @@ import copy
 import io
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,7 +38,7 @@ from torch import nn
 
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.io.atomic import atomic_write
+from napari_dlcb.io.atomic import PendingDir, fsync_tree
 from napari_dlcb.io.jsonable import json_default
 from napari_dlcb.models.architectures import ARCHITECTURES, build_model, register_architecture
 from napari_dlcb.models.meta import (
@@ -119,18 +120,56 @@ def save_model(
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise DlcbError(f"cannot save a model to {folder}: it is a file")
+    if folder.is_dir() and not (folder / METADATA_FILE).is_file() and _extra_files(folder, True):
+        raise DlcbError(
+            f"cannot save a model to {folder}: it is a folder with other files in it "
+            "(choose a new or empty folder, or an earlier model folder to replace)"
+        )
     name = meta.architecture["name"]
     if name != "torchscript":
         _check_architecture(model, meta.architecture)
     exported = _export_torchscript(model, example_input)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / WEIGHTS_FILE)
-    atomic_write(folder / TORCHSCRIPT_FILE, lambda tmp: torch.jit.save(exported, str(tmp)))
     text = json.dumps(
         {"format_version": FORMAT_VERSION, **meta.to_dict()}, indent=2, default=json_default
     )
-    atomic_write(folder / METADATA_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    # the whole folder is built beside its destination and renamed into place at once, so
+    # a kill or a full disk leaves the previous model or the new one, never a mix of both
+    pending = PendingDir(folder, overwrite=True, zarr_only=False)
+    try:
+        pending.path.mkdir(parents=True)
+        save_weights(model, pending.path / WEIGHTS_FILE)
+        torch.jit.save(exported, str(pending.path / TORCHSCRIPT_FILE))
+        (pending.path / METADATA_FILE).write_text(text, encoding="utf-8")
+        for extra in _extra_files(folder):  # checkpoints, notes, a model card... are kept
+            if extra.is_dir():
+                shutil.copytree(extra, pending.path / extra.name, symlinks=True)
+            else:
+                shutil.copy2(extra, pending.path / extra.name)
+        fsync_tree(pending.path)
+        pending.commit()
+    except OSError as err:
+        raise DlcbError(f"cannot save the model to {folder}: {err.strerror or err}") from None
+    finally:
+        pending.discard()
+    if name == "torchscript":  # a program the user already agreed to run, now ours
+        from napari_dlcb.models.trust import trust
+
+        trust(folder / TORCHSCRIPT_FILE, note="written by napari-dlcb")
     return folder
+
+
+def _extra_files(folder: Path, foreign_only: bool = False) -> list[Path]:
+    """Entries of an existing model folder that are not the model itself (kept on replace).
+
+    With ``foreign_only``, training checkpoints do not count (a folder holding only
+    them is where a model is about to be saved).
+    """
+    if not folder.is_dir():
+        return []
+    ours = {WEIGHTS_FILE, TORCHSCRIPT_FILE, METADATA_FILE}
+    if foreign_only:
+        ours |= {"checkpoints"}
+    return [f for f in folder.iterdir() if f.name not in ours and not f.name.startswith(".")]
 
 
 def _check_architecture(model: nn.Module, architecture: Mapping[str, Any]) -> None:
@@ -225,6 +264,9 @@ def load_model(
         ts = folder / TORCHSCRIPT_FILE
         if not ts.is_file():
             raise DlcbError(f"TorchScript model not found: {ts}")
+        from napari_dlcb.models.trust import require_trust
+
+        require_trust(ts, what="the TorchScript model")
         try:
             model = torch.jit.load(str(ts), map_location="cpu")
         except Exception as err:  # torch raises RuntimeError or zip errors for bad files
