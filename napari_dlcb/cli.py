@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         argv = ["gui"]
     args = parser.parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # started by torchrun
+        from napari_dlcb.training.distributed import init_from_env
+
+        init_from_env(getattr(args, "device", "auto"))
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

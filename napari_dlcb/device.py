@@ -15,7 +15,7 @@ from napari_dlcb.errors import DlcbError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["DEVICE_CHOICES", "model_device", "resolve_device"]
+__all__ = ["DEVICE_CHOICES", "data_parallel_rank", "model_device", "resolve_device"]
 
 #: What users may type or pick (``cuda:1`` and friends are accepted too).
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -85,3 +85,16 @@ def model_device(model: Any) -> torch.device | None:
     for tensor in model.buffers():
         return tensor.device
     return None
+
+
+def data_parallel_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process in a ``torchrun`` job; ``(0, 1)`` otherwise.
+
+    Only rank 0 writes files (model folders, checkpoints) and prints progress.
+    """
+    import sys
+
+    dist = sys.modules.get("torch.distributed")  # never import torch just to ask
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return 0, 1
+    return int(dist.get_rank()), int(dist.get_world_size())

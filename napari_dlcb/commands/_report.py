@@ -11,6 +11,10 @@ __all__ = ["say", "describe_event"]
 
 def say(msg: str, *, stream: TextIO | None = None) -> None:
     """Print one progress line and flush (stdout unless ``stream`` is given)."""
+    from napari_dlcb.device import data_parallel_rank
+
+    if data_parallel_rank()[0] > 0:  # under torchrun only rank 0 reports
+        return
     out = sys.stdout if stream is None else stream
     out.write(msg + "\n")
     out.flush()

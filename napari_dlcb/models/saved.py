@@ -116,8 +116,15 @@ def save_model(
     >>> sorted(p.name for p in folder.iterdir())
     ['metadata.json', 'model.pt', 'weights.safetensors']
     """
+    from napari_dlcb.device import data_parallel_rank
+
     meta.validate()
     folder = Path(path)
+    rank, world = data_parallel_rank()
+    if rank > 0:  # data-parallel training (torchrun): rank 0 writes the one model folder
+        return folder
+    if world > 1:
+        meta.extra["world_size"] = world
     if folder.exists() and not folder.is_dir():
         raise DlcbError(f"cannot save a model to {folder}: it is a file")
     if folder.is_dir() and not (folder / METADATA_FILE).is_file() and _extra_files(folder, True):
