@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import shutil
@@ -137,6 +138,16 @@ def _copy_best(src: Path, dest: Path, provenance: dict[str, Any]) -> None:
     tmp.replace(dest)
 
 
+def _write_plots(study: Any, path: Path) -> None:
+    """study.png: history, parallel coordinates, importances, curves (never fails a study)."""
+    from napari_dlcb.tuning.plots import save_study_png
+
+    try:
+        save_study_png(study, path)
+    except (ValueError, RuntimeError, OSError) as err:  # a plot is a convenience
+        logging.getLogger(__name__).warning("could not draw %s: %s", path.name, err)
+
+
 def finish_study(study: Any, objective: Any, out: Path, reason: str, seconds: float) -> Any:
     """Write ``best/``, ``trials.tsv`` and ``study.json``; evaluate the best model once."""
     from optuna.trial import TrialState
@@ -172,6 +183,7 @@ def finish_study(study: Any, objective: Any, out: Path, reason: str, seconds: fl
             meta["extra"]["study"]["test"] = test
             meta_file.write_text(json.dumps(meta, indent=2, default=str))
     (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))
+    _write_plots(study, out / "study.png")
     # every trial's config, curve and value stay in the storage and trials.tsv; of the
     # models only the chosen one is kept (best/), so a long study does not fill the disk
     shutil.rmtree(out / "trials", ignore_errors=True)
