@@ -76,10 +76,13 @@ def save_study_png(study: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def _style(ax: Any) -> None:
+def _integer_x(ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+
+
+def _style(ax: Any) -> None:
     ax.set_facecolor(_BG)
     for spine in ax.spines.values():
         spine.set_color(_FG)
@@ -94,6 +97,7 @@ def _history(ax: Any, s: dict[str, Any]) -> None:
     ax.set_title("Optimisation history", fontsize=9)
     ax.set_xlabel("trial", fontsize=8)
     ax.set_ylabel("validation value", fontsize=8)
+    _integer_x(ax)
     if not s["values"]:
         return
     ax.plot(s["numbers"], s["values"], "o", color=_GOOD, ms=4, label="trial")
@@ -158,6 +162,7 @@ def _importances(ax: Any, s: dict[str, Any]) -> None:
 def _curves(ax: Any, s: dict[str, Any]) -> None:
     ax.set_title("Learning curves of the trials", fontsize=9)
     ax.set_xlabel("epoch", fontsize=8)
+    _integer_x(ax)
     for _, state, curve in s["curves"]:
         if curve:
             ax.plot(
