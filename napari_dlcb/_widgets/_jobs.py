@@ -59,11 +59,16 @@ def progress_of(item: Any) -> tuple[int, int | None, str] | None:
 
 
 def _accepts_stop(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` names a ``stop`` parameter.
+
+    A ``**kwargs`` catch-all does not count: it may hand everything on to
+    something that refuses ``stop``.
+    """
     try:
         params = inspect.signature(func).parameters
     except (TypeError, ValueError):
         return False
-    return "stop" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return "stop" in params
 
 
 @dataclass

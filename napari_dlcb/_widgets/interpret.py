@@ -135,9 +135,11 @@ def compute_saliency_layer(
     return res.map, (crop[0].start or 0, crop[1].start or 0), res
 
 
-def _saliency_job(models: ModelCache, source: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+def _saliency_job(
+    models: ModelCache, source: str, *args: Any, stop: Any = None, **kwargs: Any
+) -> Iterator[Any]:
     model, meta = models.get(source)
-    out = yield from compute_saliency_layer(model, meta, *args, **kwargs)
+    out = yield from compute_saliency_layer(model, meta, *args, stop=stop, **kwargs)
     return None if out is None else _SaliencyOut(*out, meta)
 
 

@@ -26,6 +26,7 @@ parameters, value, state, seconds and worker) and ``study.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -409,7 +410,7 @@ def run_trial(
     stop = stop or threading.Event()
     from optuna.trial import TrialState
 
-    from napari_dlcb.training.events import EpochEnd, Finished
+    from napari_dlcb.training.events import EpochEnd, Finished, Started
 
     t0 = time.perf_counter()
     params = dict(trial.params)
@@ -422,7 +423,7 @@ def run_trial(
         options = objective.fit_options(config)
         if deadline is not None:
             options["max_time"] = max(deadline - time.time(), 1.0)
-        finished = None
+        finished, baseline = None, None
         for ev in task.fit(stop=trial_stop, **options):
             if stop.is_set():
                 trial_stop.set()
@@ -442,8 +443,16 @@ def run_trial(
                     if trial.should_prune():
                         pruned = True
                         trial_stop.set()
+            elif isinstance(ev, Started):
+                baseline = ev.baseline
             elif isinstance(ev, Finished):
                 finished = ev
+                if ev.best_epoch == -1 and baseline:
+                    # fine-tuning did not beat the starting weights, which the task kept:
+                    # the trial is worth what they score (epoch -1 in the history)
+                    finished = dataclasses.replace(
+                        ev, history=[{"epoch": -1, **baseline}, *ev.history]
+                    )
         value = objective.trial_value(task, finished)
         trial.set_user_attr("curve", curve)
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))

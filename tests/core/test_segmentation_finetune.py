@@ -122,7 +122,7 @@ def test_quick_view_is_the_full_forward_pass(nuclei):
 
 def test_finetuning_on_strokes_does_not_make_the_model_worse(stardist):
     """Real nuclei, 18 correct strokes: the built-in U-Net scores IoU 0.857 untouched."""
-    from napari_dlcb.inference.postprocess import foreground_iou
+    from napari_dlcb.inference.metrics import foreground_iou
 
     img, truth, strokes = stardist
     task = SegmentationTask([img], [strokes], device="cpu", seed=0)

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 
 from napari_dlcb.errors import DlcbError
@@ -19,8 +20,6 @@ from napari_dlcb.tasks.base import Task, TaskConfig, check_int, check_positive
 from napari_dlcb.tuning.objective import Objective
 from napari_dlcb.tuning.space import Param, SearchSpace, parse_fixed, parse_param
 from napari_dlcb.tuning.study import StudyFinished, TrialEpoch, TrialFinished, tune
-
-optuna = pytest.importorskip("optuna")
 
 
 @dataclasses.dataclass
@@ -275,7 +274,6 @@ def test_killed_study_resumes_without_losing_trials(tmp_path):
 
 
 def test_postgresql_storage(tmp_path, postgres_url):
-    pytest.importorskip("psycopg2")
     events = list(
         tune(
             ToyObjective(),
@@ -304,7 +302,6 @@ def _gata3_table(shared_data, tmp_path, n=240):
 
 def test_sequence_study_on_two_dask_workers(tmp_path, shared_data):
     """Real GATA3 peaks: trials run in parallel on 2 local dask workers, one storage."""
-    pytest.importorskip("distributed")
     from napari_dlcb.tuning.objectives import sequence_objective
 
     table = _gata3_table(shared_data, tmp_path)
