@@ -51,3 +51,18 @@ def test_package_import_is_cheap_and_side_effect_free():
         "if m in sys.modules]; assert not bad, bad; assert dict(os.environ) == env"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_private_name_is_imported_across_modules():
+    """``from napari_dlcb.x import _helper`` couples to internals: make it public or move it."""
+    offenders = []
+    for f in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level == 0 and not (node.module or "").startswith("napari_dlcb"):
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    offenders.append(f"{f.relative_to(PKG)}: {node.module}.{alias.name}")
+    assert offenders == []
