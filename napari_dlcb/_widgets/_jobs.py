@@ -86,6 +86,9 @@ class Job:
     takes_stop: bool = False
     error: str | None = None
     finished: bool = False
+    #: starts the same job again (after the user agreed to run a model's code)
+    restart: Callable[[], Any] | None = None
+    retry: bool = False
 
     @property
     def seconds(self) -> float:
@@ -181,6 +184,15 @@ class JobRunner(QObject):
                 return None
             self.cancel(kind)
             self.jobs.pop(kind, None)
+        again = {
+            "kind": kind,
+            "on_yield": on_yield,
+            "on_return": on_return,
+            "on_done": on_done,
+            "total": total,
+            "status": status,
+        }
+        restart_kwargs = dict(kwargs)
         stop = threading.Event()
         if _accepts_stop(func):
             kwargs["stop"] = stop
@@ -188,6 +200,7 @@ class JobRunner(QObject):
         worker = create_worker(body, _start_thread=False, _ignore_errors=True)
         job = Job(name=name, kind=kind, worker=worker, stop=stop, takes_stop="stop" in kwargs)
         job.pbar = self._progress_bar(name, total)
+        job.restart = lambda: self.run(name, func, *args, **again, **restart_kwargs)
         worker.yielded.connect(lambda item, j=job: self._yielded(j, item, on_yield))
         worker.returned.connect(lambda value, j=job: self._returned(j, value, on_return))
         worker.errored.connect(lambda err, j=job: self._errored(j, err))
@@ -276,6 +289,14 @@ class JobRunner(QObject):
     def _errored(self, job: Job, err: BaseException) -> None:
         if job.error is not None:
             return
+        from napari_dlcb.models.trust import UntrustedModelError, trust
+
+        if isinstance(err, UntrustedModelError) and job.restart is not None:
+            if ask_to_trust(err):  # the user agreed: remember the file, run the job again
+                trust(err.path, sha256=err.sha256, note=err.what)
+                job.error, job.retry = "", True
+                self._set_status(f"Trusted {err.path.name}; {job.name} again…")
+                return
         message = notify_error(err)
         job.error = message
         self.last_error = message
@@ -296,8 +317,33 @@ class JobRunner(QObject):
                 on_done(job)
             except Exception as err:  # noqa: BLE001 - one error path
                 self._errored(job, err)
+        if job.retry and job.restart is not None:
+            job.restart()
         if not self.jobs and self._on_busy is not None:
             self._on_busy(False)
+
+
+def ask_to_trust(err: Any) -> bool:
+    """Ask, in a dialog, whether to run a code-carrying model file (main thread).
+
+    Says plainly what running it means; the answer is remembered by the file's
+    sha256, so the same file is not asked about again.
+    """
+    from qtpy.QtWidgets import QMessageBox
+
+    box = QMessageBox(
+        QMessageBox.Icon.Warning,
+        "Run this model's code?",
+        f"{err.path.name} is {err.what}: opening it runs code that came with the file, "
+        "and that code can read or change files on this computer.\n\n"
+        "Run it only if you trust where it came from. napari-dlcb will remember this "
+        f"exact file (sha256 {err.sha256[:12]}…).",
+    )
+    box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+    box.setDefaultButton(QMessageBox.StandardButton.No)
+    box.button(QMessageBox.StandardButton.Yes).setText("Trust and run")
+    box.button(QMessageBox.StandardButton.No).setText("Cancel")
+    return box.exec() == QMessageBox.StandardButton.Yes
 
 
 def _job_body(
