@@ -20,7 +20,7 @@ from napari_dlcb.errors import DlcbError
 __all__ = ["main", "build_parser"]
 
 #: modules under ``napari_dlcb.commands`` that add sub-commands
-COMMAND_MODULES = ("segmentation", "sequence", "classification", "tune")
+COMMAND_MODULES = ("segmentation", "sequence", "classification", "tune", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

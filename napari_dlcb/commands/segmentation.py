@@ -77,7 +77,9 @@ def register(train, predict, top) -> None:
         description="Writes <stem>.tif label images with the training label convention "
         "(instance ids, or the original class values).",
     )
-    q.add_argument("--model", required=True, type=Path, help="saved model folder")
+    q.add_argument(
+        "--model", required=True, type=Path, help="saved model folder or BioImage.IO package"
+    )
     q.add_argument("--images", required=True, type=Path, help="folder of images")
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument(
@@ -155,11 +157,10 @@ def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import tifffile
 
-    from napari_dlcb.inference.segment import segment
+    from napari_dlcb.inference.segment import load_for_inference, segment
     from napari_dlcb.io.images import read_image
-    from napari_dlcb.models.saved import load_model
 
-    model, meta = load_model(args.model)
+    model, meta = load_for_inference(str(args.model))  # a folder, builtin or BioImage.IO package
     files = stem_files(args.images)
     args.out.mkdir(parents=True, exist_ok=True)
     for k, (stem, path) in enumerate(sorted(files.items()), start=1):

@@ -60,6 +60,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "ModelMeta",
     "build_model",
+    "export_torchscript",
     "load_meta",
     "load_model",
     "load_weights",
@@ -135,7 +136,7 @@ def save_model(
     name = meta.architecture["name"]
     if name != "torchscript":
         _check_architecture(model, meta.architecture)
-    exported = _export_torchscript(model, example_input)
+    exported = export_torchscript(model, example_input)
     text = json.dumps(
         {"format_version": FORMAT_VERSION, **meta.to_dict()}, indent=2, default=json_default
     )
@@ -191,8 +192,29 @@ def _check_architecture(model: nn.Module, architecture: Mapping[str, Any]) -> No
         )
 
 
-def _export_torchscript(model: nn.Module, example_input: torch.Tensor | None) -> nn.Module:
-    """Return a CPU, eval-mode TorchScript copy of ``model``; ``model`` is untouched."""
+def export_torchscript(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
+    """Return a CPU, eval-mode TorchScript copy of ``model``; ``model`` is untouched.
+
+    Scripted (shape-generic) where possible, else traced with ``example_input``;
+    checked against the eager model on ``example_input`` when it is given.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An eager network or a TorchScript module.
+    example_input : torch.Tensor, optional
+        A typical normalised input.
+
+    Returns
+    -------
+    torch.jit.ScriptModule
+
+    Raises
+    ------
+    DlcbError
+        If the network can be neither scripted nor traced, or the export
+        does not reproduce it.
+    """
     if isinstance(model, torch.jit.ScriptModule):
         buf = io.BytesIO()
         torch.jit.save(model, buf)

@@ -47,7 +47,7 @@ def crop_input(test_tensors, size: int = 256) -> torch.Tensor:
 
 def copy_package(package: Path, dest: Path, edit=None) -> Path:
     """Copy the yaml and TorchScript weights to ``dest``, optionally editing the yaml."""
-    dest.mkdir()
+    dest.mkdir(parents=True)
     shutil.copy(package / "weights.pt", dest / "weights.pt")
     rdf = yaml.safe_load((package / "bioimageio.yaml").read_text())
     if edit is not None:
@@ -104,7 +104,7 @@ def test_declared_halo_is_used_for_inference(package, loaded, tmp_path):
         for axis in rdf["outputs"][0]["axes"][2:]:
             axis["halo"] = 48
 
-    model, meta = load_bioimageio(copy_package(package, tmp_path / "h48", halo_48), validate=False)
+    model, meta = load_bioimageio(copy_package(package, tmp_path / "h48", halo_48))
     spec = InferenceSpec.from_meta(meta)
     assert meta.extra["halo"] == 48 and spec.halo == 48
     assert InferenceSpec.from_meta(loaded[1]).halo == 32  # the package as published
@@ -127,7 +127,7 @@ def test_yaml_path_and_resolve_base(package, loaded, test_tensors):
 
 
 def test_model_is_trainable(package, test_tensors):
-    model, _ = load_bioimageio(package, validate=False)
+    model, _ = load_bioimageio(package)
     params = list(model.parameters())
     assert params and all(p.requires_grad for p in params)
     x = crop_input(test_tensors, 128)
@@ -147,7 +147,7 @@ def test_model_is_trainable(package, test_tensors):
 
 
 def test_fine_tuned_import_saves_and_loads(package, test_tensors, tmp_path):
-    model, meta = load_bioimageio(package, validate=False)
+    model, meta = load_bioimageio(package)
     with torch.no_grad():
         list(model.parameters())[-1].add_(0.25)  # a stand-in for a fine-tuning step
     x = crop_input(test_tensors)
@@ -168,7 +168,7 @@ def test_zip_package(package, tmp_path, loaded, test_tensors):
         zf.write(package / "bioimageio.yaml", "bioimageio.yaml")
         zf.write(package / "weights.pt", "weights.pt")
     assert is_bioimageio_package(z)
-    model, meta = load_bioimageio(z, validate=False)
+    model, meta = load_bioimageio(z)
     assert meta.parent == str(z.resolve())
     x = crop_input(test_tensors, 64)
     with torch.no_grad():
@@ -181,7 +181,7 @@ def test_wrong_sha256_is_refused(package, tmp_path):
 
     pkg = copy_package(package, tmp_path / "pkg", edit)
     with pytest.raises(DlcbError, match="sha256 of weights.pt does not match") as err:
-        load_bioimageio(pkg, validate=False)
+        load_bioimageio(pkg)
     assert "\n" not in str(err.value)
 
 
@@ -190,7 +190,7 @@ def test_modified_weights_are_refused(package, tmp_path):
     with open(pkg / "weights.pt", "ab") as f:
         f.write(b"tampered")
     with pytest.raises(DlcbError, match="sha256"):
-        load_bioimageio(pkg, validate=False)
+        load_bioimageio(pkg)
 
 
 def test_format_04_description(package, tmp_path):
@@ -200,6 +200,14 @@ def test_format_04_description(package, tmp_path):
         "format_version": "0.4.10",
         "type": "model",
         "name": "old style",
+        # the fields a valid 0.4 description needs (bioimageio.spec validates it)
+        "description": "the nuclei U-Net described in format 0.4",
+        "authors": [{"name": "Test Author"}],
+        "documentation": "README.md",
+        "license": "MIT",
+        "timestamp": "2019-12-11T11:22:32+00:00",
+        "test_inputs": ["test_input.npy"],
+        "test_outputs": ["test_output.npy"],
         "inputs": [
             {
                 "name": "raw",
@@ -223,6 +231,7 @@ def test_format_04_description(package, tmp_path):
             {
                 "name": "prob",
                 "axes": "bcyx",
+                "data_type": "float32",
                 "shape": {
                     "reference_tensor": "raw",
                     "scale": [1, 1, 1, 1],
@@ -232,13 +241,15 @@ def test_format_04_description(package, tmp_path):
                 "postprocessing": [{"name": "sigmoid"}],
             }
         ],
-        "weights": {"torchscript": {"source": "./weights.pt", "sha256": sha}},
+        "weights": {
+            "torchscript": {"source": "./weights.pt", "sha256": sha, "pytorch_version": "1.5"}
+        },
     }
     d = tmp_path / "old"
     d.mkdir()
     shutil.copy(package / "weights.pt", d / "weights.pt")
     (d / "rdf.yaml").write_text(yaml.safe_dump(rdf))
-    _, meta = load_bioimageio(d, validate=False)
+    _, meta = load_bioimageio(d)
     assert meta.normalization == {
         "mode": "per_image_percentile",
         "p_low": 1.0,
@@ -263,8 +274,10 @@ def test_format_04_description(package, tmp_path):
         ),
         (lambda r: r["weights"]["torchscript"].update(source="other.pt"), "missing"),
         (
-            lambda r: r["inputs"][0]["preprocessing"].insert(0, {"id": "scale_linear"}),
-            "unsupported preprocessing 'scale_linear'",
+            lambda r: r["inputs"][0]["preprocessing"].insert(
+                0, {"id": "binarize", "kwargs": {"threshold": 0.5}}
+            ),
+            "unsupported preprocessing 'binarize'",
         ),
         (
             lambda r: r["outputs"][0].update(postprocessing=[{"id": "scale_range"}]),
@@ -280,7 +293,7 @@ def test_format_04_description(package, tmp_path):
 def test_unsupported_packages(package, tmp_path, edit, message):
     pkg = copy_package(package, tmp_path / "pkg", edit)
     with pytest.raises(DlcbError, match=message):
-        load_bioimageio(pkg, validate=False)
+        load_bioimageio(pkg)
 
 
 def test_missing_package(tmp_path):
@@ -299,5 +312,96 @@ def test_validation_with_bioimageio_spec(package, tmp_path):
         rdf["inputs"][0]["preprocessing"][1]["id"] = "zero_mean_unit_variancex"
 
     pkg = copy_package(package, tmp_path / "pkg", edit)
-    with pytest.raises(DlcbError, match="invalid bioimage.io description"):
-        load_bioimageio(pkg, validate=True)
+    with pytest.raises(DlcbError, match="invalid bioimage.io description") as err:
+        load_bioimageio(pkg)
+    assert "\n" not in str(err.value) and "zero_mean_unit_variancex" in str(err.value)
+
+
+# ------------------------------------------------------------------ files named by the package
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("../../weights.pt", "outside"),
+        ("sub/../../weights.pt", "outside"),
+        ("/etc/passwd", "outside"),
+        ("/dev/zero", "absolute path"),  # bioimageio.spec refuses it first
+    ],
+)
+def test_weights_outside_the_package_are_refused(package, tmp_path, source, message):
+    """Issue 12: a weights source may not leave the package (nothing is read from there)."""
+
+    def edit(rdf):
+        rdf["weights"]["torchscript"]["source"] = source
+
+    pkg = copy_package(package, tmp_path / "a" / "b" / "pkg", edit)
+    shutil.copy(package / "weights.pt", tmp_path / "weights.pt")  # what ../../ would reach
+    with pytest.raises(DlcbError, match=message) as err:
+        load_bioimageio(pkg)
+    assert "\n" not in str(err.value) and "sha256" not in str(err.value)
+
+
+def test_weights_linking_outside_the_package_are_refused(package, tmp_path):
+    pkg = copy_package(package, tmp_path / "pkg")
+    outside = tmp_path / "elsewhere.pt"
+    shutil.copy(pkg / "weights.pt", outside)
+    (pkg / "weights.pt").unlink()
+    (pkg / "weights.pt").symlink_to(outside)
+    with pytest.raises(DlcbError, match="links outside"):
+        load_bioimageio(pkg)
+
+
+def test_weights_that_are_not_a_regular_file_are_refused(package, tmp_path):
+    import os
+
+    pkg = copy_package(package, tmp_path / "pkg")
+    (pkg / "weights.pt").unlink()
+    os.mkfifo(pkg / "weights.pt")  # reading it would block forever
+    with pytest.raises(DlcbError, match="not a regular file"):
+        load_bioimageio(pkg)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_reads_are_bounded_by_the_declared_size(package, tmp_path, monkeypatch, as_zip):
+    import napari_dlcb.models.bioimageio as bio
+
+    pkg = copy_package(package, tmp_path / "pkg")
+    if as_zip:
+        z = tmp_path / "pkg.zip"
+        with zipfile.ZipFile(z, "w") as zf:
+            for f in pkg.iterdir():
+                zf.write(f, f.name)
+        pkg = z
+    monkeypatch.setattr(bio, "MAX_FILE_BYTES", 100_000)
+    with pytest.raises(DlcbError, match="larger than 100,000 bytes"):
+        load_bioimageio(pkg)
+
+
+def test_missing_bioimageio_spec_is_one_line(package, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_spec(name, *args, **kwargs):
+        if name.startswith("bioimageio"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_spec)
+    with pytest.raises(DlcbError, match=r"napari-dlcb\[bioimageio\]"):
+        load_bioimageio(package)
+
+
+def test_zip_package_with_base_and_registry(package, tmp_path, loaded, test_tensors):
+    """A .zip is accepted wherever a model is: resolve_base (``--base``) and the predictor."""
+    from napari_dlcb.inference.segment import segment
+
+    z = tmp_path / "model.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.write(package / "bioimageio.yaml", "bioimageio.yaml")
+        zf.write(package / "weights.pt", "weights.pt")
+    model, meta = resolve_base(z, task="segmentation")
+    assert meta.extra["source"] == str(z.resolve()) and meta.parent == str(z.resolve())
+    img = np.load(package / "test_input.npy")[0, 0, :96, :96]
+    prob_zip, _ = segment(str(z), img, device="cpu")
+    prob_dir, _ = segment(str(package), img, device="cpu")
+    np.testing.assert_array_equal(prob_zip, prob_dir)
