@@ -43,37 +43,40 @@ the provenance (name, id, authors, licence, citations, weights sha256).
 Safety: nothing is downloaded (a package whose weights are only a URL is
 refused); a file the description names must lie inside the package (no
 ``..``, no absolute path, no device or link out of it) and is read only up to
-its declared size (:data:`MAX_FILE_BYTES` at most). TorchScript weights are
+its declared size (:data:`~napari_dlcb.models.bioimageio_package.MAX_FILE_BYTES` at most). TorchScript weights are
 code: loading a package runs it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import math
 import os
-import stat
-import zipfile
-from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.models.bioimageio_package import (
+    MAX_FILE_BYTES,
+    Package,
+    describe_package,
+    find_bioimageio_yaml,
+    is_bioimageio_package,
+    open_package,
+    read_description,
+)
 from napari_dlcb.models.bioimageio_rdf import (
     CONFIG_KEY,
-    first_error,
     input_spec,
     map_postprocessing,
     map_preprocessing,
     output_spec,
     preprocessing_for,
     provenance,
-    spec_v05,
 )
 from napari_dlcb.models.meta import ModelMeta, one_line
 
@@ -86,218 +89,6 @@ __all__ = [
     "probe_size_multiple",
     "read_description",
 ]
-
-_YAML_NAMES = ("bioimageio.yaml", "rdf.yaml")
-#: The largest file napari-dlcb reads from a package (weights included).
-MAX_FILE_BYTES = 4 * 1024**3
-_MAX_YAML_BYTES = 4 * 1024**2
-
-
-# ------------------------------------------------------------------------------ package
-class Package:
-    """Read access to a package folder or zip file, confined to the package.
-
-    Use :func:`open_package`. :meth:`read` returns the bytes of a file the
-    description names, refusing URLs, absolute paths, ``..``, links out of the
-    folder, non-regular files and files over their declared size.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.zip: zipfile.ZipFile | None = None
-        if path.is_file() and path.suffix.lower() == ".zip":
-            try:
-                self.zip = zipfile.ZipFile(path)
-            except (OSError, zipfile.BadZipFile) as err:
-                raise DlcbError(f"cannot open bioimage.io package {path}: {one_line(err)}") from err
-            names = set(self.zip.namelist())
-            cands = [n for n in _YAML_NAMES if n in names]
-            cands += sorted(n for n in names if n.endswith(".bioimageio.yaml") and "/" not in n)
-            if not cands:
-                self.zip.close()
-                raise DlcbError(f"no bioimageio.yaml or rdf.yaml in {path}")
-            self.yaml_name = cands[0]
-            self.root = path
-            if self.zip.getinfo(self.yaml_name).file_size > _MAX_YAML_BYTES:
-                self.zip.close()
-                raise DlcbError(f"{self.yaml_name} in {path} is too large for a description")
-        else:
-            yaml_file = find_bioimageio_yaml(path)
-            if yaml_file is None:
-                raise DlcbError(f"not a bioimage.io model package (no bioimageio.yaml): {path}")
-            self.yaml_name = yaml_file.name
-            self.root = yaml_file.parent
-
-    def member(self, source: Any) -> str:
-        """The package-relative POSIX name of a description's file ``source``, checked."""
-        text = str(source)
-        if "://" in text:
-            raise DlcbError(
-                f"the package refers to a remote file ({text}); napari-dlcb downloads "
-                "nothing: use the complete package (.zip) from bioimage.io"
-            )
-        rel = PurePosixPath(text.replace("\\", "/"))
-        if rel.is_absolute() or ".." in rel.parts or (rel.parts and ":" in rel.parts[0]):
-            raise DlcbError(f"the package names a file outside itself ({text!r}); refused")
-        name = "/".join(p for p in rel.parts if p not in ("", "."))
-        if not name:
-            raise DlcbError(f"the package names an empty file path ({text!r})")
-        return name
-
-    def read(self, source: Any, *, limit: int | None = None) -> bytes:
-        """The bytes of the file ``source`` of the description (see the class docstring)."""
-        name = self.member(source)
-        limit = MAX_FILE_BYTES if limit is None else limit
-        if self.zip is not None:
-            try:
-                info = self.zip.getinfo(name)
-            except KeyError as err:
-                raise DlcbError(f"file {name!r} named in the package is missing from {self.path}") from err
-            if info.file_size > limit:
-                raise DlcbError(f"{name} in {self.path} is larger than {limit:,} bytes; refused")
-            try:  # zipfile reads at most the declared size and checks the CRC
-                return self.zip.read(info)
-            except (OSError, zipfile.BadZipFile, EOFError) as err:
-                raise DlcbError(f"cannot read {name} from {self.path}: {one_line(err)}") from err
-        return self._read_file(name, limit)
-
-    def _read_file(self, name: str, limit: int) -> bytes:
-        root = self.root.resolve()
-        file = (root / name).resolve()
-        if not file.is_relative_to(root):
-            raise DlcbError(f"{name} in the package links outside it; refused")
-        try:
-            st = os.stat(file)
-        except OSError as err:
-            raise DlcbError(f"file {name!r} named in the package is missing from {self.path}") from err
-        if not stat.S_ISREG(st.st_mode):
-            raise DlcbError(f"{name} in the package is not a regular file; refused")
-        if st.st_size > limit:
-            raise DlcbError(f"{name} in {self.path} is larger than {limit:,} bytes; refused")
-        with open(file, "rb") as f:
-            data = f.read(st.st_size + 1)
-        if len(data) != st.st_size:
-            raise DlcbError(f"{name} in the package changed while it was read")
-        return data
-
-    def close(self) -> None:
-        """Close the zip file, if any."""
-        if self.zip is not None:
-            self.zip.close()
-
-
-@contextlib.contextmanager
-def open_package(path: str | os.PathLike) -> Iterator[Package]:
-    """Open a package folder, description file or ``.zip`` for confined reading.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The package.
-
-    Yields
-    ------
-    Package
-        With ``read(source)`` and ``member(source)``; closed on exit.
-    """
-    p = Path(path).expanduser().resolve()
-    if not p.exists():
-        raise DlcbError(f"bioimage.io package not found: {p}")
-    pkg = Package(p)
-    try:
-        yield pkg
-    finally:
-        pkg.close()
-
-
-def find_bioimageio_yaml(path: str | os.PathLike) -> Path | None:
-    """Return the model description file of a package folder (or the file itself).
-
-    Parameters
-    ----------
-    path : str or path-like
-        A package folder, or a ``*.yaml`` file.
-
-    Returns
-    -------
-    pathlib.Path or None
-        ``bioimageio.yaml``, ``rdf.yaml`` or ``*.bioimageio.yaml``; None if
-        there is none.
-    """
-    p = Path(path).expanduser()
-    if p.is_file():
-        return p if p.suffix.lower() in (".yaml", ".yml") else None
-    if not p.is_dir():
-        return None
-    for name in _YAML_NAMES:
-        if (p / name).is_file():
-            return p / name
-    cands = sorted(p.glob("*.bioimageio.yaml"))
-    return cands[0] if cands else None
-
-
-def is_bioimageio_package(path: str | os.PathLike) -> bool:
-    """Return True if ``path`` looks like a bioimage.io package (folder, yaml or zip).
-
-    Parameters
-    ----------
-    path : str or path-like
-        Candidate path.
-
-    Returns
-    -------
-    bool
-    """
-    p = Path(path).expanduser()
-    if p.is_file() and p.suffix.lower() == ".zip":
-        try:
-            with zipfile.ZipFile(p) as zf:
-                names = zf.namelist()
-        except (OSError, zipfile.BadZipFile):
-            return False
-        return any(n in _YAML_NAMES or n.endswith(".bioimageio.yaml") for n in names)
-    return find_bioimageio_yaml(p) is not None
-
-
-def _describe(pkg: Package) -> Any:
-    """The validated 0.5 model description of an open package (nothing is fetched)."""
-    spec_v05()
-    from bioimageio.spec import load_description
-
-    source: Any = pkg.zip if pkg.zip is not None else pkg.root / pkg.yaml_name
-    if pkg.zip is None and (pkg.root / pkg.yaml_name).stat().st_size > _MAX_YAML_BYTES:
-        raise DlcbError(f"{pkg.yaml_name} in {pkg.path} is too large for a description")
-    try:
-        descr = load_description(source, perform_io_checks=False, format_version="latest")
-    except Exception as err:  # the yaml reader and bioimageio.spec raise many types
-        raise DlcbError(f"cannot read {pkg.yaml_name}: {one_line(err)}") from err
-    kind = getattr(descr, "type", None)
-    if kind != "model":
-        raise DlcbError(f"{pkg.yaml_name} describes a {kind!r}, not a 'model'")
-    if type(descr).__name__ == "InvalidDescr":
-        raise DlcbError(f"invalid bioimage.io description: {first_error(descr.validation_summary)}")
-    return descr
-
-
-def read_description(path: str | os.PathLike) -> Any:
-    """The validated model description of a package, converted to format 0.5.
-
-    Parameters
-    ----------
-    path : str or path-like
-        Package folder, description file or ``.zip``.
-
-    Returns
-    -------
-    bioimageio.spec.model.v0_5.ModelDescr
-
-    Raises
-    ------
-    DlcbError
-        If it is missing, not a model, or invalid (one line).
-    """
-    with open_package(path) as pkg:
-        return _describe(pkg)
 
 
 # ------------------------------------------------------------------------------- public
@@ -347,7 +138,7 @@ def load_bioimageio(
     """
     del validate
     with open_package(path) as pkg:
-        descr = _describe(pkg)
+        descr = describe_package(pkg)
         return _load(pkg, descr, resolve_device(device))
 
 
@@ -461,7 +252,9 @@ def _segmentation_meta(
     if n_out == 1 and activation in ("sigmoid", "none"):
         classes, class_values = ["background", "foreground"], [0, 1]
     else:
-        classes = channel_names if len(channel_names) == n_out else [f"class_{i}" for i in range(n_out)]
+        classes = (
+            channel_names if len(channel_names) == n_out else [f"class_{i}" for i in range(n_out)]
+        )
         class_values = list(range(n_out)) if activation == "softmax" else None
     meta = ModelMeta(
         task="segmentation",

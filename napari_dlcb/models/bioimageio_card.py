@@ -21,8 +21,17 @@ __all__ = ["cover_image", "lineage", "readme_text", "sanitize_name"]
 
 #: Colours of classes beyond the third (RGB 0-255), for covers.
 _PALETTE = np.array(
-    [[0, 0, 0], [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178],
-     [213, 94, 0], [204, 121, 167], [255, 255, 255]],
+    [
+        [0, 0, 0],
+        [230, 159, 0],
+        [86, 180, 233],
+        [0, 158, 115],
+        [240, 228, 66],
+        [0, 114, 178],
+        [213, 94, 0],
+        [204, 121, 167],
+        [255, 255, 255],
+    ],
     dtype=np.uint8,
 )
 
@@ -57,7 +66,7 @@ def lineage(meta: ModelMeta) -> dict[str, Any]:
         info["name"] = str(source) if source else None
         return info
     path = Path(str(source))
-    from napari_dlcb.models.bioimageio import is_bioimageio_package, read_description
+    from napari_dlcb.models.bioimageio_package import is_bioimageio_package, read_description
 
     info["name"] = path.name
     if path.exists() and is_bioimageio_package(path):
@@ -157,16 +166,15 @@ def _normalisation_text(norm: dict) -> str:
     }.get(mode, "none: the network takes the raw intensities")
 
 
-def readme_text(
-    meta: ModelMeta, x_shape: tuple, y_shape: tuple, parent: dict[str, Any]
-) -> str:
+def readme_text(meta: ModelMeta, x_shape: tuple, y_shape: tuple, parent: dict[str, Any]) -> str:
     """The package's ``README.md``: a model card made from the metadata."""
     from napari_dlcb import __version__
 
     act = meta.output_activation
-    out_what = {"sigmoid": "the foreground probability (a sigmoid of the logit)",
-                "softmax": "one probability per class (a softmax over the channels)"}.get(
-        act, "the raw logits (no activation): apply softmax or sigmoid yourself")
+    out_what = {
+        "sigmoid": "the foreground probability (a sigmoid of the logit)",
+        "softmax": "one probability per class (a softmax over the channels)",
+    }.get(act, "the raw logits (no activation): apply softmax or sigmoid yourself")
     training = meta.extra.get("training") or {}
     lines = [
         f"# {meta.task.capitalize()} model exported by napari-dlcb {__version__}",
@@ -181,7 +189,9 @@ def readme_text(
         f"- output: {out_what}; test tensor {tuple(y_shape)}.",
     ]
     if meta.task == "segmentation":
-        lines.append(f"- context: {meta.extra.get('halo') or 32} px of halo on each side of a tile.")
+        lines.append(
+            f"- context: {meta.extra.get('halo') or 32} px of halo on each side of a tile."
+        )
         if meta.label_kind == "instances":
             pp = meta.extra.get("postprocess") or {}
             lines.append(

@@ -19,7 +19,7 @@ sequence        (B, 4, L) one-hot    batch, and the length when the
 A dynamic axis is kept only if onnxruntime reproduces PyTorch at other sizes
 too; otherwise the export falls back to the fixed size of the metadata.
 Needs the ``onnx`` and ``onnxruntime`` packages (``pip install
-'napari-dlcb[bioimageio]'``).
+'napari-dlcb[onnx]'``).
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def export_onnx(
             continue
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+        atomic_write(out, lambda tmp, data=data: Path(tmp).write_bytes(data))
         return OnnxExport(out, opset, shape, dict(dynamic), diff, tuple(map(tuple, shapes)))
     raise DlcbError(f"cannot export this {meta.task} model to ONNX: {last}")
 
@@ -239,7 +239,7 @@ def _need_onnx() -> None:
     except ImportError as err:
         raise DlcbError(
             "ONNX export needs the 'onnx' and 'onnxruntime' packages: "
-            "pip install 'napari-dlcb[bioimageio]'"
+            "pip install 'napari-dlcb[onnx]'"
         ) from err
 
 

@@ -306,7 +306,6 @@ def test_missing_package(tmp_path):
 
 
 def test_validation_with_bioimageio_spec(package, tmp_path):
-    pytest.importorskip("bioimageio.spec")
 
     def edit(rdf):
         rdf["inputs"][0]["preprocessing"][1]["id"] = "zero_mean_unit_variancex"
@@ -362,7 +361,7 @@ def test_weights_that_are_not_a_regular_file_are_refused(package, tmp_path):
 
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_reads_are_bounded_by_the_declared_size(package, tmp_path, monkeypatch, as_zip):
-    import napari_dlcb.models.bioimageio as bio
+    import napari_dlcb.models.bioimageio_package as bio
 
     pkg = copy_package(package, tmp_path / "pkg")
     if as_zip:

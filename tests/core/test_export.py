@@ -14,22 +14,19 @@ import tifffile
 import torch
 import yaml
 
-pytest.importorskip("bioimageio.spec")
-pytest.importorskip("onnxruntime")
-
-from napari_dlcb.cli import main  # noqa: E402
-from napari_dlcb.data.normalize import Normalizer  # noqa: E402
-from napari_dlcb.data.synthetic import synthetic_nuclei  # noqa: E402
-from napari_dlcb.errors import DlcbError  # noqa: E402
-from napari_dlcb.inference.segment import segment  # noqa: E402
-from napari_dlcb.models.bioimageio import load_bioimageio  # noqa: E402
-from napari_dlcb.models.bioimageio_export import check_package, export_bioimageio  # noqa: E402
-from napari_dlcb.models.bioimageio_rdf import map_preprocessing, preprocessing_for  # noqa: E402
-from napari_dlcb.models.classifier import CellClassifier  # noqa: E402
-from napari_dlcb.models.dna import Basset, DeepBind  # noqa: E402
-from napari_dlcb.models.onnx_export import export_onnx  # noqa: E402
-from napari_dlcb.models.saved import ModelMeta, load_meta, save_model  # noqa: E402
-from napari_dlcb.models.unet import UNet2D  # noqa: E402
+from napari_dlcb.cli import main
+from napari_dlcb.data.normalize import Normalizer
+from napari_dlcb.data.synthetic import synthetic_nuclei
+from napari_dlcb.errors import DlcbError
+from napari_dlcb.inference.segment import segment
+from napari_dlcb.models.bioimageio import load_bioimageio
+from napari_dlcb.models.bioimageio_export import check_package, export_bioimageio
+from napari_dlcb.models.bioimageio_rdf import map_preprocessing, preprocessing_for
+from napari_dlcb.models.classifier import CellClassifier
+from napari_dlcb.models.dna import Basset, DeepBind
+from napari_dlcb.models.onnx_export import export_onnx
+from napari_dlcb.models.saved import ModelMeta, load_meta, save_model
+from napari_dlcb.models.unet import UNet2D
 
 
 @pytest.fixture(autouse=True)
@@ -120,7 +117,9 @@ def test_package_passes_bioimageio_test_model(exported, tmp_path):
     """bioimageio.core runs both weight formats on the test tensors, offline (~30 s)."""
     _, report = exported
     assert check_package(report.path) == (True, "passed")
-    clf = export_bioimageio(tiny_classifier_folder(tmp_path / "clf"), tmp_path / "clf.zip", test=True)
+    clf = export_bioimageio(
+        tiny_classifier_folder(tmp_path / "clf"), tmp_path / "clf.zip", test=True
+    )
     assert clf.test_passed, clf.test_summary
 
 
@@ -170,7 +169,9 @@ def test_normaliser_maps_to_preprocessing_and_back(norm):
     back = map_preprocessing(steps, "raw")
     img = np.random.default_rng(0).gamma(2.0, 40.0, (2, 32, 32)).astype(np.float32)
     want = Normalizer.from_dict(norm)(img, channel_axis=0)
-    np.testing.assert_allclose(Normalizer.from_dict(back)(img, channel_axis=0), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        Normalizer.from_dict(back)(img, channel_axis=0), want, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_parent_lineage_from_a_zoo_package(shared_data, tmp_path):
@@ -250,7 +251,9 @@ def test_cli_export_errors(argv, message, tmp_path, capsys, monkeypatch):
 
 def test_cli_export_refuses_to_overwrite(tmp_path, capsys):
     (tmp_path / "m.zip").write_bytes(b"keep me")
-    assert main(["export", "bioimageio", "--model", "builtin", "--out", str(tmp_path / "m.zip")]) == 2
+    assert (
+        main(["export", "bioimageio", "--model", "builtin", "--out", str(tmp_path / "m.zip")]) == 2
+    )
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "m.zip").read_bytes() == b"keep me"
 
@@ -277,11 +280,15 @@ def test_onnx_matches_pytorch(case, tmp_path):
         dynamic = {0: "batch", 2: "y", 3: "x"}
     elif case == "deepbind":
         net = DeepBind(3, filters=8, hidden=16).eval()
-        meta = _meta(net, "sequence", list("abc"), input_axes="bcl", in_channels=4, extra={"length": 101})
+        meta = _meta(
+            net, "sequence", list("abc"), input_axes="bcl", in_channels=4, extra={"length": 101}
+        )
         dynamic = {0: "batch", 2: "length"}
     else:
         net = Basset(2, length=120, filters=(8, 8, 8), hidden=(16, 16)).eval()
-        meta = _meta(net, "sequence", list("ab"), input_axes="bcl", in_channels=4, extra={"length": 120})
+        meta = _meta(
+            net, "sequence", list("ab"), input_axes="bcl", in_channels=4, extra={"length": 120}
+        )
         dynamic = {0: "batch"}  # flattens a fixed length into its dense layers
     report = export_onnx(net, tmp_path / f"{case}.onnx", meta=meta)
     assert report.max_abs_diff < 1e-4
