@@ -233,6 +233,38 @@ def test_cli_export_then_train_from_the_package(exported, tmp_path, capsys):
     assert tifffile.imread(pred / "c0.tif").shape == (64, 64)
 
 
+@pytest.mark.slow
+def test_cli_fine_tuned_model_exports_a_package_that_passes_test_model(exported, tmp_path, capsys):
+    """Issue 11: train through the CLI, export, test_model passes, same labels as the folder."""
+    _, report = exported
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir(), labs.mkdir()
+    for i in range(2):
+        img, lab = synthetic_nuclei((72, 72), seed=60 + i)
+        tifffile.imwrite(imgs / f"c{i}.tif", img)
+        tifffile.imwrite(labs / f"c{i}.tif", lab.astype(np.uint16))
+    tuned, package = tmp_path / "tuned", tmp_path / "tuned.zip"
+    argv = ["train", "segmentation", "--images", str(imgs), "--labels", str(labs)]
+    argv += ["--out", str(tuned), "--labels-kind", "instances", "--base", str(report.path)]
+    argv += ["--epochs", "1", "--patch-size", "48", "--samples-per-epoch", "2", "--device", "cpu"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    argv = ["export", "bioimageio", "--model", str(tuned), "--out", str(package)]
+    assert main([*argv, "--author", "A. Tester", "--test-image", str(imgs / "c0.tif")]) == 0
+    printed = capsys.readouterr().out
+    assert "bioimageio.core test_model: passed" in printed and "weights torchscript" in printed
+    # a model fine-tuned from a package is TorchScript only; the exporter says why no ONNX
+    assert "no ONNX weights" in printed or "max |ONNX - PyTorch|" in printed
+    assert rdf_of(package)["config"]["napari-dlcb"]["parent"] == str(report.path)
+    labels = {}
+    for name, model in (("folder", tuned), ("package", package)):
+        argv = ["predict", "segmentation", "--model", str(model), "--images", str(imgs)]
+        assert main([*argv, "--out", str(tmp_path / name)]) == 0
+        labels[name] = [tifffile.imread(tmp_path / name / f"c{i}.tif") for i in range(2)]
+    for a, b in zip(labels["folder"], labels["package"]):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
