@@ -13,7 +13,10 @@ first access.
   read once from its metadata.
 - :mod:`~napari_dlcb.models.registry`: :func:`list_builtin`,
   :func:`load_builtin`, :func:`resolve_base`.
-- :mod:`~napari_dlcb.models.bioimageio`: :func:`load_bioimageio`.
+- :mod:`~napari_dlcb.models.bioimageio`: :func:`load_bioimageio` (BioImage Model
+  Zoo import); :mod:`~napari_dlcb.models.bioimageio_export`:
+  :func:`export_bioimageio`; :mod:`~napari_dlcb.models.onnx_export`:
+  :func:`export_onnx` (needs the ``bioimageio`` / ``onnx`` extras).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ _LAZY = {
     "load_builtin": "napari_dlcb.models.registry",
     "resolve_base": "napari_dlcb.models.registry",
     "load_bioimageio": "napari_dlcb.models.bioimageio",
+    "export_bioimageio": "napari_dlcb.models.bioimageio_export",
+    "export_onnx": "napari_dlcb.models.onnx_export",
     "preserve_model_state": "napari_dlcb.models.state",
     "inference_mode_on": "napari_dlcb.models.state",
     "state_to_cpu": "napari_dlcb.models.state",

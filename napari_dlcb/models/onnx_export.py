@@ -274,6 +274,14 @@ def _export_bytes(
     return buf.getvalue()
 
 
+def _check_input(shape: Sequence[int], gen: torch.Generator) -> torch.Tensor:
+    """A typical input: random one-hot DNA for (N, 4, L), else standard normal (normalised)."""
+    if len(shape) == 3 and shape[1] == 4:
+        bases = torch.randint(0, 4, (shape[0], shape[2]), generator=gen)
+        return F.one_hot(bases, 4).permute(0, 2, 1).float()
+    return torch.randn(*shape, generator=gen)
+
+
 def check_onnx(
     onnx_model: bytes | str | os.PathLike, net: Any, shapes: Sequence[Sequence[int]]
 ) -> float:
@@ -286,7 +294,8 @@ def check_onnx(
     net : callable
         The PyTorch network (eval mode, CPU).
     shapes : sequence of shapes
-        Input shapes to compare on (random normal inputs, seeded).
+        Input shapes to compare on (seeded random inputs: one-hot DNA for
+        ``(N, 4, L)``, standard normal otherwise, as after normalisation).
 
     Returns
     -------
@@ -309,7 +318,7 @@ def check_onnx(
     gen = torch.Generator().manual_seed(1)
     worst = 0.0
     for shape in shapes:
-        x = torch.randn(*shape, generator=gen)
+        x = _check_input(shape, gen)
         try:
             with torch.no_grad():
                 want = net(x).numpy()

@@ -343,3 +343,22 @@ def test_cli_export_onnx_of_a_saved_model(tmp_path, capsys):
     assert main(["export", "onnx", "--model", str(folder), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert out.is_file() and "max |ONNX - PyTorch|" in printed
+
+
+def test_cli_export_onnx_of_the_builtin_dna_model(tmp_path, capsys):
+    """The shipped DNA CNN: ONNX agrees with PyTorch on one-hot sequences of another length."""
+    import onnxruntime as ort
+
+    from napari_dlcb.models.registry import resolve_base
+
+    out = tmp_path / "dna.onnx"
+    assert main(["export", "onnx", "--model", "builtin:dna-multitask", "--out", str(out)]) == 0
+    assert "free axes batch, length" in capsys.readouterr().out
+    net, _ = resolve_base("builtin:dna-multitask")
+    bases = np.random.default_rng(0).integers(0, 4, (3, 260))
+    x = np.eye(4, dtype=np.float32)[bases].transpose(0, 2, 1)  # (N, 4, L) one-hot
+    with torch.no_grad():
+        want = net.eval()(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x})[0]
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
