@@ -97,6 +97,7 @@ def load_bioimageio(
     *,
     device: str | torch.device = "cpu",
     validate: bool | None = None,
+    trusted: bool = False,
 ) -> tuple[torch.jit.ScriptModule, ModelMeta]:
     """Load a bioimage.io model package with TorchScript weights.
 
@@ -109,6 +110,11 @@ def load_bioimageio(
     validate : bool, optional
         Ignored, kept for old callers: ``bioimageio.spec`` always validates
         the description now.
+    trusted : bool
+        The user agrees to run the package's TorchScript weights (code: see
+        :mod:`~napari_dlcb.models.trust`); remembered by their sha256.
+        Without it, weights not agreed to before (or written by napari-dlcb's
+        export, or allowed by the CLI's ``--trust-model``) are refused.
 
     Returns
     -------
@@ -124,6 +130,8 @@ def load_bioimageio(
 
     Raises
     ------
+    UntrustedModelError
+        If the user has not agreed to run the weights (a one-line DlcbError).
     DlcbError
         If ``bioimageio.spec`` is not installed, the package is missing or
         invalid, has no TorchScript weights, names a file outside itself, the
@@ -139,7 +147,7 @@ def load_bioimageio(
     del validate
     with open_package(path) as pkg:
         descr = describe_package(pkg)
-        return _load(pkg, descr, resolve_device(device))
+        return _load(pkg, descr, resolve_device(device), trusted)
 
 
 # ------------------------------------------------------------------------------ mapping
@@ -203,7 +211,7 @@ def _own_config(descr: Any) -> dict:
     return dict(own) if isinstance(own, Mapping) else {}
 
 
-def _load(pkg: Package, descr: Any, device: torch.device) -> tuple[Any, ModelMeta]:
+def _load(pkg: Package, descr: Any, device: torch.device, trusted: bool) -> tuple[Any, ModelMeta]:
     if len(descr.inputs) != 1 or len(descr.outputs) != 1:
         raise DlcbError(
             f"the model has {len(descr.inputs)} inputs and {len(descr.outputs)} outputs; "
@@ -221,7 +229,7 @@ def _load(pkg: Package, descr: Any, device: torch.device) -> tuple[Any, ModelMet
             f"the package has no TorchScript weights (has: {have}); napari-dlcb needs "
             "'torchscript' weights"
         )
-    model, digest = _read_weights(pkg, entry)
+    model, digest = _read_weights(pkg, entry, trusted)
     own = _own_config(descr)
     if kind == "bc":
         meta = _classifier_meta(descr, own, in_channels, size, channel_names, activation)
@@ -324,8 +332,11 @@ def _own_normalization(own: Mapping, mapped: dict, in_channels: int, steps: Any)
     return dict(recorded) if same else mapped
 
 
-def _read_weights(pkg: Package, entry: Any) -> tuple[Any, str]:
-    """The TorchScript network of a weights entry, in eval mode, and its sha256 (checked)."""
+def _read_weights(pkg: Package, entry: Any, trusted: bool) -> tuple[Any, str]:
+    """The TorchScript network of a weights entry, in eval mode, and its sha256 (checked).
+
+    TorchScript is code: it runs only with the user's consent to these weights.
+    """
     source = str(entry.source)
     data = pkg.read(entry.source)
     digest = hashlib.sha256(data).hexdigest()
@@ -335,6 +346,10 @@ def _read_weights(pkg: Package, entry: Any) -> tuple[Any, str]:
             f"sha256 of {pkg.member(source)} does not match the package description: "
             "the file is corrupt or was changed"
         )
+    from napari_dlcb.models.trust import require_trust
+
+    where = pkg.path if pkg.zip is not None else pkg.root / pkg.member(source)
+    require_trust(where, trusted=trusted, sha256=digest, what="the BioImage.IO package")
     try:
         model = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as err:  # torch raises RuntimeError or zip errors for bad archives

@@ -112,9 +112,16 @@ def trust(path: str | os.PathLike, *, sha256: str | None = None, note: str = "")
 
 
 def require_trust(
-    path: str | os.PathLike, *, trusted: bool = False, what: str = "the TorchScript model"
+    path: str | os.PathLike,
+    *,
+    trusted: bool = False,
+    what: str = "the TorchScript model",
+    sha256: str | None = None,
 ) -> str:
     """Allow running ``path`` if trusted before or ``trusted`` now (recorded); else refuse.
+
+    ``sha256`` is the digest of the code when the caller already has it (the
+    weights inside a BioImage.IO ``.zip``: ``path`` is then the package).
 
     Returns
     -------
@@ -126,7 +133,7 @@ def require_trust(
     UntrustedModelError
         The user has not agreed to run this file.
     """
-    digest = file_sha256(path)
+    digest = sha256 or file_sha256(path)
     if digest in _load():
         return digest
     if trusted or _SESSION["trust_all"]:

@@ -16,8 +16,17 @@ from napari_dlcb.errors import DlcbError
 from napari_dlcb.models.bioimageio import is_bioimageio_package, load_bioimageio
 from napari_dlcb.models.registry import resolve_base
 from napari_dlcb.models.saved import load_model, save_model
+from napari_dlcb.models.trust import UntrustedModelError, is_trusted, trust_this_session
 
 PKG = "bioimageio_unet2d_nuclei_broad"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _consent():
+    """The zoo package's TorchScript is agreed to, as ``--trust-model`` does (see test_consent)."""
+    trust_this_session(True)
+    yield
+    trust_this_session(False)
 
 
 @pytest.fixture(scope="module")
@@ -404,3 +413,33 @@ def test_zip_package_with_base_and_registry(package, tmp_path, loaded, test_tens
     prob_zip, _ = segment(str(z), img, device="cpu")
     prob_dir, _ = segment(str(package), img, device="cpu")
     np.testing.assert_array_equal(prob_zip, prob_dir)
+
+
+def test_consent_before_running_the_package_weights(package, tmp_path):
+    """TorchScript weights are code: a package runs only once the user agreed to its weights."""
+    net = torch.jit.load(str(package / "weights.pt"), map_location="cpu")
+    with torch.no_grad():
+        list(net.parameters())[-1].add_(0.5)  # other weights: never agreed to
+    pkg = copy_package(package, tmp_path / "pkg")
+    torch.jit.save(net, str(pkg / "weights.pt"))
+    digest = hashlib.sha256((pkg / "weights.pt").read_bytes()).hexdigest()
+    rdf = yaml.safe_load((pkg / "bioimageio.yaml").read_text())
+    rdf["weights"]["torchscript"]["sha256"] = digest
+    (pkg / "bioimageio.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    z = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in pkg.iterdir():
+            zf.write(f, f.name)
+    trust_this_session(False)
+    try:
+        for source in (pkg, z):
+            with pytest.raises(UntrustedModelError, match="--trust-model") as err:
+                load_bioimageio(source)
+            assert "\n" not in str(err.value) and err.value.sha256 == digest
+        assert not is_trusted(z, sha256=digest)
+        load_bioimageio(z, trusted=True)  # the user agrees once...
+        assert is_trusted(z, sha256=digest)
+        model, _ = load_bioimageio(pkg)  # ...for these weights, in any package
+        assert isinstance(model, torch.jit.ScriptModule)
+    finally:
+        trust_this_session(True)
