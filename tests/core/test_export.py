@@ -210,20 +210,25 @@ def test_sequence_models_are_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------- CLI
+def train_from(base: Path, tmp_path: Path, *, side: int, seed: int) -> tuple[Path, Path]:
+    """``train segmentation --base BASE`` for one epoch on two synthetic images: (images, model)."""
+    imgs, labs, out = tmp_path / "images", tmp_path / "labels", tmp_path / "tuned"
+    imgs.mkdir(), labs.mkdir()
+    for i in range(2):
+        img, lab = synthetic_nuclei((side, side), seed=seed + i)
+        tifffile.imwrite(imgs / f"c{i}.tif", img)
+        tifffile.imwrite(labs / f"c{i}.tif", lab.astype(np.uint16))
+    argv = ["train", "segmentation", "--images", str(imgs), "--labels", str(labs)]
+    argv += ["--out", str(out), "--labels-kind", "instances", "--base", str(base)]
+    argv += ["--epochs", "1", "--patch-size", "48", "--samples-per-epoch", "2", "--device", "cpu"]
+    assert main(argv) == 0
+    return imgs, out
+
+
 def test_cli_export_then_train_from_the_package(exported, tmp_path, capsys):
     """``train segmentation --base PACKAGE.zip`` fine-tunes from it and records it as parent."""
     _, report = exported
-    imgs, labs = tmp_path / "images", tmp_path / "labels"
-    imgs.mkdir(), labs.mkdir()
-    for i in range(2):
-        img, lab = synthetic_nuclei((64, 64), seed=50 + i)
-        tifffile.imwrite(imgs / f"c{i}.tif", img)
-        tifffile.imwrite(labs / f"c{i}.tif", lab.astype(np.uint16))
-    out = tmp_path / "tuned"
-    argv = ["train", "segmentation", "--images", str(imgs), "--labels", str(labs)]
-    argv += ["--out", str(out), "--labels-kind", "instances", "--base", str(report.path)]
-    argv += ["--epochs", "1", "--patch-size", "48", "--samples-per-epoch", "2", "--device", "cpu"]
-    assert main(argv) == 0
+    imgs, out = train_from(report.path, tmp_path, side=64, seed=50)
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["parent"] == str(report.path)
     assert meta["architecture"] == {"name": "torchscript"}
@@ -237,17 +242,8 @@ def test_cli_export_then_train_from_the_package(exported, tmp_path, capsys):
 def test_cli_fine_tuned_model_exports_a_package_that_passes_test_model(exported, tmp_path, capsys):
     """Issue 11: train through the CLI, export, test_model passes, same labels as the folder."""
     _, report = exported
-    imgs, labs = tmp_path / "images", tmp_path / "labels"
-    imgs.mkdir(), labs.mkdir()
-    for i in range(2):
-        img, lab = synthetic_nuclei((72, 72), seed=60 + i)
-        tifffile.imwrite(imgs / f"c{i}.tif", img)
-        tifffile.imwrite(labs / f"c{i}.tif", lab.astype(np.uint16))
-    tuned, package = tmp_path / "tuned", tmp_path / "tuned.zip"
-    argv = ["train", "segmentation", "--images", str(imgs), "--labels", str(labs)]
-    argv += ["--out", str(tuned), "--labels-kind", "instances", "--base", str(report.path)]
-    argv += ["--epochs", "1", "--patch-size", "48", "--samples-per-epoch", "2", "--device", "cpu"]
-    assert main(argv) == 0
+    imgs, tuned = train_from(report.path, tmp_path, side=72, seed=60)
+    package = tmp_path / "tuned.zip"
     capsys.readouterr()
     argv = ["export", "bioimageio", "--model", str(tuned), "--out", str(package)]
     assert main([*argv, "--author", "A. Tester", "--test-image", str(imgs / "c0.tif")]) == 0
