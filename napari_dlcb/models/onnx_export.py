@@ -194,7 +194,8 @@ def export_onnx(
     >>> import tempfile
     >>> from napari_dlcb.models.dna import DeepBind
     >>> net = DeepBind(n_tasks=2, filters=8)
-    >>> meta = ModelMeta("sequence", net.architecture(), ["a", "b"], input_axes="bcl",
+    >>> arch = {"name": "deepbind", "n_tasks": 2, "filters": 8}
+    >>> meta = ModelMeta("sequence", arch, ["a", "b"], input_axes="bcl",
     ...                  in_channels=4, output_activation="sigmoid", extra={"length": 101})
     >>> out = export_onnx(net, tempfile.mkdtemp() + "/deepbind.onnx", meta=meta)
     >>> out.dynamic_axes, out.max_abs_diff < 1e-4
