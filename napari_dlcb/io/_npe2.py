@@ -10,11 +10,19 @@ Layer conventions set here and relied on by the widgets:
 * label layers restored from an autosave store carry
   ``metadata["label_kind"]`` (``"scribbles"``, ``"classes"`` or
   ``"instances"``) and ``metadata["dlcb_autosave"] = True``.
+
+The hooks never raise into napari: :func:`get_reader` declines (returns
+None) what is not a regular file with the right signature (a pipe or a device
+named ``x.tif``, a text file named ``x.png``), and the reader reports a file it
+cannot read (truncated, too big, corrupt) as a warning, which napari shows as
+a notification, and returns napari's "nothing to add" value for it.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,17 @@ PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 _FILE_SUFFIXES = (".tif", ".tiff", ".png")
 _LAZY_TIFF_BYTES = 256 * 2**20  # bigger TIFFs are opened lazily
 _STORE_SUFFIX = ".dlcb.zarr"  # == napari_dlcb.io.project.STORE_SUFFIX (kept import-free)
+_MAGIC = {
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".tif": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    ".tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+}
+#: napari's value for "read, but nothing to add" (a file that was reported instead)
+_NOTHING: list[Any] = [(None,)]
+
+
+class UnreadableFileWarning(UserWarning):
+    """A file napari-dlcb accepted could not be read (shown by napari as a notification)."""
 
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
@@ -66,16 +85,23 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
         :func:`~napari_dlcb.io.paths.is_labels_path`) and OME-Zarr label images as
         ``"labels"``, and any layers autosaved for the image as ``"labels"``.
 
-    Raises
-    ------
-    DlcbError
-        A file that cannot be read (one line naming it).
+        A file that cannot be read is reported as an
+        :class:`UnreadableFileWarning` (one line naming it) and skipped; when
+        no file could be read the result is napari's "nothing to add" value
+        ``[(None,)]``. Nothing is raised into napari.
     """
+    from napari_dlcb.errors import DlcbError
+
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
     for p in paths:
-        layers.extend(_read_one(Path(p)))
-    return layers
+        try:
+            layers.extend(_read_one(Path(p)))
+        except (DlcbError, OSError, MemoryError) as exc:
+            warnings.warn(_one_line(exc, Path(p)), UnreadableFileWarning, stacklevel=2)
+        except Exception as exc:  # noqa: BLE001 - a reader hook must never raise into napari
+            warnings.warn(_one_line(exc, Path(p), bug=True), UnreadableFileWarning, stacklevel=2)
+    return layers or list(_NOTHING)
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -146,12 +172,36 @@ def write_labels_ome_zarr(path: str, data: Any, meta: dict[str, Any]) -> list[st
 
 
 def _can_read(p: Path) -> bool:
+    """A regular file with an image suffix and its format's signature, or a Zarr folder."""
     name = p.name.lower()
+    try:
+        st = p.stat()
+    except OSError:
+        return False
     if name.endswith(_FILE_SUFFIXES):
-        return p.is_file()
-    if p.is_dir():
+        if not stat.S_ISREG(st.st_mode):  # a pipe or a device: never open it
+            return False
+        magic = _MAGIC[Path(name).suffix]
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(8)
+        except OSError:
+            return False
+        return head.startswith(magic)
+    if stat.S_ISDIR(st.st_mode):
         return any((p / m).is_file() for m in ("zarr.json", ".zgroup", ".zarray"))
     return False
+
+
+def _one_line(exc: BaseException, p: Path, *, bug: bool = False) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MemoryError):
+        text = f"cannot read '{p.name}': not enough memory"
+    elif isinstance(exc, OSError):
+        text = f"cannot read '{p.name}': {exc.strerror or exc}"
+    elif bug:
+        text = f"cannot read '{p.name}': unexpected {type(exc).__name__}: {text} (please report it)"
+    return f"napari-dlcb: {text}"
 
 
 def _read_one(p: Path) -> list[LayerData]:

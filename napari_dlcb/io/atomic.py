@@ -3,14 +3,23 @@
 A file or folder written here is never seen half-written at its destination:
 it is built under a temporary sibling name and moved onto the destination with
 ``os.replace`` (atomic on one file system) only when complete. Used by the
-OME-Zarr writer, the annotation store and the saved-model format.
+OME-Zarr writer, the annotation store, the saved-model format and every CLI
+verb's output.
+
+Temporary siblings carry the writer's process id (``.<name>.tmp-<pid>-<id>``),
+so :func:`sweep_stale` can tell the leftovers of a killed run from the work of
+one still running, and every temporary path in use is kept in a registry
+(:func:`pending_paths`, :func:`discard_pending`) that the CLI's ``--timeout``
+watchdog empties before it ends the process.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +29,115 @@ from typing import Any
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.paths import is_zarr_path
 
-__all__ = ["PendingDir", "atomic_write", "fsync_dir", "fsync_tree"]
+__all__ = [
+    "PendingDir",
+    "atomic_write",
+    "discard_pending",
+    "fsync_dir",
+    "fsync_tree",
+    "pending_paths",
+    "sweep_stale",
+]
+
+_PENDING: set[Path] = set()
+_PENDING_LOCK = threading.Lock()
+#: ``.<name>.tmp-<pid>-<hex>`` / ``.<name>.old-<pid>-<hex>`` / ``.<name>.<pid>-<hex>.tmp``
+_SIBLING = re.compile(
+    r"^\.(?P<name>.+)\.(?:(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+|(?P<fpid>\d+)-[0-9a-f]+\.tmp)$"
+)
+
+
+def _token() -> str:
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _register(path: Path) -> None:
+    with _PENDING_LOCK:
+        _PENDING.add(path)
+
+
+def _unregister(path: Path) -> None:
+    with _PENDING_LOCK:
+        _PENDING.discard(path)
+
+
+def pending_paths() -> list[Path]:
+    """Temporary files and folders this process is writing right now (not yet renamed)."""
+    with _PENDING_LOCK:
+        return sorted(_PENDING)
+
+
+def discard_pending() -> list[Path]:
+    """Delete every temporary file or folder this process is writing; return them.
+
+    Called by the CLI's ``--timeout`` watchdog just before it ends the process,
+    so an interrupted run leaves the previous state (or nothing), never a
+    temporary sibling. Destinations are not touched.
+    """
+    with _PENDING_LOCK:
+        paths = sorted(_PENDING)
+        _PENDING.clear()
+    for p in paths:
+        _remove(p)
+    return paths
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but not ours, or unknown: keep it
+        return True
+    return True
+
+
+def sweep_stale(dest: str | os.PathLike) -> list[Path]:
+    """Clear what a killed writer left beside ``dest``; return what was removed or restored.
+
+    Temporary siblings (``.<name>.tmp-<pid>-*``) of processes that no longer
+    exist are deleted. A previous version set aside during a replace
+    (``.<name>.old-<pid>-*``) is renamed back onto ``dest`` when ``dest`` is
+    missing (the writer was killed between its two renames), else deleted.
+    Siblings of live processes are left alone.
+
+    Parameters
+    ----------
+    dest : str or path-like
+        A file or folder that this module writes.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The siblings that were removed or restored.
+    """
+    dest = Path(dest)
+    parent = dest.parent
+    if not parent.is_dir():
+        return []
+    done = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        m = _SIBLING.match(entry.name)
+        if m is None or m["name"] != dest.name:
+            continue
+        pid = int(m["pid"] or m["fpid"])
+        if _alive(pid):
+            continue
+        try:
+            if m["kind"] == "old" and not (dest.exists() or dest.is_symlink()):
+                os.replace(entry, dest)
+            else:
+                _remove(entry)
+        except OSError:
+            continue
+        done.append(entry)
+    return done
 
 
 class PendingDir:
@@ -57,9 +174,10 @@ class PendingDir:
                     f"refusing to overwrite '{dest.name}': it is a {kind}, not a Zarr store"
                 )
         dest.parent.mkdir(parents=True, exist_ok=True)
-        self._token = uuid.uuid4().hex[:8]
+        self._token = _token()
         self.dest = dest
         self.path = dest.with_name(f".{dest.name}.tmp-{self._token}")
+        _register(self.path)
 
     def commit(self) -> Path:
         """Move the finished folder onto ``dest`` (replacing what was there); return ``dest``."""
@@ -70,11 +188,13 @@ class PendingDir:
             _remove(old)
         else:
             os.replace(self.path, self.dest)
+        _unregister(self.path)
         return self.dest
 
     def discard(self) -> None:
         """Delete the unfinished folder."""
         _remove(self.path)
+        _unregister(self.path)
 
     def __enter__(self) -> PendingDir:
         return self
@@ -126,7 +246,8 @@ def atomic_write(file: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     'hi'
     """
     file = Path(file)
-    tmp = file.with_name(f".{file.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = file.with_name(f".{file.name}.{_token()}.tmp")
+    _register(tmp)
     try:
         with open(tmp, "xb"):
             pass
@@ -137,6 +258,7 @@ def atomic_write(file: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+        _unregister(tmp)
     return file
 
 

@@ -9,12 +9,22 @@ writes compressed label TIFFs.
 Every user-facing failure raises :class:`~napari_dlcb.errors.DlcbError` with
 one line that names the file, for example
 ``cannot read 'x.tif': file is truncated or not a TIFF``.
+
+Reading is bounded: only regular files are opened (a pipe or a device such as
+``/dev/zero`` is refused before it is touched), and the image size is read
+from the header and checked against :data:`MAX_PIXELS` before anything is
+decoded. A bigger TIFF is read lazily when the caller allows it (``lazy=True``)
+and refused otherwise; a PNG cannot be read in parts, so a bigger one (or one
+over Pillow's decompression-bomb limit) is refused with a message saying to
+save it as a tiled TIFF or OME-Zarr.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import struct
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +38,12 @@ from napari_dlcb.io.paths import is_labels_path, is_zarr_path
 if TYPE_CHECKING:  # dask is imported where it is used: cheap import for npe2 and autosave
     import dask.array as da
 
-__all__ = ["read_image", "write_labels_tiff"]
+__all__ = ["MAX_PIXELS", "check_source", "image_shape", "read_image", "write_labels_tiff"]
+
+#: The most pixels (all channels and planes) an image may have to be read whole
+#: (256 Mi, e.g. 16384 x 16384 grey): a uint8 image of that size takes 256 MiB, its
+#: float32 copy for a model 1 GiB. Bigger TIFF and Zarr images are read lazily.
+MAX_PIXELS = 2**28
 
 _TIFF_READ_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,  # tifffile.TiffFileError is a ValueError
@@ -42,6 +57,95 @@ _TIFF_READ_ERRORS: tuple[type[BaseException], ...] = (
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def check_source(path: str | os.PathLike) -> Path:
+    """Refuse, in one line, what must not be opened: nothing there, a pipe, a device, 0 bytes.
+
+    ``stat`` does not open the file, so a FIFO or ``/dev/zero`` is refused
+    without blocking or reading from it. A Zarr folder passes.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An image file or Zarr folder.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    DlcbError
+        Missing, not a regular file (or a Zarr folder), or empty.
+
+    Examples
+    --------
+    >>> check_source("/dev/zero")
+    Traceback (most recent call last):
+    ...
+    napari_dlcb.errors.DlcbError: cannot read 'zero': not a regular file (a device or a pipe?)
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise DlcbError(f"cannot read '{p.name}': no such file") from None
+    except OSError as exc:
+        raise DlcbError(f"cannot read '{p.name}': {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        if not is_zarr_path(p):
+            raise DlcbError(f"cannot read '{p.name}': a folder, not an image or a Zarr store")
+        return p
+    if not stat.S_ISREG(st.st_mode):
+        raise DlcbError(f"cannot read '{p.name}': not a regular file (a device or a pipe?)")
+    if st.st_size == 0:
+        raise DlcbError(f"cannot read '{p.name}': the file is empty (0 bytes)")
+    return p
+
+
+def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The shape of an image from its header, without decoding the pixels.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A TIFF, PNG or Zarr image.
+
+    Returns
+    -------
+    tuple of int
+        As the file stores it (TIFF: first series; PNG: (Y, X) or (Y, X, bands);
+        Zarr: the full-resolution array).
+
+    Raises
+    ------
+    DlcbError
+        Unreadable header.
+    """
+    p = check_source(path)
+    suffix = p.suffix.lower()
+    if suffix == ".png":
+        return _png_header(p)[0]
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(p) as tif:
+                if not tif.series:
+                    raise DlcbError(f"cannot read '{p.name}': file is truncated or not a TIFF")
+                return tuple(int(n) for n in tif.series[0].shape)
+        except _TIFF_READ_ERRORS as exc:
+            raise DlcbError(f"cannot read '{p.name}': file is truncated or not a TIFF") from exc
+    return tuple(int(n) for n in read_zarr(p).shape)
+
+
+def _too_big(p: Path, shape: tuple[int, ...], how: str, limit: int = MAX_PIXELS) -> DlcbError:
+    n = int(np.prod(shape, dtype=np.float64))
+    return DlcbError(
+        f"cannot read '{p.name}': {'x'.join(str(s) for s in shape)} is {n / 1e6:,.0f} megapixels, "
+        f"more than the {limit / 1e6:,.0f} read whole; {how}"
+    )
 
 
 def read_image(path: str | os.PathLike, *, lazy: bool = False) -> np.ndarray | da.Array:
@@ -84,8 +188,7 @@ def read_image(path: str | os.PathLike, *, lazy: bool = False) -> np.ndarray | d
     import dask.array as da
 
     p = Path(path)
-    if not p.exists():
-        raise DlcbError(f"cannot read '{p.name}': no such file")
+    check_source(p)
     suffix = p.suffix.lower()
     if suffix in (".tif", ".tiff"):
         data, axes = _read_tiff(p, lazy=lazy)
@@ -136,6 +239,10 @@ def _read_tiff(p: Path, *, lazy: bool) -> tuple[np.ndarray | da.Array, str | Non
         if lazy:
             store = series.aszarr(level=0)
             data: np.ndarray | da.Array = da.from_zarr(zarr.open(store, mode="r"))
+        elif int(np.prod(series.shape, dtype=np.float64)) > MAX_PIXELS:
+            raise _too_big(
+                p, tuple(series.shape), "open it lazily (napari, or read_image(lazy=True))"
+            )
         else:
             data = series.asarray(level=0)
     except DlcbError:
@@ -149,22 +256,49 @@ def _read_tiff(p: Path, *, lazy: bool) -> tuple[np.ndarray | da.Array, str | Non
     return data, axes
 
 
-def _read_png(p: Path) -> np.ndarray:
-    import imageio.v3 as iio
+def _png_header(p: Path) -> tuple[tuple[int, ...], str]:
+    """Shape and PIL mode of a PNG, the size read from its IHDR chunk before PIL opens it."""
     from PIL import Image, UnidentifiedImageError
 
     bad = f"cannot read '{p.name}': file is truncated or not a PNG"
+    with open(p, "rb") as fh:
+        head = fh.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise DlcbError(bad)
+    w, h = struct.unpack(">II", head[16:24])
+    if w == 0 or h == 0:
+        raise DlcbError(f"cannot read '{p.name}': the image is empty (shape ({h}, {w}))")
+    limit = min(MAX_PIXELS, 2 * (Image.MAX_IMAGE_PIXELS or MAX_PIXELS))
+    if w * h > limit:
+        raise _too_big(
+            p, (h, w), "save it as a tiled TIFF or OME-Zarr, which are read in parts", limit
+        )
     try:
-        with Image.open(p) as im:
-            mode = im.mode
+        with warnings.catch_warnings():  # the size was checked above
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                mode, bands = im.mode, len(im.getbands())
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DlcbError(bad) from exc
+    return ((h, w) if bands == 1 else (h, w, bands)), mode
+
+
+def _read_png(p: Path) -> np.ndarray:
+    import imageio.v3 as iio
+    from PIL import Image
+
+    _, mode = _png_header(p)
+    bad = f"cannot read '{p.name}': file is truncated or not a PNG"
+    try:
+        with warnings.catch_warnings():  # the size was checked by _png_header
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if mode == "P" and is_labels_path(p):
                 # palette label masks (e.g. PASCAL VOC): the index is the label
-                im.load()
-                return np.asarray(im)
-        return np.asarray(iio.imread(p, plugin="pillow"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise DlcbError(f"cannot read '{p.name}': no such file") from exc
+                with Image.open(p) as im:
+                    im.load()
+                    return np.asarray(im)
+            return np.asarray(iio.imread(p, plugin="pillow"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DlcbError(bad) from exc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,9 @@ if TYPE_CHECKING:  # dask is imported where it is used: cheap import for npe2 an
     import dask.array as da
 
 __all__ = [
+    "SPARSE_ATTR",
+    "MissingChunksWarning",
+    "missing_chunks",
     "ome_attrs",
     "ome_zarr_label_names",
     "open_zarr",
@@ -30,6 +34,49 @@ __all__ = [
     "read_multiscale",
     "read_zarr",
 ]
+
+
+#: group attribute of stores written by napari-dlcb, whose empty chunks are omitted on purpose
+SPARSE_ATTR = "napari_dlcb_store"
+
+
+class MissingChunksWarning(UserWarning):
+    """Part of a Zarr image's chunks are missing: that part reads as the fill value."""
+
+
+def missing_chunks(array: Any) -> tuple[int, int]:
+    """How many of a Zarr array's chunks are absent from its store.
+
+    Zarr reads an absent chunk as the array's fill value (usually 0) without a
+    word, which is right for sparse labels but hides a damaged or partly
+    copied image. Counting the stored chunk keys costs one listing of the
+    store, nothing is read.
+
+    Parameters
+    ----------
+    array : zarr.Array
+
+    Returns
+    -------
+    missing, total : int
+    """
+    try:
+        total = int(array.nchunks)
+        present = int(array.nchunks_initialized)
+    except (AttributeError, OSError, TypeError, ValueError):  # a store that cannot list
+        return 0, 0
+    return max(total - present, 0), total
+
+
+def _warn_missing(array: Any, p: Path, what: str = "") -> None:
+    missing, total = missing_chunks(array)
+    if missing:
+        warnings.warn(
+            f"'{p.name}'{what}: {missing} of {total} chunks are missing from the store and "
+            f"read as {array.fill_value!r} (an incomplete copy or a damaged store?)",
+            MissingChunksWarning,
+            stacklevel=3,
+        )
 
 
 def read_zarr(path: str | os.PathLike, *, level: int = 0) -> da.Array:
@@ -51,6 +98,11 @@ def read_zarr(path: str | os.PathLike, *, level: int = 0) -> da.Array:
     ------
     DlcbError
         The folder is not a Zarr array or OME-Zarr image, or ``level`` does not exist.
+
+    Warns
+    -----
+    MissingChunksWarning
+        Chunks of an image (not of labels) are missing from the store.
     """
     import dask.array as da
     import zarr
@@ -60,6 +112,10 @@ def read_zarr(path: str | os.PathLike, *, level: int = 0) -> da.Array:
     if isinstance(node, zarr.Array):
         if level != 0:
             raise DlcbError(f"cannot read '{p.name}': a plain Zarr array has only level 0")
+        from napari_dlcb.io.paths import is_labels_path
+
+        if not is_labels_path(p):
+            _warn_missing(node, p)
         return da.from_zarr(node)
     levels, _ = read_multiscale(p, squeeze=False)
     if not 0 <= level < len(levels):
@@ -123,9 +179,15 @@ def read_multiscale(
     except (KeyError, IndexError, TypeError) as exc:
         raise DlcbError(f"cannot read '{p.name}': not an OME-Zarr multiscale image") from exc
     try:
-        levels = [da.from_zarr(group[q]) for q in paths]
-    except (KeyError, FileNotFoundError) as exc:
+        arrays = [group[q] for q in paths]
+        levels = [da.from_zarr(a) for a in arrays]
+    except (KeyError, FileNotFoundError, ValueError, TypeError) as exc:
         raise DlcbError(f"cannot read '{p.name}': a resolution level is missing") from exc
+    if not levels:
+        raise DlcbError(f"cannot read '{p.name}': not an OME-Zarr multiscale image")
+    # sparse label images and napari-dlcb's own stores omit empty chunks on purpose
+    if "image-label" not in attrs and SPARSE_ATTR not in dict(group.attrs):
+        _warn_missing(arrays[0], p, " (full resolution)")
     ndim = levels[0].ndim
     if len(axes) != ndim:
         raise DlcbError(f"cannot read '{p.name}': {len(axes)} axes for a {ndim}-D array")

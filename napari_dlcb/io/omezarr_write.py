@@ -30,7 +30,7 @@ import numpy as np
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.atomic import PendingDir
-from napari_dlcb.io.omezarr import ome_attrs, read_multiscale
+from napari_dlcb.io.omezarr import SPARSE_ATTR, ome_attrs, read_multiscale
 from napari_dlcb.io.omezarr_levels import (
     SPATIAL,
     LevelSpec,
@@ -161,6 +161,9 @@ class OmeZarrBuilder:
         for group, kind, name, spec, extra, child in self._parts:
             write_pyramid(group, kind, spec)
             write_multiscale_attrs(group, kind, name, spec, is_child_label=child, extra=extra)
+        # zarr omits chunks equal to the fill value: say so, so that a reader does not
+        # mistake them for missing chunks (see napari_dlcb.io.omezarr.missing_chunks)
+        self.root.attrs.update({SPARSE_ATTR: {"empty_chunks": "omitted"}})
         self._done = True
         return self.pending.commit()
 
