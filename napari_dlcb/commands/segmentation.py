@@ -1,14 +1,40 @@
-"""``napari-dlcb train segmentation`` and ``napari-dlcb predict segmentation``."""
+"""``napari-dlcb train segmentation`` and ``napari-dlcb predict segmentation``.
+
+Both check every option and the ``--out`` folder before any model is loaded or
+image read (:mod:`napari_dlcb.commands._outputs`), refuse inputs no model
+should see with one line (NaN pixels, booleans, 1-pixel images, decompression
+bombs, pipes), and write atomically: a model folder appears complete or not at
+all; prediction TIFFs are built in a temporary sibling folder renamed into
+place when every image is done. ``train segmentation --resume`` continues an
+interrupted run from ``OUT/checkpoints``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from napari_dlcb.commands._args import int_in
+from napari_dlcb.commands._outputs import check_out, result_folder
 from napari_dlcb.commands._report import say
+from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.imagefolder import read_image_pairs, stem_files
+
+#: the most pixels (all training images together) ``train segmentation`` holds in memory
+TRAIN_PIXELS = 2**26
+#: images with more pixels are predicted block by block (bounded memory)
+PREDICT_PIXELS = 2**25
+#: the record of an interrupted run's options and data (``OUT/checkpoints/run.json``)
+RUN_FILE = "run.json"
+#: options that may change when a run is resumed
+_RESUMABLE = {"epochs", "max_time", "early_stopping", "device", "preview_interval"}
 
 
 def register(train, predict, top) -> None:
@@ -69,6 +95,13 @@ def register(train, predict, top) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from its last checkpoint (same options; "
+        "--epochs counts all epochs)",
+    )
     p.set_defaults(func=run_train)
 
     q = predict.add_parser(
@@ -85,8 +118,11 @@ def register(train, predict, top) -> None:
     q.add_argument(
         "--probabilities", action="store_true", help="also write <stem>_prob.tif (C, Y, X float32)"
     )
-    q.add_argument("--tile", type=int, default=512)
+    q.add_argument(
+        "--tile", type=int_in(32, 8192), default=512, help="tile side in pixels (32-8192)"
+    )
     q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    q.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     q.set_defaults(func=run_predict)
 
 
@@ -122,10 +158,101 @@ def config_from_args(args: argparse.Namespace) -> Any:
     ).validate()
 
 
+def _model_input(base: str) -> list[Path]:
+    """The base model's folder when it is one (an input that --out must not touch)."""
+    p = Path(base)
+    return [p] if base not in ("builtin", "scratch") and not base.startswith("builtin:") else []
+
+
+def read_training_data(
+    images: Path, labels: Path, config: Any
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Read the image/label pairs and check them as training will see them.
+
+    One-line errors for pixels no model should see, for more pixels than
+    :data:`TRAIN_PIXELS` and for a ``--patch-size`` larger than every image.
+    """
+    from napari_dlcb.data.normalize import check_pixels
+
+    imgs, labs = read_image_pairs(images, labels)
+    names = sorted(stem_files(images))
+    total = sum(int(np.prod(im.shape[:2])) for im in imgs)
+    if total > TRAIN_PIXELS:
+        raise DlcbError(
+            f"the training images hold {total / 1e6:.0f} megapixels, more than the "
+            f"{TRAIN_PIXELS / 1e6:.0f} that training holds in memory; crop them to the "
+            "annotated regions"
+        )
+    for name, im in zip(names, imgs):
+        check_pixels(im, f"image '{name}'", channel_axis=config.channel_axis)
+    if config.patch_size is not None:
+        largest = max(max(im.shape[:2]) for im in imgs)
+        fit = max(-(-largest // 16) * 16, 32)
+        if config.patch_size > fit:
+            raise DlcbError(
+                f"patch_size {config.patch_size} is larger than every image (the largest "
+                f"side is {largest} pixels); use at most {fit}"
+            )
+    return imgs, labs
+
+
+def _fingerprint(config: Any, images: list[np.ndarray], labels: list[np.ndarray]) -> dict:
+    digest = hashlib.blake2b(digest_size=16)
+    for arr in (*images, *labels):
+        a = np.ascontiguousarray(arr)
+        digest.update(f"{a.shape}{a.dtype}".encode())
+        digest.update(a.data)
+    options = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE}
+    return {"options": options, "data": digest.hexdigest()}
+
+
+def _prepare_checkpoints(ckdir: Path, run: dict, resume: bool) -> bool:
+    """Check (resume) or start (fresh run) the checkpoint folder; return whether to resume."""
+    from napari_dlcb.io.atomic import atomic_write
+    from napari_dlcb.training.checkpoint import checkpoint_epochs
+
+    if resume and checkpoint_epochs(ckdir) > 0:
+        try:
+            before = json.loads((ckdir / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            before = None
+        if not isinstance(before, dict) or before.get("data") != run["data"]:
+            raise DlcbError(
+                f"--resume: the images or labels differ from those of the run in {ckdir.parent} "
+                "(or its record is missing); resume with the same data or start again with "
+                "--overwrite"
+            )
+        for key, value in run["options"].items():
+            if before.get("options", {}).get(key) != value:
+                was = before.get("options", {}).get(key)
+                raise DlcbError(
+                    f"--resume: option {key} was {was!r} in the interrupted run, now {value!r}; "
+                    "resume with the same options (only --epochs, --max-minutes, "
+                    "--early-stopping and --device may change) or start again with --overwrite"
+                )
+        return True
+    if resume:
+        _say("napari-dlcb: no checkpoint to resume from yet; starting from the beginning")
+    if ckdir.exists():  # checkpoints of the run being replaced (--overwrite)
+        shutil.rmtree(ckdir)
+    ckdir.mkdir(parents=True)
+    atomic_write(ckdir / RUN_FILE, lambda tmp: tmp.write_text(json.dumps(run, default=str)))
+    return False
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``train segmentation``."""
+    if args.resume and args.overwrite:
+        raise DlcbError("--resume continues the run in --out, --overwrite replaces it: pick one")
     config = config_from_args(args)  # a bad option fails before any file is read
-    images, labels = read_image_pairs(args.images, args.labels)
+    out = check_out(
+        args.out,
+        kind="model",
+        inputs=[args.images, args.labels, *_model_input(args.base)],
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
+    images, labels = read_training_data(args.images, args.labels, config)
     from napari_dlcb.commands._report import describe_event
     from napari_dlcb.tasks.segmentation import SegmentationTask
     from napari_dlcb.training.events import Started
@@ -135,45 +262,82 @@ def run_train(args: argparse.Namespace) -> int:
         f"base {config.base}, mode {config.mode}"
     )
     trainer = SegmentationTask(images, labels, config=config)
+    ckdir = out / "checkpoints"
+    resume = _prepare_checkpoints(ckdir, _fingerprint(config, images, labels), args.resume)
     t0 = time.perf_counter()
-    events = trainer.fit(checkpoint_dir=args.out / "checkpoints")
+    events = trainer.fit(checkpoint_dir=ckdir, resume=resume)
     for ev in events:
         if isinstance(ev, Started):
+            again = f", resuming after epoch {ev.start_epoch}" if resume else ""
             _say(
                 f"training on {ev.device} ({'AMP' if ev.amp else 'fp32'}), "
-                f"{ev.n_trainable:,} of {ev.n_params:,} parameters trainable"
+                f"{ev.n_trainable:,} of {ev.n_params:,} parameters trainable{again}"
             )
         else:
             line = describe_event(ev, epochs=args.epochs, t0=t0, rate_unit="patches")
             if line is not None:
                 _say(line)
-    out = trainer.save(args.out)
-    _say(f"saved model to {out}")
+    saved = trainer.save(out)
+    _say(f"saved model to {saved}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     """Handle ``predict segmentation``."""
-    import numpy as np
+    from napari_dlcb.inference.segment import load_for_inference
+
+    out = check_out(
+        args.out, kind="folder", inputs=[args.images, args.model], overwrite=args.overwrite
+    )
+    files = stem_files(args.images)
+    model, meta = load_for_inference(str(args.model))  # a folder, builtin or BioImage.IO package
+    with result_folder(out, command="predict segmentation", overwrite=args.overwrite) as tmp:
+        for k, (stem, path) in enumerate(sorted(files.items()), start=1):
+            t0 = time.perf_counter()
+            n_objects = _predict_one(model, meta, path, tmp, stem, args)
+            n_obj = f", {n_objects} objects" if meta.label_kind == "instances" else ""
+            _say(
+                f"[{k}/{len(files)}] {path.name} -> {stem}.tif "
+                f"({time.perf_counter() - t0:.1f}s{n_obj})"
+            )
+    return 0
+
+
+def _predict_one(model: Any, meta: Any, path: Path, tmp: Path, stem: str, args: Any) -> int:
+    """Segment one file into ``tmp``; return the number of objects (instances)."""
     import tifffile
 
-    from napari_dlcb.inference.segment import load_for_inference, segment
-    from napari_dlcb.io.images import read_image
+    from napari_dlcb.data.normalize import check_pixels
+    from napari_dlcb.inference.segment import segment
+    from napari_dlcb.io.images import image_shape, read_image, write_labels_tiff
 
-    model, meta = load_for_inference(str(args.model))  # a folder, builtin or BioImage.IO package
-    files = stem_files(args.images)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for k, (stem, path) in enumerate(sorted(files.items()), start=1):
-        image = read_image(path)
-        t0 = time.perf_counter()
-        prob, labels = segment((model, meta), image, tile=args.tile, device=args.device)
-        tifffile.imwrite(args.out / f"{stem}.tif", labels, compression="zlib")
-        if args.probabilities:
-            tifffile.imwrite(
-                args.out / f"{stem}_prob.tif", prob.astype(np.float32), compression="zlib"
-            )
-        n_obj = f", {int(labels.max())} objects" if meta.label_kind == "instances" else ""
-        _say(
-            f"[{k}/{len(files)}] {path.name} -> {stem}.tif ({time.perf_counter() - t0:.1f}s{n_obj})"
-        )
-    return 0
+    shape = image_shape(path)  # from the header: nothing decoded yet
+    if int(np.prod(shape[:2], dtype=np.float64)) > PREDICT_PIXELS:
+        return _predict_blockwise(model, meta, path, tmp, stem, args)
+    image = read_image(path)
+    check_pixels(image, f"'{path.name}'")
+    prob, labels = segment((model, meta), image, tile=args.tile, device=args.device)
+    write_labels_tiff(tmp / f"{stem}.tif", labels)
+    if args.probabilities:
+        tifffile.imwrite(tmp / f"{stem}_prob.tif", prob.astype(np.float32), compression="zlib")
+    return int(labels.max())
+
+
+def _predict_blockwise(model: Any, meta: Any, path: Path, tmp: Path, stem: str, args: Any) -> int:
+    """A big image, block by block: an OME-Zarr store, then a tiled label TIFF from it."""
+    import dask.array as da
+
+    from napari_dlcb.inference.segment import segment_zarr
+    from napari_dlcb.io.images import read_image, write_labels_tiff
+
+    image = read_image(path, lazy=path.suffix.lower() != ".png")
+    store = tmp / f"{stem}_prob.ome.zarr"
+    _say(f"{path.name}: {image.shape} is large; predicting it block by block")
+    for _ in segment_zarr((model, meta), image, store, tile=args.tile, device=args.device):
+        pass
+    labels = da.from_zarr(str(store / "labels" / "segmentation" / "0"))
+    write_labels_tiff(tmp / f"{stem}.tif", labels)
+    n = int(labels.max().compute())
+    if not args.probabilities:
+        shutil.rmtree(store)
+    return n

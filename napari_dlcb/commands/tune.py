@@ -3,7 +3,8 @@
 The paper's model selection: many trials compared on the validation set only,
 the chosen model evaluated once on a test set. See :mod:`napari_dlcb.tuning`.
 ``STUDY_DIR/best/`` is a model folder ``predict`` accepts; ``STUDY_DIR/trials.tsv``
-lists every trial.
+lists every trial. Running again with the same ``--out`` continues the study
+(its finished trials are kept); ``--overwrite`` starts a new one there.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from napari_dlcb.commands._args import int_in
+from napari_dlcb.commands._outputs import check_out
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
 
@@ -61,11 +64,26 @@ def register(train, predict, top) -> None:
 
 
 def _study_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, type=Path, help="study folder (best/, trials.tsv)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="study folder (best/, trials.tsv); an existing study there is continued",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="start a new study in --out, replacing the old"
+    )
     p.add_argument("--base", default=None, help="the model to start from (as in train)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (task default)")
-    p.add_argument("--budget-minutes", type=float, default=None, help="wall-clock budget")
-    p.add_argument("--trials", type=int, default=None, help="trials to run")
+    p.add_argument(
+        "--epochs", type=int_in(1, 100_000), default=None, help="epochs per trial (task default)"
+    )
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget (checked by the tuner: > 0 and at most 30 days)",
+    )
+    p.add_argument("--trials", type=int_in(1, 100_000), default=None, help="trials to run")
     p.add_argument(
         "--strategy",
         default="line-random",
@@ -90,9 +108,11 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="optuna storage URL (e.g. postgresql://...) or journal file")
     p.add_argument("--study-name", help="study name in the storage (default napari-dlcb-<task>)")
     p.add_argument("--scheduler", help="dask scheduler address (tcp://host:8786): run trials there")
-    p.add_argument("--n-workers", type=int, help="start a local dask cluster with N workers")
+    p.add_argument(
+        "--n-workers", type=int_in(1, 1024), help="start a local dask cluster with N workers"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
 
 
 def _base(args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
@@ -162,6 +182,48 @@ def _space(objective: Any, args: argparse.Namespace) -> Any:
     return objective.default_space().with_changes(ranges, fixed)
 
 
+_INPUTS = {
+    "segmentation": ("images", "labels", "test_images", "test_labels"),
+    "classification": ("images", "val", "test"),
+    "sequence": ("table", "test_table"),
+}
+
+
+def _check_base(args: argparse.Namespace) -> None:
+    """Validate the fixed options as the task config before any data is read."""
+    if args.task == "segmentation":
+        from napari_dlcb.tasks.segmentation import SegmentationConfig as Config
+
+        fields = _base(args, label_kind=args.labels_kind)
+    elif args.task == "classification":
+        from napari_dlcb.tasks.classification_config import ClassificationConfig as Config
+
+        fields = _base(args)
+    else:
+        from napari_dlcb.tasks.sequence_config import SequenceConfig as Config
+
+        fields = _base(args)
+    Config.from_dict(fields)
+
+
+def _check_study_out(args: argparse.Namespace) -> Path:
+    inputs = [getattr(args, name, None) for name in _INPUTS[args.task]]
+    if args.base not in (None, "builtin", "scratch") and not str(args.base).startswith("builtin:"):
+        inputs.append(args.base)
+    out = check_out(
+        args.out, kind="study", inputs=inputs, overwrite=args.overwrite, resume=not args.overwrite
+    )
+    if out.is_dir() and any(out.iterdir()):
+        if args.overwrite:
+            import shutil
+
+            shutil.rmtree(out)
+            say(f"napari-dlcb: --overwrite: the study in {out} was removed; starting a new one")
+        else:
+            say(f"napari-dlcb: continuing the study in {out} (--overwrite starts a new one)")
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     from napari_dlcb.tuning.study import (
         StudyFinished,
@@ -170,8 +232,12 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.budget_minutes is None and args.trials is None:
         raise DlcbError("give a budget: --budget-minutes and/or --trials")
-    if args.n_workers is not None and args.n_workers < 1:
-        raise DlcbError(f"--n-workers must be at least 1, got {args.n_workers}")
+    if args.budget_minutes is not None:
+        from napari_dlcb.tasks.base import check_positive
+
+        check_positive("budget in minutes", args.budget_minutes, high=60 * 24 * 30)
+    _check_base(args)
+    args.out = _check_study_out(args)
     objective = args.build(args)
     space = _space(objective, args)
     say(

@@ -27,7 +27,35 @@ import numpy as np
 
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["ImageSource", "channel_layout", "reflect_index", "to_cyx"]
+__all__ = ["MIN_SIDE", "ImageSource", "channel_layout", "check_size", "reflect_index", "to_cyx"]
+
+#: The fewest pixels an image may have along each of its (Y, X) axes: a model with
+#: a receptive field of dozens of pixels has nothing to work with below this.
+MIN_SIDE = 8
+
+
+def check_size(shape: tuple[int, ...], name: str = "image", channel_axis: int | None = None) -> None:
+    """Raise a one-line :class:`DlcbError` for an image below ``MIN_SIDE`` pixels a side.
+
+    Examples
+    --------
+    >>> check_size((1, 1), "dot.png")
+    Traceback (most recent call last):
+    ...
+    napari_dlcb.errors.DlcbError: dot.png is 1x1 pixels; napari-dlcb needs at least 8x8
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < 2:
+        raise DlcbError(f"{name} is not a 2-D image (shape {shape})")
+    try:
+        axis, _ = channel_layout(shape, channel_axis)
+    except DlcbError:
+        axis = None
+    yx = [n for i, n in enumerate(shape) if i != axis][:2] if len(shape) == 3 else shape[:2]
+    if min(yx) < MIN_SIDE:
+        raise DlcbError(
+            f"{name} is {yx[0]}x{yx[1]} pixels; napari-dlcb needs at least {MIN_SIDE}x{MIN_SIDE}"
+        )
 
 
 def channel_layout(

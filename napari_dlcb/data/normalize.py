@@ -30,6 +30,7 @@ from napari_dlcb.errors import DlcbError
 __all__ = [
     "Normalizer",
     "check_image",
+    "check_pixels",
     "cyx_normalizer",
     "freeze_normalizer",
     "is_per_image",
@@ -41,16 +42,61 @@ MODES = ("percentile", "zscore", "per_image_percentile", "per_image_zscore", "no
 STATS_SAMPLES = 4_000_000
 
 
-def check_image(image: np.ndarray, name: str = "image") -> None:
-    """Raise a one-line :class:`DlcbError` for empty, NaN or constant images."""
+def check_pixels(image: Any, name: str = "image", *, channel_axis: int | None = None) -> None:
+    """Raise a one-line :class:`DlcbError` for an image no model should see.
+
+    The one rule for images at training *and* prediction time: intensities are
+    real numbers (integers or floats), the image is at least
+    :data:`~napari_dlcb.data.images.MIN_SIDE` pixels on each side, and every
+    pixel is finite. NaN or infinite pixels are refused, not guessed: any
+    value put in their place (0, the minimum, the median) is a made-up signal
+    that the model would segment, and per-image statistics of an image with
+    NaN are NaN, which used to give an all-background result without a word.
+
+    Parameters
+    ----------
+    image : array-like
+        The image (any layout; only in-memory arrays are scanned for NaN).
+    name : str
+        How messages name it.
+    channel_axis : int, optional
+        The channel axis of a 3-D image (see
+        :func:`~napari_dlcb.data.images.channel_layout`).
+
+    Examples
+    --------
+    >>> check_pixels(np.array([[np.nan] * 8] * 8), "a.tif")
+    Traceback (most recent call last):
+    ...
+    napari_dlcb.errors.DlcbError: a.tif has 64 NaN pixels (100.0%); replace them (e.g. with 0) or crop them away: napari-dlcb does not guess values
+    """
+    from napari_dlcb.data.images import check_size
+
+    dtype = np.dtype(getattr(image, "dtype", np.asarray(image).dtype))
+    if dtype.kind == "b":
+        raise DlcbError(
+            f"{name} is a boolean (mask) image, not intensities; a mask belongs with the labels"
+        )
+    if dtype.kind not in "uif":
+        raise DlcbError(f"{name} has {dtype} pixels; napari-dlcb reads integer or real intensities")
+    check_size(tuple(getattr(image, "shape", ())), name, channel_axis)
+    if dtype.kind == "f" and isinstance(image, np.ndarray):
+        finite = np.isfinite(image)
+        if not finite.all():
+            bad = int((~finite).sum())
+            what = "NaN" if np.isnan(image).any() and not np.isinf(image).any() else "NaN or infinite"
+            raise DlcbError(
+                f"{name} has {bad} {what} pixels ({100 * bad / image.size:.1f}%); replace them "
+                "(e.g. with 0) or crop them away: napari-dlcb does not guess values"
+            )
+
+
+def check_image(image: np.ndarray, name: str = "image", *, channel_axis: int | None = None) -> None:
+    """Raise a one-line :class:`DlcbError` for empty, NaN or constant images (training)."""
     arr = np.asarray(image)
     if arr.size == 0:
         raise DlcbError(f"{name} is empty")
-    if np.issubdtype(arr.dtype, np.floating):
-        finite = np.isfinite(arr)
-        if not finite.all():
-            bad = "NaN" if np.isnan(arr).any() else "infinite"
-            raise DlcbError(f"{name} contains {bad} values ({(~finite).sum()} pixels)")
+    check_pixels(arr, name, channel_axis=channel_axis)
     lo, hi = arr.min(), arr.max()
     if lo == hi:
         raise DlcbError(f"{name} is constant (every pixel is {lo}); there is nothing to segment")

@@ -135,6 +135,12 @@ def segment(
     Segmentation
         ``(probabilities, labels)``: float32 (C, Y, X) and int32 (Y, X).
 
+    Raises
+    ------
+    DlcbError
+        An image with NaN or infinite pixels (refused, as in training: no value
+        is guessed for them), boolean or complex pixels, or under 8 pixels a side.
+
     Examples
     --------
     >>> from napari_dlcb.data.synthetic import synthetic_nuclei
@@ -154,10 +160,13 @@ def segment(
     from napari_dlcb.inference.postprocess import labels_from_probabilities
     from napari_dlcb.inference.tiled import predict_tiled
 
+    from napari_dlcb.data.normalize import check_pixels
+
     model, meta = load_for_inference(model_or_path, device=device)
     _check_meta(meta)
     spec = InferenceSpec.from_meta(meta)
     cyx = _image_cyx(image, channel_axis, spec.in_channels)
+    check_pixels(cyx, "the image", channel_axis=0)  # NaN/Inf, dtype and size: refused, as in training
     prob = predict_tiled(
         model,
         cyx,

@@ -300,7 +300,13 @@ class TileEngine:
                 f"the model returned {shape} for a tile of shape {tuple(x.shape)}; it must "
                 "return (B, classes, Y, X) logits on the input grid"
             )
-        return activate(y.float(), self.activation).cpu().numpy()
+        out = activate(y.float(), self.activation).cpu().numpy()
+        if not np.isfinite(out).all():
+            raise DlcbError(
+                "the model returned NaN or infinite values (its weights may be broken, e.g. a "
+                "training run that diverged)"
+            )
+        return out
 
     def predict(
         self,
@@ -335,6 +341,11 @@ class TileEngine:
                     for ty, tx in chunk
                 ]
             )
+            if not np.isfinite(batch).all():  # the same rule as training: refused, not guessed
+                raise DlcbError(
+                    "the image has NaN or infinite pixels (or its normalisation does); replace "
+                    "them (e.g. with 0) or crop them away: napari-dlcb does not guess values"
+                )
             pred = self.forward(batch)
             if out is None:
                 out = np.zeros((pred.shape[1], r1 - r0, c1 - c0), np.float32)

@@ -298,6 +298,10 @@ class _Run:
             self.start_epoch = st["epoch"] + 1
             self.history = st.get("history", [])
             self.best = _Best(st["best_score"], st["best_epoch"], best or {}, "")
+            self.bad_epochs = int(st.get("bad_epochs", 0))
+            self.first_loss = st.get("first_loss")
+            if st.get("scheduler"):
+                self.sched.load_state_dict(st["scheduler"])
         elif o.validate_start and self.val_loader is not None:
             val_loss, mets = self.evaluate()
             score = self.score_of(math.nan, val_loss, mets)
@@ -402,10 +406,19 @@ class _Run:
                 "best_epoch": self.best.epoch,
                 "history": self.history,
                 "monitor": self.o.monitor,
+                "bad_epochs": self.bad_epochs,
+                "first_loss": self.first_loss,
+                "scheduler": self.sched.state_dict(),
             }
-            best = self.best.state if improved else None
+            # one file holds weights, optimiser, best weights and state: a kill never mixes epochs
             for kind, path in write_checkpoint(
-                self.o.checkpoint_dir, self.model, self.opt, state, best
+                self.o.checkpoint_dir,
+                self.model,
+                self.opt,
+                state,
+                self.best.state,
+                best_is_model=self.best.epoch == epoch,
+                best_changed=improved,
             ):
                 yield Checkpoint(path=str(path), kind=kind, epoch=epoch)
 
@@ -603,7 +616,8 @@ def fit(
         trainer state go after every epoch (atomically).
     resume : bool
         Continue from ``checkpoint_dir``'s last checkpoint (weights, optimiser
-        moments, epoch counter, best score).
+        moments, epoch counter, best weights and score, learning-rate
+        schedule) for ``epochs`` more epochs (0: just hand back its best weights).
     preview : callable, optional
         ``preview(model)`` runs in eval mode without gradients at most every
         ``preview_interval`` seconds; its result is yielded as :class:`Preview`.
@@ -653,7 +667,9 @@ def fit(
     """
     if len(train) == 0:  # type: ignore[arg-type]
         raise DlcbError("there is no training data (no labelled samples)")
-    _check_numbers(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
+    _check_numbers(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, resume=resume
+    )
     dev = resolve_device(device)
     trainable = _trainable(model, params)
     if not trainable:
@@ -692,8 +708,10 @@ def fit(
     )
 
 
-def _check_numbers(*, epochs: int, batch_size: int, lr: float, weight_decay: float) -> None:
-    if int(epochs) < 1:
+def _check_numbers(
+    *, epochs: int, batch_size: int, lr: float, weight_decay: float, resume: bool = False
+) -> None:
+    if int(epochs) < (0 if resume else 1):  # resume with 0 more epochs: the checkpoint's best
         raise DlcbError(f"epochs must be at least 1, got {epochs}")
     if int(batch_size) < 1:
         raise DlcbError(f"batch size must be at least 1, got {batch_size}")

@@ -43,7 +43,7 @@ def checked_images(
             raise DlcbError(
                 f"labels of {name} have shape {lab.shape} but the image is {im.shape[1:]}"
             )
-        check_image(im, name)
+        check_image(im, name, channel_axis=0)
     if len({im.shape[0] for im in imgs}) > 1:
         raise DlcbError("images have different numbers of channels")
     return imgs, labs

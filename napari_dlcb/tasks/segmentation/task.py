@@ -42,6 +42,7 @@ from napari_dlcb.data.labels import (
 from napari_dlcb.data.normalize import Normalizer
 from napari_dlcb.data.patches import PatchDataset, TileDataset
 from napari_dlcb.device import resolve_device
+from napari_dlcb.errors import DlcbError
 from napari_dlcb.tasks.base import Task
 from napari_dlcb.tasks.segmentation.config import SegmentationConfig
 from napari_dlcb.tasks.segmentation.live import LivePreview
@@ -293,6 +294,7 @@ class SegmentationTask(Task):
         preview_image: Any = None,
         preview_region: Callable[[], Region | None] | None = None,
         checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
         **options: Any,
     ) -> Iterator[TrainEvent]:
         """Train and yield events (see :func:`napari_dlcb.training.engine.fit`).
@@ -311,6 +313,11 @@ class SegmentationTask(Task):
             Returns the (row, col) slices of the current viewport, or None.
         checkpoint_dir : path, optional
             Where best/last checkpoints go.
+        resume : bool
+            Continue the run checkpointed in ``checkpoint_dir`` (same images,
+            labels and config) until ``epochs`` epochs in all; the data set-up
+            is rebuilt exactly as the first time, then the checkpoint's
+            weights, optimiser and best weights are loaded.
         **options
             Config fields to change for this and later runs (``epochs``, ``lr``,
             ``batch_size``, ``live_saliency`` (alias ``preview_saliency``)...),
@@ -328,6 +335,13 @@ class SegmentationTask(Task):
             getattr(self.model, "architecture", lambda: {})().get("name") == "unet2d",
         )
         engine_kw.setdefault("validate_start", self.pretrained and val is not None)
+        if resume:
+            from napari_dlcb.training.checkpoint import checkpoint_epochs
+
+            done = checkpoint_epochs(checkpoint_dir)
+            if done == 0:
+                raise DlcbError(f"nothing to resume: no checkpoint in {checkpoint_dir}")
+            engine_kw.update(resume=True, epochs=max(cfg.epochs - done, 0))
         yield from self._run(net, train, val, groups, preview, stop, checkpoint_dir, engine_kw)
 
     def prepare(self) -> None:
@@ -414,6 +428,8 @@ class SegmentationTask(Task):
         engine_kw: dict[str, Any],
     ) -> Iterator[TrainEvent]:
         cfg = self.config
+        engine_kw = dict(engine_kw)
+        epochs = engine_kw.pop("epochs", cfg.epochs)  # a resume runs what is left
         decoder = [p for g in groups for p in g["params"]]
         t0 = time.perf_counter()
         # quick mode: only the decoder trains; the encoder is frozen while it does
@@ -425,7 +441,7 @@ class SegmentationTask(Task):
                 val,
                 loss=self._loss(),
                 metrics=segmentation_metrics,
-                epochs=cfg.epochs,
+                epochs=epochs,
                 lr=cfg.lr,
                 batch_size=cfg.batch_size,
                 params=groups,

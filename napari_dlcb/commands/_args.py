@@ -1,0 +1,62 @@
+"""argparse types that check a number's range at the edge, with one-line messages.
+
+Options that a task config covers are checked by the config
+(:meth:`~napari_dlcb.tasks.base.TaskConfig.validate`, the same for the CLI and
+the docks); these types cover the rest (tile sides, block sizes...). argparse
+prints ``argument --tile: must be a whole number from 32 to 16384, got '0'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+__all__ = ["int_in", "positive_float"]
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[low, high]``.
+
+    Examples
+    --------
+    >>> int_in(1, 4)("3")
+    3
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {low} to {high}, got {text!r}"
+            )
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def positive_float(high: float = math.inf) -> Callable[[str], float]:
+    """An argparse type: a finite number > 0 (and <= ``high``).
+
+    Examples
+    --------
+    >>> positive_float()("0.5")
+    0.5
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 < value <= high):
+            upper = f" and at most {high:g}" if math.isfinite(high) else ""
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0{upper}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
