@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.filelock import pid_alive
 from napari_dlcb.io.paths import is_zarr_path
 
 __all__ = [
@@ -82,18 +83,6 @@ def discard_pending() -> list[Path]:
     return paths
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):  # exists but not ours, or unknown: keep it
-        return True
-    return True
-
-
 def sweep_stale(dest: str | os.PathLike) -> list[Path]:
     """Clear what a killed writer left beside ``dest``; return what was removed or restored.
 
@@ -127,7 +116,7 @@ def sweep_stale(dest: str | os.PathLike) -> list[Path]:
         if m is None or m["name"] != dest.name:
             continue
         pid = int(m["pid"] or m["fpid"])
-        if _alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         try:
             if m["kind"] == "old" and not (dest.exists() or dest.is_symlink()):

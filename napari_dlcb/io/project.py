@@ -15,10 +15,20 @@ Layout of a store::
 A save writes a *new* version folder, flushes it to disk, then atomically
 replaces the small ``CURRENT`` file that points to it (``os.replace``) and only
 then deletes older versions. A process killed at any moment therefore leaves
-either the old or the new version current, never a mix. Concurrent writers of
-the same layer from several processes are not supported (last writer wins).
-:class:`~napari_dlcb.io.autosave.DebouncedSaver` saves layers shortly after
-the user stops drawing.
+either the old or the new version current, never a mix.
+
+Several processes (two napari windows) may share a store: a save holds the
+layer's lock file (``layers/<slug>/.lock``, created with ``O_EXCL``, so it
+works on any OS and file system without ``fcntl``; a lock whose process has
+died is taken over), so saves of one layer never interleave and the last
+writer wins; a reader re-reads ``CURRENT`` after reading a version and tries
+again if it changed meanwhile, so it never sees a half-deleted (zero-filled)
+array. ``CURRENT`` is trusted only to name a version folder of its own layer:
+anything else (``../other``, an absolute path) is ignored with a warning.
+When the store's folder cannot be written (a read-only share), saves go to
+the user cache with a warning, and the store that was saved last is the one
+found next time. :class:`~napari_dlcb.io.autosave.DebouncedSaver` saves layers
+shortly after the user stops drawing.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +53,7 @@ import numpy as np
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.atomic import fsync_dir, fsync_tree
+from napari_dlcb.io.filelock import lock_file
 from napari_dlcb.io.jsonable import json_default
 from napari_dlcb.io.paths import image_stem
 
@@ -49,6 +61,7 @@ __all__ = [
     "LABEL_KINDS",
     "STORE_SUFFIX",
     "AnnotationStore",
+    "AnnotationStoreWarning",
     "user_cache_dir",
 ]
 
@@ -62,6 +75,14 @@ _FORMAT = 1
 _CURRENT = "CURRENT"
 _CHUNK = 1024
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_VERSION = re.compile(r"^v[0-9a-f]{1,20}-[0-9a-f]{8}$")
+_LOCK = ".lock"
+#: how long a save waits for another process's save of the same layer
+LOCK_WAIT = 30.0
+
+
+class AnnotationStoreWarning(UserWarning):
+    """Something in an annotation store was ignored or moved (shown by napari as a notification)."""
 
 
 def user_cache_dir() -> Path:
@@ -116,11 +137,13 @@ class AnnotationStore:
         self.image_path = Path(image_path).expanduser().absolute()
         self._lock = threading.RLock()
         local, cache = self.local_path(self.image_path), self.cache_path(self.image_path)
-        if local.exists() and not _is_shipped(self.image_path):
-            self.path = local
-        elif cache.exists() or _is_shipped(self.image_path):
+        if _is_shipped(self.image_path):
             self.path = cache
-        elif os.access(self.image_path.parent, os.W_OK | os.X_OK):
+        elif local.exists() and cache.exists():  # saves fell back to the cache once
+            self.path = cache if _last_saved(cache) > _last_saved(local) else local
+        elif local.exists() or (
+            not cache.exists() and os.access(self.image_path.parent, os.W_OK | os.X_OK)
+        ):
             self.path = local
         else:
             self.path = cache
@@ -256,16 +279,32 @@ class AnnotationStore:
                 return
             except OSError as exc:
                 cache = self.cache_path(self.image_path)
-                if exc.errno not in _NOT_WRITABLE or self.path == cache or self.exists:
+                if exc.errno not in _NOT_WRITABLE or self.path == cache:
                     raise DlcbError(
                         f"cannot save annotation '{name}' to '{self.path}': {exc}"
                     ) from exc
-            LOGGER.info("%s is not writable; saving annotations to %s", self.path.parent, cache)
-            self.path = cache
+            self._move_to_cache(cache)
             try:
                 self._save(name, data, md)
             except OSError as exc:
                 raise DlcbError(f"cannot save annotation '{name}' to '{self.path}': {exc}") from exc
+
+    def _move_to_cache(self, cache: Path) -> None:
+        """Saves go to the user cache from now on, starting from what the store holds."""
+        if self.exists and not cache.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex[:8]}")
+            shutil.copytree(self.path, tmp, ignore=shutil.ignore_patterns(_LOCK, ".CURRENT.*"))
+            os.replace(tmp, cache)
+            message = (
+                f"{self.path.parent} is read-only: annotations are now saved to {cache} "
+                "(napari-dlcb opens them from there)"
+            )
+            warnings.warn(message, AnnotationStoreWarning, stacklevel=3)
+            LOGGER.warning(message)
+        else:
+            LOGGER.info("%s is not writable; saving annotations to %s", self.path.parent, cache)
+        self.path = cache
 
     def load(self, name: str) -> np.ndarray:
         """Load the last completely saved version of a layer.
@@ -346,8 +385,14 @@ class AnnotationStore:
         """
         with self._lock:
             d = self._layer_dir(name)
-            # removing the pointer first makes the deletion atomic
-            (d / _CURRENT).unlink(missing_ok=True)
+            if not d.is_dir():
+                return
+            with lock_file(d / _LOCK, what=f"annotation '{name}'", wait=LOCK_WAIT):
+                # removing the pointer first makes the deletion atomic
+                (d / _CURRENT).unlink(missing_ok=True)
+                for child in d.iterdir():
+                    if child.name != _LOCK:
+                        _remove(child)
             shutil.rmtree(d, ignore_errors=True)
 
     def __repr__(self) -> str:
@@ -380,11 +425,17 @@ class AnnotationStore:
         )
 
     def _save(self, name: str, data: np.ndarray, md: dict[str, Any]) -> None:
-        import zarr
-
         self._ensure_root()
         layer = self._layer_dir(name)
         layer.mkdir(parents=True, exist_ok=True)
+        with lock_file(
+            layer / _LOCK, what=f"annotation '{name}'", wait=LOCK_WAIT
+        ):  # another process's save of this layer waits
+            self._save_locked(layer, name, data, md)
+
+    def _save_locked(self, layer: Path, name: str, data: np.ndarray, md: dict[str, Any]) -> None:
+        import zarr
+
         old = _read_pointer(layer)
         version = f"v{time.time_ns():x}-{uuid.uuid4().hex[:8]}"
         vdir = layer / version
@@ -414,30 +465,34 @@ class AnnotationStore:
         os.replace(tmp, layer / _CURRENT)  # the commit point
         fsync_dir(layer)
         for child in layer.iterdir():  # old versions and leftovers of killed saves
-            if child.name not in (_CURRENT, version):
-                if child.is_dir():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
+            if child.name not in (_CURRENT, version, _LOCK):
+                _remove(child)
 
     def _read(self, name: str, *, data: bool = True) -> tuple[Any, dict[str, Any]]:
         import zarr
 
         layer = self._layer_dir(name)
-        for attempt in range(3):  # a concurrent save may delete the version we point at
+        attempts = 20
+        for attempt in range(attempts):  # a concurrent save may replace the version we read
             ptr = _read_pointer(layer)
             if ptr is None or ptr.get("name") != name:
                 break
             try:
                 z = zarr.open_array(layer / ptr["version"], mode="r", zarr_format=3)
                 md = dict(z.attrs.get("metadata", {}))
-                return (z[...] if data else None), md
+                out = z[...] if data else None
             except (FileNotFoundError, KeyError, ValueError) as exc:
-                if attempt == 2:
+                if attempt == attempts - 1:
                     raise DlcbError(
                         f"annotation '{name}' in '{self.path.name}' is unreadable"
                     ) from exc
-                time.sleep(0.01)
+                time.sleep(0.01 * (attempt + 1))
+                continue
+            # zarr reads a chunk deleted under it as zeros: keep only a read that the
+            # pointer still vouches for (a save replaces CURRENT before it deletes)
+            after = _read_pointer(layer)
+            if after is not None and after.get("version") == ptr["version"]:
+                return out, md
         raise DlcbError(f"no annotation layer '{name}' in '{self.path.name}'")
 
 
@@ -470,10 +525,45 @@ def _clean_metadata(name: str, metadata: Mapping[str, Any] | None) -> dict[str, 
 
 
 def _read_pointer(layer: Path) -> dict[str, Any] | None:
+    """The layer's ``CURRENT`` pointer, or None; a pointer out of its layer is ignored."""
+    path = layer / _CURRENT
     try:
-        ptr = json.loads((layer / _CURRENT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if path.stat().st_size > 64 * 1024:  # a pointer is ~100 bytes
+            raise ValueError("too large")
+        ptr = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return None
-    if not isinstance(ptr, dict) or "version" not in ptr or "name" not in ptr:
+    except (OSError, ValueError):
+        _warn_pointer(layer, "is unreadable")
+        return None
+    if not isinstance(ptr, dict) or not isinstance(ptr.get("name"), str):
+        _warn_pointer(layer, "is not a napari-dlcb pointer")
+        return None
+    version = ptr.get("version")
+    if not isinstance(version, str) or not _VERSION.match(version):
+        _warn_pointer(layer, f"points outside its layer ({str(version)[:60]!r})")
         return None
     return ptr
+
+
+def _warn_pointer(layer: Path, what: str) -> None:
+    message = (
+        f"annotation store {layer.parent.parent.name}: {layer.name}/{_CURRENT} {what}; ignored"
+    )
+    warnings.warn(message, AnnotationStoreWarning, stacklevel=3)
+    LOGGER.warning(message)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _last_saved(store: Path) -> float:
+    """When a layer of ``store`` was last saved (mtime of the newest ``CURRENT``), else 0."""
+    try:
+        return max((p.stat().st_mtime for p in store.glob(f"layers/*/{_CURRENT}")), default=0.0)
+    except OSError:
+        return 0.0
