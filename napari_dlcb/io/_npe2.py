@@ -34,6 +34,7 @@ PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
 _FILE_SUFFIXES = (".tif", ".tiff", ".png")
 _LAZY_TIFF_BYTES = 256 * 2**20  # bigger TIFFs are opened lazily
+_LAZY_PIXELS = 2**26  # and so are TIFFs with more pixels (however well they compress)
 _STORE_SUFFIX = ".dlcb.zarr"  # == napari_dlcb.io.project.STORE_SUFFIX (kept import-free)
 _MAGIC = {
     ".png": (b"\x89PNG\r\n\x1a\n",),
@@ -213,8 +214,16 @@ def _read_one(p: Path) -> list[LayerData]:
     if p.is_dir():
         layers = _read_zarr(p)
     else:
-        lazy = p.stat().st_size > _LAZY_TIFF_BYTES and p.suffix.lower() != ".png"
+        import math
+
+        from napari_dlcb.errors import DlcbError
+        from napari_dlcb.io.images import image_shape
+
+        big = math.prod(image_shape(p)) > _LAZY_PIXELS  # from the header: a bomb stays lazy
+        lazy = (big or p.stat().st_size > _LAZY_TIFF_BYTES) and p.suffix.lower() != ".png"
         data = read_image(p, lazy=lazy)
+        if data.dtype.kind not in "biuf":
+            raise DlcbError(f"cannot read '{p.name}': napari cannot show {data.dtype} pixels")
         name = image_stem(p)
         if is_labels_path(p) and data.dtype.kind in "iub":
             layers = [(_as_labels(data), {"name": name}, "labels")]

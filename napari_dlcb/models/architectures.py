@@ -22,7 +22,20 @@ from napari_dlcb.models.meta import one_line
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-__all__ = ["ARCHITECTURES", "build_model", "register_architecture", "resolve_builder"]
+__all__ = [
+    "ARCHITECTURES",
+    "MAX_PARAMETERS",
+    "build_model",
+    "count_parameters",
+    "register_architecture",
+    "resolve_builder",
+]
+
+#: the most parameters a network described by metadata may have (1.6 GB of float32):
+#: ten times the largest network napari-dlcb ships, far below what would exhaust memory
+MAX_PARAMETERS = 400_000_000
+#: the largest number in an architecture's arguments (channels, lengths, depths...)
+_MAX_ARGUMENT = 2**24
 
 #: Architecture name -> builder (a callable taking the architecture's keyword
 #: arguments, or a lazy ``"module:attribute"`` string). Append one entry for a new
@@ -120,14 +133,80 @@ def build_model(architecture: Mapping[str, Any]) -> nn.Module:
     >>> type(net).__name__
     'UNet2D'
     """
+    name, kwargs = _checked(architecture)
+    count_parameters(architecture)  # refuses absurd sizes before anything is allocated
+    try:
+        return resolve_builder(name)(**kwargs)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise DlcbError(f"cannot build architecture {name!r}: {one_line(err)}") from err
+
+
+def _checked(architecture: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The name and arguments of an architecture dict, with absurd numbers refused."""
+    if not isinstance(architecture, Mapping):
+        raise DlcbError("architecture must be a dict with a 'name'")
     kwargs = dict(architecture)
     name = kwargs.pop("name", None)
     if not isinstance(name, str):
         raise DlcbError("architecture has no 'name'")
     if name == "torchscript":
         raise DlcbError("a 'torchscript' architecture has no builder: load its model.pt")
+    for key, value in kwargs.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if len(values) > 10_000 or any(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > _MAX_ARGUMENT
+            for v in values
+        ):
+            raise DlcbError(
+                f"architecture {name!r}: {key}={str(value)[:40]} is out of range (model "
+                "metadata from an untrusted source?)"
+            )
+    return name, kwargs
+
+
+def count_parameters(architecture: Mapping[str, Any]) -> int:
+    """The number of parameters the architecture has, found without allocating them.
+
+    The network is built on PyTorch's ``meta`` device (shapes only, no memory),
+    so ``{"name": "unet2d", "base": 4096}`` from a crafted ``metadata.json`` is
+    refused in milliseconds instead of allocating gigabytes.
+
+    Parameters
+    ----------
+    architecture : mapping
+        As for :func:`build_model`.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    DlcbError
+        More than :data:`MAX_PARAMETERS`, or arguments the builder rejects.
+
+    Examples
+    --------
+    >>> count_parameters({"name": "unet2d", "in_channels": 1, "n_classes": 2, "base": 4, "depth": 2})
+    7720
+    >>> count_parameters({"name": "unet2d", "in_channels": 1, "n_classes": 2, "base": 4096})
+    Traceback (most recent call last):
+    ...
+    napari_dlcb.errors.DlcbError: architecture 'unet2d' has 128,498,249,748 parameters, more than the 400,000,000 napari-dlcb builds (model metadata from an untrusted source?)
+    """
+    import torch
+
+    name, kwargs = _checked(architecture)
     builder = resolve_builder(name)
     try:
-        return builder(**kwargs)
-    except (TypeError, ValueError) as err:
+        with torch.device("meta"):
+            net = builder(**kwargs)
+        n = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
+    except (TypeError, ValueError, RuntimeError, OverflowError, NotImplementedError) as err:
         raise DlcbError(f"cannot build architecture {name!r}: {one_line(err)}") from err
+    if n > MAX_PARAMETERS:
+        raise DlcbError(
+            f"architecture {name!r} has {n:,} parameters, more than the {MAX_PARAMETERS:,} "
+            "napari-dlcb builds (model metadata from an untrusted source?)"
+        )
+    return n

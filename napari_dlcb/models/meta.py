@@ -34,6 +34,8 @@ METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "weights.safetensors"
 TORCHSCRIPT_FILE = "model.pt"
 FORMAT_VERSION = 1
+#: the largest ``metadata.json`` read (real ones are a few kB)
+MAX_METADATA_BYTES = 16 * 2**20
 
 _ACTIVATIONS = ("softmax", "sigmoid", "none")
 
@@ -153,8 +155,10 @@ class ModelMeta:
         self._check_class_values()
         if not isinstance(self.normalization, dict) or not isinstance(self.extra, dict):
             raise DlcbError("model metadata: 'normalization' and 'extra' must be dicts")
-        if not isinstance(self.in_channels, int) or self.in_channels < 1:
-            raise DlcbError("model metadata: 'in_channels' must be a positive integer")
+        if not isinstance(self.in_channels, int) or not 1 <= self.in_channels <= 4096:
+            raise DlcbError("model metadata: 'in_channels' must be an integer from 1 to 4096")
+        if len(self.classes) > 100_000:
+            raise DlcbError("model metadata: 'classes' names more than 100000 outputs")
         if not isinstance(self.input_axes, str) or not self.input_axes:
             raise DlcbError("model metadata: 'input_axes' must be a string such as 'bcyx'")
         if self.output_activation not in _ACTIVATIONS:
@@ -201,9 +205,14 @@ def load_meta(path: str | os.PathLike) -> ModelMeta:
     file = folder / METADATA_FILE
     if not file.is_file():
         raise DlcbError(f"not a napari-dlcb model folder (no {METADATA_FILE}): {folder}")
+    if file.stat().st_size > MAX_METADATA_BYTES:
+        raise DlcbError(
+            f"cannot read {file}: {file.stat().st_size:,} bytes is not model metadata "
+            f"(at most {MAX_METADATA_BYTES:,})"
+        )
     try:
         d = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise DlcbError(f"cannot read {file}: {one_line(err)}") from err
     version = d.get("format_version", FORMAT_VERSION) if isinstance(d, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
