@@ -34,7 +34,9 @@ __all__ = ["MIN_SIDE", "ImageSource", "channel_layout", "check_size", "reflect_i
 MIN_SIDE = 8
 
 
-def check_size(shape: tuple[int, ...], name: str = "image", channel_axis: int | None = None) -> None:
+def check_size(
+    shape: tuple[int, ...], name: str = "image", channel_axis: int | None = None
+) -> None:
     """Raise a one-line :class:`DlcbError` for an image below ``MIN_SIDE`` pixels a side.
 
     Examples
@@ -45,8 +47,8 @@ def check_size(shape: tuple[int, ...], name: str = "image", channel_axis: int | 
     napari_dlcb.errors.DlcbError: dot.png is 1x1 pixels; napari-dlcb needs at least 8x8
     """
     shape = tuple(int(n) for n in shape)
-    if len(shape) < 2:
-        raise DlcbError(f"{name} is not a 2-D image (shape {shape})")
+    if not 2 <= len(shape) <= 3:
+        raise DlcbError(f"{name} is not a 2-D grey or multichannel image (shape {shape})")
     try:
         axis, _ = channel_layout(shape, channel_axis)
     except DlcbError:

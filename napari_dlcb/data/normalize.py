@@ -84,7 +84,9 @@ def check_pixels(image: Any, name: str = "image", *, channel_axis: int | None = 
         finite = np.isfinite(image)
         if not finite.all():
             bad = int((~finite).sum())
-            what = "NaN" if np.isnan(image).any() and not np.isinf(image).any() else "NaN or infinite"
+            what = (
+                "NaN" if np.isnan(image).any() and not np.isinf(image).any() else "NaN or infinite"
+            )
             raise DlcbError(
                 f"{name} has {bad} {what} pixels ({100 * bad / image.size:.1f}%); replace them "
                 "(e.g. with 0) or crop them away: napari-dlcb does not guess values"

@@ -157,16 +157,17 @@ def segment(
     With a saved model folder or the built-in model: ``segment("my_model/", img)``,
     ``segment("builtin", img)``.
     """
+    from napari_dlcb.data.normalize import check_pixels
     from napari_dlcb.inference.postprocess import labels_from_probabilities
     from napari_dlcb.inference.tiled import predict_tiled
-
-    from napari_dlcb.data.normalize import check_pixels
 
     model, meta = load_for_inference(model_or_path, device=device)
     _check_meta(meta)
     spec = InferenceSpec.from_meta(meta)
     cyx = _image_cyx(image, channel_axis, spec.in_channels)
-    check_pixels(cyx, "the image", channel_axis=0)  # NaN/Inf, dtype and size: refused, as in training
+    check_pixels(
+        cyx, "the image", channel_axis=0
+    )  # NaN/Inf, dtype and size: refused, as in training
     prob = predict_tiled(
         model,
         cyx,

@@ -104,14 +104,26 @@ def read_image_folder(folder: str | Path) -> tuple[list[str], list[np.ndarray], 
 
 
 def stem_files(folder: Path) -> dict[str, Path]:
-    """Images of a flat folder by file stem (the first of each stem, sorted)."""
+    """Images of a flat folder by file stem (the first of each stem, sorted).
+
+    An entry with an image suffix that is not a regular file (a pipe, a
+    device, a broken link) is refused by name rather than skipped.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DlcbError(f"not a folder: {folder}")
     files: dict[str, Path] = {}
     for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-            files.setdefault(f.stem, f)
+        if f.suffix.lower() not in IMAGE_SUFFIXES or f.name.startswith("."):
+            continue
+        if not f.is_file():
+            if f.is_dir():
+                continue
+            raise DlcbError(
+                f"cannot read '{f.name}' in {folder}: not a regular file (a device, a pipe or "
+                "a broken link?)"
+            )
+        files.setdefault(f.stem, f)
     if not files:
         raise DlcbError(f"no PNG or TIFF images in {folder}")
     return files
@@ -138,10 +150,25 @@ def read_image_pairs(images: Path, labels: Path) -> tuple[list[np.ndarray], list
     imgs = [np.asarray(read_image(i)) for i, _ in pairs]
     labs = [np.asarray(read_image(lab)) for _, lab in pairs]
     for (ip, lp), im, lab in zip(pairs, imgs, labs):
+        if im.ndim not in (2, 3):
+            raise DlcbError(f"{ip.name} is not a 2-D grey or multichannel image (shape {im.shape})")
         if lab.ndim != 2:
             raise DlcbError(f"label image {lp.name} is not a 2-D integer image")
+        _check_label_values(lp, lab)
         if im.shape[:2] != lab.shape:
             raise DlcbError(
                 f"label image {lp.name} has shape {lab.shape} but {ip.name} is {im.shape[:2]}"
             )
     return imgs, labs
+
+
+def _check_label_values(path: Path, lab: np.ndarray) -> None:
+    """Labels are whole numbers: integers, booleans, or floats holding whole numbers."""
+    if lab.dtype.kind in "iub":
+        return
+    if lab.dtype.kind == "f" and np.isfinite(lab).all() and (lab == np.round(lab)).all():
+        return
+    raise DlcbError(
+        f"label image {path.name} holds {lab.dtype} values that are not whole numbers; "
+        "labels are integers (0 = unlabelled)"
+    )
