@@ -105,7 +105,11 @@ def run_cli(argv: list[str], folder: Path, *, timeout: float = TIMEOUT_S, env=No
         proc.kill()
         proc.join()
     seconds = time.perf_counter() - t0
-    read = lambda name: (folder / name).read_text(errors="replace") if (folder / name).exists() else ""  # noqa: E731
+
+    def read(name: str) -> str:
+        f = folder / name
+        return f.read_text(errors="replace") if f.exists() else ""
+
     stats = json.loads(read("stats.json") or "{}")
     return Result(
         rc=proc.exitcode,
