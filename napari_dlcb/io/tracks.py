@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.bigwig import check_bigwig
 from napari_dlcb.io.regions import match_chrom
 from napari_dlcb.io.textfiles import check_file, one_line, open_text
 
@@ -286,6 +287,8 @@ class SignalTrack:
             magic = fh.read(4)
         if magic in (b"\x26\xfc\x8f\x88", b"\x88\x8f\xfc\x26"):
             import pyBigWig
+
+            check_bigwig(self.path)  # a corrupt index would crash the process inside pyBigWig
 
             try:
                 self._bw = pyBigWig.open(str(self.path))
