@@ -30,6 +30,7 @@ from napari_dlcb.errors import DlcbError
 __all__ = [
     "Normalizer",
     "check_image",
+    "check_finite",
     "check_pixels",
     "cyx_normalizer",
     "freeze_normalizer",
@@ -80,17 +81,34 @@ def check_pixels(image: Any, name: str = "image", *, channel_axis: int | None = 
     if dtype.kind not in "uif":
         raise DlcbError(f"{name} has {dtype} pixels; napari-dlcb reads integer or real intensities")
     check_size(tuple(getattr(image, "shape", ())), name, channel_axis)
-    if dtype.kind == "f" and isinstance(image, np.ndarray):
-        finite = np.isfinite(image)
-        if not finite.all():
-            bad = int((~finite).sum())
-            what = (
-                "NaN" if np.isnan(image).any() and not np.isinf(image).any() else "NaN or infinite"
-            )
-            raise DlcbError(
-                f"{name} has {bad} {what} pixels ({100 * bad / image.size:.1f}%); replace them "
-                "(e.g. with 0) or crop them away: napari-dlcb does not guess values"
-            )
+    if isinstance(image, np.ndarray):
+        check_finite(image, name)
+
+
+def check_finite(image: np.ndarray, name: str = "image") -> None:
+    """Raise a one-line :class:`DlcbError` if a real-valued image has NaN or infinite pixels.
+
+    The one rule for training and prediction alike: such pixels are refused,
+    never guessed (a NaN pixel would turn a whole normalised image, and every
+    prediction that sees it, into NaN).
+
+    Examples
+    --------
+    >>> check_finite(np.array([1.0, np.inf]), "b.tif")
+    Traceback (most recent call last):
+    ...
+    napari_dlcb.errors.DlcbError: b.tif has 1 NaN or infinite pixels (50.0%); replace them (e.g. with 0) or crop them away: napari-dlcb does not guess values
+    """
+    if image.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(image)
+    if not finite.all():
+        bad = int((~finite).sum())
+        what = "NaN" if np.isnan(image).any() and not np.isinf(image).any() else "NaN or infinite"
+        raise DlcbError(
+            f"{name} has {bad} {what} pixels ({100 * bad / image.size:.1f}%); replace them "
+            "(e.g. with 0) or crop them away: napari-dlcb does not guess values"
+        )
 
 
 def check_image(image: np.ndarray, name: str = "image", *, channel_axis: int | None = None) -> None:

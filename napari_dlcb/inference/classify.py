@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from napari_dlcb.data.crops import dihedral_views, prepare_images
-from napari_dlcb.data.normalize import Normalizer
+from napari_dlcb.data.normalize import Normalizer, check_finite
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.models.state import inference_mode_on
@@ -62,6 +62,11 @@ def predict_crops(
             p = torch.stack([torch.softmax(model(v), 1) for v in views]).mean(0)
             out.append(p.cpu().numpy())
     k = getattr(model, "n_classes", None)
+    if out and not all(np.isfinite(p).all() for p in out):
+        raise DlcbError(
+            "the model returned NaN or infinite values (its weights may be broken, e.g. a "
+            "training run that diverged)"
+        )
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, k or 0), np.float32)
 
 
@@ -100,6 +105,8 @@ def predict_proba(
     if meta.task != "classification":
         raise DlcbError(f"this is a {meta.task} model, not a classifier")
     size = int(meta.extra.get("input_size") or 32)
+    for i, im in enumerate(images):  # NaN would make every probability NaN: refused, as in training
+        check_finite(np.asarray(im), f"image {i + 1} of {len(images)}")
     prep = prepare_images(
         images, size=size, channels=int(meta.in_channels), channel_axis=channel_axis
     )
