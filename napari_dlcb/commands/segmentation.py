@@ -25,7 +25,7 @@ from napari_dlcb.commands._args import int_in
 from napari_dlcb.commands._outputs import check_out, result_folder
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.io.imagefolder import read_image_pairs, stem_files
+from napari_dlcb.io.imagefolder import image_label_pairs, read_image_pairs, stem_files
 
 #: the most pixels (all training images together) ``train segmentation`` holds in memory
 TRAIN_PIXELS = 2**26
@@ -174,9 +174,11 @@ def read_training_data(
     """
     from napari_dlcb.data.normalize import check_pixels
 
-    imgs, labs = read_image_pairs(images, labels)
+    total = sum(_header_pixels(i) for i, _ in image_label_pairs(images, labels))
+    if total <= TRAIN_PIXELS:  # from the headers, so that nothing big is decoded first
+        imgs, labs = read_image_pairs(images, labels)
+        total = sum(int(np.prod(im.shape[:2])) for im in imgs)
     names = sorted(stem_files(images))
-    total = sum(int(np.prod(im.shape[:2])) for im in imgs)
     if total > TRAIN_PIXELS:
         raise DlcbError(
             f"the training images hold {total / 1e6:.0f} megapixels, more than the "
@@ -194,6 +196,14 @@ def read_training_data(
                 f"side is {largest} pixels); use at most {fit}"
             )
     return imgs, labs
+
+
+def _header_pixels(path: Path) -> int:
+    """Y x X of an image from its header: the product of its two longest axes."""
+    from napari_dlcb.io.images import image_shape
+
+    sides = sorted((int(n) for n in image_shape(path)), reverse=True)
+    return int(np.prod([*sides, 1, 1][:2], dtype=np.int64))
 
 
 def _fingerprint(config: Any, images: list[np.ndarray], labels: list[np.ndarray]) -> dict:

@@ -204,6 +204,30 @@ def _check_base(args: argparse.Namespace) -> None:
 
         fields = _base(args)
     Config.from_dict(fields)
+    _check_values(Config, fields, args)
+
+
+def _check_values(config: Any, fields: dict[str, Any], args: argparse.Namespace) -> None:
+    """Every value a ``--param`` range or ``--fix`` gives an option must be one it accepts."""
+    import dataclasses
+
+    from napari_dlcb.tuning.space import parse_fixed, parse_param
+
+    names = {f.name for f in dataclasses.fields(config)}
+    values = [parse_fixed(t) for t in args.fix]
+    for p in map(parse_param, args.param):
+        values += [(p.name, v) for v in (p.choices if p.kind == "categorical" else (p.low, p.high))]
+    for name, value in values:
+        if name not in names:
+            continue  # not a config option: the objective's space check names it
+        try:
+            config.from_dict({**fields, name: value})
+        except DlcbError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise DlcbError(
+                f"hyper-parameter {name}={value!r} is not a value {name} takes"
+            ) from err
 
 
 def _check_study_out(args: argparse.Namespace) -> Path:

@@ -21,9 +21,11 @@ save it as a tiled TIFF or OME-Zarr.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import struct
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +59,34 @@ _TIFF_READ_ERRORS: tuple[type[BaseException], ...] = (
 
 
 # --------------------------------------------------------------------------- reading
+class _QuietWhileReading(logging.Filter):
+    """Drops tifffile's log lines in threads reading through this module.
+
+    tifffile logs what it finds wrong with a file ("invalid offset to first
+    page") before raising; the caller's one-line DlcbError already says it.
+    """
+
+    local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "on", False)
+
+
+_QUIET = _QuietWhileReading()
+
+
+def _open_tiff(p: Path) -> Any:
+    """``tifffile.TiffFile(p)`` with tifffile's own log lines silenced in this thread."""
+    import tifffile
+
+    log = logging.getLogger("tifffile")
+    if _QUIET not in log.filters:
+        log.addFilter(_QUIET)
+    _QUIET.local.on = True
+    try:
+        return tifffile.TiffFile(p)
+    finally:
+        _QUIET.local.on = False
 
 
 def check_source(path: str | os.PathLike) -> Path:
@@ -128,10 +158,8 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
     if suffix == ".png":
         return _png_header(p)[0]
     if suffix in (".tif", ".tiff"):
-        import tifffile
-
         try:
-            with tifffile.TiffFile(p) as tif:
+            with _open_tiff(p) as tif:
                 if not tif.series:
                     raise DlcbError(f"cannot read '{p.name}': file is truncated or not a TIFF")
                 return tuple(int(n) for n in tif.series[0].shape)
@@ -211,12 +239,11 @@ def read_image(path: str | os.PathLike, *, lazy: bool = False) -> np.ndarray | d
 
 def _read_tiff(p: Path, *, lazy: bool) -> tuple[np.ndarray | da.Array, str | None]:
     import dask.array as da
-    import tifffile
     import zarr
 
     bad = f"cannot read '{p.name}': file is truncated or not a TIFF"
     try:
-        tif = tifffile.TiffFile(p)
+        tif = _open_tiff(p)
     except _TIFF_READ_ERRORS as exc:
         raise DlcbError(bad) from exc
     except OSError as exc:

@@ -13,7 +13,9 @@ keeping imports cheap).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from napari_dlcb.errors import DlcbError
@@ -36,6 +38,9 @@ __all__ = [
 MAX_PARAMETERS = 400_000_000
 #: the largest number in an architecture's arguments (channels, lengths, depths...)
 _MAX_ARGUMENT = 2**24
+#: the most sub-modules a network described by metadata may register while it is built
+#: (the built-in networks have under 200): ``blocks=[100000]`` is refused, not built for hours
+MAX_MODULES = 5_000
 
 #: Architecture name -> builder (a callable taking the architecture's keyword
 #: arguments, or a lazy ``"module:attribute"`` string). Append one entry for a new
@@ -164,6 +169,30 @@ def _checked(architecture: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
+@contextmanager
+def _module_budget(name: str) -> Iterator[None]:
+    """Refuse, in this thread, a build that registers more than :data:`MAX_MODULES` modules."""
+    from torch.nn.modules.module import register_module_module_registration_hook
+
+    me, count = threading.get_ident(), [0]
+
+    def hook(module: Any, key: str, sub: Any) -> None:
+        if threading.get_ident() != me:
+            return
+        count[0] += 1
+        if count[0] > MAX_MODULES:
+            raise DlcbError(
+                f"architecture {name!r} has more than {MAX_MODULES:,} layers (model metadata "
+                "from an untrusted source?)"
+            )
+
+    handle = register_module_module_registration_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def count_parameters(architecture: Mapping[str, Any]) -> int:
     """The number of parameters the architecture has, found without allocating them.
 
@@ -199,9 +228,11 @@ def count_parameters(architecture: Mapping[str, Any]) -> int:
     name, kwargs = _checked(architecture)
     builder = resolve_builder(name)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _module_budget(name):
             net = builder(**kwargs)
         n = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
+    except DlcbError:
+        raise
     except (TypeError, ValueError, RuntimeError, OverflowError, NotImplementedError) as err:
         raise DlcbError(f"cannot build architecture {name!r}: {one_line(err)}") from err
     if n > MAX_PARAMETERS:

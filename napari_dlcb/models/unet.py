@@ -118,8 +118,10 @@ class UNet2D(nn.Module):
         super().__init__()
         if in_channels < 1 or n_classes < 1:
             raise ValueError("in_channels and n_classes must be >= 1")
-        if base < 1 or depth < 1:
-            raise ValueError("base and depth must be >= 1")
+        if base < 1:
+            raise ValueError("base must be >= 1")
+        if not 1 <= depth <= 12:  # 2**12 = 4096-pixel multiple; a crafted 10**7 would hang here
+            raise ValueError(f"depth={depth} is out of range (1 to 12)")
         if not 0.0 <= dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
         if upsample not in ("bilinear", "transposed"):

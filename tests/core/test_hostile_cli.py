@@ -160,7 +160,9 @@ def world(tmp_path_factory):
         folder, labels = root / "bad" / kind / "images", root / "bad" / kind / "labels"
         folder.mkdir(parents=True), labels.mkdir(parents=True)
         _image_maker(kind)(folder)
-        tifffile.imwrite(labels / "x.tif", H.nuclei()[1])
+        # labels the size of the image where it has one, so the image's own fault is found
+        lab = np.ones((1, 1), np.uint16) if kind == "one-pixel" else H.nuclei()[1]
+        tifffile.imwrite(labels / "x.tif", lab)
         w.bad[kind] = (folder, labels)
     w.digests = {p: _tree_digest(p) for p in (w.imgs, w.labs, w.model, w.other)}
     yield w
