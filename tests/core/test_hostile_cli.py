@@ -154,6 +154,7 @@ def world(tmp_path_factory):
     w.other.mkdir()
     (w.other / "notes.txt").write_text("someone's notes")
     w.ro = _read_only_dir(root / "ro_src", root / "ro")
+    _genome(w, root / "genome")
     # one folder per hostile image (images) and matching labels for training
     w.bad = {}
     for kind in PREDICT_IMAGE_CASES:
@@ -565,8 +566,64 @@ def _label_cases() -> list[Case]:
     return cases
 
 
+def _genome(w: SimpleNamespace, folder: Path) -> None:
+    """A small genome, peaks on it, and bigWigs that crashed pyBigWig (issue 12)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    w.fasta = folder / "g.fa"
+    w.fasta.write_text(">chr1\n" + "".join(rng.choice(list("ACGT"), 6000)) + "\n")
+    w.bed = folder / "peaks.bed"
+    w.bed.write_text("".join(f"chr1\t{s}\t{s + 100}\n" for s in range(500, 5000, 400)))
+    import pyBigWig
+
+    good = folder / "good.bw"
+    bw = pyBigWig.open(str(good), "w")
+    bw.addHeader([("chr1", 6000)], maxZooms=2)
+    bw.addEntries(["chr1"] * 3, [0, 500, 900], ends=[100, 600, 1000], values=[1.0, 2.0, 3.0])
+    bw.close()
+    data = good.read_bytes()
+    w.bigwig = {}
+    for name, data in {"magic-only": data[:4], "header-only": data[:64]}.items():
+        w.bigwig[name] = folder / f"{name}.bw"
+        w.bigwig[name].write_bytes(data)
+
+
+def _sequence_cases() -> list[Case]:
+    def argv(kind):
+        return lambda w, t: [
+            "train",
+            "sequence",
+            "--fasta",
+            w.fasta,
+            "--bed",
+            w.bed,
+            "--window",
+            "200",
+            "--signal-labels",
+            w.bigwig[kind],
+            "--epochs",
+            "1",
+            "--out",
+            t / "seq_out",
+            "--device",
+            "cpu",
+        ]
+
+    return [
+        Case("train", f"sequence-bigwig-{kind}", argv(kind), "corrupt or truncated bigWig")
+        for kind in ("magic-only", "header-only")
+    ]
+
+
 def _all_cases() -> list[Case]:
-    return [*_option_cases(), *_model_cases(), *_output_cases(), *_image_cases(), *_label_cases()]
+    return [
+        *_option_cases(),
+        *_model_cases(),
+        *_output_cases(),
+        *_image_cases(),
+        *_label_cases(),
+        *_sequence_cases(),
+    ]
 
 
 CASES = _all_cases()
