@@ -93,7 +93,7 @@ IMAGE_CASES = {
     "truncated-png": "truncated or not a PNG",
     "png-60000": "3,600 megapixels, more than",
     "png-12k": "training holds in memory",
-    "tiff-bomb": "400 megapixels, more than the 268 read whole",
+    "tiff-bomb": "400 megapixels, more than the 67 that training holds in memory",
     "one-pixel": "1x1 pixels",
     "4d": "not a 2-D grey or multichannel image",
     "5d": "not a 2-D grey or multichannel image",
