@@ -340,8 +340,8 @@ def _opts(verb, extra):
 
 def _model_cases() -> list[Case]:
     m = {
-        "missing": (lambda w, t: t / "no_model", "model folder not found"),
-        "a-file": (lambda w, t: w.a_file, "not a napari-dlcb model folder"),
+        "missing": (lambda w, t: t / "no_model", "model not found"),
+        "a-file": (lambda w, t: w.a_file, "a napari-dlcb model folder or a bioimage.io package"),
         "base-4096": (lambda w, t: w.model_4096, "parameters, more than the 400,000,000"),
         "depth-1e7": (lambda w, t: w.model_depth, "depth=10000000 is out of range"),
         "in-channels-1e9": (lambda w, t: w.model_channels, "'in_channels' must be an integer"),
