@@ -450,8 +450,9 @@ def region_layer_data(
 
     Parameters
     ----------
-    genome : Genome
-        Open genome (:func:`napari_dlcb.io.fasta.read_fasta`).
+    genome : Genome or None
+        Open genome (:func:`napari_dlcb.io.fasta.read_fasta`); None draws the
+        tracks alone (no sequence band).
     region : Region or str
         ``chr:start-end`` (0-based, half-open).
     tracks : list of SignalTrack, optional
@@ -471,8 +472,8 @@ def region_layer_data(
     Returns
     -------
     list of (data, kwargs, layer_type)
-        The first is the sequence image; ``metadata["tracks"]`` of that one
-        lists the :class:`Track` objects.
+        The first is the sequence image (with a genome); ``metadata["tracks"]``
+        of the first lists the :class:`Track` objects.
 
     Examples
     --------
@@ -485,9 +486,11 @@ def region_layer_data(
     ((4, 20), 1010)
     """
     r = parse_region(region) if isinstance(region, str) else region
-    seq = genome.fetch(r.chrom, r.start, r.end)
-    out, first = sequence_layers(r, seq)
-    made = [first]
+    out: list[tuple] = []
+    made: list[Track] = []
+    if genome is not None:  # tracks opened without their genome have no sequence band
+        out, first = sequence_layers(r, genome.fetch(r.chrom, r.start, r.end))
+        made.append(first)
     parts = [signal_layers(r, tr, k) for k, tr in enumerate(tracks or [])]
     if bed is not None:
         parts.append(interval_layers(r, bed))
@@ -501,5 +504,6 @@ def region_layer_data(
     zoom = zoom or canvas_width / max(len(r), 1)
     for _, kwargs, _ in out:
         _placed(kwargs, tops, zoom)
-    out[0][1]["metadata"]["tracks"] = made
+    if out:
+        out[0][1]["metadata"]["tracks"] = made
     return out
