@@ -178,3 +178,28 @@ def test_cli_predicts_with_a_profile_window(tmp_path, monkeypatch):
     with torch.no_grad():
         want = net(torch.as_tensor(one_hot(seqs)))[0][..., 10:50].sum(-1).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_scores_the_variants_of_a_region_of_an_indexed_vcf(tmp_path):
+    import pandas as pd
+
+    from napari_dlcb.cli import main
+    from napari_dlcb.io.tabix import compress_and_index
+
+    path = _save(tmp_path, _Profile(), "onnx", PROFILE)
+    rng = np.random.default_rng(3)
+    chrom = "".join(rng.choice(list("ACGT"), 600))
+    (tmp_path / "g.fa").write_text(">chr1\n" + chrom + "\n")
+    rows = [(150, "a"), (180, "b"), (420, "c")]
+    body = "".join(
+        f"chr1\t{p}\t{i}\t{chrom[p - 1]}\t{'A' if chrom[p - 1] != 'A' else 'C'}\n" for p, i in rows
+    )
+    (tmp_path / "v.vcf").write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\n" + body)
+    gz = compress_and_index(tmp_path / "v.vcf", preset="vcf")
+    out = tmp_path / "s.tsv"
+    base = ["score-variants", "--model", str(path), "--fasta", str(tmp_path / "g.fa")]
+    base += ["--vcf", str(gz), "--out", str(out), "--device", "cpu"]
+    assert main([*base, "--region", "chr1:100-200"]) == 0
+    t = pd.read_csv(out, sep="\t")
+    assert sorted(t["id"]) == ["a", "b"] and (t["status"] == "ok").all()
+    assert main([*base, "--region", "chr1:500-600"]) == 2  # no variant there: one line
