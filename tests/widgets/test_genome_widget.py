@@ -371,3 +371,33 @@ def test_opening_a_genome_replaces_the_previous_one(make_napari_viewer, qtbot, s
     assert w.bed.text() == "" and w.vcf.text() == "" and w.bigwig.text().endswith(BEDGRAPH)
     assert not w.browser.layers(kind="variants") and w._region.chrom == "chr2"
     assert parse_locus(w.region.text()).start == w._region.start
+
+
+def test_a_torchscript_dna_model_from_elsewhere_asks_once_then_predicts(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """A .pt + sidecar typed in the model field: the dock asks before running its code."""
+    import json
+
+    import napari_dlcb._widgets._jobs as jobs
+    from napari_dlcb.models import trust
+
+    monkeypatch.setattr(trust, "_SESSION", {"trust_all": False})
+    asked = []
+    monkeypatch.setattr(jobs, "ask_to_trust", lambda err: asked.append(err.path.name) or True)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 9, padding=4), torch.nn.Softplus()).eval()
+    path = tmp_path / "bpnet_like.pt"
+    torch.jit.trace(net, torch.randn(1, 4, 200)).save(str(path))
+    side = {"input_length": 200, "tasks": ["plus", "minus"], "output": "profile"}
+    (tmp_path / "bpnet_like.json").write_text(json.dumps(side))
+    viewer = make_napari_viewer()
+    w = _dock(viewer, qtbot)
+    w.use_sample()
+    _idle(w, qtbot)
+    w.model_path.setText(str(path))
+    w.start_predict()
+    qtbot.waitUntil(lambda: "predicted tracks" in viewer.layers, timeout=120_000)
+    assert asked == ["bpnet_like.pt"]  # asked once, then the job ran again
+    assert viewer.layers["predicted tracks"].metadata["tasks"] == ["plus", "minus"]
+    assert "bpnet_like.pt" in w.model_info.text()
