@@ -69,6 +69,13 @@ class GenomeWidget(ModelActions, GenomePanel):
         self.model_path.editingFinished.connect(self.load_model)
         self.stop_btn.clicked.connect(self.stop)
         self._connect_actions()
+        # genome files read by File > Open (the npe2 reader, tasks.genome_reader) are taken over
+        self._adopted: list[dict] = []
+        self.viewer.layers.events.inserted.connect(self._adopt_opened)
+        self.destroyed.connect(
+            lambda *_: self.viewer.layers.events.inserted.disconnect(self._adopt_opened)
+        )
+        QTimer.singleShot(0, self._adopt_opened)
 
     # ------------------------------------------------------------------ state
     @property
@@ -133,6 +140,26 @@ class GenomeWidget(ModelActions, GenomePanel):
             [str(d / n) for n in ("sample_genome.fa", "peaks.bed", "signal.bw", "variants.vcf")]
         )
 
+    def _adopt_opened(self, event: Any = None) -> None:
+        """Take over genome files that File > Open read as layers (``metadata["genome_files"]``).
+
+        The reader returns the layers of the files' first region; here they
+        join the dock's fields (a FASTA replaces the genome, tracks are added)
+        and are read again in a job, which updates those layers in place.
+        """
+        layers = [event.value] if event is not None else list(self.viewer.layers)
+        found = [ly.metadata["genome_files"] for ly in layers if "genome_files" in ly.metadata]
+        new = [f for f in found if not any(f is seen for seen in self._adopted)]
+        if not new:
+            return
+        self._adopted.extend(new)
+        paths: list[str] = []
+        for opened in new:
+            paths += [opened[k] for k in ("fasta", "bed", "vcf") if opened[k]] + opened["bigwig"]
+            if opened["fasta"]:
+                self.region.setText(opened["region"])
+        self.open_files(list(dict.fromkeys(paths)))
+
     def _open_dialog(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Open genome files", "", "genome files (*)")
         if paths:
@@ -152,7 +179,7 @@ class GenomeWidget(ModelActions, GenomePanel):
         track is added to those shown). Files are read in a job; a bad one is
         a one-line error and the fields keep what they had.
         """
-        from napari_dlcb._widgets.genome_reader import genome_file_kind
+        from napari_dlcb.tasks.genome_reader import genome_file_kind
 
         fields = dict(self._opening) if self._opening is not None else self._fields()
         fields["bigwig"] = list(fields["bigwig"])

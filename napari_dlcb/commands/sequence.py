@@ -102,7 +102,11 @@ def _register_train(train_sub) -> None:
 
 def _register_predict(predict_sub) -> None:
     p = predict_sub.add_parser("sequence", help="score sequences with a DNA model")
-    p.add_argument("--model", required=True, help="model folder or 'builtin'")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder, 'builtin', or a TorchScript (.pt) / ONNX (.onnx) file with a sidecar",
+    )
     p.add_argument("--table", required=True, help="TSV/CSV table with a sequence column")
     p.add_argument(
         "--out", required=True, help="TSV to write: the rows plus score or score_<task> columns"
@@ -110,12 +114,15 @@ def _register_predict(predict_sub) -> None:
     p.add_argument("--sequence-column", default="seq")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
+    _external_options(p)
     p.set_defaults(func=_predict)
 
 
 def _register_interpret(top_sub) -> None:
     p = top_sub.add_parser("mutation-map", help="in-silico mutagenesis map (4 x L x tasks) as .npy")
-    p.add_argument("--model", required=True)
+    p.add_argument(
+        "--model", required=True, help="as for predict sequence (.pt/.onnx + sidecar too)"
+    )
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--sequence", help="the sequence itself")
     g.add_argument("--fasta", help="FASTA file (first record, or --region)")
@@ -126,12 +133,15 @@ def _register_interpret(top_sub) -> None:
     )
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto")
+    _external_options(p)
     p.set_defaults(func=_mutation_map)
 
     p = top_sub.add_parser(
         "score-variants", help="effect of each VCF variant on every task (REF checked)"
     )
-    p.add_argument("--model", required=True)
+    p.add_argument(
+        "--model", required=True, help="as for predict sequence (.pt/.onnx + sidecar too)"
+    )
     p.add_argument("--fasta", required=True)
     p.add_argument("--vcf", required=True)
     p.add_argument(
@@ -139,11 +149,20 @@ def _register_interpret(top_sub) -> None:
         required=True,
         help="TSV: one row per variant allele with ref/alt/diff per task and a status",
     )
+    p.add_argument(
+        "--region",
+        action="append",
+        help="score only the variants in chr:start-end (0-based; repeatable); a bgzipped VCF "
+        "with a .tbi/.csi index, or a BCF, is read only there",
+    )
     p.add_argument("--device", default="auto")
+    _external_options(p)
     p.set_defaults(func=_score_variants)
 
     p = top_sub.add_parser("motifs", help="first-layer filter motifs (PWMs, logos, JASPAR matches)")
-    p.add_argument("--model", required=True)
+    p.add_argument(
+        "--model", required=True, help="as for predict sequence (.pt/.onnx + sidecar too)"
+    )
     p.add_argument("--table", required=True, help="sequences to collect filter activations on")
     p.add_argument("--sequence-column", default="seq")
     p.add_argument("--out", required=True, help="folder for motifs.meme, matches.tsv and logos")
@@ -160,7 +179,31 @@ def _register_interpret(top_sub) -> None:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--no-logos", action="store_true", help="skip the PNG logos (faster)")
+    _external_options(p, window=False)
     p.set_defaults(func=_motifs)
+
+
+def _external_options(p, *, window: bool = True) -> None:
+    """``--profile-window`` for TorchScript/ONNX models (models.external_dna).
+
+    ``--trust-model`` (consent to run a TorchScript file) is read by cli.py anywhere on the line.
+    """
+    if window:
+        p.add_argument(
+            "--profile-window",
+            metavar="START:END",
+            help="for a model with profile outputs (N, T, L): sum positions START:END of the "
+            "profile (0-based, half-open; default the whole profile)",
+        )
+
+
+def _load_model(args: argparse.Namespace):
+    """``(model, meta)`` for ``--model`` (saved, built-in, or TorchScript/ONNX + sidecar)."""
+    from napari_dlcb.inference.sequence import load_sequence_model
+    from napari_dlcb.models.external_dna import with_profile_window
+
+    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    return with_profile_window(model, getattr(args, "profile_window", None)), meta
 
 
 def _device(name: str) -> str:
@@ -299,9 +342,9 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_dlcb.data.dna import read_sequence_table
-    from napari_dlcb.inference.sequence import load_sequence_model, predict_sequences
+    from napari_dlcb.inference.sequence import predict_sequences
 
-    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    model, meta = _load_model(args)
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
     from napari_dlcb.data.dna import one_hot
 
@@ -344,10 +387,10 @@ def _mutation_map(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_dlcb.data.dna import one_hot
-    from napari_dlcb.inference.sequence import check_sequence_length, load_sequence_model
+    from napari_dlcb.inference.sequence import check_sequence_length
     from napari_dlcb.interpret.ism import mutation_map
 
-    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    model, meta = _load_model(args)
     if args.sequence:
         seq = args.sequence.strip()
     else:
@@ -373,12 +416,22 @@ def _mutation_map(args: argparse.Namespace) -> int:
 
 
 def _score_variants(args: argparse.Namespace) -> int:
-    from napari_dlcb.inference.sequence import load_sequence_model
-    from napari_dlcb.interpret.variants import score_variants
-    from napari_dlcb.io.genome import read_fasta, read_vcf
+    import pandas as pd
 
-    model, meta = load_sequence_model(args.model, device=_device(args.device))
-    table = score_variants(model, read_fasta(args.fasta), read_vcf(args.vcf), meta=meta)
+    from napari_dlcb.interpret.variants import score_variants
+    from napari_dlcb.io.genome import parse_region, read_fasta, read_vcf
+
+    model, meta = _load_model(args)
+    if args.region:  # through the index when there is one (io.tabix), else read and filtered
+        parts = [read_vcf(args.vcf, region=parse_region(r)) for r in args.region]
+        variants = pd.concat(parts, ignore_index=True).drop_duplicates(
+            ["chrom", "pos", "ref", "alt"]
+        )
+        if variants.empty:
+            raise DlcbError(f"no variants in {', '.join(args.region)} of {Path(args.vcf).name}")
+    else:
+        variants = read_vcf(args.vcf)
+    table = score_variants(model, read_fasta(args.fasta), variants, meta=meta)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, sep="\t", index=False, float_format="%.6g")
@@ -391,7 +444,6 @@ def _score_variants(args: argparse.Namespace) -> int:
 
 def _motifs(args: argparse.Namespace) -> int:
     from napari_dlcb.data.dna import one_hot, read_sequence_table
-    from napari_dlcb.inference.sequence import load_sequence_model
     from napari_dlcb.interpret.motifs import (
         filter_motifs,
         load_motif_database,
@@ -399,7 +451,7 @@ def _motifs(args: argparse.Namespace) -> int:
         write_meme,
     )
 
-    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    model, meta = _load_model(args)
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
     x = one_hot(df[args.sequence_column].astype(str).tolist())
     motifs = filter_motifs(model, x, threshold=args.threshold)

@@ -49,16 +49,20 @@ def fixed_length(architecture: dict) -> int | None:
 
 
 def load_sequence_model(
-    path: str | os.PathLike, *, device: str | torch.device = "auto"
+    path: str | os.PathLike, *, device: str | torch.device = "auto", trust: bool = False
 ) -> tuple[nn.Module, ModelMeta]:
     """Load a saved (or built-in, ``"builtin[:name]"``) DNA model; refuse other tasks.
 
     Parameters
     ----------
     path : str or path-like
-        A model folder, ``"builtin"`` or ``"builtin:<name>"``.
+        A model folder, ``"builtin"`` or ``"builtin:<name>"``, or a TorchScript
+        (``.pt``) / ONNX (``.onnx``) file with a sidecar
+        (:mod:`napari_dlcb.models.external_dna`).
     device : str or torch.device
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
+    trust : bool
+        Allow an external TorchScript file to run (it can run arbitrary code).
 
     Returns
     -------
@@ -74,7 +78,10 @@ def load_sequence_model(
     """
     import napari_dlcb.models.dna  # noqa: F401 - registers the DNA architectures
     from napari_dlcb.device import resolve_device
+    from napari_dlcb.models.external_dna import is_external_model, load_external_model
 
+    if is_external_model(path):  # TorchScript / ONNX from elsewhere, with a sidecar
+        return load_external_model(path, trust=trust, device=device)
     dev = resolve_device(device)
     if isinstance(path, str) and (path == "builtin" or path.startswith("builtin:")):
         from napari_dlcb.models.registry import resolve_base
@@ -151,7 +158,8 @@ def predict_sequences(
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``... The
         model is handed back on its own device.
     rc_average : bool
-        Average the logits of both strands.
+        Average the logits of both strands (a ``meta`` whose
+        ``extra["rc_average"]`` is False, e.g. an external model's, turns it off).
     activation : {"sigmoid", "none"}
         Applied to the (averaged) logits. A regression model's ``meta``
         overrides it: outputs are mapped back to the label scale.
@@ -176,6 +184,8 @@ def predict_sequences(
     scale = None
     if meta is not None:
         check_sequence_length(meta, x.shape[2])
+        if meta.extra.get("rc_average", True) is False:
+            rc_average = False
         if meta.extra.get("task_type") == "regression":
             activation = "none"
             scale = (

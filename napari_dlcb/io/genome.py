@@ -2,9 +2,10 @@
 
 The readers live in :mod:`~napari_dlcb.io.fasta` (indexed FASTA genomes in
 chromosome coordinates, also for FASTA files of regions),
-:mod:`~napari_dlcb.io.tracks` (BED, signal tracks, VCF) and
-:mod:`~napari_dlcb.io.regions` (0-based regions, 1-based UCSC/IGV loci,
-chromosome aliases); this module gathers them::
+:mod:`~napari_dlcb.io.tracks` (BED, signal tracks), :mod:`~napari_dlcb.io.vcf`
+(VCF and BCF), :mod:`~napari_dlcb.io.tabix` (bgzipped files with a tabix or
+CSI index, read by region) and :mod:`~napari_dlcb.io.regions` (0-based
+regions, 1-based UCSC/IGV loci, chromosome aliases); this module gathers them::
 
     from napari_dlcb.io.genome import read_fasta, read_bed, parse_locus
 
@@ -25,23 +26,35 @@ from napari_dlcb.io.regions import (
     parse_region,
     resolve_region,
 )
+from napari_dlcb.io.tabix import TabixSource, compress_and_index, is_indexed
 from napari_dlcb.io.tracks import (
+    IndexedIntervals,
     SignalTrack,
+    intervals_in,
+    open_intervals,
     open_track,
     read_bed,
     read_bedgraph,
-    read_vcf,
     track_name,
 )
+from napari_dlcb.io.vcf import IndexedVariants, open_variants, read_vcf, variants_in
 
 __all__ = [
     "Genome",
+    "IndexedIntervals",
+    "IndexedVariants",
     "Region",
     "SignalTrack",
+    "TabixSource",
     "chrom_aliases",
+    "compress_and_index",
     "format_locus",
+    "intervals_in",
+    "is_indexed",
     "match_chrom",
+    "open_intervals",
     "open_track",
+    "open_variants",
     "parse_locus",
     "parse_region",
     "read_bed",
@@ -52,4 +65,5 @@ __all__ = [
     "record_region",
     "resolve_region",
     "track_name",
+    "variants_in",
 ]

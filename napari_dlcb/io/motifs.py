@@ -1,11 +1,16 @@
 """Motif files: the :class:`Motif` type, HOCOMOCO/JASPAR PCM and MEME files, the bundled JASPAR 2024.
 
-No torch here; ``pyjaspar`` (JASPAR 2024 CORE, offline) is imported when asked for.
+The JASPAR 2024 CORE vertebrate motifs ship in the package as a MEME file
+(``napari_dlcb/data_files/jaspar2024_core_vertebrates.meme``, made by
+``scripts/make_jaspar_meme.py`` from pyjaspar's offline database; JASPAR is
+CC BY 4.0). MEME files are read with memelite's reader, the one its TOMTOM and
+FIMO use. No torch here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +18,13 @@ import numpy as np
 
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["Motif", "load_motif_database", "read_motif_file", "write_meme"]
+__all__ = ["JASPAR_MEME", "Motif", "load_motif_database", "read_motif_file", "write_meme"]
+
+#: the bundled JASPAR 2024 CORE vertebrates (879 motifs), MEME format
+JASPAR_MEME = (
+    Path(__file__).resolve().parents[1] / "data_files" / "jaspar2024_core_vertebrates.meme"
+)
+_NSITES = re.compile(r"\bnsites=\s*([0-9.eE+-]+)")
 
 
 @dataclass
@@ -111,61 +122,58 @@ def read_motif_file(path: str | os.PathLike) -> list[Motif]:
 
 
 def _read_meme(text: str, p: Path) -> list[Motif]:
-    motifs, lines = [], text.splitlines()
-    i = 0
-    while i < len(lines):
-        ln = lines[i].strip()
-        if ln.startswith("MOTIF"):
-            parts = ln.split()
-            name = parts[1] if len(parts) > 1 else f"motif{len(motifs)}"
-            while i < len(lines) and not lines[i].strip().startswith("letter-probability"):
-                i += 1
-            if i == len(lines):
-                raise DlcbError(f"{p.name}: motif {name} has no letter-probability matrix")
-            head = lines[i].split()
-            w = int(head[head.index("w=") + 1]) if "w=" in head else None
-            nsites = int(float(head[head.index("nsites=") + 1])) if "nsites=" in head else 20
-            rows = []
-            i += 1
-            while i < len(lines) and lines[i].strip() and (w is None or len(rows) < w):
-                rows.append([float(v) for v in lines[i].split()])
-                i += 1
-            motifs.append(Motif(name, np.array(rows, float).T * max(nsites, 1), nsites))
-        i += 1
-    if not motifs:
+    """MEME motifs through memelite's reader; counts = probabilities x ``nsites`` (20 if absent)."""
+    from memelite.io import read_meme
+
+    try:
+        pwms = read_meme(str(p))
+    except (ValueError, AttributeError, IndexError) as err:
+        raise DlcbError(f"{p.name}: not a readable MEME file ({err})") from err
+    if not pwms:
         raise DlcbError(f"{p.name}: no MOTIF entries found")
+    nsites = [float(m) for m in _NSITES.findall(text)]
+    if len(nsites) != len(pwms):  # some motif without nsites=: all get the default
+        nsites = [20.0] * len(pwms)
+    motifs = []
+    for (name, pwm), n in zip(pwms.items(), nsites):
+        if pwm.shape[0] != 4 or not np.isfinite(pwm).all():
+            raise DlcbError(f"{p.name}: motif {name} is not a 4-letter (A C G T) matrix")
+        motifs.append(Motif(name, np.asarray(pwm, float) * max(n, 1.0), int(n)))
     return motifs
 
 
 def load_motif_database(source: str = "jaspar", *, tax_group: str = "vertebrates") -> list[Motif]:
-    """Known motifs: ``"jaspar"`` (JASPAR 2024 CORE via the offline ``pyjaspar`` package) or a file.
+    """Known motifs: ``"jaspar"`` (the bundled JASPAR 2024 CORE vertebrates) or a motif file.
 
     Parameters
     ----------
     source : str
-        ``"jaspar"`` or a path (see :func:`read_motif_file`).
+        ``"jaspar"`` or a path (HOCOMOCO/JASPAR PCM or MEME; see
+        :func:`read_motif_file`).
     tax_group : str
-        JASPAR taxonomic group.
+        JASPAR taxonomic group; only ``"vertebrates"`` is bundled (make a
+        MEME file of another group with ``scripts/make_jaspar_meme.py
+        --tax-group plants`` and pass its path).
 
     Returns
     -------
     list of Motif
         JASPAR motifs are named ``"<ID> <TF name>"``.
+
+    Examples
+    --------
+    >>> db = load_motif_database("jaspar")
+    >>> len(db), db[0].name
+    (879, 'MA0002.3 Runx1')
     """
     if source != "jaspar":
         return read_motif_file(source)
-    try:
-        from pyjaspar import jaspardb
-    except ImportError as err:
+    if tax_group != "vertebrates":
         raise DlcbError(
-            "the bundled JASPAR motifs need the 'pyjaspar' package (pip install pyjaspar)"
-        ) from err
-    db = jaspardb(release="JASPAR2024")
-    out = []
-    for m in db.fetch_motifs(collection="CORE", tax_group=[tax_group], all_versions=False):
-        counts = np.array([m.counts[b] for b in "ACGT"], float)
-        out.append(Motif(f"{m.matrix_id} {m.name}", counts, int(counts[:, 0].sum())))
-    return out
+            f"only JASPAR CORE vertebrates are bundled, not {tax_group!r}: make a MEME file with "
+            "scripts/make_jaspar_meme.py --tax-group ... and pass its path"
+        )
+    return read_motif_file(JASPAR_MEME)
 
 
 def write_meme(motifs: list[Motif], path: str | os.PathLike) -> Path:

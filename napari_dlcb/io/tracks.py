@@ -1,24 +1,27 @@
-"""Genome tracks: BED intervals, bedGraph/bigWig signal and VCF variants, in chromosome coordinates.
+"""Genome tracks: BED intervals and bedGraph/bigWig signal, in chromosome coordinates.
 
-All coordinates are 0-based and half-open, as in BED. VCF positions (1-based
-in the file) are given both as ``pos`` (as written) and ``start`` (0-based).
-Chromosome names are matched to a genome's whatever their spelling
-(``chr1``/``1``, ``chrM``/``MT``; see :func:`~napari_dlcb.io.regions.match_chrom`).
+All coordinates are 0-based and half-open, as in BED. Chromosome names are
+matched to a genome's whatever their spelling (``chr1``/``1``, ``chrM``/``MT``;
+see :func:`~napari_dlcb.io.regions.match_chrom`).
+
+A BED or bedGraph compressed with ``bgzip`` and indexed with ``tabix`` is read
+by region (``region=``, :class:`IndexedIntervals`, :class:`SignalTrack`) through
+:mod:`~napari_dlcb.io.tabix`; plain and gzip files are read whole. VCF and BCF
+live in :mod:`~napari_dlcb.io.vcf` (:func:`read_vcf` is re-exported here).
 
 Every reader turns bad input into a one-line :class:`~napari_dlcb.errors.DlcbError`
 naming the file and, where it helps, the line: unknown chromosomes, intervals
 beyond a chromosome end, empty or truncated files, malformed rows.
 
-No torch here; pyBigWig is imported when a bigWig is opened.
+No torch here; pyBigWig is imported when a bigWig is opened, pysam when an
+indexed file is.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +30,17 @@ import pandas as pd
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.bigwig import check_bigwig
-from napari_dlcb.io.regions import match_chrom
+from napari_dlcb.io.regions import Region, match_chrom, parse_region
+from napari_dlcb.io.tabix import TabixSource, is_indexed
 from napari_dlcb.io.textfiles import check_file, one_line, open_text
+from napari_dlcb.io.vcf import read_vcf
 
 __all__ = [
     "OUTSIDE",
+    "IndexedIntervals",
     "SignalTrack",
+    "intervals_in",
+    "open_intervals",
     "open_track",
     "read_bed",
     "read_bedgraph",
@@ -41,6 +49,7 @@ __all__ = [
 ]
 
 BED_COLUMNS = ["chrom", "start", "end", "name", "score", "strand"]
+_EMPTY_BED = {"chrom": object, "start": np.int64, "end": np.int64, "name": object}
 #: What :func:`read_bed` does with intervals a genome does not hold.
 OUTSIDE = ("error", "keep", "drop")
 
@@ -72,7 +81,7 @@ def track_name(path: str | os.PathLike) -> str | None:
 
 
 # --------------------------------------------------------------------------- BED
-def _data_lines(path: Path, kind: str) -> Iterator[tuple[int, str]]:
+def _data_lines(path: Path) -> Iterator[tuple[int, str]]:
     with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             s = line.rstrip("\r\n")
@@ -86,8 +95,9 @@ def read_bed(
     *,
     genome: Any = None,
     outside: str = "error",
+    region: Region | str | None = None,
 ) -> pd.DataFrame:
-    r"""Read a BED file (BED3 to BED12, plain or gzip) into a table.
+    r"""Read a BED file (BED3 to BED12, plain, gzip or bgzip + tabix) into a table.
 
     Parameters
     ----------
@@ -104,6 +114,11 @@ def read_bed(
         ``"error"`` raises :class:`DlcbError` naming the line; ``"keep"``
         keeps it (a genome view simply does not draw it); ``"drop"`` leaves
         it out. Either way ``attrs["outside"]`` counts them.
+    region : Region or str, optional
+        Only the intervals overlapping this region (0-based, half-open;
+        ``"chr1:1000-2000"``). A bgzipped BED with a ``.tbi``/``.csi`` index
+        is read only there; a plain one is read whole and filtered. A region
+        without intervals gives an empty table.
 
     Returns
     -------
@@ -122,11 +137,16 @@ def read_bed(
     [['chr1', 10, 20, 'peak1'], ['chr1', 30, 40, 'peak2']]
     >>> read_bed(p, genome={"1": 35}, outside="keep").attrs["outside"]
     1
+    >>> read_bed(p, region="chr1:25-35").name.tolist()
+    ['peak2']
     """
     if outside not in OUTSIDE:
         raise DlcbError(f"outside must be one of {', '.join(OUTSIDE)}, not {outside!r}")
     p = check_file(path, "BED")
-    df, linenos = _bed_table(p)
+    if region is not None:
+        df, linenos = _bed_region(p, parse_region(region) if isinstance(region, str) else region)
+    else:
+        df, linenos = _bed_table(_data_lines(p), p.name)
     df.attrs["outside"] = 0
     if genome is not None:
         held = _check_against_genome(df, linenos, genome, p.name, strict=outside == "error")
@@ -139,20 +159,44 @@ def read_bed(
     return df
 
 
-def _bed_table(p: Path) -> tuple[pd.DataFrame, list[int]]:
-    """The BED rows as a typed table, and the file line of each row."""
+def _at(lineno: int) -> str:
+    """Where a row is, for messages: its line, or "a row" when read through an index."""
+    return f"line {lineno}" if lineno > 0 else "a row read by region"
+
+
+def _bed_region(p: Path, r: Region) -> tuple[pd.DataFrame, list[int]]:
+    """The BED rows overlapping ``r``: through the index, else the whole file filtered."""
+    if is_indexed(p):
+        with TabixSource(p) as src:
+            lines = [(-1, "\t".join(f)) for f in src.fetch(r.chrom, r.start, r.end)]
+        return _bed_table(lines, p.name, empty_ok=True)
+    df, linenos = _bed_table(_data_lines(p), p.name)
+    chrom = match_chrom(r.chrom, set(df["chrom"]))
+    keep = ((df["chrom"] == chrom) & (df["end"] > r.start) & (df["start"] < r.end)).to_numpy()
+    out = df[keep].reset_index(drop=True)
+    out.attrs = df.attrs
+    return out, [n for n, k in zip(linenos, keep) if k]
+
+
+def _bed_table(
+    lines: Iterable[tuple[int, str]], fname: str, *, empty_ok: bool = False
+) -> tuple[pd.DataFrame, list[int]]:
+    """The BED rows as a typed table, and the file line of each row (-1: read by region)."""
     rows: list[list[str]] = []
     linenos: list[int] = []
-    for lineno, line in _data_lines(p, "BED"):
+    for lineno, line in lines:
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) < 3:
             raise DlcbError(
-                f"{p.name}: line {lineno} has {len(fields)} columns; BED needs at least chrom, start, end"
+                f"{fname}: {_at(lineno)} has {len(fields)} columns; BED needs at least chrom, start, end"
             )
         rows.append(fields)
         linenos.append(lineno)
+    if not rows and not empty_ok:
+        raise DlcbError(f"{fname}: no intervals found in the BED file")
     if not rows:
-        raise DlcbError(f"{p.name}: no intervals found in the BED file")
+        empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY_BED.items()})
+        return empty, []
     width = max(len(r) for r in rows)
     rows = [r + [""] * (width - len(r)) for r in rows]
     names = BED_COLUMNS[:width] + [f"col{i + 1}" for i in range(len(BED_COLUMNS), width)]
@@ -163,14 +207,14 @@ def _bed_table(p: Path) -> tuple[pd.DataFrame, list[int]]:
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise DlcbError(
-                f"{p.name}: line {linenos[i]}: {col} {df[col].iloc[i]!r} is not a non-negative integer"
+                f"{fname}: {_at(linenos[i])}: {col} {df[col].iloc[i]!r} is not a non-negative integer"
             )
         df[col] = num.astype(np.int64)
     bad = df["end"] <= df["start"]
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise DlcbError(
-            f"{p.name}: line {linenos[i]}: end {df['end'].iloc[i]} is not after start {df['start'].iloc[i]}"
+            f"{fname}: {_at(linenos[i])}: end {df['end'].iloc[i]} is not after start {df['start'].iloc[i]}"
         )
     if "score" in df:
         num = pd.to_numeric(df["score"].replace({".": np.nan, "": np.nan}), errors="coerce")
@@ -193,7 +237,7 @@ def _check_against_genome(
         i = int(np.flatnonzero(unknown.to_numpy())[0])
         shown = ", ".join(list(sizes)[:5])
         raise DlcbError(
-            f"{fname}: line {linenos[i]}: unknown chromosome {df['chrom'].iloc[i]!r} "
+            f"{fname}: {_at(linenos[i])}: unknown chromosome {df['chrom'].iloc[i]!r} "
             f"({int(unknown.sum())} intervals; the genome has: {shown}{' ...' if len(sizes) > 5 else ''})"
         )
     if hasattr(genome, "covered"):
@@ -210,43 +254,70 @@ def _check_against_genome(
             else "lies outside the regions the FASTA holds"
         )
         raise DlcbError(
-            f"{fname}: line {linenos[i]}: interval {c}:{s}-{e} {where}; {int(beyond.sum())} such intervals"
+            f"{fname}: {_at(linenos[i])}: interval {c}:{s}-{e} {where}; {int(beyond.sum())} such intervals"
         )
     df.attrs["outside"] = int((~held).sum())
     return np.asarray(held, bool)
 
 
 # --------------------------------------------------------------------------- signal
-def read_bedgraph(path: str | os.PathLike) -> pd.DataFrame:
+_BEDGRAPH_COLUMNS = ["chrom", "start", "end", "value"]
+
+
+def read_bedgraph(path: str | os.PathLike, *, region: Region | str | None = None) -> pd.DataFrame:
     r"""Read a bedGraph signal file into a table ``chrom, start, end, value``.
+
+    Parameters
+    ----------
+    path : path-like
+        bedGraph, plain, gzip or bgzip (+ ``.tbi``/``.csi``).
+    region : Region or str, optional
+        Only the rows overlapping this region (0-based, half-open); an
+        indexed file is read only there, a plain one whole and filtered.
 
     Examples
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bedgraph"
-    >>> _ = p.write_text("track type=bedGraph\nchr1\t0\t10\t1.5\n")
-    >>> read_bedgraph(p).value.tolist()
-    [1.5]
+    >>> _ = p.write_text("track type=bedGraph\nchr1\t0\t10\t1.5\nchr1\t20\t30\t2\n")
+    >>> read_bedgraph(p).value.tolist(), read_bedgraph(p, region="1:25-40").value.tolist()
+    ([1.5, 2.0], [2.0])
     """
     p = check_file(path, "bedGraph")
+    r = parse_region(region) if isinstance(region, str) else region
+    if r is not None and is_indexed(p):
+        with TabixSource(p) as src:
+            lines = [(-1, "\t".join(f)) for f in src.fetch(r.chrom, r.start, r.end)]
+        return _bedgraph_table(lines, p.name, empty_ok=True)
+    df = _bedgraph_table(_data_lines(p), p.name)
+    if r is None:
+        return df
+    chrom = match_chrom(r.chrom, set(df["chrom"]))
+    keep = (df["chrom"] == chrom) & (df["end"] > r.start) & (df["start"] < r.end)
+    return df[keep.to_numpy()].reset_index(drop=True)
+
+
+def _bedgraph_table(
+    lines: Iterable[tuple[int, str]], fname: str, *, empty_ok: bool = False
+) -> pd.DataFrame:
     rows = []
-    for lineno, line in _data_lines(p, "bedGraph"):
+    for lineno, line in lines:
         f = line.split()
         if len(f) < 4:
             raise DlcbError(
-                f"{p.name}: line {lineno} needs 4 columns (chrom start end value), has {len(f)}"
+                f"{fname}: {_at(lineno)} needs 4 columns (chrom start end value), has {len(f)}"
             )
         try:
             rows.append((f[0], int(f[1]), int(f[2]), float(f[3])))
         except ValueError as err:
             raise DlcbError(
-                f"{p.name}: line {lineno}: cannot read numbers ({one_line(err)})"
+                f"{fname}: {_at(lineno)}: cannot read numbers ({one_line(err)})"
             ) from err
-    if not rows:
-        raise DlcbError(f"{p.name}: no values found in the bedGraph file")
-    df = pd.DataFrame(rows, columns=["chrom", "start", "end", "value"])
+    if not rows and not empty_ok:
+        raise DlcbError(f"{fname}: no values found in the bedGraph file")
+    df = pd.DataFrame(rows, columns=_BEDGRAPH_COLUMNS).astype({"start": np.int64, "end": np.int64})
     if (df["end"] <= df["start"]).any():
-        raise DlcbError(f"{p.name}: an interval ends before it starts")
+        raise DlcbError(f"{fname}: an interval ends before it starts")
     return df.sort_values(["chrom", "start"], kind="stable").reset_index(drop=True)
 
 
@@ -256,7 +327,8 @@ class SignalTrack:
     Parameters
     ----------
     path : path-like
-        ``.bw``/``.bigWig`` (read with pyBigWig, lazily) or a bedGraph
+        ``.bw``/``.bigWig`` (read with pyBigWig, lazily), a bgzipped bedGraph
+        with a tabix index (read by region with pysam, lazily) or a bedGraph
         (plain or gzip, read into memory).
 
     Examples
@@ -275,6 +347,9 @@ class SignalTrack:
         The file name up to its first dot (a task name when training on it).
     title : str
         The ``track name=`` of a bedGraph, else ``name`` (what a browser shows).
+    chromosomes : dict of str to int
+        Chromosomes with values and how far they reach (for an indexed
+        bedGraph, the chromosomes of its index, length unknown: 2**31 - 1).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -282,6 +357,7 @@ class SignalTrack:
         self.name = self.path.name.split(".")[0]
         self.title = self.name
         self._bw = None
+        self._tabix: TabixSource | None = None
         self._bg: dict[str, pd.DataFrame] | None = None
         with open(self.path, "rb") as fh:
             magic = fh.read(4)
@@ -297,6 +373,10 @@ class SignalTrack:
             if self._bw is None or not self._bw.isBigWig():
                 raise DlcbError(f"{self.path.name}: not a bigWig file")
             self.chromosomes = dict(self._bw.chroms())
+        elif is_indexed(self.path):
+            self._tabix = TabixSource(self.path)
+            self.chromosomes = dict.fromkeys(self._tabix.contigs, 2**31 - 1)
+            self.title = track_name(self.path) or self.name
         else:
             df = read_bedgraph(self.path)
             self._bg = {c: g.reset_index(drop=True) for c, g in df.groupby("chrom", sort=False)}
@@ -323,7 +403,11 @@ class SignalTrack:
                 v[np.isnan(v)] = missing
                 out[lo - start : hi - start] = v
             return out
-        g = self._bg[chrom]
+        if self._tabix is not None:
+            lines = [(-1, "\t".join(f)) for f in self._tabix.fetch(chrom, max(0, start), end)]
+            g = _bedgraph_table(lines, self.path.name, empty_ok=True)
+        else:
+            g = self._bg[chrom]
         s, e, v = g["start"].to_numpy(), g["end"].to_numpy(), g["value"].to_numpy()
         i0 = np.searchsorted(e, start, side="right")
         i1 = np.searchsorted(s, end, side="left")
@@ -336,10 +420,13 @@ class SignalTrack:
         return float(self.values(chrom, start, end).mean())
 
     def close(self) -> None:
-        """Close the bigWig handle, if any."""
+        """Close the bigWig or indexed file, if any."""
         if self._bw is not None:
             self._bw.close()
             self._bw = None
+        if self._tabix is not None:
+            self._tabix.close()
+            self._tabix = None
 
 
 def open_track(path: str | os.PathLike) -> SignalTrack:
@@ -347,92 +434,81 @@ def open_track(path: str | os.PathLike) -> SignalTrack:
     return SignalTrack(path)
 
 
-# --------------------------------------------------------------------------- VCF
-_VCF_COLS = ["chrom", "pos", "id", "ref", "alt"]
-_BASES = re.compile(r"^[ACGTNacgtn]+$")
-
-
-def read_vcf(path: str | os.PathLike) -> pd.DataFrame:
-    r"""Read the variant columns of a VCF (plain or gzip) into a table.
-
-    Multi-allelic records become one row per ALT allele. Symbolic alleles
-    (``<DEL>``) and breakends are kept but flagged ``kind = "symbolic"`` so
-    callers can report, rather than silently drop, them.
+# --------------------------------------------------------------------------- indexed BED
+class IndexedIntervals:
+    r"""An indexed BED kept open: the intervals of one region at a time (see :func:`read_bed`).
 
     Parameters
     ----------
     path : path-like
-        VCF file; the ``#CHROM`` header line is required.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``chrom, pos`` (1-based, as in the file), ``start`` (0-based),
-        ``id, ref, alt, kind`` (``"snv"``, ``"indel"``, ``"mnv"`` or
-        ``"symbolic"``) and ``line`` (line number in the file).
+        bgzipped BED with a ``.tbi``/``.csi`` index.
 
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.vcf"
-    >>> _ = p.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\n"
-    ...                  "chr1\t5\trs1\tA\tG,T\n")
-    >>> read_vcf(p)[["chrom", "start", "ref", "alt"]].values.tolist()
-    [['chr1', 4, 'A', 'G'], ['chr1', 4, 'A', 'T']]
+    >>> from napari_dlcb.io.tabix import compress_and_index
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bed"
+    >>> _ = p.write_text("chr1\t10\t20\tx\nchr1\t300\t400\ty\n")
+    >>> b = IndexedIntervals(compress_and_index(p, preset="bed"))
+    >>> b.fetch("chr1:0-100").name.tolist(), b.first_region(1000)
+    (['x'], Region(chrom='chr1', start=0, end=1000))
     """
-    p = check_file(path, "VCF")
-    rows = []
-    seen_header = False
-    try:
-        for lineno, line in _vcf_lines(p):
-            if line.startswith("##"):
-                continue
-            if line.startswith("#"):
-                seen_header = True
-                continue
-            if not seen_header:
-                raise DlcbError(
-                    f"{p.name}: line {lineno} comes before the '#CHROM' header line (not a VCF?)"
-                )
-            f = line.split("\t")
-            if len(f) < 5:
-                raise DlcbError(
-                    f"{p.name}: line {lineno} has {len(f)} columns; VCF needs at least 5 (truncated file?)"
-                )
-            try:
-                pos = int(f[1])
-            except ValueError as err:
-                raise DlcbError(f"{p.name}: line {lineno}: POS {f[1]!r} is not an integer") from err
-            if pos < 1:
-                raise DlcbError(f"{p.name}: line {lineno}: POS must be >= 1, got {pos}")
-            ref = f[3].upper()
-            if not _BASES.match(ref):
-                raise DlcbError(f"{p.name}: line {lineno}: REF {f[3]!r} is not a DNA sequence")
-            for alt in f[4].split(","):
-                alt_u = alt.upper()
-                if alt_u in (".", "*") or not _BASES.match(alt_u):
-                    kind = "symbolic"
-                elif len(alt_u) == 1 and len(ref) == 1:
-                    kind = "snv"
-                elif len(alt_u) == len(ref):
-                    kind = "mnv"
-                else:
-                    kind = "indel"
-                rows.append((f[0], pos, pos - 1, f[2], ref, alt_u, kind, lineno))
-    except (EOFError, gzip.BadGzipFile, OSError) as err:
-        raise DlcbError(
-            f"{p.name}: cannot read VCF (truncated or corrupt file: {one_line(err)})"
-        ) from err
-    if not seen_header:
-        raise DlcbError(f"{p.name}: no '#CHROM' header line found (not a VCF?)")
-    if not rows:
-        raise DlcbError(f"{p.name}: the VCF has a header but no variants")
-    return pd.DataFrame(rows, columns=["chrom", "pos", "start", "id", "ref", "alt", "kind", "line"])
+
+    def __init__(self, path: str | os.PathLike):
+        self.source = TabixSource(path)
+        self.path = self.source.path
+        self.contigs = self.source.contigs
+        self.attrs = {"source": str(self.path), "track_name": track_name(self.path), "outside": 0}
+
+    def __repr__(self) -> str:
+        return f"IndexedIntervals({self.path.name!r}, {len(self.contigs)} contigs)"
+
+    def fetch(self, region: Region | str) -> pd.DataFrame:
+        """The intervals overlapping ``region`` (a :func:`read_bed` table, maybe empty)."""
+        r = parse_region(region) if isinstance(region, str) else region
+        lines = [(-1, "\t".join(f)) for f in self.source.fetch(r.chrom, r.start, r.end)]
+        df, _ = _bed_table(lines, self.path.name, empty_ok=True)
+        df.attrs.update(self.attrs)
+        return df
+
+    def first_region(self, width: int = 10_000) -> Region:
+        """``width`` bp of the first interval's chromosome, from that interval's window."""
+        first = self.source.first_record()
+        if first is None:
+            raise DlcbError(f"{self.path.name}: no intervals found in the BED file")
+        start = (int(first[1]) // width) * width
+        return Region(first[0], start, start + width)
+
+    def close(self) -> None:
+        """Close the file."""
+        self.source.close()
 
 
-def _vcf_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            s = line.rstrip("\r\n")
-            if s.strip():
-                yield lineno, s
+def open_intervals(
+    path: str | os.PathLike, *, genome: Any = None, outside: str = "keep"
+) -> pd.DataFrame | IndexedIntervals:
+    """An :class:`IndexedIntervals` when ``path`` has an index, else :func:`read_bed`'s table."""
+    p = check_file(path, "BED")
+    if is_indexed(p):
+        return IndexedIntervals(p)
+    return read_bed(p, genome=genome, outside=outside)
+
+
+def intervals_in(bed: pd.DataFrame | IndexedIntervals, region: Region | str) -> pd.DataFrame:
+    """The intervals of a table or an indexed BED that overlap ``region``, with their row numbers.
+
+    Rows of a table keep their index (the row in the whole file); rows of an
+    indexed BED are numbered within the region.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"chrom": ["chr1", "chr1"], "start": [5, 50], "end": [9, 60], "name": ["a", "b"]})
+    >>> intervals_in(t, "1:0-10").name.tolist()
+    ['a']
+    """
+    r = parse_region(region) if isinstance(region, str) else region
+    if isinstance(bed, IndexedIntervals):
+        return bed.fetch(r)
+    chrom = match_chrom(r.chrom, set(bed["chrom"].astype(str))) or r.chrom
+    mask = (bed["chrom"] == chrom) & (bed["end"] > r.start) & (bed["start"] < r.end)
+    return bed[mask.to_numpy()]

@@ -35,7 +35,9 @@ import numpy as np
 import pandas as pd
 
 from napari_dlcb.data.onehot import one_hot
-from napari_dlcb.io.regions import Region, match_chrom, parse_region
+from napari_dlcb.io.regions import Region, parse_region
+from napari_dlcb.io.tracks import intervals_in
+from napari_dlcb.io.vcf import variants_in
 from napari_dlcb.tasks.genome_layout import (
     BASE_HEX,
     PALETTE,
@@ -180,11 +182,13 @@ def signal_layers(region: Region, track: Any, k: int) -> tuple[list[tuple], Trac
     return [layer], Track(key, "signal", f"{title}   [0 - {top:.3g}]", 40.0)
 
 
-def interval_layers(region: Region, bed: pd.DataFrame) -> tuple[list[tuple], Track | None]:
-    """BED intervals overlapping the region as packed boxes with their names (others: none)."""
-    chrom = match_chrom(region.chrom, set(bed["chrom"].astype(str))) or region.chrom
-    mask = (bed["chrom"] == chrom) & (bed["end"] > region.start) & (bed["start"] < region.end)
-    hit = bed[mask.to_numpy()]
+def interval_layers(region: Region, bed: Any) -> tuple[list[tuple], Track | None]:
+    """BED intervals overlapping the region as packed boxes with their names (others: none).
+
+    ``bed`` is a :func:`~napari_dlcb.io.tracks.read_bed` table (``bed_row``
+    is then the row in it) or an indexed BED, read for this region only.
+    """
+    hit = intervals_in(bed, region)
     if not len(hit):
         return [], None
     s = hit["start"].clip(region.start - 1, region.end + 1).to_numpy(float) - region.start
@@ -198,7 +202,13 @@ def interval_layers(region: Region, bed: pd.DataFrame) -> tuple[list[tuple], Tra
         "shape_type": "rectangle",
         "face_color": "#e6781e",
         "edge_width": 0,
-        "features": {"name": names, "bed_row": [int(i) for i in np.flatnonzero(mask.to_numpy())]},
+        "features": {
+            "name": names,
+            "bed_row": [int(i) for i in hit.index],
+            "chrom": hit["chrom"].astype(str).tolist(),
+            "start": hit["start"].astype(int).tolist(),
+            "end": hit["end"].astype(int).tolist(),
+        },
         "metadata": _meta("intervals", "intervals", (0.0, float(n_rows)), origin=region.start),
     }
     title = str(bed.attrs.get("track_name") or "intervals (BED)")
@@ -214,14 +224,13 @@ def interval_layers(region: Region, bed: pd.DataFrame) -> tuple[list[tuple], Tra
     return [(rects, kwargs, "shapes"), label], Track("intervals", "intervals", title, 26.0 * n_rows)
 
 
-def variant_layers(region: Region, variants: pd.DataFrame) -> tuple[list[tuple], Track | None]:
-    """Variants in the region as triangles over their base, with their ids."""
-    chrom = match_chrom(region.chrom, set(variants["chrom"].astype(str))) or region.chrom
-    hit = variants[
-        (variants["chrom"] == chrom)
-        & (variants["start"] >= region.start)
-        & (variants["start"] < region.end)
-    ]
+def variant_layers(region: Region, variants: Any) -> tuple[list[tuple], Track | None]:
+    """Variants in the region as triangles over their base, with their ids.
+
+    ``variants`` is a :func:`~napari_dlcb.io.vcf.read_vcf` table or an
+    indexed VCF/BCF, read for this region only.
+    """
+    hit = variants_in(variants, region)
     if not len(hit):
         return [], None
     x = hit["start"].to_numpy(float) - region.start
@@ -441,17 +450,19 @@ def region_layer_data(
 
     Parameters
     ----------
-    genome : Genome
-        Open genome (:func:`napari_dlcb.io.fasta.read_fasta`).
+    genome : Genome or None
+        Open genome (:func:`napari_dlcb.io.fasta.read_fasta`); None draws the
+        tracks alone (no sequence band).
     region : Region or str
         ``chr:start-end`` (0-based, half-open).
     tracks : list of SignalTrack, optional
         One bar-chart track each.
-    bed : pandas.DataFrame, optional
+    bed : pandas.DataFrame or IndexedIntervals, optional
         Intervals overlapping the region become packed rectangles with names;
-        the others are left out.
-    variants : pandas.DataFrame, optional
-        Variants in the region become triangles with their ids.
+        the others are left out. An indexed BED is read for the region only.
+    variants : pandas.DataFrame or IndexedVariants, optional
+        Variants in the region become triangles with their ids (an indexed
+        VCF/BCF is read for the region only).
     zoom : float, optional
         Screen px per bp the layout is made for (default: the region fills
         ``canvas_width``).
@@ -461,8 +472,8 @@ def region_layer_data(
     Returns
     -------
     list of (data, kwargs, layer_type)
-        The first is the sequence image; ``metadata["tracks"]`` of that one
-        lists the :class:`Track` objects.
+        The first is the sequence image (with a genome); ``metadata["tracks"]``
+        of the first lists the :class:`Track` objects.
 
     Examples
     --------
@@ -475,13 +486,15 @@ def region_layer_data(
     ((4, 20), 1010)
     """
     r = parse_region(region) if isinstance(region, str) else region
-    seq = genome.fetch(r.chrom, r.start, r.end)
-    out, first = sequence_layers(r, seq)
-    made = [first]
+    out: list[tuple] = []
+    made: list[Track] = []
+    if genome is not None:  # tracks opened without their genome have no sequence band
+        out, first = sequence_layers(r, genome.fetch(r.chrom, r.start, r.end))
+        made.append(first)
     parts = [signal_layers(r, tr, k) for k, tr in enumerate(tracks or [])]
-    if bed is not None and len(bed):
+    if bed is not None:
         parts.append(interval_layers(r, bed))
-    if variants is not None and len(variants):
+    if variants is not None:
         parts.append(variant_layers(r, variants))
     for layers, track in parts:
         out += layers
@@ -491,5 +504,6 @@ def region_layer_data(
     zoom = zoom or canvas_width / max(len(r), 1)
     for _, kwargs, _ in out:
         _placed(kwargs, tops, zoom)
-    out[0][1]["metadata"]["tracks"] = made
+    if out:
+        out[0][1]["metadata"]["tracks"] = made
     return out

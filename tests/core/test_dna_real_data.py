@@ -2,7 +2,8 @@
 
 The CLI path a user takes (``train sequence`` then ``motifs``) on
 ``../shared/data/deepbind_encode_chipseq`` (GATA3 ``_AC``), matched against the
-640 HOCOMOCO v10 human motifs. A short run (6 epochs, 16 filters, ~10 s on 2
+640 HOCOMOCO v10 human motifs and the
+shipped JASPAR 2024 CORE vertebrates (memelite TOMTOM q-values). A short run (6 epochs, 16 filters, ~10 s on 2
 CPU cores); the full-length benchmark is in ``benchmarks/bench_deepbind.py``.
 """
 
@@ -28,3 +29,9 @@ def test_gata3_filters_match_a_gata_family_motif(shared_data, tmp_path):
     gata = best[best.target.str.startswith("GATA")]
     assert (gata.q_value < 0.01).any()
     assert (out / "filters.meme").read_text().count("MOTIF") == 16
+    # the shipped JASPAR 2024 CORE vertebrates (the default database): GATA family, TOMTOM q < 0.05
+    jas = tmp_path / "jaspar"
+    assert main(["motifs", "--model", str(model), "--table", str(train), "--out", str(jas), "--no-logos"]) == 0  # fmt: skip
+    m = pd.read_csv(jas / "matches.tsv", sep="\t")
+    tf = m.target.str.split().str[-1].str.upper()
+    assert (tf.str.startswith("GATA") & (m.q_value < 0.05)).any(), m.sort_values("p_value").head()

@@ -257,12 +257,15 @@ def test_attribution_logo_filter_motifs_and_scan(make_napari_viewer, qtbot):
     assert viewer.layers["motif sites"].metadata["origin"] == region.start
 
 
-def test_opening_genome_files_fills_the_genome_view(make_napari_viewer, qtbot, tmp_path):
-    """File > Open on FASTA / BED / VCF / bigWig: the Genome view opens them on one bp axis."""
+def test_opening_genome_files_gives_layers_the_genome_view_takes_over(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """File > Open on FASTA / BED / VCF / bigWig: the reader returns layers (it docks nothing);
+    the Genome view, once opened, takes the files over on one bp axis."""
     import shutil
 
     from napari_dlcb._sample_data import genome_sample_dir
-    from napari_dlcb._widgets.genome_reader import get_genome_reader
+    from napari_dlcb.tasks.genome_reader import get_genome_reader
 
     d = genome_sample_dir()
     for name in ("sample_genome.fa", "peaks.bed", "variants.vcf", "signal.bw"):
@@ -270,30 +273,34 @@ def test_opening_genome_files_fills_the_genome_view(make_napari_viewer, qtbot, t
     assert get_genome_reader(str(tmp_path / "x.tif")) is None
     assert get_genome_reader([str(tmp_path / "peaks.bed"), str(tmp_path / "x.tif")]) is None
     viewer = make_napari_viewer()
-    viewer.open(str(tmp_path / "peaks.bed"), plugin="napari-dlcb")  # before any FASTA
-    w = next(dw.inner_widget() for dw in viewer.window._wrapped_dock_widgets.values())
-    assert isinstance(w, GenomeWidget) and w.bed.text().endswith("peaks.bed")
-    assert "FASTA" in w.status.text() and len(viewer.layers) == 0
-    w.region.setText("chr1:101-200")  # not in this genome: the first kb is shown instead
+    viewer.open(str(tmp_path / "peaks.bed"), plugin="napari-dlcb")  # a track alone: drawn alone
+    assert {ly.metadata.get("kind") for ly in viewer.layers} >= {"intervals"}
+    assert "sequence" not in {ly.metadata.get("kind") for ly in viewer.layers}
     viewer.open(str(tmp_path / "sample_genome.fa"), plugin="napari-dlcb")
+    assert len(viewer.window._wrapped_dock_widgets) == 0  # a reader docks nothing
+    seq = [ly for ly in viewer.layers if ly.metadata.get("kind") == "sequence"]
+    assert len(seq) == 1 and seq[0].metadata["origin"] == 0
+    # the Genome view takes over what was opened: the FASTA with the BED opened before it
+    w = _dock(viewer, qtbot)
+    qtbot.waitUntil(lambda: w.files is not None, timeout=120_000)
     _idle(w, qtbot)
+    assert w.fasta.text().endswith("sample_genome.fa") and w.bed.text().endswith("peaks.bed")
     assert str(w._region) == "chrS1:0-1000"
-    assert "sequence" in {ly.metadata.get("kind") for ly in viewer.layers}
-    assert w.peak_box.count() == len(w._bed) > 0  # the BED opened first is in use
-    viewer.open(
-        [str(tmp_path / "variants.vcf"), str(tmp_path / "signal.bw")],
-        plugin="napari-dlcb",
-        stack=False,
-    )
+    assert w.peak_box.count() == len(w._bed) > 0
+    assert [ly.metadata.get("kind") for ly in viewer.layers].count("sequence") == 1
+    # with the dock open, File > Open of more tracks adds them to its genome
+    viewer.open([str(tmp_path / "variants.vcf"), str(tmp_path / "signal.bw")], plugin="napari-dlcb")
+    qtbot.waitUntil(lambda: w.vcf.text().endswith("variants.vcf"), timeout=60_000)
     _idle(w, qtbot)
-    kinds = {ly.metadata.get("kind") for ly in viewer.layers}
-    assert {"sequence", "variants", "signal"} <= kinds
-    assert len(viewer.window._wrapped_dock_widgets) == 1  # the same dock is reused
-    # a truncated VCF is a one-line error, and the field keeps its file
+    kinds = [ly.metadata.get("kind") for ly in viewer.layers]
+    assert {"sequence", "variants", "signal"} <= set(kinds)  # (no peak in chrS1:0-1000)
+    assert kinds.count("sequence") == 1 and kinds.count("variants") == 1
+    assert len(viewer.window._wrapped_dock_widgets) == 1
+    # a truncated VCF is a one-line reader error, and the dock keeps its file
     (tmp_path / "bad.vcf").write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\nchrS1\n")
-    viewer.open(str(tmp_path / "bad.vcf"), plugin="napari-dlcb")
-    _idle(w, qtbot)
-    assert "bad.vcf" in w.status.text() and w.vcf.text().endswith("variants.vcf")
+    with pytest.raises(Exception, match="bad.vcf"):
+        viewer.open(str(tmp_path / "bad.vcf"), plugin="napari-dlcb")
+    assert w.vcf.text().endswith("variants.vcf")
     # a file that is no genome file is refused in one line
     w.open_files([str(tmp_path / "notes.txt")])
     assert "not a genome file" in w.status.text()
@@ -364,3 +371,33 @@ def test_opening_a_genome_replaces_the_previous_one(make_napari_viewer, qtbot, s
     assert w.bed.text() == "" and w.vcf.text() == "" and w.bigwig.text().endswith(BEDGRAPH)
     assert not w.browser.layers(kind="variants") and w._region.chrom == "chr2"
     assert parse_locus(w.region.text()).start == w._region.start
+
+
+def test_a_torchscript_dna_model_from_elsewhere_asks_once_then_predicts(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """A .pt + sidecar typed in the model field: the dock asks before running its code."""
+    import json
+
+    import napari_dlcb._widgets._jobs as jobs
+    from napari_dlcb.models import trust
+
+    monkeypatch.setattr(trust, "_SESSION", {"trust_all": False})
+    asked = []
+    monkeypatch.setattr(jobs, "ask_to_trust", lambda err: asked.append(err.path.name) or True)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 9, padding=4), torch.nn.Softplus()).eval()
+    path = tmp_path / "bpnet_like.pt"
+    torch.jit.trace(net, torch.randn(1, 4, 200)).save(str(path))
+    side = {"input_length": 200, "tasks": ["plus", "minus"], "output": "profile"}
+    (tmp_path / "bpnet_like.json").write_text(json.dumps(side))
+    viewer = make_napari_viewer()
+    w = _dock(viewer, qtbot)
+    w.use_sample()
+    _idle(w, qtbot)
+    w.model_path.setText(str(path))
+    w.start_predict()
+    qtbot.waitUntil(lambda: "predicted tracks" in viewer.layers, timeout=120_000)
+    assert asked == ["bpnet_like.pt"]  # asked once, then the job ran again
+    assert viewer.layers["predicted tracks"].metadata["tasks"] == ["plus", "minus"]
+    assert "bpnet_like.pt" in w.model_info.text()
