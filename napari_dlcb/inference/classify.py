@@ -206,6 +206,6 @@ def predict_heatmaps(
 
 
 def _grid_shape(image: np.ndarray, channel_axis: int | None) -> tuple[int, int]:
-    from napari_dlcb.data.normalize import to_cyx
+    from napari_dlcb.data.images import to_cyx
 
     return tuple(int(s) for s in to_cyx(image, channel_axis).shape[1:])  # type: ignore[return-value]
