@@ -222,13 +222,7 @@ class AutoencoderPretrainer(Task):
 
     def predict(self, data: Sequence[np.ndarray], **options: Any) -> np.ndarray:
         """Reconstructions (N, C, S, S) of uncorrupted images, in normalised units."""
-        x = self._prepare(data)
-        out = []
-        with inference_mode_on(self.model, self.device) as model:
-            for i in range(0, len(x), 256):
-                xb = torch.from_numpy(x[i : i + 256]).to(self.device)
-                out.append(model(xb).cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
+        return self.predict_normalised(self._prepare(data))
 
     def reconstruction_error(self, data: Sequence[np.ndarray] | None = None) -> float:
         """Mean squared error of the reconstructions of (uncorrupted) images.
