@@ -16,7 +16,7 @@ pretrained arm beats scratch by >= 5 accuracy points.
 Usage::
 
     nice -n 10 python benchmarks/bench_pretrain.py [--seeds 0] [--n-labelled 100]
-        [--pretrain-cpu-minutes 6] [--epochs 40]
+        [--pretrain-cpu-minutes 6] [--epochs 40] [--extra "--early-stopping 0"]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -98,7 +99,7 @@ def run_seed(seed: int, a: argparse.Namespace, tmp: Path) -> dict:
         wall, cpu = cli(
             ["train", "classification", "--images", str(root / "labelled"), "--out", str(model),
              *base, "--mode", "full", "--epochs", str(a.epochs), "--val-fraction", "0.1",
-             "--device", "cpu", "--seed", str(seed)],
+             *shlex.split(a.extra), "--device", "cpu", "--seed", str(seed)],
             a.threads,
         )  # fmt: skip
         result[f"{arm}_accuracy"] = accuracy(model, root, val_paths, vy, a.threads)
@@ -118,6 +119,9 @@ def main() -> None:
     ap.add_argument("--pretrain-cpu-minutes", type=float, default=6.0)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--extra", default="", help='more fine-tuning options, e.g. "--early-stopping 0"'
+    )
     a = ap.parse_args()
     load_before = os.getloadavg()[0]
     runs = []
