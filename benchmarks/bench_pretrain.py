@@ -121,7 +121,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
-        "--extra", default="", help='more fine-tuning options, e.g. "--early-stopping 0"'
+        "--extra",
+        default="--early-stopping 0",
+        help='more fine-tuning options, e.g. "--early-stopping 0"',
     )
     a = ap.parse_args()
     load_before = os.getloadavg()[0]
