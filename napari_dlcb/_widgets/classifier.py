@@ -53,6 +53,7 @@ from napari_dlcb._widgets.classifier_embedding import (
     UNANNOTATED_COLOR,
     EmbeddingMixin,
 )
+from napari_dlcb._widgets.classifier_pretrain import MIL_HEATMAP_LAYER, PretrainMixin
 from napari_dlcb._widgets.classifier_results import (
     CELL_SALIENCY_KEY,
     CLASS_COLORS,
@@ -69,9 +70,11 @@ __all__ = [
     "CELL_SALIENCY_KEY",
     "CLASS_COLORS",
     "EMBEDDING_LAYER",
+    "MIL_HEATMAP_LAYER",
     "PREDICTION_LAYER",
     "UNANNOTATED_COLOR",
     "CellClassifierWidget",
+    "image_2d",
 ]
 
 SALIENCY_METHODS = ["integrated-gradients", "gradients", "smoothgrad", "gradcam", "occlusion"]
@@ -79,7 +82,8 @@ SALIENCY_METHODS = ["integrated-gradients", "gradients", "smoothgrad", "gradcam"
 AUTO_CROP = 7
 
 
-def _image_2d(layer: Any) -> tuple[np.ndarray, int | None]:
+def image_2d(layer: Any) -> tuple[np.ndarray, int | None]:
+    """The layer's 2-D image and its channel axis (-1 for RGB); one-line error otherwise."""
     data = np.asarray(layer.data)
     if getattr(layer, "rgb", False):
         return data, -1
@@ -88,7 +92,7 @@ def _image_2d(layer: Any) -> tuple[np.ndarray, int | None]:
     return data, None
 
 
-class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidget):
+class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, PretrainMixin, QWidget):
     """Dock widget for cell classification on an instance-labels layer."""
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
@@ -185,6 +189,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
         self.color_by.setEnabled(False)
         for b in (self.export_button, self.saliency_button, self.embedding_button):
             b.setEnabled(False)
+        self._build_pretrain_fields()
 
     def _build_layout(self) -> None:
         form = QFormLayout()
@@ -199,6 +204,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
         form.addRow("mode", self.mode_combo)
         form.addRow("epochs", self.epochs_spin)
         form.addRow("crop size", self.crop_spin)
+        self._pretrain_rows(form)
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.stop_button)
@@ -206,6 +212,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
         sal.addWidget(self.saliency_method)
         sal.addWidget(self.saliency_button)
         emb_row = QHBoxLayout()
+        emb_row.addWidget(self.embedding_source)
         emb_row.addWidget(self.embedding_method)
         emb_row.addWidget(self.embedding_button)
         emb = QFormLayout()
@@ -222,6 +229,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
         layout.addWidget(self.export_button)
         layout.addLayout(sal)
         layout.addLayout(emb)
+        self._mil_rows(layout)
         layout.addStretch(1)
 
     def _connect(self) -> None:
@@ -236,6 +244,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
         self.saliency_button.clicked.connect(self._saliency_clicked)
         self.embedding_button.clicked.connect(self._embedding_clicked)
         self.color_by.currentTextChanged.connect(self._on_color_by_changed)
+        self._connect_pretrain()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
 
@@ -259,6 +268,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
 
         crop = int(self.crop_spin.value())
         return CellsConfig(
+            base=self.base_source(),
             crop_size="auto" if crop == AUTO_CROP else crop,
             mode=self.mode_combo.currentText(),
             epochs=int(self.epochs_spin.value()),
@@ -279,7 +289,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
                     f"only one class ({names[0]!r}) has labelled cells; "
                     "label cells of at least 2 classes"
                 )
-            image, channel_axis = _image_2d(self.image_layer)
+            image, channel_axis = image_2d(self.image_layer)
             labels = np.asarray(self.labels_layer.data)
         except DlcbError as err:
             self._fail(err)
@@ -433,7 +443,8 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, QWidge
             )
 
     def _model_job_done(self, job: Any) -> None:
-        self.embedding_button.setEnabled(self.task is not None and self.probs is not None)
+        trained = self.task is not None and self.probs is not None
+        self.embedding_button.setEnabled(trained or self.pretrained_model is not None)
 
     def _live_cell_request(self) -> Any:
         """The cell to explain while training: the selected one, else the newest map's."""

@@ -14,7 +14,11 @@ from typing import Any
 import numpy as np
 
 from napari_dlcb._widgets._common import layer_grid, refill_combo
-from napari_dlcb._widgets.classifier_results import CLASS_COLORS, PREDICTION_LAYER
+from napari_dlcb._widgets.classifier_results import (
+    CLASS_COLORS,
+    MIL_HEATMAP_LAYER,
+    PREDICTION_LAYER,
+)
 from napari_dlcb.errors import DlcbError
 
 __all__ = ["ANNOTATION_LAYER", "AnnotationMixin", "instance_score"]
@@ -71,7 +75,7 @@ class AnnotationMixin:
                 ly
                 for ly in self.viewer.layers
                 if isinstance(ly, kind)
-                and ly.name not in (PREDICTION_LAYER,)
+                and ly.name not in (PREDICTION_LAYER, MIL_HEATMAP_LAYER)
                 and not ly.name.startswith("saliency")
             ]
 

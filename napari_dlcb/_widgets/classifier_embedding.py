@@ -3,7 +3,9 @@
 :class:`EmbeddingMixin` is the part of :class:`~napari_dlcb._widgets.classifier.CellClassifierWidget`
 that computes the embedding of the per-cell network features in a job
 (:meth:`~napari_dlcb.tasks.cells.CellClassificationTask.iter_embedding`, with
-progress), shows it as a Points layer beside the labels, colours it by a
+progress; or, with the feature source "autoencoder", the pretrained encoder's
+features by :func:`~napari_dlcb.tasks.pretrain.iter_object_embedding`, before
+any cell is labelled), shows it as a Points layer beside the labels, colours it by a
 class, a probability or any measurement, and links its selection to the
 labels layer both ways.
 """
@@ -86,16 +88,32 @@ class EmbeddingMixin:
         The result becomes a Points layer beside the labels, linked to them and
         coloured as "colour by" says. Returns the job (None if nothing started).
         """
-        if self.task is None or self.probs is None:
-            self._fail("train the classifier first")
-            return None
+        from napari_dlcb._widgets.classifier_pretrain import FEATURES_AUTOENCODER
+
         if self.jobs.busy("train"):
             self._fail("training is running: compute the embedding when it has finished")
             return None
         if method is not None:
             self.embedding_method.setCurrentText(method)
         method = self.embedding_method.currentText() or "pca"
-        job = self.jobs.run(
+        if self.embedding_source.currentText() == FEATURES_AUTOENCODER:
+            job = self.autoencoder_embedding_job(method)
+        elif self.task is None or self.probs is None:
+            self._fail(
+                "train the classifier first (or pretrain and embed the autoencoder's features)"
+            )
+            return None
+        else:
+            job = self._classifier_embedding_job(method)
+        if job is None:
+            if self.jobs.busy("model"):
+                self._fail(f"{self.jobs.job('model').name} is running: wait for it or press Stop")
+            return None
+        self.embedding_button.setEnabled(False)
+        return job
+
+    def _classifier_embedding_job(self, method: str) -> Any:
+        return self.jobs.run(
             "Embedding",
             self.task.iter_embedding,
             kind="model",
@@ -105,11 +123,6 @@ class EmbeddingMixin:
             on_done=self._model_job_done,
             status=f"computing the {method} embedding…",
         )
-        if job is None:
-            self._fail(f"{self.jobs.job('model').name} is running: wait for it or press Stop")
-            return None
-        self.embedding_button.setEnabled(False)
-        return job
 
     def _add_embedding(self, result: Any) -> Any:
         if result is None:  # stopped
@@ -127,9 +140,10 @@ class EmbeddingMixin:
         features = table.reset_index(drop=True).copy()
         if EMBEDDING_LAYER in self.viewer.layers:
             self.viewer.layers.remove(EMBEDDING_LAYER)
+        source = self.embedding_source.currentText()
         layer = self.viewer.add_points(  # made active: its points select cells
             coords, name=EMBEDDING_LAYER, features=features, size=6, border_width=0,
-            metadata={"method": result.method},
+            metadata={"method": result.method, "features": source},
         )  # fmt: skip
         layer.selected_data.events.items_changed.connect(self._on_point_selected)
         self.embedding_layer = layer
@@ -137,19 +151,20 @@ class EmbeddingMixin:
         self.n_embeddings += 1
         self._fill_color_choices(features)
         self.color_embedding()
-        self.status.setText(f"{result.method} embedding of {len(coords)} cells")
+        self.status.setText(f"{result.method} embedding of {len(coords)} cells ({source} features)")
         return layer
 
     def _fill_color_choices(self, table: Any) -> None:
         """Fill "colour by": both class columns, each probability, every numeric measurement."""
         import pandas as pd
 
-        choices: dict[str, tuple[str, str]] = {
-            BY_PREDICTED: ("class", "class"),
-            BY_ANNOTATED: ("class", "annotated"),
-        }
-        for name in self.task.classes:
-            choices[f"probability of {name}"] = ("value", f"prob_{name}")
+        choices: dict[str, tuple[str, str]] = {}
+        if "class" in table.columns:
+            choices[BY_PREDICTED] = ("class", "class")
+        choices[BY_ANNOTATED] = ("class", "annotated")
+        for name in self._embedding_classes():
+            if f"prob_{name}" in table.columns:
+                choices[f"probability of {name}"] = ("value", f"prob_{name}")
         for col in table.columns:
             if col in ("object_id", "class", "annotated") or col.startswith("prob_"):
                 continue
@@ -157,7 +172,7 @@ class EmbeddingMixin:
             if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
                 choices[col] = ("value", col)
         self._color_choices = choices
-        refill_combo(self.color_by, list(choices), default=BY_PREDICTED)
+        refill_combo(self.color_by, list(choices), default=next(iter(choices)))
         self.color_by.setEnabled(True)
 
     def _on_color_by_changed(self, *args: Any) -> None:
@@ -182,10 +197,10 @@ class EmbeddingMixin:
             self.color_by.setCurrentText(choice)
             self.color_by.blockSignals(False)
         choice = self.color_by.currentText() or BY_PREDICTED
-        kind, column = self._color_choices.get(choice, ("class", "class"))
+        kind, column = self._color_choices.get(choice, next(iter(self._color_choices.values())))
         values = self._embedding_table[column].to_numpy()
         if kind == "class":
-            index = {c: k for k, c in enumerate(self.task.classes)}
+            index = {c: k for k, c in enumerate(self._embedding_classes())}
             layer.face_color = [
                 CLASS_COLORS[index[v] % len(CLASS_COLORS)] if v in index else UNANNOTATED_COLOR
                 for v in values
@@ -204,6 +219,10 @@ class EmbeddingMixin:
         self.status.setText(
             f"embedding coloured by {choice}: {lo:.3g} (dark blue) to {hi:.3g} (yellow)"
         )
+
+    def _embedding_classes(self) -> list[str]:
+        """The classes colouring the embedding: the trained task's, else the dock's list."""
+        return list(self.task.classes) if self.task is not None else list(self.classes)
 
     def _on_point_selected(self, *args: Any) -> None:
         if self._syncing or EMBEDDING_LAYER not in self.viewer.layers:

@@ -4,7 +4,8 @@ Each function here is run by the dock's :class:`~napari_dlcb._widgets._jobs.JobR
 (never on the GUI thread): building the task (crops, pretrained weights,
 cached features), training, the final predictions, per-cell saliency and the
 embedding. They yield small dataclasses that the dock turns into layers on
-the main thread.
+the main thread. Pretraining on every cell (:func:`pretrain_job`) and the
+multiple-instance image classifier (:func:`mil_job`) run here too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import numpy as np
 
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["CellMap", "Results", "TaskReady", "cell_saliency_job", "training_job"]
+__all__ = [
+    "CellMap",
+    "Pretrained",
+    "Results",
+    "TaskReady",
+    "cell_saliency_job",
+    "mil_job",
+    "pretrain_job",
+    "training_job",
+]
 
 
 @dataclass
@@ -100,3 +110,52 @@ def cell_saliency_job(task: Any, request: Any) -> Iterator[Any]:
     data = task.saliency_preview(request)
     yield JobProgress(1, 1, "done")
     yield CellMap(data)
+
+
+@dataclass
+class Pretrained:
+    """An encoder pretrained on the image's cells, saved as a model folder."""
+
+    path: str
+    n_cells: int
+    error_before: float
+    error_after: float
+    kept: str
+
+
+def pretrain_job(
+    image: np.ndarray,
+    labels: np.ndarray,
+    config: Any,
+    *,
+    crop_size: int | str,
+    channel_axis: int | None,
+    out: str,
+    stop: Any = None,
+) -> Iterator[Any]:
+    """Pretrain an autoencoder on a crop of every object, save it; yield events, then :class:`Pretrained`."""
+    from napari_dlcb.tasks.pretrain import AutoencoderPretrainer
+    from napari_dlcb.training.events import Finished, JobProgress
+
+    yield JobProgress(0, None, "cutting a crop around every cell")
+    task = AutoencoderPretrainer.from_objects(
+        image, labels, crop_size=crop_size, channel_axis=channel_axis, config=config
+    )
+    before = task.reconstruction_error()
+    kept = ""
+    for ev in task.fit(stop=stop):
+        kept = ev.kept if isinstance(ev, Finished) else kept
+        yield ev
+    path = task.save(out)
+    yield Pretrained(str(path), task.n_images, before, task.reconstruction_error(), kept)
+
+
+def mil_job(model: str, image: np.ndarray, *, channel_axis: int | None) -> Iterator[Any]:
+    """Classify the whole image with a MIL model; yield progress, then the ``MILPrediction``."""
+    from napari_dlcb.tasks.mil import classify_image
+    from napari_dlcb.training.events import JobProgress
+
+    yield JobProgress(0, 1, "classifying the image")
+    result = classify_image(model, image, channel_axis=channel_axis)
+    yield JobProgress(1, 1, "done")
+    yield result

@@ -29,6 +29,7 @@ from napari_dlcb.errors import DlcbError
 __all__ = [
     "CELL_SALIENCY_KEY",
     "CLASS_COLORS",
+    "MIL_HEATMAP_LAYER",
     "PREDICTION_LAYER",
     "ResultsMixin",
     "class_colormap",
@@ -40,6 +41,8 @@ CLASS_COLORS = [
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 ]  # fmt: skip
 PREDICTION_LAYER = "predicted classes"
+#: the localisation map of the MIL image classifier
+MIL_HEATMAP_LAYER = "MIL heatmap"
 #: ``layer.metadata`` key of a per-cell saliency layer: the object id it explains
 CELL_SALIENCY_KEY = "cell_saliency"
 

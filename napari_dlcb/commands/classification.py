@@ -1,4 +1,4 @@
-"""``train classification``, ``predict classification`` and ``saliency`` verbs.
+"""``train classification``, ``predict classification``, ``saliency`` (and ``pretrain``) verbs.
 
 Torch is imported inside the handlers only, so building the parser is cheap.
 """
@@ -18,6 +18,8 @@ from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.imagefolder import find_image_folder, list_images, read_images
 
 __all__ = [
+    "drive_training",
+    "parse_blocks",
     "register",
     "run_predict",
     "run_saliency",
@@ -50,7 +52,7 @@ def register(train, predict, top) -> None:
     )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=None, help="default 2e-3 (full) / 1e-2 (quick)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None, help="default 64 (16 with --mil)")
     p.add_argument("--input-size", type=int, default=None, help="crop side (default: the images')")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--val", type=Path, default=None, help="explicit validation ImageFolder")
@@ -70,6 +72,19 @@ def register(train, predict, top) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--mil",
+        action="store_true",
+        help="multiple-instance learning: DIR holds whole images labelled per image; the model "
+        "pools per-location scores and can localise (predict --heatmaps)",
+    )
+    p.add_argument(
+        "--pooling",
+        default="attention",
+        choices=["attention", "noisy-and"],
+        help="MIL pooling: gated attention (Ilse et al. 2018) or noisy-AND (Kraus et al. 2016)",
+    )
+    p.add_argument("--attention-dim", type=int, default=64, help="MIL instance embedding size")
     p.set_defaults(func=run_train)
 
     q = predict.add_parser(
@@ -82,6 +97,14 @@ def register(train, predict, top) -> None:
     q.add_argument("--images", required=True, type=Path, help="folder of images")
     q.add_argument("--out", required=True, type=Path, help="output .tsv file")
     q.add_argument("--tta", action="store_true", help="average the 8 rotations/flips")
+    q.add_argument(
+        "--heatmaps",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="MIL models: write each image's localisation map as a float32 TIFF on its grid "
+        "(DIR/<relative path>.tif)",
+    )
     q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     q.set_defaults(func=run_predict)
 
@@ -104,6 +127,10 @@ def register(train, predict, top) -> None:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.set_defaults(func=run_saliency)
 
+    from napari_dlcb.commands.pretrain import register_pretrain
+
+    register_pretrain(top)
+
 
 def _say(msg: str) -> None:
     say(msg)
@@ -111,12 +138,21 @@ def _say(msg: str) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``train classification``."""
-    classes, files, labels = find_image_folder(args.images)
+    try:
+        classes, files, labels = find_image_folder(args.images)
+    except DlcbError as err:
+        if not args.mil or "no class sub-folders" not in str(err):
+            raise
+        raise DlcbError(
+            f"{err}: --mil learns from image-level labels, so put each whole image in its "
+            "class's folder"
+        ) from None
     counts = np.bincount(labels, minlength=len(classes))
     _say(
         f"napari-dlcb: {len(files)} images in {len(classes)} classes ("
         + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
         + f"), base {args.base}, mode {args.mode}"
+        + (f", multiple-instance ({args.pooling} pooling)" if args.mil else "")
     )
     images = read_images(files)
     val_images = val_labels = None
@@ -126,11 +162,12 @@ def run_train(args: argparse.Namespace) -> int:
             raise DlcbError(f"validation classes {vclasses} differ from training classes {classes}")
         val_images, val_labels = read_images(vfiles), vlabels
 
-    from napari_dlcb.commands._report import describe_event
-    from napari_dlcb.tasks.classification import ClassificationTrainer
-    from napari_dlcb.training.events import Started
+    if args.mil:
+        from napari_dlcb.tasks.mil import MILTrainer as Trainer
+    else:
+        from napari_dlcb.tasks.classification import ClassificationTrainer as Trainer
 
-    trainer = ClassificationTrainer(
+    trainer = Trainer(
         images,
         labels,
         classes,
@@ -140,13 +177,31 @@ def run_train(args: argparse.Namespace) -> int:
     )
     for note in trainer.notes:
         _say(f"note: {note}")
+    side = f"{trainer.input_size}x{trainer.input_size}"
+    drive_training(trainer, args, what=f"images ({side})")
+    out = trainer.save(args.out)
+    _say(f"saved model to {out}")
+    return 0
+
+
+def drive_training(task: Any, args: argparse.Namespace, *, what: str = "images") -> Any:
+    """Train ``task`` to the end, printing one line per epoch; honour the time budgets.
+
+    ``args.max_minutes`` (wall clock) and ``args.max_cpu_minutes`` (CPU time
+    of this process, fair on a shared machine) stop training cleanly, keeping
+    the best weights. Returns the ``Finished`` event.
+    """
+    from napari_dlcb.commands._report import describe_event
+    from napari_dlcb.training.events import Finished, Started
+
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     stop = threading.Event()
-    events = trainer.fit(
+    events = task.fit(
         max_time=None if args.max_minutes is None else args.max_minutes * 60, stop=stop
     )
     cpu_budget = None if args.max_cpu_minutes is None else args.max_cpu_minutes * 60
+    finished = None
     for ev in events:
         if cpu_budget is not None and not stop.is_set() and time.process_time() - cpu0 > cpu_budget:
             _say(
@@ -155,24 +210,27 @@ def run_train(args: argparse.Namespace) -> int:
             stop.set()
         if isinstance(ev, Started):
             _say(
-                f"training on {ev.device}: {ev.n_train} train / {ev.n_val} validation images "
-                f"({trainer.input_size}x{trainer.input_size}), {ev.n_trainable:,} of "
-                f"{ev.n_params:,} parameters trainable"
+                f"training on {ev.device}: {ev.n_train} train / {ev.n_val} validation {what}, "
+                f"{ev.n_trainable:,} of {ev.n_params:,} parameters trainable"
             )
-        else:
-            line = describe_event(ev, epochs=args.epochs, t0=t0, cpu0=cpu0)
-            if line is not None:
-                _say(line)
-    out = trainer.save(args.out)
-    _say(f"saved model to {out}")
-    return 0
+            continue
+        finished = ev if isinstance(ev, Finished) else finished
+        line = describe_event(ev, epochs=args.epochs, t0=t0, cpu0=cpu0)
+        if line is not None:
+            _say(line)
+    return finished
 
 
 def train_config(args: argparse.Namespace) -> Any:
     """The :class:`~napari_dlcb.tasks.classification.ClassificationConfig` of ``train classification``."""
-    from napari_dlcb.tasks.classification import ClassificationConfig
+    from napari_dlcb.tasks.classification_config import ClassificationConfig, MILConfig
 
-    return ClassificationConfig(
+    extra: dict[str, Any] = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    config_class: Any = ClassificationConfig
+    if getattr(args, "mil", False):
+        config_class = MILConfig
+        extra.update(pooling=args.pooling, attention_dim=args.attention_dim)
+    return config_class(
         base=args.base,
         mode=args.mode,
         input_size=args.input_size,
@@ -180,17 +238,18 @@ def train_config(args: argparse.Namespace) -> Any:
         augment=not args.no_augment,
         balance=args.balance,
         width=args.width,
-        blocks=_parse_blocks(args.blocks),
+        blocks=parse_blocks(args.blocks),
         epochs=args.epochs,
         lr=args.lr,
-        batch_size=args.batch_size,
         early_stopping=args.early_stopping,
         seed=args.seed,
         device=args.device,
+        **extra,
     ).validate()
 
 
-def _parse_blocks(text: str) -> tuple[int, ...]:
+def parse_blocks(text: str) -> tuple[int, ...]:
+    """``"2,2,2"`` -> ``(2, 2, 2)``; one-line error for anything else."""
     try:
         blocks = tuple(int(b) for b in str(text).split(",") if b.strip())
     except ValueError:
@@ -218,7 +277,11 @@ def run_predict(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model, device="cpu")
     if meta.task != "classification":
         raise DlcbError(f"{args.model} is a {meta.task} model, not a classifier")
-    probs, notes = predict_proba(model, meta, read_images(files), tta=args.tta, device=args.device)
+    images = read_images(files)
+    if args.heatmaps is not None:
+        probs, notes = _write_heatmaps(model, meta, images, files, folder, args)
+    else:
+        probs, notes = predict_proba(model, meta, images, tta=args.tta, device=args.device)
     for note in notes:
         _say(f"note: {note}")
     table = pd.DataFrame(
@@ -234,6 +297,28 @@ def run_predict(args: argparse.Namespace) -> int:
     table.to_csv(out, sep="\t", index=False, float_format="%.6g")
     _say(f"wrote {len(table)} predictions to {out}")
     return 0
+
+
+def _write_heatmaps(
+    model: Any, meta: Any, images: list[np.ndarray], files: list[Path], folder: Path, args: Any
+) -> tuple[np.ndarray, list[str]]:
+    """Probabilities and notes; each image's MIL localisation map written as a float32 TIFF."""
+    import tifffile
+
+    from napari_dlcb.inference.classify import check_classifier, predict_heatmaps, predict_proba
+
+    check_classifier(meta, mil=True)
+    out_dir = Path(args.heatmaps)
+    probs, maps, notes = predict_heatmaps(model, meta, images, device=args.device)
+    if args.tta:  # the probabilities averaged over the 8 views; the maps of the image itself
+        probs, notes = predict_proba(model, meta, images, tta=True, device=args.device)
+    for f, m in zip(files, maps):
+        target = out_dir / f.relative_to(folder).with_suffix(".tif")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(target, m.astype(np.float32))
+    what = meta.extra.get("heatmap", "localisation map")
+    _say(f"wrote {len(maps)} heatmaps ({what}) to {out_dir}")
+    return probs, notes
 
 
 def _resolve_target(target: str | None, classes: list[str]) -> int | str | None:

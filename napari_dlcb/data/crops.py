@@ -7,6 +7,9 @@ changed; :func:`unprepare_map` takes a map on a prepared crop back to the
 original image's grid. :class:`CropDataset` serves normalised crops (with
 augmentation) to the training engine, and :func:`dihedral_views` gives the 8
 rotations/flips used for frozen-feature caching and test-time augmentation.
+:class:`DenoisingDataset` serves (corrupted, clean) pairs (:func:`corrupt`:
+masked patches and Gaussian noise) for autoencoder pretraining on unlabelled
+crops.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from napari_dlcb.errors import DlcbError
 
 __all__ = [
     "CropDataset",
+    "DenoisingDataset",
     "PreparedImages",
+    "common_side",
+    "corrupt",
     "dihedral_views",
     "most_common_channels",
     "prepare_images",
@@ -221,3 +227,120 @@ def stratified_split(
     mask = np.zeros(len(y), bool)
     mask[np.asarray(val_idx, int)] = True
     return mask
+
+
+def common_side(
+    images: Sequence[np.ndarray], channel_axis: int | None, fallback: int | None
+) -> int | None:
+    """The images' longer side when they all share one; else ``fallback``.
+
+    Examples
+    --------
+    >>> common_side([np.zeros((20, 20)), np.zeros((20, 12))], None, 32)
+    20
+    >>> common_side([np.zeros((20, 20)), np.zeros((16, 16))], None, 32)
+    32
+    """
+    sides = {max(to_cyx(im, channel_axis).shape[1:]) for im in images}
+    return sides.pop() if len(sides) == 1 else fallback
+
+
+def corrupt(
+    x: torch.Tensor,
+    *,
+    noise: float = 0.2,
+    mask_fraction: float = 0.4,
+    patch: int = 4,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A corrupted copy of normalised images: masked square patches and Gaussian noise.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, C, Y, X) or (C, Y, X)
+        Normalised images (zero mean, unit variance).
+    noise : float
+        Standard deviation of the additive Gaussian noise.
+    mask_fraction : float
+        Expected share of ``patch`` x ``patch`` squares set to 0 (the mean of
+        normalised data), in every channel.
+    patch : int
+        Side of the masked squares in pixels.
+    generator : torch.Generator, optional
+        For reproducible corruption (e.g. a fixed validation set).
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> y = corrupt(torch.ones(1, 1, 8, 8), noise=0.0, mask_fraction=0.5, patch=4, generator=g)
+    >>> set(y.flatten().tolist()) <= {0.0, 1.0}
+    True
+    """
+    single = x.ndim == 3
+    xb = x[None] if single else x
+    b, _, h, w = xb.shape
+    out = xb.clone()
+    if mask_fraction > 0:
+        gh, gw = -(-h // patch), -(-w // patch)
+        keep = torch.rand(b, 1, gh, gw, generator=generator) >= mask_fraction
+        keep = keep.repeat_interleave(patch, 2).repeat_interleave(patch, 3)[:, :, :h, :w]
+        out = out * keep.to(out.device, out.dtype)
+    if noise > 0:
+        eps = torch.randn(out.shape, generator=generator).to(out.device, out.dtype)
+        out = out + noise * eps
+    return out[0] if single else out
+
+
+class DenoisingDataset(torch.utils.data.Dataset):
+    """(corrupted, clean) pairs of normalised crops for a denoising autoencoder.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, S, S)
+        Normalised crops.
+    noise, mask_fraction, patch
+        The corruption (see :func:`corrupt`).
+    augment : bool
+        A random one of the 8 rotations/flips of each crop (training).
+    seed : int
+        Seeds the augmentation and the corruption.
+    fixed : bool
+        The same corruption of item ``i`` every time, no augmentation
+        (validation: comparable losses from epoch to epoch).
+
+    Examples
+    --------
+    >>> ds = DenoisingDataset(np.ones((4, 1, 8, 8), np.float32), noise=0.1, fixed=True)
+    >>> a, b = ds[2]
+    >>> a.shape, bool(torch.equal(ds[2][0], a)), float(b.mean())
+    (torch.Size([1, 8, 8]), True, 1.0)
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        *,
+        noise: float = 0.2,
+        mask_fraction: float = 0.4,
+        patch: int = 4,
+        augment: bool = False,
+        seed: int = 0,
+        fixed: bool = False,
+    ) -> None:
+        self.x = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        self.options = {"noise": noise, "mask_fraction": mask_fraction, "patch": patch}
+        self.augment = augment and not fixed
+        self.fixed = fixed
+        self.seed = int(seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clean = self.x[i]
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i) if self.fixed else self.gen
+        if self.augment and clean.shape[-1] == clean.shape[-2]:
+            k = int(torch.randint(8, (1,), generator=gen))
+            clean = dihedral_views(clean)[k]
+        return corrupt(clean, generator=gen, **self.options), clean

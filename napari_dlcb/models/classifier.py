@@ -280,6 +280,8 @@ def _register() -> None:
     except ImportError:  # pragma: no cover - saved.py arrives with the foundation
         return
     register_architecture(ARCH_NAME, "napari_dlcb.models.classifier:CellClassifier")
+    # the multiple-instance classifier is built on this backbone: loadable wherever cells are
+    register_architecture("cellmil", "napari_dlcb.models.mil:MILClassifier")
 
 
 _register()

@@ -32,6 +32,7 @@ from torch import nn
 
 from napari_dlcb.data.crops import (
     CropDataset,
+    common_side,
     dihedral_views,
     most_common_channels,
     prepare_images,
@@ -138,17 +139,10 @@ class ClassificationTrainer(Task):
         self.device = resolve_device(cfg.device)
         self.channel_axis = channel_axis
         in_ch = most_common_channels(images, channel_axis)
-        self.model, self.parent, info = load_base(
-            cfg.base,
-            in_channels=in_ch,
-            n_classes=len(self.classes),
-            width=cfg.width,
-            blocks=cfg.blocks,
-            seed=cfg.seed,
-        )
+        self.model, self.parent, info = self._build_model(in_ch)
         size = cfg.input_size
         if size is None:
-            size = _common_side(images, channel_axis, info.get("input_size"))
+            size = common_side(images, channel_axis, info.get("input_size"))
         prep = prepare_images(images, size=size, channels=in_ch, channel_axis=channel_axis)
         self.notes = list(prep.notes)
         self.input_size = int(prep.data.shape[-1])
@@ -157,6 +151,18 @@ class ClassificationTrainer(Task):
         self.finished: Finished | None = None
         # the list ``record_run`` appends to (``meta`` is rebuilt from the current state)
         self._runs: list[dict[str, Any]] = []
+
+    def _build_model(self, in_channels: int) -> tuple[nn.Module, str | None, dict[str, Any]]:
+        """The network to train, what to record as its parent, and the base's info."""
+        cfg = self.config
+        return load_base(
+            cfg.base,
+            in_channels=in_channels,
+            n_classes=len(self.classes),
+            width=cfg.width,
+            blocks=cfg.blocks,
+            seed=cfg.seed,
+        )
 
     def _split(
         self,
@@ -418,13 +424,3 @@ class ClassificationTrainer(Task):
         self.model.eval()
         example = torch.zeros(1, self.model.in_channels, self.input_size, self.input_size)
         return save_model(self.model.cpu(), path, self.meta, example_input=example)
-
-
-def _common_side(
-    images: Sequence[np.ndarray], channel_axis: int | None, base_size: int | None
-) -> int | None:
-    """The images' side when they all share one; else the base model's input size."""
-    from napari_dlcb.data.images import to_cyx
-
-    sides = {max(to_cyx(im, channel_axis).shape[1:]) for im in images}
-    return sides.pop() if len(sides) == 1 else base_size

@@ -1,9 +1,13 @@
-"""The options of the crop classifier and of the cell classifier, one dataclass each.
+"""The options of the crop, cell, multiple-instance and pretraining tasks, one dataclass each.
 
 :class:`ClassificationConfig` is what ``napari-dlcb train classification``
 builds from its options (and :class:`~napari_dlcb.tasks.classification.ClassificationTrainer`
 takes); :class:`CellsConfig` is what the Cell classifier dock builds from its
-fields (and :class:`~napari_dlcb.tasks.cells.CellClassificationTask` takes).
+fields (and :class:`~napari_dlcb.tasks.cells.CellClassificationTask` takes);
+:class:`MILConfig` is ``train classification --mil``
+(:class:`~napari_dlcb.tasks.mil.MILTrainer`); :class:`PretrainConfig` is
+``pretrain classification`` and the dock's "Pretrain on all cells"
+(:class:`~napari_dlcb.tasks.pretrain.AutoencoderPretrainer`).
 ``validate()`` gives the same one-line error, naming the option and its range,
 in the CLI, the dock and Python.
 """
@@ -23,7 +27,7 @@ from napari_dlcb.tasks.base import (
 )
 from napari_dlcb.training.frozen import check_mode
 
-__all__ = ["BALANCES", "CellsConfig", "ClassificationConfig"]
+__all__ = ["BALANCES", "CellsConfig", "ClassificationConfig", "MILConfig", "PretrainConfig"]
 
 BALANCES = ("loss", "sampler", None)
 
@@ -184,3 +188,139 @@ class CellsConfig(TaskConfig):
         shared = {f.name for f in dataclasses.fields(ClassificationConfig)}
         same = {k: v for k, v in dataclasses.asdict(self).items() if k in shared}
         return ClassificationConfig(**same, input_size=int(crop_size)).validate()
+
+
+@dataclasses.dataclass
+class MILConfig(ClassificationConfig):
+    """Options of a multiple-instance image classifier (``train classification --mil``).
+
+    The fields of :class:`ClassificationConfig` (images are whole images, not
+    crops; ``input_size`` is the side they are brought to), plus:
+
+    Attributes
+    ----------
+    pooling : {"attention", "noisy-and"}
+        Gated attention (Ilse et al. 2018) or noisy-AND (Kraus et al. 2016)
+        over the locations of the last feature map.
+    attention_dim : int
+        Channels of the instance embedding (and of the attention network).
+
+    Only ``mode="full"`` exists: every layer trains.
+
+    Examples
+    --------
+    >>> MILConfig(pooling="noisy-and").validate().pooling
+    'noisy-and'
+    >>> MILConfig(pooling="max").validate()
+    Traceback (most recent call last):
+    ...
+    napari_dlcb.errors.DlcbError: unknown MIL pooling 'max'; choose one of 'attention', 'noisy-and'
+    """
+
+    pooling: str = "attention"
+    attention_dim: int = 64
+    batch_size: int = 16
+
+    tunable: ClassVar[dict[str, str]] = {
+        **{k: v for k, v in ClassificationConfig.tunable.items() if k != "mode"},
+        "pooling": "attention or noisy-and",
+    }
+
+    def validate(self) -> MILConfig:
+        """Check and normalise every field; one-line :class:`DlcbError` naming the option."""
+        super().validate()
+        if self.mode != "full":
+            raise DlcbError(
+                "a MIL classifier trains every layer (mode 'full'); quick mode needs crops of cells"
+            )
+        self.pooling = str(self.pooling).strip().lower().replace("_", "-")
+        check_choice("MIL pooling", self.pooling, ("attention", "noisy-and"))
+        self.attention_dim = check_int("attention dim", self.attention_dim, low=2, high=1024)
+        return self
+
+
+@dataclasses.dataclass
+class PretrainConfig(TaskConfig):
+    """Options of denoising-autoencoder pretraining on unlabelled crops or images.
+
+    Attributes
+    ----------
+    base : str
+        The encoder to start from: ``"none"`` (a new one), ``"builtin"`` or a
+        saved classifier folder.
+    input_size : int or None
+        Crop side; None: the images' common side, else the base's.
+    width, blocks
+        Size of a new encoder (``base="none"``).
+    noise : float
+        Standard deviation of the Gaussian noise added to the normalised input.
+    mask_fraction : float
+        Share of ``mask_patch`` x ``mask_patch`` squares hidden (set to 0).
+    mask_patch : int
+        Side of the hidden squares in pixels.
+    augment : bool
+        A random rotation/flip of every crop each time it is seen.
+    val_fraction : float
+        Share of the images held out to score the reconstruction (0: none).
+    epochs, lr, batch_size, weight_decay, early_stopping, seed, device
+        As in :class:`ClassificationConfig` (``early_stopping`` None: 5 epochs).
+
+    Examples
+    --------
+    >>> PretrainConfig(noise=0.1).validate().noise
+    0.1
+    >>> PretrainConfig(mask_fraction=1.0).validate()
+    Traceback (most recent call last):
+    ...
+    napari_dlcb.errors.DlcbError: mask fraction must be a fraction in [0, 1), got 1.0
+    """
+
+    base: str = "none"
+    input_size: int | None = None
+    width: int = 32
+    blocks: tuple[int, ...] = (2, 2, 2)
+    noise: float = 0.2
+    mask_fraction: float = 0.4
+    mask_patch: int = 4
+    augment: bool = True
+    val_fraction: float = 0.1
+    epochs: int = 20
+    lr: float = 2e-3
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    early_stopping: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    tunable: ClassVar[dict[str, str]] = {
+        "lr": "learning rate (log scale, 1e-4 to 1e-1)",
+        "noise": "standard deviation of the input noise",
+        "mask_fraction": "share of the input hidden",
+        "batch_size": "crops per optimisation step",
+    }
+
+    def validate(self) -> PretrainConfig:
+        """Check and normalise every field; one-line :class:`DlcbError` naming the option."""
+        self.base = "none" if self.base is None else str(self.base)
+        if self.input_size is not None:
+            self.input_size = check_int("input size", self.input_size, low=8, high=1024)
+        self.width = check_int("width", self.width, low=1, high=512)
+        self.blocks = tuple(check_int("blocks per stage", b, high=64) for b in self.blocks)
+        if not self.blocks:
+            raise DlcbError("blocks needs at least one stage, e.g. (2, 2, 2)")
+        self.noise = check_positive("noise", self.noise, high=10.0, allow_zero=True)
+        self.mask_fraction = check_fraction("mask fraction", self.mask_fraction)
+        self.mask_patch = check_int("mask patch", self.mask_patch, low=1, high=256)
+        if self.noise == 0 and self.mask_fraction == 0:
+            raise DlcbError("noise and mask fraction are both 0: a denoising autoencoder needs one")
+        self.augment = bool(self.augment)
+        self.val_fraction = check_fraction("validation fraction", self.val_fraction)
+        self.epochs = check_int("epochs", self.epochs, high=100_000)
+        self.lr = check_positive("learning rate", self.lr, high=10.0)
+        self.batch_size = check_int("batch size", self.batch_size, high=65_536)
+        self.weight_decay = check_positive("weight decay", self.weight_decay, allow_zero=True)
+        if self.early_stopping is not None:
+            self.early_stopping = check_int("early stopping", self.early_stopping, low=0)
+        self.seed = check_int("seed", self.seed, low=0)
+        self.device = str(self.device)
+        return self

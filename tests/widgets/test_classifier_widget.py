@@ -804,3 +804,113 @@ def test_cell_saliency_click_returns_at_once(make_napari_viewer, qtbot, slow_sal
     assert "Cell saliency is running" in widget.status.text()
     qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
     assert len(calls) == 1 and widget._cell_saliency_layer(int(ids[5])) is not None
+
+
+# ----------------------------------------------------------------------------- pretraining, MIL
+def _blob_cells(n_side: int = 4, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """A grid of n_side x n_side bright discs of two sizes and their instance labels."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(20, 3, (n_side * size, n_side * size)).astype(np.float32)
+    lab = np.zeros(img.shape, np.int32)
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    for k in range(n_side * n_side):
+        r, c = divmod(k, n_side)
+        disc = yy**2 + xx**2 < (size / (3 if k % 2 else 5)) ** 2
+        lab[r * size : (r + 1) * size, c * size : (c + 1) * size][disc] = k + 1
+        img[r * size : (r + 1) * size, c * size : (c + 1) * size][disc] += 100
+    return img, lab
+
+
+def test_pretrain_button_stop_start_from_and_autoencoder_embedding(make_napari_viewer, qtbot):
+    """Pretraining is a job with Stop; its encoder becomes 'start from' and feeds the embedding."""
+    import json
+    from pathlib import Path
+
+    from napari_dlcb.training.events import EpochEnd
+
+    viewer = make_napari_viewer()
+    img, lab = _blob_cells()
+    viewer.add_image(img, name="cells")
+    viewer.add_labels(lab, name="cell labels")
+    widget = CellClassifierWidget(viewer)
+    widget.image_combo.setCurrentText("cells")
+    widget.labels_combo.setCurrentText("cell labels")
+    assert widget.config().base == "builtin" and widget.embedding_source.currentText() == (
+        "classifier"
+    )
+    widget.show_embedding()  # nothing trained or pretrained yet: one line, no job
+    assert "pretrain" in widget.status.text() and not widget.jobs.busy()
+    widget.epochs_spin.setValue(500)  # long: Stop ends it
+    epochs = []
+    real = widget._on_pretrain_event
+
+    def spy(ev):
+        if isinstance(ev, EpochEnd):
+            epochs.append(ev.epoch)
+            widget.stop_training()  # the dock's Stop button
+        real(ev)
+
+    widget._on_pretrain_event = spy
+    job = widget.start_pretraining()
+    assert job is not None and not widget.pretrain_button.isEnabled()
+    assert widget.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=120_000)
+    assert 1 <= len(epochs) < 500
+    path = widget.pretrained_model
+    assert path is not None and Path(path).is_dir()
+    meta = json.loads((Path(path) / "metadata.json").read_text())
+    assert meta["extra"]["encoder_only"] and meta["extra"]["pretraining"]["n_images"] == 16
+    assert meta["parent"] == "builtin:cellclf-nuclei"
+    assert widget.base_field.text() == path and widget.config().base == path
+    assert widget.status.text().startswith("stopped: pretrained on 16 cells")
+    assert widget.pretrain_button.isEnabled() and widget.embedding_button.isEnabled()
+    # the embedding of the autoencoder's features, before any cell is labelled
+    assert widget.embedding_source.currentText() == "autoencoder"
+    widget.annotate(1, "class 1")
+    widget.show_embedding("pca")
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
+    layer = viewer.layers[EMBEDDING_LAYER]
+    assert layer.metadata["features"] == "autoencoder" and len(layer.data) == 16
+    assert layer.features.loc[layer.features["object_id"] == 1, "annotated"].item() == "class 1"
+    choices = [widget.color_by.itemText(i) for i in range(widget.color_by.count())]
+    assert "annotated class" in choices and "area" in choices and "predicted class" not in choices
+
+
+def test_mil_classifies_the_image_and_shows_an_aligned_heatmap(make_napari_viewer, qtbot, tmp_path):
+    from napari_dlcb._widgets.classifier import MIL_HEATMAP_LAYER
+    from napari_dlcb.models.mil import MILClassifier
+    from napari_dlcb.models.saved import ModelMeta, save_model
+
+    net = MILClassifier(1, 2, width=4, blocks=(1, 1), attention_dim=8).eval()
+    meta = ModelMeta(
+        "classification", net.architecture(), ["plain", "square"], label_kind="images",
+        normalization={"mode": "zscore", "low": [0.0], "high": [1.0]}, in_channels=1,
+        extra={"mil": True, "input_size": 32, "heatmap": "relative attention (1 = uniform)"},
+    )  # fmt: skip
+    save_model(net, tmp_path / "mil", meta)
+    viewer = make_napari_viewer()
+    img = np.random.default_rng(0).normal(0, 1, (48, 40)).astype(np.float32)
+    viewer.add_image(img, name="whole image", scale=(0.5, 0.25), translate=(10, -3))
+    widget = CellClassifierWidget(viewer)
+    widget.image_combo.setCurrentText("whole image")
+    assert widget.classify_image_mil() is None  # no model chosen: one line
+    assert "choose a MIL model" in widget.status.text()
+    widget.mil_model.edit.setText(str(tmp_path / "nope"))
+    assert widget.classify_image_mil() is None and "not found" in widget.status.text()
+    widget.mil_model.edit.setText(str(tmp_path / "mil"))
+    assert widget.classify_image_mil() is not None
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
+    layer = viewer.layers[MIL_HEATMAP_LAYER]
+    assert layer.data.shape == img.shape and layer.data.dtype == np.float32
+    np.testing.assert_allclose(layer.scale, (0.5, 0.25))
+    np.testing.assert_allclose(layer.translate, (10, -3))
+    assert layer.metadata["mil"]["predicted"] in ("plain", "square")
+    assert "classified as" in widget.status.text()
+    # the heatmap layer is never offered as the image to classify
+    assert MIL_HEATMAP_LAYER not in [
+        widget.image_combo.itemText(i) for i in range(widget.image_combo.count())
+    ]
+    # a second run updates the same layer
+    widget.classify_image_mil()
+    qtbot.waitUntil(lambda: not widget.jobs.busy(), timeout=60_000)
+    assert [ly.name for ly in viewer.layers].count(MIL_HEATMAP_LAYER) == 1
