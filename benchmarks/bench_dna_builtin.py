@@ -9,7 +9,7 @@ POU5F1) and the reference numbers (1-6-mer logistic regression 0.849 / 0.871 /
 
 ``--finetune`` also reruns the model card's experiment (slow, ~30-60 min on 2
 shared cores): a leave-one-out model pretrained without GATA3, fine-tuned on 300
-GATA3 peaks + 300 shuffled copies with ``SequenceTrainer(base=...)`` vs the same
+GATA3 peaks + 300 shuffled copies with ``SequenceTask(base=...)`` vs the same
 architecture from scratch, 3 seeds, test AUROC on ``GATA3_B``.
 
 Run: ``nice python benchmarks/bench_dna_builtin.py [--finetune]``; writes

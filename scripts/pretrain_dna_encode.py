@@ -19,14 +19,14 @@ mean pooling, so it runs on any length; its outputs are calibrated for 101 bp.)
 Model: :class:`napari_dlcb.models.dna.DeepBind` with a linear read-out, as the
 synthetic built-in ``dna-multitask`` (128 filters x 24 bp, ReLU, global max +
 mean pooling, dropout, linear), trained with
-:class:`napari_dlcb.tasks.sequence.SequenceTrainer` (Adam, reverse-complement
+:class:`napari_dlcb.tasks.sequence.SequenceTask` (Adam, reverse-complement
 augmentation, LR decay and early stopping on a random 10 % validation split).
 Held-out test AUROC per task: DeepBind's ``test/*_B`` files (500 peaks + 500
 shuffled) and janggu's test FASTAs (100 Oct4 + 100 MafK peaks).
 
 ``--finetune-experiment`` measures what the built-in is for: a leave-one-out
 model pretrained without GATA3 (never shipped) is fine-tuned on 300 GATA3
-peaks + 300 shuffled copies through ``SequenceTrainer(base=...)`` and compared
+peaks + 300 shuffled copies through ``SequenceTask(base=...)`` and compared
 with training the same architecture from scratch on the same data, 3 seeds,
 test AUROC on ``GATA3_B``.
 
@@ -58,11 +58,9 @@ from napari_dlcb.data.dna import read_sequence_table, shuffled_negatives  # noqa
 from napari_dlcb.io.genome import read_fasta_records  # noqa: E402
 from napari_dlcb.models.registry import WEIGHTS_DIR  # noqa: E402
 from napari_dlcb.models.saved import ModelMeta, load_weights, save_weights  # noqa: E402
-from napari_dlcb.tasks.sequence import (  # noqa: E402
-    SequenceTrainer,
-    auroc,
-    predict_sequences,
-)
+from napari_dlcb.inference.sequence import predict_sequences  # noqa: E402
+from napari_dlcb.tasks.sequence import SequenceTask  # noqa: E402
+from napari_dlcb.training.metrics import auroc  # noqa: E402
 from napari_dlcb.training.engine import fit_to_end  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -169,9 +167,9 @@ def evaluate(model: torch.nn.Module, tasks: list[str]) -> dict:
 
 # --------------------------------------------------------------------------- training
 def train(seqs, y, tasks, *, seed: int, base=None, minutes: float = 30.0, **fit):
-    """A SequenceTrainer run to the end; returns (trainer, Finished event, seconds)."""
+    """A SequenceTask run to the end; returns (trainer, Finished event, seconds)."""
     torch.manual_seed(seed)
-    trainer = SequenceTrainer(
+    trainer = SequenceTask(
         seqs,
         y,
         task_names=tasks,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from napari_dlcb.commands._report import describe_event, say
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.tasks.sequence_config import ARCHITECTURES
 
 __all__ = ["register"]
 
@@ -80,12 +81,22 @@ def _register_train(train_sub) -> None:
         "targets, Pearson r)",
     )
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--arch", choices=["deepbind", "basset"], default="deepbind")
+    p.add_argument(
+        "--arch",
+        "--architecture",
+        dest="arch",
+        choices=list(ARCHITECTURES),
+        default="deepbind",
+        help="deepbind, basset, deepsea (CNNs) or danq (CNN + bidirectional LSTM)",
+    )
     p.add_argument(
         "--base", help="fine-tune from 'builtin' or a model folder instead of training from scratch"
     )
     p.add_argument(
-        "--filters", type=int, help="first-layer filters (default 32 for deepbind, 300 for basset)"
+        "--filters",
+        type=int,
+        help="first-layer filters (default 32 for deepbind, 300 for basset, 64 for danq, "
+        "320 for deepsea)",
     )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
@@ -200,11 +211,7 @@ def _config(args: argparse.Namespace):
     """The :class:`~napari_dlcb.tasks.sequence_config.SequenceConfig` the options describe."""
     from napari_dlcb.tasks.sequence_config import SequenceConfig
 
-    kwargs = {}
-    if args.filters and not args.base:
-        kwargs["filters"] = args.filters if args.arch == "deepbind" else (args.filters, 200, 200)
-    elif args.arch == "deepbind" and not args.base:
-        kwargs["filters"] = 32
+    kwargs = {} if args.base else _model_kwargs(args.arch, args.filters)
     return SequenceConfig(
         arch=args.arch,
         base=args.base,
@@ -218,6 +225,20 @@ def _config(args: argparse.Namespace):
         batch_size=args.batch_size,
         max_time=args.max_minutes * 60 if args.max_minutes else None,
     ).validate()
+
+
+def _model_kwargs(arch: str, filters: int | None) -> dict:
+    """Architecture arguments from ``--filters`` (CLI defaults sized for a CPU)."""
+    if arch == "deepbind":
+        return {"filters": filters or 32}
+    if arch == "basset":
+        return {"filters": (filters, 200, 200)} if filters else {}
+    if arch == "danq":  # DanQ's 320 filters / 320 LSTM units are a GPU model; 64/64 fits a CPU
+        f = filters or 64
+        return {"filters": f, "lstm": f, "hidden": 2 * f}
+    if arch == "deepsea":
+        return {"filters": (filters, filters * 3 // 2, filters * 3)} if filters else {}
+    return {}
 
 
 def _training_data(args: argparse.Namespace):
