@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import warnings
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,10 @@ def load_split(tf: str, seed: int, *, n: int = 500) -> tuple[pd.DataFrame, pd.Da
     df = pd.read_csv(path, sep="\t")
     pos, neg = df[df.Bound == 1], df[df.Bound == 0]
     df = pd.concat(
-        [pos.sample(min(n, len(pos)), random_state=seed), neg.sample(min(n, len(neg)), random_state=seed)]
+        [
+            pos.sample(min(n, len(pos)), random_state=seed),
+            neg.sample(min(n, len(neg)), random_state=seed),
+        ]
     ).reset_index(drop=True)
     train, test = train_test_split(df, test_size=0.2, stratify=df.Bound, random_state=seed)
     return train.reset_index(drop=True), test.reset_index(drop=True)
@@ -90,7 +93,11 @@ def kmer_lr(train_seqs, train_y, test_seqs, *, seed: int = 0) -> np.ndarray:
     clf = make_pipeline(
         MaxAbsScaler(),
         LogisticRegressionCV(
-            Cs=np.logspace(-3, 2, 11).tolist(), cv=5, scoring="roc_auc", max_iter=5000, random_state=seed
+            Cs=np.logspace(-3, 2, 11).tolist(),
+            cv=5,
+            scoring="roc_auc",
+            max_iter=5000,
+            random_state=seed,
         ),
     )
     with warnings.catch_warnings():
@@ -119,8 +126,15 @@ def cli_default(train: pd.DataFrame, test: pd.DataFrame, seed: int, work: Path, 
     cmd += ["--seed", str(seed)]
     _cli(*cmd, threads=threads)
     _cli(
-        "predict", "sequence", "--model", str(work / "model"), "--table", str(work / "test.tsv"),
-        "--out", str(work / "pred.tsv"), threads=threads,
+        "predict",
+        "sequence",
+        "--model",
+        str(work / "model"),
+        "--table",
+        str(work / "test.tsv"),
+        "--out",
+        str(work / "pred.tsv"),
+        threads=threads,
     )
     return pd.read_csv(work / "pred.tsv", sep="\t")["score"].to_numpy()
 
@@ -147,7 +161,12 @@ def protocol(tfs, seeds, threads: int) -> None:
             res["lr"].append(auroc(s_lr, y))
             res["cnn_pr"].append(auprc(s_cnn, y))
             res["lr_pr"].append(auprc(s_lr, y))
-            res["cpu"].append(after.children_user + after.children_system - before.children_user - before.children_system)
+            res["cpu"].append(
+                after.children_user
+                + after.children_system
+                - before.children_user
+                - before.children_system
+            )
             print(
                 f"{tf} seed {seed}: default CNN AUROC {res['cnn'][-1]:.3f} AUPRC {res['cnn_pr'][-1]:.3f} | "
                 f"1-6-mer LR AUROC {res['lr'][-1]:.3f} AUPRC {res['lr_pr'][-1]:.3f} | "
@@ -156,7 +175,9 @@ def protocol(tfs, seeds, threads: int) -> None:
             )
         rows.append((tf, res))
     print(f"\nload: {os.getloadavg()}")
-    print("| TF | default CNN AUROC | 1-6-mer LR AUROC | CNN wins (seeds) | default CNN AUPRC | LR AUPRC | CPU s / run |")
+    print(
+        "| TF | default CNN AUROC | 1-6-mer LR AUROC | CNN wins (seeds) | default CNN AUPRC | LR AUPRC | CPU s / run |"
+    )
     print("|---|---|---|---|---|---|---|")
     for tf, r in rows:
         wins = sum(a > b for a, b in zip(r["cnn"], r["lr"]))
@@ -220,7 +241,9 @@ def study(tfs, seeds, threads: int, names=None, extra=None) -> None:
     for tf in tfs:
         for seed in seeds:
             train, _ = load_split(tf, seed)  # the test part is never read
-            tr, va = train_test_split(train, test_size=0.25, stratify=train.Bound, random_state=100 + seed)
+            tr, va = train_test_split(
+                train, test_size=0.25, stratify=train.Bound, random_state=100 + seed
+            )
             splits.append((tf, seed, tr, va))
     lr_scores = {
         (tf, seed): auroc(kmer_lr(tr.seq, tr.Bound, va.seq, seed=seed), va.Bound.to_numpy())
@@ -229,7 +252,12 @@ def study(tfs, seeds, threads: int, names=None, extra=None) -> None:
     print("| candidate | " + " | ".join(tfs) + " | mean | beats LR | CPU s/run |")
     print("|---|" + "---|" * (len(tfs) + 3))
     lr_row = [np.mean([lr_scores[(tf, s)] for s in seeds]) for tf in tfs]
-    print("| 1-6-mer LR | " + " | ".join(f"{v:.3f}" for v in lr_row) + f" | {np.mean(lr_row):.3f} | - | - |", flush=True)
+    print(
+        "| 1-6-mer LR | "
+        + " | ".join(f"{v:.3f}" for v in lr_row)
+        + f" | {np.mean(lr_row):.3f} | - | - |",
+        flush=True,
+    )
     for name, over in cands.items():
         kw = {} if over is None else _merge(STUDY_BASE, over)
         per_tf: dict[str, list[float]] = {tf: [] for tf in tfs}
@@ -245,7 +273,8 @@ def study(tfs, seeds, threads: int, names=None, extra=None) -> None:
             wins += a > lr_scores[(tf, seed)]
         means = [np.mean(per_tf[tf]) for tf in tfs]
         print(
-            f"| {name} | " + " | ".join(f"{m:.3f}" for m in means)
+            f"| {name} | "
+            + " | ".join(f"{m:.3f}" for m in means)
             + f" | {np.mean(means):.3f} | {wins}/{len(splits)} | {np.mean(cpu):.0f} |",
             flush=True,
         )
@@ -263,9 +292,13 @@ def main() -> None:
     ap.add_argument("--tf", nargs="*", default=list(TFS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--study", action="store_true", help="the hyper-parameter study (validation only)")
+    ap.add_argument(
+        "--study", action="store_true", help="the hyper-parameter study (validation only)"
+    )
     ap.add_argument("--only", nargs="*", help="study: candidates whose name contains one of these")
-    ap.add_argument("--candidate", nargs="*", help="study: extra candidates NAME='{json overrides}'")
+    ap.add_argument(
+        "--candidate", nargs="*", help="study: extra candidates NAME='{json overrides}'"
+    )
     args = ap.parse_args()
     if args.study:
         study(args.tf, args.seeds, args.threads, args.only, args.candidate)

@@ -55,13 +55,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from napari_dlcb.data.dna import read_sequence_table, shuffled_negatives  # noqa: E402
+from napari_dlcb.inference.sequence import predict_sequences  # noqa: E402
 from napari_dlcb.io.genome import read_fasta_records  # noqa: E402
 from napari_dlcb.models.registry import WEIGHTS_DIR  # noqa: E402
 from napari_dlcb.models.saved import ModelMeta, load_weights, save_weights  # noqa: E402
-from napari_dlcb.inference.sequence import predict_sequences  # noqa: E402
 from napari_dlcb.tasks.sequence import SequenceTask  # noqa: E402
-from napari_dlcb.training.metrics import auroc  # noqa: E402
 from napari_dlcb.training.engine import fit_to_end  # noqa: E402
+from napari_dlcb.training.metrics import auroc  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 DEEPBIND = DATA / "deepbind_encode_chipseq"

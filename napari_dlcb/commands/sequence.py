@@ -90,7 +90,9 @@ def _register_train(train_sub) -> None:
         help="deepbind, basset, deepsea (CNNs) or danq (CNN + bidirectional LSTM)",
     )
     p.add_argument(
-        "--base", help="fine-tune from 'builtin' or a model folder instead of training from scratch"
+        "--base",
+        help="fine-tune from 'builtin' (the synthetic-genome demo model), 'builtin:dna-encode' "
+        "(real ChIP-seq peaks) or a model folder instead of training from scratch",
     )
     p.add_argument(
         "--filters",
@@ -113,7 +115,11 @@ def _register_train(train_sub) -> None:
 
 def _register_predict(predict_sub) -> None:
     p = predict_sub.add_parser("sequence", help="score sequences with a DNA model")
-    p.add_argument("--model", required=True, help="model folder or 'builtin'")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder, 'builtin' (synthetic-genome demo) or 'builtin:dna-encode' (real peaks)",
+    )
     p.add_argument("--table", required=True, help="TSV/CSV table with a sequence column")
     p.add_argument(
         "--out", required=True, help="TSV to write: the rows plus score or score_<task> columns"
@@ -172,6 +178,15 @@ def _register_interpret(top_sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-logos", action="store_true", help="skip the PNG logos (faster)")
     p.set_defaults(func=_motifs)
+
+
+def _load_model(args: argparse.Namespace):
+    """``load_sequence_model(args.model)``, saying which model (which built-in) it is."""
+    from napari_dlcb.inference.sequence import describe_sequence_model, load_sequence_model
+
+    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    _say(f"model: {describe_sequence_model(meta, args.model)}")
+    return model, meta
 
 
 def _device(name: str) -> str:
@@ -320,9 +335,9 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_dlcb.data.dna import read_sequence_table
-    from napari_dlcb.inference.sequence import load_sequence_model, predict_sequences
+    from napari_dlcb.inference.sequence import predict_sequences
 
-    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    model, meta = _load_model(args)
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
     from napari_dlcb.data.dna import one_hot
 
@@ -365,10 +380,10 @@ def _mutation_map(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_dlcb.data.dna import one_hot
-    from napari_dlcb.inference.sequence import check_sequence_length, load_sequence_model
+    from napari_dlcb.inference.sequence import check_sequence_length
     from napari_dlcb.interpret.ism import mutation_map
 
-    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    model, meta = _load_model(args)
     if args.sequence:
         seq = args.sequence.strip()
     else:
@@ -394,11 +409,10 @@ def _mutation_map(args: argparse.Namespace) -> int:
 
 
 def _score_variants(args: argparse.Namespace) -> int:
-    from napari_dlcb.inference.sequence import load_sequence_model
     from napari_dlcb.interpret.variants import score_variants
     from napari_dlcb.io.genome import read_fasta, read_vcf
 
-    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    model, meta = _load_model(args)
     table = score_variants(model, read_fasta(args.fasta), read_vcf(args.vcf), meta=meta)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -412,7 +426,6 @@ def _score_variants(args: argparse.Namespace) -> int:
 
 def _motifs(args: argparse.Namespace) -> int:
     from napari_dlcb.data.dna import one_hot, read_sequence_table
-    from napari_dlcb.inference.sequence import load_sequence_model
     from napari_dlcb.interpret.motifs import (
         filter_motifs,
         load_motif_database,
@@ -420,7 +433,7 @@ def _motifs(args: argparse.Namespace) -> int:
         write_meme,
     )
 
-    model, meta = load_sequence_model(args.model, device=_device(args.device))
+    model, meta = _load_model(args)
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
     x = one_hot(df[args.sequence_column].astype(str).tolist())
     motifs = filter_motifs(model, x, threshold=args.threshold)

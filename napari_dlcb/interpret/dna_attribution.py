@@ -76,11 +76,13 @@ def _prep(model: nn.Module, x, device) -> tuple[torch.Tensor, torch.device]:
 
 
 def _recurrent_layers(model: nn.Module) -> list[str]:
-    return [f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+    return [
+        f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, nn.RNNBase)
+    ]
 
 
 def _grad_context(model: nn.Module, dev: torch.device):
-    """cuDNN computes RNN gradients only in training mode: use the native kernels in eval mode."""
+    """Disable cuDNN for recurrent models: its RNN backward works only in training mode."""
     if dev.type == "cuda" and _recurrent_layers(model):
         return torch.backends.cudnn.flags(enabled=False)
     return nullcontext()
