@@ -148,7 +148,7 @@ def predict_prob(model, grey: np.ndarray) -> np.ndarray:
 
 def score(pred: np.ndarray, truth: np.ndarray) -> dict:
     """Foreground IoU, AP@0.5 and mean AP over IoU 0.5:0.05:0.95 of one image."""
-    from napari_dlcb.inference.postprocess import average_precision, foreground_iou
+    from napari_dlcb.inference.metrics import average_precision, foreground_iou
 
     ap = average_precision(pred, truth, np.arange(0.5, 0.96, 0.05))
     return {

@@ -299,9 +299,13 @@ def train(args: argparse.Namespace, split: dict, items: dict) -> tuple[UNet2D, d
     if best_state is not None:
         model.load_state_dict(best_state)
     bn = {"val_loss_before": round(_val_loss(model, xv, yv, cw), 4)}
+    kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
     recalibrate_batchnorm(model, pool, np.random.default_rng(args.seed + 1), args)
     bn["val_loss_after"] = round(_val_loss(model, xv, yv, cw), 4)
     bn["batches"] = args.bn_batches
+    bn["kept"] = bn["val_loss_after"] < bn["val_loss_before"]
+    if not bn["kept"]:  # the recalibrated statistics score worse: keep the trained ones
+        model.load_state_dict(kept)
     print(f"batch-norm statistics recalibrated: {bn}", flush=True)
     recipe = {
         "seed": args.seed,
@@ -355,7 +359,8 @@ def load_init(model: UNet2D, init: str) -> None:
 # ------------------------------------------------------------------------- post-processing
 def choose_postprocess(model, items: list[dict]) -> dict:
     """Grid-search the instance thresholds on the validation images (mean AP@0.5)."""
-    from napari_dlcb.inference.postprocess import average_precision, instances_from_probabilities
+    from napari_dlcb.inference.metrics import average_precision
+    from napari_dlcb.inference.postprocess import instances_from_probabilities
 
     probs = [(predict_prob(model, it["grey"]), it["labels"]) for it in items]
     best, best_score = None, -1.0

@@ -125,12 +125,14 @@ def table(tmp_path_factory):
     return train, test
 
 
-@pytest.mark.parametrize("arch", ["danq", "deepsea"])
-def test_cli_trains_and_scores_with_architecture(arch, table, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "filters", "epochs"), [("danq", 16, 8), ("deepsea", 16, 8)])
+def test_cli_trains_and_scores_with_architecture(arch, filters, epochs, table, tmp_path):
     train, test = table
     out = tmp_path / arch
     args = ["train", "sequence", "--table", str(train), "--out", str(out)]
-    args += ["--architecture", arch, "--filters", "8", "--epochs", "5", "--batch-size", "32"]
+    args += ["--architecture", arch, "--filters", str(filters), "--epochs", str(epochs)]
+    args += ["--batch-size", "32"]
     args += ["--lr", "0.003", "--device", "cpu", "--seed", "0"]
     assert main(args) == 0 and (out / "model.pt").is_file()  # TorchScript export too
     model, meta = load_sequence_model(out, device="cpu")
