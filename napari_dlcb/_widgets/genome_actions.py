@@ -179,8 +179,10 @@ class ModelActions(MotifActions):
 
     def _model_label(self) -> str:
         source = (self._model_key or ("model",))[0]
-        if source.startswith("builtin"):
-            return "the built-in DNA model (synthetic training data)"
+        if source.startswith("builtin"):  # name the built-in and what it learnt from
+            name = source.split(":", 1)[1] if ":" in source else "dna-multitask"
+            data = "real ChIP-seq peaks" if name == "dna-encode" else "synthetic training data"
+            return f"the built-in {name} DNA model ({data})"
         return source.replace("\\", "/").rstrip("/").split("/")[-1]
 
     def _with_model(self, then: Callable[[Any, Any, Any, str], None]) -> None:

@@ -103,7 +103,9 @@ class GenomePanel(QWidget):
         tab, form = QWidget(), QFormLayout()
         self.model_path = QLineEdit("builtin")
         self.model_path.setToolTip(
-            "'builtin', 'builtin:<name>' or a saved napari-dlcb model folder"
+            "'builtin' (the synthetic-genome demo model, for the sample), "
+            "'builtin:dna-encode' (trained on real ChIP-seq peaks: ARID3A, FOXM1, GATA3, "
+            "Oct4, MafK), 'builtin:<name>' or a saved napari-dlcb model folder"
         )
         self.model_browse = QPushButton("Browse…")
         self.device = QComboBox()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from napari_dlcb.commands._report import describe_event, say
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.tasks.sequence_config import ARCHITECTURES
 
 __all__ = ["register"]
 
@@ -80,12 +81,24 @@ def _register_train(train_sub) -> None:
         "targets, Pearson r)",
     )
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--arch", choices=["deepbind", "basset"], default="deepbind")
     p.add_argument(
-        "--base", help="fine-tune from 'builtin' or a model folder instead of training from scratch"
+        "--arch",
+        "--architecture",
+        dest="arch",
+        choices=list(ARCHITECTURES),
+        default="deepbind",
+        help="deepbind, basset, deepsea (CNNs) or danq (CNN + bidirectional LSTM)",
     )
     p.add_argument(
-        "--filters", type=int, help="first-layer filters (default 32 for deepbind, 300 for basset)"
+        "--base",
+        help="fine-tune from 'builtin' (the synthetic-genome demo model), 'builtin:dna-encode' "
+        "(real ChIP-seq peaks) or a model folder instead of training from scratch",
+    )
+    p.add_argument(
+        "--filters",
+        type=int,
+        help="first-layer filters (default 32 for deepbind, 300 for basset, 64 for danq, "
+        "320 for deepsea)",
     )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
@@ -105,7 +118,8 @@ def _register_predict(predict_sub) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="model folder, 'builtin', or a TorchScript (.pt) / ONNX (.onnx) file with a sidecar",
+        help="model folder, 'builtin' (synthetic-genome demo), 'builtin:dna-encode' (real "
+        "ENCODE peaks), or a TorchScript (.pt) / ONNX (.onnx) file with a sidecar",
     )
     p.add_argument("--table", required=True, help="TSV/CSV table with a sequence column")
     p.add_argument(
@@ -198,11 +212,15 @@ def _external_options(p, *, window: bool = True) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    """``(model, meta)`` for ``--model`` (saved, built-in, or TorchScript/ONNX + sidecar)."""
-    from napari_dlcb.inference.sequence import load_sequence_model
+    """``(model, meta)`` for ``--model`` (saved, built-in, or TorchScript/ONNX + sidecar).
+
+    Says which model (which built-in) it is.
+    """
+    from napari_dlcb.inference.sequence import describe_sequence_model, load_sequence_model
     from napari_dlcb.models.external_dna import with_profile_window
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
+    _say(f"model: {describe_sequence_model(meta, args.model)}")
     return with_profile_window(model, getattr(args, "profile_window", None)), meta
 
 
@@ -243,11 +261,7 @@ def _config(args: argparse.Namespace):
     """The :class:`~napari_dlcb.tasks.sequence_config.SequenceConfig` the options describe."""
     from napari_dlcb.tasks.sequence_config import SequenceConfig
 
-    kwargs = {}
-    if args.filters and not args.base:
-        kwargs["filters"] = args.filters if args.arch == "deepbind" else (args.filters, 200, 200)
-    elif args.arch == "deepbind" and not args.base:
-        kwargs["filters"] = 32
+    kwargs = {} if args.base else _model_kwargs(args.arch, args.filters)
     return SequenceConfig(
         arch=args.arch,
         base=args.base,
@@ -261,6 +275,20 @@ def _config(args: argparse.Namespace):
         batch_size=args.batch_size,
         max_time=args.max_minutes * 60 if args.max_minutes else None,
     ).validate()
+
+
+def _model_kwargs(arch: str, filters: int | None) -> dict:
+    """Architecture arguments from ``--filters`` (CLI defaults sized for a CPU)."""
+    if arch == "deepbind":
+        return {"filters": filters or 32}
+    if arch == "basset":
+        return {"filters": (filters, 200, 200)} if filters else {}
+    if arch == "danq":  # DanQ's 320 filters / 320 LSTM units are a GPU model; 64/64 fits a CPU
+        f = filters or 64
+        return {"filters": f, "lstm": f, "hidden": 2 * f}
+    if arch == "deepsea":
+        return {"filters": (filters, filters * 3 // 2, filters * 3)} if filters else {}
+    return {}
 
 
 def _training_data(args: argparse.Namespace):

@@ -18,7 +18,9 @@
   into the same function in a form captum handles exactly (DeepBind's global
   max+mean pool as an ``nn.MaxPool1d``; a fresh tensor between ReLU and max
   pool), which takes their completeness error from ~2 logits (built-in model)
-  and ~3e-3 (Basset) to below 1e-6.
+  and ~3e-3 (Basset) to below 1e-6. Recurrent models (DanQ) are refused:
+  captum's DeepLift has no rule for an LSTM's gates; gradient x input and
+  integrated gradients work on them.
 
 Every function is ``f(model, x, *, target, ..., batch_size, device="auto")``,
 hands the model back unchanged and returns the one attribution result type,
@@ -31,6 +33,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -70,6 +73,19 @@ def _prep(model: nn.Module, x, device) -> tuple[torch.Tensor, torch.device]:
     if t.ndim != 3 or t.shape[1] != 4:
         raise DlcbError(f"x must be one-hot DNA (N, 4, L), got {tuple(t.shape)}")
     return t.to(dev), dev
+
+
+def _recurrent_layers(model: nn.Module) -> list[str]:
+    return [
+        f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, nn.RNNBase)
+    ]
+
+
+def _grad_context(model: nn.Module, dev: torch.device):
+    """Disable cuDNN for recurrent models: its RNN backward works only in training mode."""
+    if dev.type == "cuda" and _recurrent_layers(model):
+        return torch.backends.cudnn.flags(enabled=False)
+    return nullcontext()
 
 
 def _forward_target(model: nn.Module, target: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -123,7 +139,7 @@ def gradient_x_input(
     """
     xt, dev = _prep(model, x, device)
     vals, deltas = [], []
-    with preserve_model_state(model):
+    with preserve_model_state(model), _grad_context(model, dev):
         model.eval().to(dev)
         torch.set_grad_enabled(True)
         for p in model.parameters():
@@ -192,7 +208,7 @@ def dna_integrated_gradients(
     if baseline not in ("uniform", "zeros"):
         raise DlcbError(f"baseline must be 'uniform' or 'zeros', not {baseline!r}")
     vals, deltas = [], []
-    with preserve_model_state(model):
+    with preserve_model_state(model), _grad_context(model, dev):
         model.eval().to(dev)
         torch.set_grad_enabled(True)
         ig = IntegratedGradients(_forward_target(model, target))
@@ -278,11 +294,23 @@ def deeplift_shap(
         projected on the input); ``completeness`` is the mean absolute
         completeness error. A ``RuntimeWarning`` names modules captum cannot
         handle.
+
+    Raises
+    ------
+    DlcbError
+        For recurrent models (e.g. DanQ): captum's DeepLift has no rule for
+        an LSTM; use :func:`gradient_x_input` or :func:`dna_integrated_gradients`.
     """
     from captum.attr import DeepLiftShap
 
     from napari_dlcb.data.onehot import decode, dinucleotide_shuffle, one_hot
 
+    rnn = _recurrent_layers(model)
+    if rnn:
+        raise DlcbError(
+            f"DeepLIFT/SHAP does not support recurrent layers ({', '.join(rnn)}): "
+            "use gradient x input or integrated gradients for this model"
+        )
     xt, dev = _prep(model, x, device)
     original, model = model, deeplift_equivalent(model, xt.shape[-1])
     bad = unsupported_for_deeplift(model)

@@ -14,12 +14,20 @@ rounding.
 
 The fast path applies to a :class:`torch.nn.Sequential` (nested ones
 included, subclasses that keep ``Sequential.forward``) whose first layers are
-local; anything else falls back to exact naive ISM. Either way the model is
-handed back unchanged (mode, device, requires_grad, grads, hooks).
+local; anything else falls back to exact naive ISM. **Recurrent models** (an
+LSTM or GRU anywhere, e.g. :class:`~napari_dlcb.models.dna.DanQ`) always take
+exact batched ISM: a recurrent layer's receptive field is the whole sequence,
+so every substitution changes every later activation and there is no window
+to recompute locally (caching the convolution before the LSTM would save
+little: the LSTM and the dense layers after it dominate the cost). A log
+message (logger ``napari_dlcb.interpret.ism``, level INFO) says so, and
+``method="fast"`` refuses such models. Either way the model is handed back
+unchanged (mode, device, requires_grad, grads, hooks).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -29,9 +37,12 @@ from torch import nn
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.interpret.ism_fast import FastISM, as_local, fast_path_supported, flatten_chain
+from napari_dlcb.models.dna import is_recurrent
 from napari_dlcb.models.state import preserve_model_state
 
 __all__ = ["mutation_map", "iter_mutation_map", "naive_mutation_map", "fast_path_supported"]
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- API
@@ -87,6 +98,18 @@ def _mutants_for(x1: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, 
 
 def _fast_path(model: nn.Module, method: str) -> FastISM | None:
     """The fast path for ``model``, or None (naive ISM); an error if ``method="fast"`` cannot."""
+    if method != "naive" and is_recurrent(model):
+        if method == "fast":
+            raise DlcbError(
+                "the fast ISM path does not apply to recurrent models (an LSTM sees the whole "
+                "sequence); use method='auto' (exact batched ISM)"
+            )
+        logger.info(
+            "%s is recurrent (its receptive field is the whole sequence): "
+            "exact batched ISM instead of the receptive-field-local fast path",
+            type(model).__name__,
+        )
+        return None
     chain = flatten_chain(model) if method != "naive" else None
     fast = None
     if chain and as_local(chain[0]) is not None:
@@ -215,7 +238,9 @@ def mutation_map(
         back on its own device.
     method : {"auto", "fast", "naive"}
         ``"auto"`` uses the fast path when the model supports it (see module
-        docs) and naive ISM otherwise; ``"fast"`` raises if unsupported.
+        docs) and naive ISM otherwise (always for recurrent models such as
+        DanQ, whose LSTM sees the whole sequence); ``"fast"`` raises if
+        unsupported.
     progress : callable, optional
         Called as ``progress(done, total)`` after each region.
 

@@ -115,7 +115,11 @@ def fast_path_supported(model: nn.Module) -> bool:
     True
     >>> fast_path_supported(nn.Linear(4, 1))
     False
+
+    Recurrent models never are (an LSTM's receptive field is the whole sequence).
     """
+    if any(isinstance(m, nn.RNNBase) for m in model.modules()):
+        return False
     chain = flatten_chain(model)
     return bool(chain) and as_local(chain[0]) is not None and not isinstance(chain[0], nn.Identity)
 

@@ -49,6 +49,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module] | str] = {
     "unet2d": "napari_dlcb.models.unet:UNet2D",
     "deepbind": "napari_dlcb.models.dna:DeepBind",
     "basset": "napari_dlcb.models.dna:Basset",
+    "deepsea": "napari_dlcb.models.dna:DeepSEA",
+    "danq": "napari_dlcb.models.dna:DanQ",
     "cellclf": "napari_dlcb.models.classifier:CellClassifier",
 }
 _RESOLVED: dict[str, Callable[..., nn.Module]] = {}  # "module:attribute" -> object

@@ -1,23 +1,37 @@
-"""DNA sequence CNNs: a DeepBind-size model and a Basset-style multitask model.
+"""DNA sequence models: DeepBind, Basset, DeepSEA (CNNs) and DanQ (CNN + bidirectional LSTM).
 
-Both take float one-hot ``(B, 4, L)`` (A, C, G, T) and return logits ``(B, T)``.
-Both are plain :class:`torch.nn.Sequential` stacks, so
+All take float one-hot ``(B, 4, L)`` (A, C, G, T) and return logits ``(B, T)``,
+are plain :class:`torch.nn.Sequential` stacks and script with TorchScript.
 :func:`napari_dlcb.interpret.mutation_map` takes its fast receptive-field-local
-path on them, and both script with TorchScript.
+path on the CNNs; DanQ's LSTM sees the whole sequence, so its mutation maps are
+computed by exact batched ISM. Basset, DeepSEA and DanQ flatten position-wise
+features into a dense layer, so they take one input length (``length``);
+DeepBind takes any length.
 
-References: Alipanahi et al. 2015 (DeepBind); Kelley et al. 2016 (Basset).
+References: Alipanahi et al. 2015 (DeepBind); Kelley et al. 2016 (Basset);
+Zhou & Troyanskaya 2015 (DeepSEA); Quang & Xie 2016 (DanQ).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from napari_dlcb.errors import DlcbError
 
-__all__ = ["Basset", "DeepBind", "GlobalMaxAvgPool", "build_dna_model", "ARCHITECTURES"]
+__all__ = [
+    "ARCHITECTURES",
+    "Basset",
+    "BiLSTM",
+    "DanQ",
+    "DeepBind",
+    "DeepSEA",
+    "GlobalMaxAvgPool",
+    "build_dna_model",
+    "is_recurrent",
+]
 
 
 class GlobalMaxAvgPool(nn.Module):
@@ -58,6 +72,7 @@ class DeepBind(nn.Sequential):
         kernel_size: int = 24,
         hidden: int = 32,
         dropout: float = 0.5,
+        batch_norm: bool = False,
     ):
         tail: list[nn.Module] = [GlobalMaxAvgPool(), nn.Dropout(dropout)]
         if hidden:
@@ -69,9 +84,10 @@ class DeepBind(nn.Sequential):
             ]
         else:
             tail += [nn.Linear(2 * filters, n_tasks)]
-        super().__init__(
-            nn.Conv1d(4, filters, kernel_size, padding=kernel_size // 2), nn.ReLU(), *tail
-        )
+        conv: list[nn.Module] = [nn.Conv1d(4, filters, kernel_size, padding=kernel_size // 2)]
+        if batch_norm:
+            conv.append(nn.BatchNorm1d(filters))
+        super().__init__(*conv, nn.ReLU(), *tail)
         self.config = {
             "name": "deepbind",
             "n_tasks": n_tasks,
@@ -79,6 +95,7 @@ class DeepBind(nn.Sequential):
             "kernel_size": kernel_size,
             "hidden": hidden,
             "dropout": dropout,
+            "batch_norm": bool(batch_norm),
         }
 
 
@@ -154,11 +171,196 @@ class Basset(nn.Sequential):
         }
 
 
-ARCHITECTURES = {"deepbind": DeepBind, "basset": Basset}
+def _conv_blocks(
+    filters: Sequence[int], kernels: Sequence[int], pools: Sequence[int], dropouts: Sequence[float]
+) -> tuple[list[nn.Module], int, Callable[[int], int]]:
+    """Conv (``k // 2`` padding), ReLU, max-pool (if > 1), dropout; and the length map."""
+    layers: list[nn.Module] = []
+    c_in = 4
+    for f, k, p, d in zip(filters, kernels, pools, dropouts):
+        layers += [nn.Conv1d(c_in, f, k, padding=k // 2), nn.ReLU()]
+        if p > 1:
+            layers.append(nn.MaxPool1d(p))
+        if d:
+            layers.append(nn.Dropout(d))
+        c_in = f
+
+    def out_length(L: int) -> int:
+        for k, p in zip(kernels, pools):
+            L = (L + 2 * (k // 2) - k + 1) // max(p, 1)
+        return L
+
+    return layers, c_in, out_length
+
+
+class DeepSEA(nn.Sequential):
+    """DeepSEA-style CNN: 3 conv layers (max-pooling and dropout after the first two), a dense layer.
+
+    Defaults are DeepSEA's published sizes (conv 320, 480, 960 filters of
+    8 bp; max-pool 4 after the first two; dropout 0.2, 0.2, 0.5; dense 925).
+    Convolutions are zero-padded (``k // 2``) so that short windows such as
+    101 bp fit; DeepSEA itself used 1,000 bp without padding.
+
+    Parameters
+    ----------
+    n_tasks : int
+        Number of outputs (919 chromatin features in DeepSEA).
+    length : int
+        Input length in bp (sets the flattened size).
+    filters, kernels, pools, dropouts : sequence of int / float
+        Per conv layer (pool 1 = none).
+    hidden : int
+        Dense layer size.
+
+    Examples
+    --------
+    >>> m = DeepSEA(2, length=101, filters=(8, 8, 8), hidden=16)
+    >>> m(torch.zeros(3, 4, 101)).shape
+    torch.Size([3, 2])
+    """
+
+    def __init__(
+        self,
+        n_tasks: int = 1,
+        *,
+        length: int = 1000,
+        filters: Sequence[int] = (320, 480, 960),
+        kernels: Sequence[int] = (8, 8, 8),
+        pools: Sequence[int] = (4, 4, 1),
+        dropouts: Sequence[float] = (0.2, 0.2, 0.5),
+        hidden: int = 925,
+    ):
+        if not len(filters) == len(kernels) == len(pools) == len(dropouts):
+            raise DlcbError("DeepSEA needs as many kernels, pools and dropouts as filters")
+        layers, c, out_length = _conv_blocks(filters, kernels, pools, dropouts)
+        L = out_length(int(length))
+        if L < 1:
+            raise DlcbError(
+                f"DeepSEA needs longer windows: {length} bp is too short for pools {tuple(pools)}"
+            )
+        super().__init__(
+            *layers,
+            nn.Flatten(),
+            nn.Linear(c * L, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, n_tasks),
+        )
+        self.config = {
+            "name": "deepsea",
+            "n_tasks": n_tasks,
+            "length": int(length),
+            "filters": list(filters),
+            "kernels": list(kernels),
+            "pools": list(pools),
+            "dropouts": list(dropouts),
+            "hidden": hidden,
+        }
+
+
+class BiLSTM(nn.Module):
+    """A bidirectional LSTM along the length axis: ``(B, C, L) -> (B, 2 * hidden, L)``.
+
+    Examples
+    --------
+    >>> BiLSTM(8, 5)(torch.zeros(2, 8, 7)).shape
+    torch.Size([2, 10, 7])
+    """
+
+    def __init__(self, in_channels: int, hidden: int):
+        super().__init__()
+        self.lstm = nn.LSTM(in_channels, hidden, batch_first=True, bidirectional=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out, _ = self.lstm(x.transpose(1, 2))
+        return out.transpose(1, 2)
+
+
+class DanQ(nn.Sequential):
+    """DanQ-style hybrid: a convolution (motif scanners), max-pool, a bidirectional LSTM, dense layers.
+
+    Defaults are DanQ's published sizes (320 filters of 26 bp, max-pool 13,
+    dropout 0.2, BiLSTM 2 x 320, dropout 0.5, dense 925). The LSTM reads the
+    pooled motif activations in both directions, so it can learn the grammar
+    (order, spacing) of motifs; its receptive field is the whole sequence.
+
+    Parameters
+    ----------
+    n_tasks : int
+        Number of outputs (919 in DanQ).
+    length : int
+        Input length in bp (sets the flattened size).
+    filters, kernel_size, pool : int
+        First-layer filters, their width in bp, and the max-pool size.
+    lstm : int
+        LSTM units per direction.
+    hidden : int
+        Dense layer size.
+    dropout : tuple of float
+        After the pooling and after the LSTM.
+
+    Examples
+    --------
+    >>> m = DanQ(2, length=101, filters=8, kernel_size=9, pool=5, lstm=4, hidden=8)
+    >>> m(torch.zeros(3, 4, 101)).shape
+    torch.Size([3, 2])
+    """
+
+    def __init__(
+        self,
+        n_tasks: int = 1,
+        *,
+        length: int = 1000,
+        filters: int = 320,
+        kernel_size: int = 26,
+        pool: int = 13,
+        lstm: int = 320,
+        hidden: int = 925,
+        dropout: Sequence[float] = (0.2, 0.5),
+    ):
+        layers, c, out_length = _conv_blocks([filters], [kernel_size], [pool], [dropout[0]])
+        L = out_length(int(length))
+        if L < 1:
+            raise DlcbError(f"DanQ needs longer windows: {length} bp is shorter than pool {pool}")
+        super().__init__(
+            *layers,
+            BiLSTM(c, lstm),
+            nn.Dropout(dropout[1]),
+            nn.Flatten(),
+            nn.Linear(2 * lstm * L, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, n_tasks),
+        )
+        self.config = {
+            "name": "danq",
+            "n_tasks": n_tasks,
+            "length": int(length),
+            "filters": filters,
+            "kernel_size": kernel_size,
+            "pool": pool,
+            "lstm": lstm,
+            "hidden": hidden,
+            "dropout": list(dropout),
+        }
+
+
+def is_recurrent(model: nn.Module) -> bool:
+    """Whether ``model`` holds a recurrent layer (its receptive field is the whole sequence).
+
+    Examples
+    --------
+    >>> is_recurrent(DanQ(1, length=50, filters=4, kernel_size=5, pool=5, lstm=2, hidden=4))
+    True
+    >>> is_recurrent(DeepBind(1))
+    False
+    """
+    return any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+
+ARCHITECTURES = {"deepbind": DeepBind, "basset": Basset, "deepsea": DeepSEA, "danq": DanQ}
 
 
 def build_dna_model(name: str, **kwargs) -> nn.Module:
-    """Build a DNA model by architecture name (``"deepbind"`` or ``"basset"``).
+    """Build a DNA model by architecture name (``"deepbind"``, ``"basset"``, ``"deepsea"``, ``"danq"``).
 
     Examples
     --------

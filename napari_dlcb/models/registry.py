@@ -105,6 +105,16 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         card="dna_multitask_MODEL_CARD.md",
         description="DeepBind-style multitask DNA CNN, 8 JASPAR TFs (CTCF, GATA3, FOXA1, SPI1, SOX2, MAFK, CEBPB, POU5F1), simulated data",
     ),
+    # issue 13: made by scripts/pretrain_dna_encode.py from real ChIP-seq peaks
+    "dna-encode": BuiltinModel(
+        name="dna-encode",
+        task="sequence",
+        weights="dna_encode.safetensors",
+        metadata="dna_encode.json",
+        card="dna_encode_MODEL_CARD.md",
+        description="DeepBind-style multitask DNA CNN trained on real ChIP-seq peaks: "
+        "ARID3A, FOXM1, GATA3 (ENCODE), POU5F1 (Oct4), MAFK (101 bp)",
+    ),
     # issue 4 (cells): made by scripts/pretrain_classifier.py
     "cellclf-nuclei": BuiltinModel(
         name="cellclf-nuclei",

@@ -192,7 +192,7 @@ class SequenceTask(Task):
             parent = base_meta.extra.get("source", str(cfg.base))
         else:
             kwargs = dict(cfg.model_kwargs)
-            if cfg.arch == "basset":
+            if cfg.arch in ("basset", "deepsea", "danq"):  # a flatten: one window length
                 kwargs.setdefault("length", L)
             elif cfg.arch == "deepbind":
                 kwargs["kernel_size"] = min(kwargs.get("kernel_size", 24), L)

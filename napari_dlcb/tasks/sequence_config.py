@@ -17,7 +17,7 @@ from napari_dlcb.tasks.base import (
 __all__ = ["ARCHITECTURES", "TASK_TYPES", "SequenceConfig"]
 
 #: the DNA architectures (:data:`napari_dlcb.models.dna.ARCHITECTURES` without importing torch)
-ARCHITECTURES = ("deepbind", "basset")
+ARCHITECTURES = ("deepbind", "basset", "deepsea", "danq")
 TASK_TYPES = ("auto", "binary", "regression")
 
 
@@ -27,8 +27,9 @@ class SequenceConfig(TaskConfig):
 
     Attributes
     ----------
-    arch : {"deepbind", "basset"}
-        Architecture when training from scratch.
+    arch : {"deepbind", "basset", "deepsea", "danq"}
+        Architecture when training from scratch (``danq``: CNN + bidirectional
+        LSTM; Basset, DeepSEA and DanQ take one window length, set from the data).
     base : str, optional
         ``"builtin"``, ``"builtin:<name>"`` or a saved model folder to
         fine-tune; its read-out layer is replaced when the tasks differ.

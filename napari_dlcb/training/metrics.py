@@ -15,8 +15,10 @@ from napari_dlcb.data.labels import FOREGROUND
 
 __all__ = [
     "accuracy_metric",
+    "auprc",
     "auroc",
     "auroc_metric",
+    "binary_metrics",
     "classification_metrics",
     "confusion_matrix",
     "pearson_metric",
@@ -98,6 +100,36 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((r[lab].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the precision-recall curve (average precision); NaN without positives.
+
+    The step-wise sum ``sum_k (R_k - R_{k-1}) P_k`` over the distinct score
+    thresholds, as scikit-learn's ``average_precision_score`` (tied scores form
+    one threshold). Unlike AUROC it depends on the class balance: a random
+    ranking scores the fraction of positives, so it shows what rare positives
+    cost. NaN labels are ignored.
+
+    Examples
+    --------
+    >>> auprc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    0.8333333333333333
+    """
+    s = np.asarray(scores, float)
+    lab = np.asarray(labels, float)
+    ok = ~np.isnan(lab)
+    s, lab = s[ok], lab[ok] > 0.5
+    n_pos = int(lab.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, lab = s[order], lab[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # end of each tied run
+    tp = np.cumsum(lab)[last]
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def auroc_metric(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) -> dict[str, float]:
     """Mean AUROC over binary tasks (NaN labels ignored): the DNA tasks' validation metric."""
     o = torch.cat(list(outs)).float().numpy()
@@ -107,6 +139,28 @@ def auroc_metric(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) -> 
     vals = [auroc(o[:, j], t[:, j]) for j in range(o.shape[1])]
     vals = [v for v in vals if not np.isnan(v)]
     return {"auroc": float(np.mean(vals)) if vals else float("nan")}
+
+
+def binary_metrics(outs: Sequence[torch.Tensor], tgts: Sequence[torch.Tensor]) -> dict[str, float]:
+    """Mean AUROC and mean AUPRC over binary tasks (NaN labels ignored): the DNA tasks' metrics.
+
+    Examples
+    --------
+    >>> m = binary_metrics([torch.tensor([[0.1], [0.4], [0.35], [0.8]])],
+    ...                    [torch.tensor([[0.0], [0.0], [1.0], [1.0]])])
+    >>> m["auroc"], round(m["auprc"], 3)
+    (0.75, 0.833)
+    """
+    o = torch.cat(list(outs)).float().numpy()
+    t = torch.cat(list(tgts)).float().numpy()
+    if o.ndim == 1:
+        o, t = o[:, None], t[:, None]
+    out = {}
+    for name, fn in (("auroc", auroc), ("auprc", auprc)):
+        vals = [fn(o[:, j], t[:, j]) for j in range(o.shape[1])]
+        vals = [v for v in vals if not np.isnan(v)]
+        out[name] = float(np.mean(vals)) if vals else float("nan")
+    return out
 
 
 def pearson_metric(
