@@ -1,24 +1,83 @@
 """The built-in models pretrained on real data (issue 13): files, cards, and a quick score each.
 
+``builtin:unet2d-nuclei`` (DSB2018, ``scripts/pretrain_unet.py``) and
 ``builtin:dna-encode`` (ENCODE / janggu ChIP-seq, ``scripts/pretrain_dna_encode.py``).
-(``scripts/pretrain_unet.py`` makes a DSB2018 U-Net; it is not shipped yet.)
 The score checks use the real data in ``../shared/data`` and are skipped without it;
 their thresholds are the measured values (model card) minus a margin.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 
 from napari_dlcb.models.registry import WEIGHTS_DIR, builtin_info, load_builtin
 
-#: measured on the shipped weights (model card); the tests allow a margin below
+ROOT = Path(__file__).resolve().parents[2]
+
+#: measured on the shipped weights (model cards); the tests allow a margin below
+STARDIST_FG_IOU = 0.837
+STARDIST_AP50 = 0.690
 GATA3_AUROC = 0.947
 
 
 def _card(name: str) -> str:
     entry, _ = builtin_info(name)
     return (WEIGHTS_DIR / entry.card).read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------ U-Net
+def test_unet_builtin_is_the_real_data_model_and_its_card_agrees():
+    model, meta = load_builtin("unet2d-nuclei")
+    assert meta.architecture["name"] == "unet2d" and meta.in_channels == 1
+    assert meta.classes == ["background", "interior", "boundary"]
+    assert meta.label_kind == "instances"
+    assert meta.normalization == {"mode": "per_image_percentile", "p_low": 1.0, "p_high": 99.8}
+    data = meta.extra["data"]
+    assert data["licence"] == "CC0" and "DSB2018" in data["name"]
+    card = _card("unet2d-nuclei")
+    post = meta.extra["postprocess"]
+    assert f"1 - p_background > {post['fg_threshold']}" in card
+    assert f"p_interior > {post['seed_threshold']}" in card
+    test = meta.extra["evaluation"]["test"]["grey"]
+    assert f"{test['fg_iou']:.3f} | {test['ap50']:.3f}" in card
+    assert (WEIGHTS_DIR / "unet2d_nuclei.safetensors").stat().st_size < 5_000_000
+
+
+def test_unet_split_keeps_test_images_out_of_training():
+    split = json.loads((ROOT / "scripts" / "dsb2018_split.json").read_text())
+    _, meta = builtin_info("unet2d-nuclei")
+    train, val, test = (set(split[k]) for k in ("train", "val", "test"))
+    assert not (train & test) and not (train & val) and not (val & test)
+    assert len(train) + len(val) + len(test) == 664
+    assert {k: meta.extra["data"][k] for k in ("train", "val", "test")} == {
+        "train": len(train),
+        "val": len(val),
+        "test": len(test),
+    }
+    assert "4dbbb275960ab9e4" in test  # the StarDist sample is a crop of it
+    card = _card("unet2d-nuclei")
+    ids = re.search(r"- test ids: (.*)", card).group(1).split(", ")
+    assert set(ids) == test
+
+
+def test_unet_builtin_segments_the_stardist_sample(shared_data):
+    import tifffile
+
+    from napari_dlcb.inference.metrics import average_precision, foreground_iou
+    from napari_dlcb.inference.segment import segment
+
+    d = shared_data / "stardist_sample_nuclei_2d"
+    img = tifffile.imread(d / "img2d.tif")
+    truth = tifffile.imread(d / "mask2d.tif")
+    _, labels = segment("builtin", img, tile=512, device="cpu")
+    measured = load_builtin("unet2d-nuclei")[1].extra["evaluation"]["stardist_sample_nuclei_2d"]
+    assert measured["fg_iou"] >= STARDIST_FG_IOU and measured["ap50"] >= STARDIST_AP50
+    assert foreground_iou(labels > 0, truth > 0) > STARDIST_FG_IOU - 0.03
+    assert average_precision(labels, truth, 0.5) > STARDIST_AP50 - 0.05
 
 
 # -------------------------------------------------------------------------------- DNA

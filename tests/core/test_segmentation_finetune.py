@@ -121,17 +121,23 @@ def test_quick_view_is_the_full_forward_pass(nuclei):
 
 
 def test_finetuning_on_strokes_does_not_make_the_model_worse(stardist):
-    """Real nuclei, 18 correct strokes: the built-in U-Net scores IoU 0.857 untouched."""
+    """Real nuclei, 18 correct strokes: fine-tuning keeps what the built-in U-Net knew."""
     from napari_dlcb.inference.metrics import foreground_iou
+    from napari_dlcb.inference.segment import segment
 
     img, truth, strokes = stardist
+    _, before = segment("builtin", img, device="cpu")
+    untouched = foreground_iou(before > 0, truth > 0)
+    assert untouched > 0.8  # the built-in already segments these nuclei
     task = SegmentationTask([img], [strokes], device="cpu", seed=0)
     t0 = time.perf_counter()
     fin = list(task.fit(epochs=4, samples_per_epoch=16, epoch_seconds=600))[-1]
     _, labels = task.predict(img)
     iou = foreground_iou(labels > 0, truth > 0)
-    print(f"\nIoU {iou:.4f} after {fin.epochs_run} epochs ({time.perf_counter() - t0:.0f} s)")
-    assert iou >= 0.85
+    print(
+        f"\nIoU {untouched:.4f} -> {iou:.4f} after {fin.epochs_run} epochs ({time.perf_counter() - t0:.0f} s)"
+    )
+    assert iou >= untouched - 0.01
 
 
 def test_first_overlay_comes_before_training_starts(nuclei):

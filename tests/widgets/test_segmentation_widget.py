@@ -599,8 +599,10 @@ def test_predict_lazy_image_block_by_block(make_napari_viewer, qtbot, dlcb_cache
     # same result as predicting the whole image in memory
     want = segment("builtin", img, device="cpu")
     fg = np.asarray(prob.data[0])
-    diff = np.abs(fg - (1.0 - want.probabilities[0]))  # uint8 storage: steps of 1/255
-    assert diff.max() < 0.02 and diff.mean() < 2e-3, (diff.max(), diff.mean())
+    # uint8 storage (steps of 1/255), and the built-in normalises each image by its own
+    # percentiles, which for the lazy mosaic come from a pixel subsample: a few steps at most
+    diff = np.abs(fg - (1.0 - want.probabilities[0]))
+    assert diff.max() < 0.03 and diff.mean() < 2e-3, (diff.max(), diff.mean())
     agree = ((np.asarray(seg.data[0]) > 0) == (want.labels > 0)).mean()
     assert agree > 0.99, agree
     assert "block by block" in widget.status.text()
