@@ -45,8 +45,19 @@ MOTIFS = [
 
 
 def jaspar_counts() -> dict[str, np.ndarray]:
-    from pyjaspar import jaspardb
+    """JASPAR 2024 count matrices of MOTIFS.
 
+    From pyjaspar's database when installed (``napari-dlcb[motifs-db]``; exact counts,
+    what the shipped model was made with), else from the JASPAR MEME file bundled with
+    the package (probabilities x nsites, to 4 decimals).
+    """
+    try:
+        from pyjaspar import jaspardb
+    except ImportError:
+        from napari_dlcb.io.motifs import load_motif_database
+
+        bundled = {m.name.split()[0]: m.counts for m in load_motif_database("jaspar")}
+        return {name: np.asarray(bundled[mid], float) for name, mid in MOTIFS}
     db = jaspardb(release="JASPAR2024")
     out = {}
     for name, mid in MOTIFS:
