@@ -158,7 +158,7 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_dlcb._widgets.segmentation import SegmentationWidget
-    from napari_dlcb.inference.postprocess import foreground_iou
+    from napari_dlcb.inference.metrics import foreground_iou
 
     catcher = _Tracebacks()
     logging.getLogger().addHandler(catcher)
