@@ -93,6 +93,16 @@ def test_train_stop_predict_save_reload_on_real_nuclei(
     again = segment(str(widget.saved_path), img, device="cpu")
     np.testing.assert_array_equal(np.asarray(seg.data), again.labels)
 
+    # Export to BioImage.IO: a package that the zoo's own test passes, same labels
+    assert widget.export_btn.isEnabled()
+    assert widget.export_model(tmp_path / "nuclei-model")  # ".zip" is added
+    qtbot.waitUntil(lambda: not widget.jobs.busy("export"), timeout=300_000)
+    package = tmp_path / "nuclei-model.zip"
+    assert package.is_file() and widget.exported.test_passed, widget.status.text()
+    assert "bioimageio test" in widget.status.text()
+    from_package = segment(str(package), img, device="cpu")
+    assert (from_package.labels == again.labels).mean() > 0.999
+
     # A wrong file as "Start from": one clear line, the dock stays usable
     widget.base_combo.setCurrentIndex(widget.base_combo.findData("saved"))
     widget.base_path.setText(str(tmp_path / "model" / "weights.safetensors"))

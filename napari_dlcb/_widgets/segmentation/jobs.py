@@ -137,6 +137,13 @@ def save_job(trainer: Any, path: str) -> Path:
     return trainer.save(path)
 
 
+def export_job(trainer: Any, path: str) -> Any:
+    """Write the trained model as a BioImage.IO package and run the zoo's test on it."""
+    from napari_dlcb.models.bioimageio_export import export_bioimageio
+
+    return export_bioimageio(trainer.model, path, meta=trainer.meta, test=True)
+
+
 WARMUP_MODULES = (
     "torch",
     "napari_dlcb.tasks.segmentation.task",

@@ -191,8 +191,14 @@ class SegmentationPanel(QWidget):
         more = QHBoxLayout()
         self.predict_btn = QPushButton("Predict whole image")
         self.save_btn = QPushButton("Save model…")
+        self.export_btn = QPushButton("Export to BioImage.IO…")
+        self.export_btn.setToolTip(
+            "Write the trained model as a BioImage Model Zoo package (.zip) for Fiji/deepImageJ, "
+            "ilastik or QuPath, checked by the zoo's own test"
+        )
         more.addWidget(self.predict_btn)
         more.addWidget(self.save_btn)
+        more.addWidget(self.export_btn)
         col.addLayout(more)
         return col
 

@@ -20,7 +20,12 @@ from qtpy.QtWidgets import QFileDialog
 
 from napari_dlcb._widgets._common import notify_info, plane_shape
 from napari_dlcb._widgets.segmentation import outputs
-from napari_dlcb._widgets.segmentation.jobs import blockwise_job, predict_job, save_job
+from napari_dlcb._widgets.segmentation.jobs import (
+    blockwise_job,
+    export_job,
+    predict_job,
+    save_job,
+)
 from napari_dlcb.errors import DlcbError
 
 __all__ = ["BLOCKWISE_PIXELS", "PredictMixin"]
@@ -172,6 +177,54 @@ class PredictMixin:
         )
         self._set_state()
         return True
+
+    def _export_clicked(self) -> None:
+        if self.trainer is None:
+            self._user_error("Nothing to export yet: train a model first.")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Export to BioImage.IO",
+            str(Path.home() / "dlcb-model.zip"),
+            "BioImage.IO package (*.zip)",
+        )
+        if path:
+            self.export_model(path)
+
+    def export_model(self, path: str | Path) -> bool:
+        """Export the model trained here as a BioImage.IO package ``path`` (.zip), in a job."""
+        if self.trainer is None:
+            self._user_error("Nothing to export yet: train a model first.")
+            return False
+        if self.is_training:
+            self._user_error("Stop training before exporting the model.")
+            return False
+        path = Path(path)
+        if path.suffix.lower() != ".zip":
+            path = path.with_name(path.name + ".zip")
+        self.jobs.run(
+            "Exporting to BioImage.IO",
+            export_job,
+            self.trainer,
+            str(path),
+            kind="export",
+            on_return=self._on_exported,
+            on_done=lambda job: self._set_state(),
+            status=f"Exporting to {path.name} and running the zoo's test…",
+        )
+        self._set_state()
+        return True
+
+    def _on_exported(self, result: Any) -> None:
+        self.exported = result
+        formats = " + ".join(result.weights)
+        verdict = result.test_summary or ("test passed" if result.test_passed else "")
+        line = f"Exported {result.path.name} ({formats}); bioimageio test: {verdict}"
+        if result.test_passed is False:
+            self._user_error(line)
+            return
+        notify_info(f"Exported to {result.path}")
+        self._set_status(line)
 
     def _on_saved(self, path: Any) -> None:
         self.saved_path = Path(path)

@@ -95,6 +95,7 @@ class SegmentationWidget(TrainingMixin, PredictMixin, SegmentationPanel):
         self._overfit_notified = False
         self.last_finished: Any = None
         self.saved_path: Any = None
+        self.exported: Any = None  # what the last Export to BioImage.IO wrote
         self.plot = LearningCurvePlot()
         self._plot_dock: Any = None
         self._preview_throttle = ThrottledCall(self._apply_preview, 1000, self)
@@ -114,6 +115,7 @@ class SegmentationWidget(TrainingMixin, PredictMixin, SegmentationPanel):
         self.resume_btn.clicked.connect(self.resume_training)
         self.predict_btn.clicked.connect(self.predict)
         self.save_btn.clicked.connect(self._save_clicked)
+        self.export_btn.clicked.connect(self._export_clicked)
         self.image_combo.currentIndexChanged.connect(self._on_selection_changed)
         self.labels_combo.currentIndexChanged.connect(self._on_selection_changed)
         self.autosave_check.toggled.connect(self._on_selection_changed)
@@ -253,6 +255,7 @@ class SegmentationWidget(TrainingMixin, PredictMixin, SegmentationPanel):
         self.resume_btn.setEnabled(not training and not predicting and trained)
         self.predict_btn.setEnabled(not training and not predicting)
         self.save_btn.setEnabled(not training and trained and not self.jobs.busy("save"))
+        self.export_btn.setEnabled(not training and trained and not self.jobs.busy("export"))
         for w in (
             self.image_combo,
             self.labels_combo,
