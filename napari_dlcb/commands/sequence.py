@@ -97,12 +97,14 @@ def _register_train(train_sub) -> None:
     p.add_argument(
         "--filters",
         type=int,
-        help="first-layer filters (default 32 for deepbind, 300 for basset, 64 for danq, "
+        help="first-layer filters (default 256 for deepbind, 300 for basset, 64 for danq, "
         "320 for deepsea)",
     )
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--epochs", type=int, help="most epochs (default 100; early stopping ends sooner)"
+    )
+    p.add_argument("--batch-size", type=int, help="sequences per step (default 64)")
+    p.add_argument("--lr", type=float, help="learning rate (default 3e-3)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument(
         "--val-chroms", help="comma-separated chromosomes held out for validation (with --bed)"
@@ -247,7 +249,7 @@ def _train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
 
     def show(ev) -> None:
-        line = describe_event(ev, epochs=args.epochs, t0=t0)
+        line = describe_event(ev, epochs=config.epochs, t0=t0)
         if line is not None:
             _say(line)
 
@@ -262,6 +264,7 @@ def _config(args: argparse.Namespace):
     from napari_dlcb.tasks.sequence_config import SequenceConfig
 
     kwargs = {} if args.base else _model_kwargs(args.arch, args.filters)
+    given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
     return SequenceConfig(
         arch=args.arch,
         base=args.base,
@@ -270,17 +273,15 @@ def _config(args: argparse.Namespace):
         seed=args.seed,
         device=_device(args.device),
         task_type=args.task_type,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
         max_time=args.max_minutes * 60 if args.max_minutes else None,
+        **{k: v for k, v in given.items() if v is not None},  # else the config's defaults
     ).validate()
 
 
 def _model_kwargs(arch: str, filters: int | None) -> dict:
     """Architecture arguments from ``--filters`` (CLI defaults sized for a CPU)."""
-    if arch == "deepbind":
-        return {"filters": filters or 32}
+    if arch == "deepbind":  # else SequenceConfig.DEEPBIND_DEFAULTS
+        return {"filters": filters} if filters else {}
     if arch == "basset":
         return {"filters": (filters, 200, 200)} if filters else {}
     if arch == "danq":  # DanQ's 320 filters / 320 LSTM units are a GPU model; 64/64 fits a CPU

@@ -192,6 +192,8 @@ class SequenceTask(Task):
             parent = base_meta.extra.get("source", str(cfg.base))
         else:
             kwargs = dict(cfg.model_kwargs)
+            if cfg.arch == "deepbind":
+                kwargs = {**cfg.DEEPBIND_DEFAULTS, **kwargs}
             if cfg.arch in ("basset", "deepsea", "danq"):  # a flatten: one window length
                 kwargs.setdefault("length", L)
             elif cfg.arch == "deepbind":
