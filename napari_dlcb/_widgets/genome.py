@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QWidget
+from qtpy.QtWidgets import QFileDialog, QMenu, QWidget
 
 from napari_dlcb._widgets._jobs import JobRunner
 from napari_dlcb._widgets.genome_actions import ModelActions, core
@@ -65,7 +65,10 @@ class GenomeWidget(ModelActions, GenomePanel):
         self.peak_box.activated.connect(self._go_to_peak)
         self.sample_btn.clicked.connect(self.use_sample)
         self.open_btn.clicked.connect(self._open_dialog)
-        self.model_browse.clicked.connect(self._browse_model)
+        menu = QMenu(self.model_browse)
+        menu.addAction("napari-dlcb model folder…", self._browse_model)
+        menu.addAction("TorchScript or ONNX file (with its sidecar)…", self._browse_model_file)
+        self.model_browse.setMenu(menu)
         self.model_path.editingFinished.connect(self.load_model)
         self.stop_btn.clicked.connect(self.stop)
         self._connect_actions()
@@ -167,6 +170,17 @@ class GenomeWidget(ModelActions, GenomePanel):
 
     def _browse_model(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Saved napari-dlcb DNA model folder")
+        if path:
+            self.model_path.setText(path)
+            self.load_model()
+
+    def _browse_model_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "DNA model from another tool (a JSON/YAML sidecar beside it describes it)",
+            "",
+            "TorchScript or ONNX (*.pt *.pts *.onnx)",
+        )
         if path:
             self.model_path.setText(path)
             self.load_model()

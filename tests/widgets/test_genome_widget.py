@@ -376,7 +376,7 @@ def test_opening_a_genome_replaces_the_previous_one(make_napari_viewer, qtbot, s
 def test_a_torchscript_dna_model_from_elsewhere_asks_once_then_predicts(
     make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
-    """A .pt + sidecar typed in the model field: the dock asks before running its code."""
+    """A .pt + sidecar picked with Browse: the dock asks before running its code."""
     import json
 
     import napari_dlcb._widgets._jobs as jobs
@@ -395,7 +395,16 @@ def test_a_torchscript_dna_model_from_elsewhere_asks_once_then_predicts(
     w = _dock(viewer, qtbot)
     w.use_sample()
     _idle(w, qtbot)
-    w.model_path.setText(str(path))
+    import napari_dlcb._widgets.genome as genome_widget
+
+    monkeypatch.setattr(
+        genome_widget.QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), "")
+    )
+    pick_file = w.model_browse.menu().actions()[1]
+    assert "TorchScript or ONNX" in pick_file.text()
+    pick_file.trigger()
+    assert w.model_path.text() == str(path)
+    _idle(w, qtbot)
     w.start_predict()
     qtbot.waitUntil(lambda: "predicted tracks" in viewer.layers, timeout=120_000)
     assert asked == ["bpnet_like.pt"]  # asked once, then the job ran again
