@@ -17,6 +17,7 @@ All coordinates are 0-based and half-open, as in BED: ``chr1:100-200`` is the
 from __future__ import annotations
 
 from napari_dlcb.io.fasta import Genome, read_fasta, read_fasta_records, record_region
+from napari_dlcb.io.intervals import IndexedIntervals, intervals_in, open_intervals
 from napari_dlcb.io.regions import (
     Region,
     chrom_aliases,
@@ -28,10 +29,7 @@ from napari_dlcb.io.regions import (
 )
 from napari_dlcb.io.tabix import TabixSource, compress_and_index, is_indexed
 from napari_dlcb.io.tracks import (
-    IndexedIntervals,
     SignalTrack,
-    intervals_in,
-    open_intervals,
     open_track,
     read_bed,
     read_bedgraph,

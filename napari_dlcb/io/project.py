@@ -54,8 +54,17 @@ import numpy as np
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.atomic import fsync_dir, fsync_tree
 from napari_dlcb.io.filelock import lock_file
-from napari_dlcb.io.jsonable import json_default
 from napari_dlcb.io.paths import image_stem
+from napari_dlcb.io.store_layout import (
+    CURRENT,
+    LABEL_KINDS,
+    AnnotationStoreWarning,
+    clean_metadata,
+    is_shipped,
+    last_saved,
+    read_pointer,
+    remove_path,
+)
 
 __all__ = [
     "LABEL_KINDS",
@@ -68,21 +77,14 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 #: Kinds of annotation the store records in each layer's metadata.
-LABEL_KINDS = ("scribbles", "classes", "instances")
 #: Suffix of annotation stores: ``cells.tif`` -> ``cells.dlcb.zarr``.
 STORE_SUFFIX = ".dlcb.zarr"
 _FORMAT = 1
-_CURRENT = "CURRENT"
 _CHUNK = 1024
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
-_VERSION = re.compile(r"^v[0-9a-f]{1,20}-[0-9a-f]{8}$")
 _LOCK = ".lock"
 #: how long a save waits for another process's save of the same layer
 LOCK_WAIT = 30.0
-
-
-class AnnotationStoreWarning(UserWarning):
-    """Something in an annotation store was ignored or moved (shown by napari as a notification)."""
 
 
 def user_cache_dir() -> Path:
@@ -137,10 +139,10 @@ class AnnotationStore:
         self.image_path = Path(image_path).expanduser().absolute()
         self._lock = threading.RLock()
         local, cache = self.local_path(self.image_path), self.cache_path(self.image_path)
-        if _is_shipped(self.image_path):
+        if is_shipped(self.image_path):
             self.path = cache
         elif local.exists() and cache.exists():  # saves fell back to the cache once
-            self.path = cache if _last_saved(cache) > _last_saved(local) else local
+            self.path = cache if last_saved(cache) > last_saved(local) else local
         elif local.exists() or (
             not cache.exists() and os.access(self.image_path.parent, os.W_OK | os.X_OK)
         ):
@@ -271,7 +273,7 @@ class AnnotationStore:
                 f"cannot save annotation '{name}': needs non-empty integer labels, "
                 f"got {data.dtype} {data.shape}"
             )
-        md = _clean_metadata(name, metadata)
+        md = clean_metadata(name, metadata)
         md["saved_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
         with self._lock:
             try:
@@ -354,7 +356,7 @@ class AnnotationStore:
             return []
         found = []
         for d in layers.iterdir():
-            ptr = _read_pointer(d)
+            ptr = read_pointer(d)
             if ptr is not None and (d / ptr["version"]).is_dir():
                 found.append((ptr.get("created", 0.0), ptr["name"]))
         return [n for _, n in sorted(found)]
@@ -389,10 +391,10 @@ class AnnotationStore:
                 return
             with lock_file(d / _LOCK, what=f"annotation '{name}'", wait=LOCK_WAIT):
                 # removing the pointer first makes the deletion atomic
-                (d / _CURRENT).unlink(missing_ok=True)
+                (d / CURRENT).unlink(missing_ok=True)
                 for child in d.iterdir():
                     if child.name != _LOCK:
-                        _remove(child)
+                        remove_path(child)
             shutil.rmtree(d, ignore_errors=True)
 
     def __repr__(self) -> str:
@@ -436,7 +438,7 @@ class AnnotationStore:
     def _save_locked(self, layer: Path, name: str, data: np.ndarray, md: dict[str, Any]) -> None:
         import zarr
 
-        old = _read_pointer(layer)
+        old = read_pointer(layer)
         version = f"v{time.time_ns():x}-{uuid.uuid4().hex[:8]}"
         vdir = layer / version
         chunks = tuple(min(n, _CHUNK) for n in data.shape)
@@ -457,16 +459,16 @@ class AnnotationStore:
             "version": version,
             "created": old.get("created", time.time()) if old else time.time(),
         }
-        tmp = layer / f".{_CURRENT}.{uuid.uuid4().hex[:8]}"
+        tmp = layer / f".{CURRENT}.{uuid.uuid4().hex[:8]}"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(pointer, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, layer / _CURRENT)  # the commit point
+        os.replace(tmp, layer / CURRENT)  # the commit point
         fsync_dir(layer)
         for child in layer.iterdir():  # old versions and leftovers of killed saves
-            if child.name not in (_CURRENT, version, _LOCK):
-                _remove(child)
+            if child.name not in (CURRENT, version, _LOCK):
+                remove_path(child)
 
     def _read(self, name: str, *, data: bool = True) -> tuple[Any, dict[str, Any]]:
         import zarr
@@ -474,7 +476,7 @@ class AnnotationStore:
         layer = self._layer_dir(name)
         attempts = 20
         for attempt in range(attempts):  # a concurrent save may replace the version we read
-            ptr = _read_pointer(layer)
+            ptr = read_pointer(layer)
             if ptr is None or ptr.get("name") != name:
                 break
             try:
@@ -490,80 +492,7 @@ class AnnotationStore:
                 continue
             # zarr reads a chunk deleted under it as zeros: keep only a read that the
             # pointer still vouches for (a save replaces CURRENT before it deletes)
-            after = _read_pointer(layer)
+            after = read_pointer(layer)
             if after is not None and after.get("version") == ptr["version"]:
                 return out, md
         raise DlcbError(f"no annotation layer '{name}' in '{self.path.name}'")
-
-
-def _is_shipped(image_path: Path) -> bool:
-    """Whether the image is a sample file inside the package (or the repo's copy)."""
-    import napari_dlcb
-
-    package = Path(napari_dlcb.__file__).resolve().parent
-    try:
-        resolved = image_path.resolve()
-    except OSError:
-        return False
-    return any(resolved.is_relative_to(d) for d in (package, package.parent / "sample_data"))
-
-
-def _clean_metadata(name: str, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    md = dict(metadata or {})
-    kind = md.get("label_kind")
-    if kind is not None and kind not in LABEL_KINDS:
-        raise DlcbError(
-            f"annotation '{name}': label_kind must be one of {', '.join(LABEL_KINDS)}, not {kind!r}"
-        )
-    for key in ("scale", "translate"):
-        if key in md and md[key] is not None:
-            md[key] = [float(v) for v in np.asarray(md[key], dtype=float).ravel()]
-    try:
-        return json.loads(json.dumps(md, default=json_default))
-    except (TypeError, ValueError) as exc:
-        raise DlcbError(f"annotation '{name}': metadata is not JSON-serialisable") from exc
-
-
-def _read_pointer(layer: Path) -> dict[str, Any] | None:
-    """The layer's ``CURRENT`` pointer, or None; a pointer out of its layer is ignored."""
-    path = layer / _CURRENT
-    try:
-        if path.stat().st_size > 64 * 1024:  # a pointer is ~100 bytes
-            raise ValueError("too large")
-        ptr = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        _warn_pointer(layer, "is unreadable")
-        return None
-    if not isinstance(ptr, dict) or not isinstance(ptr.get("name"), str):
-        _warn_pointer(layer, "is not a napari-dlcb pointer")
-        return None
-    version = ptr.get("version")
-    if not isinstance(version, str) or not _VERSION.match(version):
-        _warn_pointer(layer, f"points outside its layer ({str(version)[:60]!r})")
-        return None
-    return ptr
-
-
-def _warn_pointer(layer: Path, what: str) -> None:
-    message = (
-        f"annotation store {layer.parent.parent.name}: {layer.name}/{_CURRENT} {what}; ignored"
-    )
-    warnings.warn(message, AnnotationStoreWarning, stacklevel=3)
-    LOGGER.warning(message)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _last_saved(store: Path) -> float:
-    """When a layer of ``store`` was last saved (mtime of the newest ``CURRENT``), else 0."""
-    try:
-        return max((p.stat().st_mtime for p in store.glob(f"layers/*/{_CURRENT}")), default=0.0)
-    except OSError:
-        return 0.0

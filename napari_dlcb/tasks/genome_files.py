@@ -22,8 +22,9 @@ from typing import Any
 import pandas as pd
 
 from napari_dlcb.io.fasta import Genome, read_fasta
+from napari_dlcb.io.intervals import IndexedIntervals, open_intervals
 from napari_dlcb.io.regions import Region, format_locus, resolve_region
-from napari_dlcb.io.tracks import IndexedIntervals, SignalTrack, open_intervals
+from napari_dlcb.io.tracks import SignalTrack
 from napari_dlcb.io.vcf import IndexedVariants, open_variants
 
 #: most intervals of an indexed BED offered by "go to peak" and name search

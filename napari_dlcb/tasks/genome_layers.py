@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from napari_dlcb.data.onehot import one_hot
+from napari_dlcb.io.intervals import intervals_in
 from napari_dlcb.io.regions import Region, parse_region
-from napari_dlcb.io.tracks import intervals_in
 from napari_dlcb.io.vcf import variants_in
 from napari_dlcb.tasks.genome_layout import (
     BASE_HEX,
@@ -45,7 +45,8 @@ from napari_dlcb.tasks.genome_layout import (
     bar_image,
     layout,
     pack_rows,
-    place,
+    place_layer,
+    track_meta,
 )
 
 __all__ = [
@@ -65,25 +66,6 @@ LOGO_ROWS = 64  # pixel rows of an attribution logo
 LOGO_PX_PER_BASE = 16  # full-resolution letter width (regions up to LOGO_COLUMNS / 16 bp)
 LOGO_COLUMNS = 65536  # widest logo image: a longer region gets narrower letters
 SMALLEST_LEVEL = 4096  # columns of the coarsest logo level (below any GL texture limit)
-
-
-def _meta(kind: str, track: str, y_range: tuple[float, float], **extra: Any) -> dict:
-    return {"genome_view": True, "kind": kind, "track": track, "y_range": y_range, **extra}
-
-
-def _placed(kwargs: dict, tops: dict, zoom: float) -> dict:
-    m = kwargs["metadata"]
-    top, height = tops[m["track"]]
-    scale, translate = place(
-        m["y_range"],
-        top,
-        height,
-        zoom,
-        x_scale=m.get("x_scale", 1.0),
-        x_translate=m.get("x_translate", 0.0),
-    )
-    kwargs["scale"], kwargs["translate"] = scale, translate
-    return kwargs
 
 
 def labels_layer(
@@ -109,7 +91,7 @@ def labels_layer(
         "border_width": 0,
         "features": features,
         "text": {"string": "{label}", "color": color, "size": 9, "anchor": "center"},
-        "metadata": _meta("labels", track, y_range, labels_for=track, origin=origin),
+        "metadata": track_meta("labels", track, y_range, labels_for=track, origin=origin),
     }
     return coords, kwargs, "points"
 
@@ -121,7 +103,7 @@ def sequence_layers(region: Region, seq: str) -> tuple[list[tuple], Track]:
         "name": f"sequence {region.locus}",
         "colormap": "gray_r",
         "contrast_limits": (0.0, 1.0),
-        "metadata": _meta(
+        "metadata": track_meta(
             "sequence",
             "sequence",
             (-0.5, 3.5),
@@ -148,7 +130,7 @@ def letters_layer(region: Region, seq: str, show: bool) -> tuple:
         "border_width": 0,
         "features": features,
         "text": {"string": "{base}", "color": {"feature": "color"}, "size": 10, "anchor": "center"},
-        "metadata": _meta("letters", "sequence", (-0.5, 3.5), origin=region.start),
+        "metadata": track_meta("letters", "sequence", (-0.5, 3.5), origin=region.start),
     }
     return np.stack([rows, pos], 1), kwargs, "points"
 
@@ -158,7 +140,7 @@ def _bars(name: str, kind: str, key: str, img: np.ndarray, x_scale: float, x0: f
     kwargs = {
         "name": name,
         "rgb": True,
-        "metadata": _meta(
+        "metadata": track_meta(
             kind, key, (-0.5, rows - 0.5), x_scale=float(x_scale), x_translate=float(x0), **meta
         ),
     }
@@ -209,7 +191,7 @@ def interval_layers(region: Region, bed: Any) -> tuple[list[tuple], Track | None
             "start": hit["start"].astype(int).tolist(),
             "end": hit["end"].astype(int).tolist(),
         },
-        "metadata": _meta("intervals", "intervals", (0.0, float(n_rows)), origin=region.start),
+        "metadata": track_meta("intervals", "intervals", (0.0, float(n_rows)), origin=region.start),
     }
     title = str(bed.attrs.get("track_name") or "intervals (BED)")
     label = labels_layer(
@@ -248,7 +230,7 @@ def variant_layers(region: Region, variants: Any) -> tuple[list[tuple], Track | 
             "pos": hit["pos"].tolist(),
             "chrom": hit["chrom"].tolist(),
         },
-        "metadata": _meta("variants", "variants", (0.0, 1.0), origin=region.start),
+        "metadata": track_meta("variants", "variants", (0.0, 1.0), origin=region.start),
     }
     ids = [i if i != "." else f"{r}>{a}" for i, r, a in zip(hit["id"], hit["ref"], hit["alt"])]
     label = labels_layer(
@@ -333,7 +315,7 @@ def mutation_map_layers(
         "colormap": "bwr",
         "contrast_limits": (-(m or 1.0), m or 1.0),
         "visible": visible,
-        "metadata": _meta(
+        "metadata": track_meta(
             "mutation_map",
             "mutation_map",
             (-0.5, 3.5),
@@ -385,7 +367,7 @@ def attribution_layers(
         "name": f"attribution logo ({method}, {task})",
         "rgb": True,
         "multiscale": len(levels) > 1,
-        "metadata": _meta(
+        "metadata": track_meta(
             "attribution",
             "attribution",
             (-0.5, LOGO_ROWS - 0.5),
@@ -418,7 +400,7 @@ def motif_layers(region: Region, hits: pd.DataFrame) -> tuple[list[tuple], Track
         "face_color": "#f7b32b",
         "edge_width": 0,
         "features": {"motif": names, "strand": hits["strand"].tolist(), "score": hits["score"]},
-        "metadata": _meta(
+        "metadata": track_meta(
             "motif_hits", "motif_hits", (0.0, float(n_rows)), hits=hits, origin=region.start
         ),
     }
@@ -503,7 +485,7 @@ def region_layer_data(
     tops = layout(made)
     zoom = zoom or canvas_width / max(len(r), 1)
     for _, kwargs, _ in out:
-        _placed(kwargs, tops, zoom)
+        place_layer(kwargs, tops, zoom)
     if out:
         out[0][1]["metadata"]["tracks"] = made
     return out

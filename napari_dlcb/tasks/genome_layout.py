@@ -32,7 +32,9 @@ __all__ = [
     "layout",
     "pack_rows",
     "place",
+    "place_layer",
     "ruler_ticks",
+    "track_meta",
 ]
 
 RULER_PX = 46.0  # height of the bp ruler
@@ -247,3 +249,24 @@ def bar_image(
     rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
     img[filled] = (*rgb, 255)
     return img, b, top
+
+
+def track_meta(kind: str, track: str, y_range: tuple[float, float], **extra: Any) -> dict:
+    """The metadata that marks a layer as one track of the Genome view (kind, track, y range)."""
+    return {"genome_view": True, "kind": kind, "track": track, "y_range": y_range, **extra}
+
+
+def place_layer(kwargs: dict, tops: dict, zoom: float) -> dict:
+    """Set a layer's ``scale``/``translate`` from its track's top and height (see :func:`place`)."""
+    m = kwargs["metadata"]
+    top, height = tops[m["track"]]
+    scale, translate = place(
+        m["y_range"],
+        top,
+        height,
+        zoom,
+        x_scale=m.get("x_scale", 1.0),
+        x_translate=m.get("x_translate", 0.0),
+    )
+    kwargs["scale"], kwargs["translate"] = scale, translate
+    return kwargs

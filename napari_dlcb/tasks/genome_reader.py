@@ -108,7 +108,8 @@ def read_genome_files(path: PathOrPaths) -> list[tuple[Any, ...]]:
     >>> [kw["metadata"]["kind"] for _, kw, _ in layers][:1], layers[0][1]["metadata"]["origin"]
     (['sequence'], 100)
     """
-    from napari_dlcb.io.tracks import SignalTrack, open_intervals
+    from napari_dlcb.io.intervals import open_intervals
+    from napari_dlcb.io.tracks import SignalTrack
     from napari_dlcb.io.vcf import open_variants
     from napari_dlcb.tasks.genome_files import open_genome_files
     from napari_dlcb.tasks.genome_layers import region_layer_data

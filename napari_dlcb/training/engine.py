@@ -33,13 +33,14 @@ from torch import nn
 
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.training.batches import seed_everything
 from napari_dlcb.training.events import (
     Finished,
     TrainEvent,
 )
 from napari_dlcb.training.losses import LossFn, masked_loss
 from napari_dlcb.training.metrics import accuracy_metric
-from napari_dlcb.training.run import MetricsFn, RunOptions, TrainingRun, seed_everything
+from napari_dlcb.training.run import MetricsFn, RunOptions, TrainingRun
 
 __all__ = ["accuracy_metric", "fit", "fit_to_end", "masked_loss", "seed_everything"]
 

@@ -9,7 +9,6 @@ the run ends is described in :mod:`napari_dlcb.training.engine`.
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from napari_dlcb.models.state import state_to_cpu
+from napari_dlcb.training.batches import batch_size_of, forward, seed_everything, to_device
 from napari_dlcb.training.checkpoint import load_checkpoint, write_checkpoint
 from napari_dlcb.training.events import (
     Checkpoint,
@@ -36,38 +35,9 @@ from napari_dlcb.training.events import (
 )
 from napari_dlcb.training.losses import LossFn
 
-__all__ = ["MetricsFn", "RunOptions", "TrainingRun", "seed_everything"]
+__all__ = ["MetricsFn", "RunOptions", "TrainingRun"]
 
 MetricsFn = Callable[[list[torch.Tensor], list[torch.Tensor]], dict[str, float]]
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a torch generator for data loading."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return gen
-
-
-def _to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
-    if isinstance(obj, torch.Tensor):
-        obj = obj.to(device, non_blocking=True)
-        if channels_last and obj.ndim == 4:
-            obj = obj.contiguous(memory_format=torch.channels_last)
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(o, device, channels_last) for o in obj)
-    return obj
-
-
-def _batch_size_of(x: Any) -> int:
-    return int((x[0] if isinstance(x, (list, tuple)) else x).shape[0])
-
-
-def _forward(model: nn.Module, x: Any) -> torch.Tensor:
-    return model(*x) if isinstance(x, (list, tuple)) else model(x)
 
 
 def _count(trainable: list[Any]) -> int:
@@ -224,15 +194,15 @@ class TrainingRun:
         tgts: list[torch.Tensor] = []
         with torch.inference_mode():
             for x, y in self.val_loader:
-                x, y = _to_device(x, self.dev, cl), _to_device(y, self.dev)
+                x, y = to_device(x, self.dev, cl), to_device(y, self.dev)
                 with self.autocast():
-                    out = _forward(model, x).float()
-                bs = _batch_size_of(x)
+                    out = forward(model, x).float()
+                bs = batch_size_of(x)
                 total += float(self.o.loss_fn(out, y)) * bs
                 count += bs
                 if self.o.metrics is not None:
                     outs.append(out.cpu())
-                    tgts.append(_to_device(y, torch.device("cpu")))
+                    tgts.append(to_device(y, torch.device("cpu")))
         model.train()
         self.steps_since_eval = 0
         mets = self.o.metrics(outs, tgts) if self.o.metrics is not None else {}
@@ -297,10 +267,10 @@ class TrainingRun:
         for step, (x, y) in enumerate(self.loader):
             if step >= steps or self.agree(self.stopped()):
                 break
-            x, y = _to_device(x, self.dev, o.channels_last), _to_device(y, self.dev)
+            x, y = to_device(x, self.dev, o.channels_last), to_device(y, self.dev)
             self.opt.zero_grad(set_to_none=True)
             with self.autocast():
-                batch_loss = o.loss_fn(_forward(self.net, x).float(), y)
+                batch_loss = o.loss_fn(forward(self.net, x).float(), y)
             if self.agree(not bool(torch.isfinite(batch_loss))):
                 totals["diverged"] = 1
                 break
@@ -308,7 +278,7 @@ class TrainingRun:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.steps_since_eval += 1
-            lv, bs = float(batch_loss.detach()), _batch_size_of(x)
+            lv, bs = float(batch_loss.detach()), batch_size_of(x)
             totals["loss"] += lv * bs
             totals["seen"] += bs
             yield Progress(epoch=epoch, step=step, steps=steps, loss=lv)

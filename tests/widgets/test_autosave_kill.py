@@ -69,7 +69,6 @@ def _sample_image() -> Path:
 
 
 def test_sigkill_after_painting_restores_annotation(tmp_path):
-    pytest.importorskip("napari_dlcb.io.project")
     from napari_dlcb.io._npe2 import get_reader
     from napari_dlcb.io.project import AnnotationStore
 

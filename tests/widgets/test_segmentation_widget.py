@@ -330,7 +330,6 @@ def test_worker_error_becomes_one_line_notification(small_viewer, qtbot, monkeyp
 # --------------------------------------------------------------------------- end to end
 def test_live_training_end_to_end(session_viewer, qtbot, loop_probe):
     """Sample image + scribbles -> Train -> live overlay updates -> Stop; loop stays responsive."""
-    pytest.importorskip("napari_dlcb.tasks.segmentation")
     from napari_dlcb.models.registry import list_builtin
 
     assert "unet2d-nuclei" in list_builtin("segmentation"), "the built-in U-Net is not installed"
@@ -403,7 +402,6 @@ def test_live_training_end_to_end(session_viewer, qtbot, loop_probe):
 
 def test_live_saliency_while_training(session_viewer, qtbot, loop_probe):
     """Train with live saliency on: a diverging map of the viewport follows the weights."""
-    pytest.importorskip("napari_dlcb.tasks.segmentation")
     from napari_dlcb.models.state import hook_counts
     from napari_dlcb.tasks.segmentation import LIVE_SALIENCY
 
@@ -473,7 +471,6 @@ def test_live_saliency_while_training(session_viewer, qtbot, loop_probe):
 
 # --------------------------------------------------------------------------- autosave
 def test_widget_autosaves_chosen_labels_layer(small_viewer, qtbot, dlcb_cache):
-    pytest.importorskip("napari_dlcb.io.project")
     from napari_dlcb._widgets._autosave import store_path_for
     from napari_dlcb.io.project import AnnotationStore
 
@@ -513,7 +510,6 @@ def test_widget_autosaves_chosen_labels_layer(small_viewer, qtbot, dlcb_cache):
 
 # --------------------------------------------------------------------------- models on disk
 def test_unreadable_model_folder_notifies(small_viewer, qtbot, tmp_path):
-    pytest.importorskip("napari_dlcb.tasks.segmentation")
     broken = tmp_path / "model"
     broken.mkdir()
     (broken / "metadata.json").write_text("{not json")
@@ -531,7 +527,7 @@ def test_unreadable_model_folder_notifies(small_viewer, qtbot, tmp_path):
 @pytest.fixture
 def scratch_model(tmp_path):
     """A saved (untrained) scratch U-Net folder named "scratch-model"."""
-    seg = pytest.importorskip("napari_dlcb.tasks.segmentation")
+    import napari_dlcb.tasks.segmentation as seg
     from napari_dlcb.data.synthetic import synthetic_nuclei
 
     img, lab = synthetic_nuclei((96, 96), seed=1)

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_dlcb._widgets._common import StatusText, notify_error, notify_info
+from napari_dlcb.data.labels import LABEL_KINDS
 
 if TYPE_CHECKING:
     import napari
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BASES", "LABEL_KINDS", "LIVE_SALIENCY_CHOICES", "OUTPUT_KEY", "SegmentationPanel"]
 
-LABEL_KINDS = ("scribbles", "classes", "instances")
 BASES = {
     "builtin": "Built-in nuclei U-Net",
     "saved": "Saved model folder…",
