@@ -242,9 +242,9 @@ class SequenceTask(Task):
             goes to the engine (``epoch_seconds=``, ``validate_start=``...).
         """
         from napari_dlcb.training.engine import fit
-        from napari_dlcb.training.events import EpochEnd, Finished
-        from napari_dlcb.training.losses import masked_mse
-        from napari_dlcb.training.metrics import auroc_metric, pearson_metric
+        from napari_dlcb.training.events import EpochEnd, Finished, Warning
+        from napari_dlcb.training.losses import balancing_weights, masked_mse, weighted_bce
+        from napari_dlcb.training.metrics import binary_metrics, pearson_metric
 
         mine = self.config.fit_options()
         ours = {k: options.pop(k) for k in list(options) if k in mine}
@@ -252,13 +252,18 @@ class SequenceTask(Task):
         opts = run.fit_options()
         patience = opts.pop("early_stopping")
         binary = self.task_type == "binary"
+        pos_weight = balancing_weights(self.train.y.numpy()) if binary else None
+        loss = masked_mse if not binary else "bce"
+        if pos_weight is not None:  # rare positives: weight them (issue 10), and say so
+            loss = weighted_bce(pos_weight)
+            self.meta.extra["pos_weight"] = [round(float(w), 3) for w in pos_weight]
         t0 = time.perf_counter()
         events = fit(
             self.model,
             self.train,
             self.val,
-            loss="bce" if binary else masked_mse,
-            metrics=auroc_metric if binary else pearson_metric,
+            loss=loss,
+            metrics=binary_metrics if binary else pearson_metric,
             monitor="val_loss" if self.val is not None else "train_loss",
             early_stopping=patience if self.val is not None else None,
             device=self.config.device,
@@ -267,6 +272,9 @@ class SequenceTask(Task):
             **opts,
             **options,
         )
+        if pos_weight is not None:
+            w = ", ".join(f"{n} {x:.3g}" for n, x in zip(self.task_names, pos_weight, strict=True))
+            yield Warning("class-weighting", f"rare positives: positive-class weight {w}")
         for ev in events:
             if isinstance(ev, EpochEnd):
                 self.history.append(

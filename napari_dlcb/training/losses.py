@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,6 +20,8 @@ from napari_dlcb.data.labels import FOREGROUND
 from napari_dlcb.errors import DlcbError
 
 __all__ = [
+    "balancing_weights",
+    "weighted_bce",
     "LossFn",
     "distillation_loss",
     "masked_loss",
@@ -77,6 +80,64 @@ def _masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, torch.where(valid, target, torch.zeros_like(target)), reduction="none"
     )
     return (per * valid).sum() / valid.sum().clamp_min(1)
+
+
+def balancing_weights(y: np.ndarray, *, below: float = 0.2) -> np.ndarray | None:
+    """Positive-class weights ``n_neg / n_pos`` per task when positives are rare.
+
+    Parameters
+    ----------
+    y : ndarray
+        Binary labels ``(N, T)`` (NaN = missing).
+    below : float
+        Weight only when some task's positive fraction is under this.
+
+    Returns
+    -------
+    ndarray or None
+        ``(T,)`` weights (1 for balanced tasks), or None when no task is imbalanced.
+
+    Examples
+    --------
+    >>> balancing_weights(np.array([[1.0]] * 5 + [[0.0]] * 95)).tolist()
+    [19.0]
+    >>> balancing_weights(np.array([[1.0], [0.0]])) is None
+    True
+    """
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    valid = ~np.isnan(y)
+    pos = np.where(valid, y > 0.5, False).sum(0)
+    neg = valid.sum(0) - pos
+    frac = pos / np.maximum(valid.sum(0), 1)
+    rare = (pos > 0) & (frac < below)
+    if not rare.any():
+        return None
+    return np.where(rare, neg / np.maximum(pos, 1), 1.0)
+
+
+def weighted_bce(pos_weight: np.ndarray | torch.Tensor) -> LossFn:
+    """Masked BCE with a per-task positive-class weight (see :func:`balancing_weights`).
+
+    Examples
+    --------
+    >>> loss = weighted_bce(np.array([3.0]))
+    >>> round(float(loss(torch.zeros(2, 1), torch.tensor([[1.0], [float("nan")]]))), 3)
+    2.079
+    """
+    w = torch.as_tensor(np.asarray(pos_weight), dtype=torch.float32)
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.to(logits.dtype).reshape(logits.shape)
+        valid = ~torch.isnan(target)
+        per = nn.functional.binary_cross_entropy_with_logits(
+            logits,
+            torch.where(valid, target, torch.zeros_like(target)),
+            pos_weight=w.to(logits.device, logits.dtype),
+            reduction="none",
+        )
+        return (per * valid).sum() / valid.sum().clamp_min(1)
+
+    return loss
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
