@@ -29,7 +29,14 @@ from napari_dlcb.errors import DlcbError
 __all__ = ["main", "build_parser"]
 
 #: modules under ``napari_dlcb.commands`` that add sub-commands
-COMMAND_MODULES = ("segmentation", "sequence", "classification", "tune", "export")
+COMMAND_MODULES = (
+    "segmentation",
+    "sequence",
+    "sequence_interpret",
+    "classification",
+    "tune",
+    "export",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -88,7 +88,14 @@ class Job:
     finished: bool = False
     #: starts the same job again (after the user agreed to run a model's code)
     restart: Callable[[], Any] | None = None
+    #: the job stopped on an untrusted model, the user agreed to run it: it is
+    #: started again when it finishes (it has no error message, yet it did not succeed)
     retry: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """Whether the job ended without a usable result (an error, or a trust retry)."""
+        return self.error is not None or self.retry
 
     @property
     def seconds(self) -> float:
@@ -287,14 +294,14 @@ class JobRunner(QObject):
             self._errored(job, err)
 
     def _errored(self, job: Job, err: BaseException) -> None:
-        if job.error is not None:
+        if job.failed:
             return
         from napari_dlcb.models.trust import UntrustedModelError, trust
 
         if isinstance(err, UntrustedModelError) and job.restart is not None:
             if ask_to_trust(err):  # the user agreed: remember the file, run the job again
                 trust(err.path, sha256=err.sha256, note=err.what)
-                job.error, job.retry = "", True
+                job.retry = True
                 self._set_status(f"Trusted {err.path.name}; {job.name} again…")
                 return
         message = notify_error(err)
@@ -310,7 +317,7 @@ class JobRunner(QObject):
             job.pbar.close()
         if self.jobs.get(job.kind) is job:
             del self.jobs[job.kind]
-        if job.error is None and job.cancelled:
+        if not job.failed and job.cancelled:
             self._set_status(f"{job.name} stopped.")
         if on_done is not None:
             try:

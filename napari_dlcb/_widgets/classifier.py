@@ -369,8 +369,8 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, Pretra
     def _on_training_done(self, job: Any) -> None:
         self._sync_curve()
         self.train_button.setEnabled(True)
-        self.export_button.setEnabled(self.probs is not None and job.error is None)
-        if job.error is None and job.cancelled and self._kept:
+        self.export_button.setEnabled(self.probs is not None and not job.failed)
+        if not job.failed and job.cancelled and self._kept:
             self.status.setText(f"stopped; the model holds {self._kept}")
 
     def _sync_curve(self) -> None:

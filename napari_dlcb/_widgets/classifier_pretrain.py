@@ -159,7 +159,7 @@ class PretrainMixin:
             self.status.setText(self._pretrain_message)
 
     def _on_pretrain_done(self, job: Any) -> None:
-        if job.error is None and job.cancelled and self._pretrain_message:
+        if not job.failed and job.cancelled and self._pretrain_message:
             self.status.setText(f"stopped: {self._pretrain_message}")
         self.train_button.setEnabled(True)
         self.pretrain_button.setEnabled(True)

@@ -12,7 +12,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["int_in", "positive_float"]
+__all__ = ["add_device", "device_name", "int_in", "positive_float"]
 
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
@@ -60,3 +60,36 @@ def positive_float(high: float = math.inf) -> Callable[[str], float]:
 
     parse.__name__ = "number"
     return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device name (auto, cpu, cuda, cuda:N, mps), spelling checked.
+
+    Whether this machine has the device is checked later, when the command runs,
+    by :func:`napari_dlcb.device.resolve_device` (one-line error, exit 2).
+
+    Examples
+    --------
+    >>> device_name("cuda:1")
+    'cuda:1'
+    """
+    from napari_dlcb.device import DEVICE_CHOICES
+
+    name = text.strip().lower()
+    kind, _, index = name.partition(":")
+    if kind not in DEVICE_CHOICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from auto, cpu, cuda, cuda:N, mps)"
+        )  # argparse's own wording for a bad choice
+    return name
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """Add the one ``--device`` option every verb shares (default ``auto``)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=device_name,
+        metavar="{auto,cpu,cuda,cuda:N,mps}",
+        help="where to run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps",
+    )

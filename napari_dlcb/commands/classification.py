@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_dlcb.commands._args import add_device
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.imagefolder import find_image_folder, list_images, read_images
@@ -70,7 +71,7 @@ def register(train, predict, top) -> None:
         help="CPU-time budget of this process (fair on a shared machine); stops cleanly",
     )
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--mil",
@@ -105,7 +106,7 @@ def register(train, predict, top) -> None:
         help="MIL models: write each image's localisation map as a float32 TIFF on its grid "
         "(DIR/<relative path>.tif)",
     )
-    q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(q)
     q.set_defaults(func=run_predict)
 
     s = top.add_parser(
@@ -124,7 +125,7 @@ def register(train, predict, top) -> None:
     s.add_argument("--n-samples", type=int, default=16, help="SmoothGrad samples")
     s.add_argument("--n-steps", type=int, default=32, help="integrated-gradients steps")
     s.add_argument("--layer", default=None, help="Grad-CAM layer name")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(s)
     s.set_defaults(func=run_saliency)
 
     from napari_dlcb.commands.pretrain import register_pretrain

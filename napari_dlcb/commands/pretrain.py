@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from napari_dlcb.commands._args import add_device
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
 
@@ -48,7 +49,7 @@ def register_pretrain(top: Any) -> None:
         "--max-cpu-minutes", type=float, default=None, help="CPU-time budget; stops cleanly"
     )
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(p)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_pretrain)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_dlcb.commands._args import int_in
+from napari_dlcb.commands._args import add_device, int_in
 from napari_dlcb.commands._outputs import check_out, result_folder
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
@@ -93,7 +93,7 @@ def register(train, predict, top) -> None:
         "nothing is painted (0: off)",
     )
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_device(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     p.add_argument(
@@ -121,7 +121,7 @@ def register(train, predict, top) -> None:
     q.add_argument(
         "--tile", type=int_in(32, 8192), default=512, help="tile side in pixels (32-8192)"
     )
-    q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_device(q)
     q.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     q.set_defaults(func=run_predict)
 

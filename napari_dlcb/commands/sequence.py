@@ -1,7 +1,7 @@
 """Command-line verbs for DNA sequence models.
 
-``napari-dlcb train sequence``, ``predict sequence``, ``mutation-map``,
-``score-variants`` and ``motifs``. Importing this module is cheap: torch and
+``napari-dlcb train sequence`` and ``predict sequence`` (``mutation-map``,
+``score-variants`` and ``motifs`` are in :mod:`.sequence_interpret`). Importing this module is cheap: torch and
 the models are imported inside the handlers.
 """
 
@@ -12,30 +12,32 @@ import sys
 import time
 from pathlib import Path
 
+from napari_dlcb.commands._args import add_device
 from napari_dlcb.commands._report import describe_event, say
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.tasks.sequence_config import ARCHITECTURES
 
-__all__ = ["register"]
+__all__ = ["external_options", "load_model", "note", "register"]
 
 
-def _say(msg: str) -> None:
+def note(msg: str) -> None:
+    """Say ``msg`` on stderr (stdout stays for data)."""
     say(msg, stream=sys.stderr)
 
 
 def register(train_sub, predict_sub, top_sub) -> None:
-    """Add the sequence verbs to the ``napari-dlcb`` parser.
+    """Add ``train sequence`` and ``predict sequence`` to the ``napari-dlcb`` parser.
 
     Parameters
     ----------
     train_sub, predict_sub : argparse subparser collections
         Of ``napari-dlcb train ...`` and ``napari-dlcb predict ...``.
     top_sub : argparse subparser collection
-        The top-level one (for ``mutation-map``, ``score-variants``, ``motifs``).
+        The top-level one (unused: the DNA interpretation verbs are in
+        :mod:`napari_dlcb.commands.sequence_interpret`).
     """
     _register_train(train_sub)
     _register_predict(predict_sub)
-    _register_interpret(top_sub)
 
 
 def _register_train(train_sub) -> None:
@@ -110,7 +112,7 @@ def _register_train(train_sub) -> None:
         "--val-chroms", help="comma-separated chromosomes held out for validation (with --bed)"
     )
     p.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device(p)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)
 
@@ -129,77 +131,12 @@ def _register_predict(predict_sub) -> None:
     )
     p.add_argument("--sequence-column", default="seq")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
-    _external_options(p)
+    add_device(p)
+    external_options(p)
     p.set_defaults(func=_predict)
 
 
-def _register_interpret(top_sub) -> None:
-    p = top_sub.add_parser("mutation-map", help="in-silico mutagenesis map (4 x L x tasks) as .npy")
-    p.add_argument(
-        "--model", required=True, help="as for predict sequence (.pt/.onnx + sidecar too)"
-    )
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--sequence", help="the sequence itself")
-    g.add_argument("--fasta", help="FASTA file (first record, or --region)")
-    p.add_argument("--region", help="chr:start-end (0-based half-open) within --fasta")
-    p.add_argument("--target", help="comma-separated task names or indices (default all)")
-    p.add_argument(
-        "--out", required=True, help=".npy file: (4, L, T) float32, alt minus ref logits"
-    )
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--device", default="auto")
-    _external_options(p)
-    p.set_defaults(func=_mutation_map)
-
-    p = top_sub.add_parser(
-        "score-variants", help="effect of each VCF variant on every task (REF checked)"
-    )
-    p.add_argument(
-        "--model", required=True, help="as for predict sequence (.pt/.onnx + sidecar too)"
-    )
-    p.add_argument("--fasta", required=True)
-    p.add_argument("--vcf", required=True)
-    p.add_argument(
-        "--out",
-        required=True,
-        help="TSV: one row per variant allele with ref/alt/diff per task and a status",
-    )
-    p.add_argument(
-        "--region",
-        action="append",
-        help="score only the variants in chr:start-end (0-based; repeatable); a bgzipped VCF "
-        "with a .tbi/.csi index, or a BCF, is read only there",
-    )
-    p.add_argument("--device", default="auto")
-    _external_options(p)
-    p.set_defaults(func=_score_variants)
-
-    p = top_sub.add_parser("motifs", help="first-layer filter motifs (PWMs, logos, JASPAR matches)")
-    p.add_argument(
-        "--model", required=True, help="as for predict sequence (.pt/.onnx + sidecar too)"
-    )
-    p.add_argument("--table", required=True, help="sequences to collect filter activations on")
-    p.add_argument("--sequence-column", default="seq")
-    p.add_argument("--out", required=True, help="folder for motifs.meme, matches.tsv and logos")
-    p.add_argument(
-        "--database",
-        default="jaspar",
-        help="'jaspar' (bundled JASPAR 2024 CORE vertebrates) or a motif file (HOCOMOCO PCM / MEME)",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=0.5,
-        help="fraction of a filter's max activation (default 0.5)",
-    )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-logos", action="store_true", help="skip the PNG logos (faster)")
-    _external_options(p, window=False)
-    p.set_defaults(func=_motifs)
-
-
-def _external_options(p, *, window: bool = True) -> None:
+def external_options(p, *, window: bool = True) -> None:
     """``--profile-window`` for TorchScript/ONNX models (models.external_dna).
 
     ``--trust-model`` (consent to run a TorchScript file) is read by cli.py anywhere on the line.
@@ -213,7 +150,7 @@ def _external_options(p, *, window: bool = True) -> None:
         )
 
 
-def _load_model(args: argparse.Namespace):
+def load_model(args: argparse.Namespace):
     """``(model, meta)`` for ``--model`` (saved, built-in, or TorchScript/ONNX + sidecar).
 
     Says which model (which built-in) it is.
@@ -222,7 +159,7 @@ def _load_model(args: argparse.Namespace):
     from napari_dlcb.models.external_dna import with_profile_window
 
     model, meta = load_sequence_model(args.model, device=_device(args.device))
-    _say(f"model: {describe_sequence_model(meta, args.model)}")
+    note(f"model: {describe_sequence_model(meta, args.model)}")
     return with_profile_window(model, getattr(args, "profile_window", None)), meta
 
 
@@ -239,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
 
     config = _config(args)
     seqs, y, tasks, val_index, negatives = _training_data(args)
-    _say(f"{len(seqs)} sequences, {len(tasks)} task(s): {', '.join(tasks)}; negatives: {negatives}")
+    note(f"{len(seqs)} sequences, {len(tasks)} task(s): {', '.join(tasks)}; negatives: {negatives}")
     source = (
         Path(args.table).name if args.table else f"{Path(args.bed).name} on {Path(args.fasta).name}"
     )
@@ -251,11 +188,11 @@ def _train(args: argparse.Namespace) -> int:
     def show(ev) -> None:
         line = describe_event(ev, epochs=config.epochs, t0=t0)
         if line is not None:
-            _say(line)
+            note(line)
 
     fit_to_end(trainer.fit(), on_event=show)
     out = trainer.save(args.out)
-    _say(f"saved {out}")
+    note(f"saved {out}")
     return 0
 
 
@@ -373,7 +310,7 @@ def _predict(args: argparse.Namespace) -> int:
     from napari_dlcb.data.dna import read_sequence_table
     from napari_dlcb.inference.sequence import predict_sequences
 
-    model, meta = _load_model(args)
+    model, meta = load_model(args)
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
     from napari_dlcb.data.dna import one_hot
 
@@ -393,111 +330,5 @@ def _predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, sep="\t", index=False, float_format="%.6g")
-    _say(f"wrote {len(df)} rows to {out} (mean score {float(np.mean(prob)):.3f})")
-    return 0
-
-
-def _parse_targets(text: str | None, names: list[str]) -> list[int] | None:
-    if not text:
-        return None
-    out = []
-    for t in text.split(","):
-        t = t.strip()
-        if t in names:
-            out.append(names.index(t))
-        elif t.lstrip("-").isdigit():
-            out.append(int(t))
-        else:
-            raise DlcbError(f"unknown target {t!r}; tasks are: {', '.join(names)}")
-    return out
-
-
-def _mutation_map(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from napari_dlcb.data.dna import one_hot
-    from napari_dlcb.inference.sequence import check_sequence_length
-    from napari_dlcb.interpret.ism import mutation_map
-
-    model, meta = _load_model(args)
-    if args.sequence:
-        seq = args.sequence.strip()
-    else:
-        from napari_dlcb.io.genome import parse_region, read_fasta, read_fasta_records
-
-        if args.region:
-            r = parse_region(args.region)
-            seq = read_fasta(args.fasta).fetch(r.chrom, r.start, r.end)
-        else:
-            seq = read_fasta_records(args.fasta)[0][1]
-    x = one_hot(seq)
-    check_sequence_length(meta, x.shape[2])
-    m = mutation_map(
-        model, x, target=_parse_targets(args.target, meta.classes), batch_size=args.batch_size
-    )[0]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, m)
-    _say(
-        f"wrote {out}: shape {m.shape} (base A,C,G,T x position x task), largest effect {float(np.abs(m).max()):.3f}"
-    )
-    return 0
-
-
-def _score_variants(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from napari_dlcb.interpret.variants import score_variants
-    from napari_dlcb.io.genome import parse_region, read_fasta, read_vcf
-
-    model, meta = _load_model(args)
-    if args.region:  # through the index when there is one (io.tabix), else read and filtered
-        parts = [read_vcf(args.vcf, region=parse_region(r)) for r in args.region]
-        variants = pd.concat(parts, ignore_index=True).drop_duplicates(
-            ["chrom", "pos", "ref", "alt"]
-        )
-        if variants.empty:
-            raise DlcbError(f"no variants in {', '.join(args.region)} of {Path(args.vcf).name}")
-    else:
-        variants = read_vcf(args.vcf)
-    table = score_variants(model, read_fasta(args.fasta), variants, meta=meta)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, sep="\t", index=False, float_format="%.6g")
-    bad = table[table["status"] != "ok"]
-    for row in bad.itertuples():
-        _say(f"not scored: {row.chrom}:{row.pos} {row.ref}>{row.alt}: {row.status}")
-    _say(f"wrote {out}: {len(table) - len(bad)} scored, {len(bad)} not scored")
-    return 0
-
-
-def _motifs(args: argparse.Namespace) -> int:
-    from napari_dlcb.data.dna import one_hot, read_sequence_table
-    from napari_dlcb.interpret.motifs import (
-        filter_motifs,
-        load_motif_database,
-        match_motifs,
-        write_meme,
-    )
-
-    model, meta = _load_model(args)
-    df = read_sequence_table(args.table, sequence_column=args.sequence_column)
-    x = one_hot(df[args.sequence_column].astype(str).tolist())
-    motifs = filter_motifs(model, x, threshold=args.threshold)
-    db = load_motif_database(args.database)
-    matches = match_motifs(motifs, db)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_meme(motifs, out / "filters.meme")
-    matches.to_csv(out / "matches.tsv", sep="\t", index=False, float_format="%.4g")
-    if not args.no_logos:
-        from napari_dlcb.interpret.motifs import save_logos
-
-        save_logos(motifs, out / "logos")
-    best = matches.sort_values("p_value").drop_duplicates("filter").head(5)
-    for row in best.itertuples():
-        _say(
-            f"{row.filter}: {row.target} (p = {row.p_value:.2g}, q = {row.q_value:.2g}, {row.n_sites} sites)"
-        )
-    _say(f"wrote {len(motifs)} filter motifs and matches to {out}")
+    note(f"wrote {len(df)} rows to {out} (mean score {float(np.mean(prob)):.3f})")
     return 0

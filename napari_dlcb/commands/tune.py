@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from napari_dlcb.commands._args import int_in
+from napari_dlcb.commands._args import add_device, int_in
 from napari_dlcb.commands._outputs import check_out
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
@@ -111,7 +111,7 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--n-workers", type=int_in(1, 1024), help="start a local dask cluster with N workers"
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_device(p)
     p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
 
 

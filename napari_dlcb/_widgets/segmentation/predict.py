@@ -135,7 +135,7 @@ class PredictMixin:
         self._set_status(f"Predicting '{name}': {ev.message} {ev.done}/{total}")
 
     def _on_blockwise_done(self, job: Any) -> None:
-        if job.cancelled and job.error is None:
+        if job.cancelled and not job.failed:
             self._set_status("Prediction cancelled; nothing was kept.")
         self._set_state()
 

@@ -348,6 +348,6 @@ class TrainingMixin:
         self._preview_throttle.flush()
         self._progress_throttle.cancel()
         self._stop_tracking()
-        if job.error is None and self.last_finished is not None:
+        if not job.failed and self.last_finished is not None:
             self._set_status(self._finished_text(self.last_finished))
         self._set_state()
