@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from napari_dlcb.commands._outputs import RESULT_MARK, check_out, check_out_file
 from napari_dlcb.commands._report import describe_event, say
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.atomic import atomic_write
 from napari_dlcb.tasks.sequence_config import ARCHITECTURES
 
 __all__ = ["register"]
@@ -237,6 +239,8 @@ def _train(args: argparse.Namespace) -> int:
     from napari_dlcb.tasks.sequence import SequenceTask
     from napari_dlcb.training.engine import fit_to_end
 
+    inputs = [args.table, args.fasta, args.bed, args.base, *(args.signal_labels or "").split(",")]
+    check_out(args.out, kind="model", inputs=inputs, overwrite=True)
     config = _config(args)
     seqs, y, tasks, val_index, negatives = _training_data(args)
     _say(f"{len(seqs)} sequences, {len(tasks)} task(s): {', '.join(tasks)}; negatives: {negatives}")
@@ -373,6 +377,7 @@ def _predict(args: argparse.Namespace) -> int:
     from napari_dlcb.data.dna import read_sequence_table
     from napari_dlcb.inference.sequence import predict_sequences
 
+    out = check_out_file(args.out, inputs=[args.table, args.model])
     model, meta = _load_model(args)
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
     from napari_dlcb.data.dna import one_hot
@@ -390,9 +395,8 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         for j, name in enumerate(meta.classes):
             df[f"score_{name}"] = prob[:, j]
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, sep="\t", index=False, float_format="%.6g")
+    atomic_write(out, lambda tmp: df.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
     _say(f"wrote {len(df)} rows to {out} (mean score {float(np.mean(prob)):.3f})")
     return 0
 
@@ -419,9 +423,14 @@ def _mutation_map(args: argparse.Namespace) -> int:
     from napari_dlcb.inference.sequence import check_sequence_length
     from napari_dlcb.interpret.ism import mutation_map
 
+    out = check_out_file(args.out, inputs=[args.fasta, args.model])
     model, meta = _load_model(args)
-    if args.sequence:
+    if args.sequence is not None:
         seq = args.sequence.strip()
+        if not seq:
+            raise DlcbError("--sequence is empty; give the DNA sequence (A, C, G, T)")
+    elif not args.fasta:
+        raise DlcbError("give --sequence or --fasta")
     else:
         from napari_dlcb.io.genome import parse_region, read_fasta, read_fasta_records
 
@@ -435,9 +444,13 @@ def _mutation_map(args: argparse.Namespace) -> int:
     m = mutation_map(
         model, x, target=_parse_targets(args.target, meta.classes), batch_size=args.batch_size
     )[0]
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, m)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, m)
+
+    atomic_write(out, save)
     _say(
         f"wrote {out}: shape {m.shape} (base A,C,G,T x position x task), largest effect {float(np.abs(m).max()):.3f}"
     )
@@ -450,6 +463,7 @@ def _score_variants(args: argparse.Namespace) -> int:
     from napari_dlcb.interpret.variants import score_variants
     from napari_dlcb.io.genome import parse_region, read_fasta, read_vcf
 
+    out = check_out_file(args.out, inputs=[args.fasta, args.vcf, args.model])
     model, meta = _load_model(args)
     if args.region:  # through the index when there is one (io.tabix), else read and filtered
         parts = [read_vcf(args.vcf, region=parse_region(r)) for r in args.region]
@@ -461,9 +475,8 @@ def _score_variants(args: argparse.Namespace) -> int:
     else:
         variants = read_vcf(args.vcf)
     table = score_variants(model, read_fasta(args.fasta), variants, meta=meta)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, sep="\t", index=False, float_format="%.6g")
+    atomic_write(out, lambda tmp: table.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
     bad = table[table["status"] != "ok"]
     for row in bad.itertuples():
         _say(f"not scored: {row.chrom}:{row.pos} {row.ref}>{row.alt}: {row.status}")
@@ -480,14 +493,15 @@ def _motifs(args: argparse.Namespace) -> int:
         write_meme,
     )
 
+    out = check_out(args.out, inputs=[args.table, args.model, args.database], overwrite=True)
     model, meta = _load_model(args)
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
     x = one_hot(df[args.sequence_column].astype(str).tolist())
     motifs = filter_motifs(model, x, threshold=args.threshold)
     db = load_motif_database(args.database)
     matches = match_motifs(motifs, db)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_MARK).write_text('{"command": "motifs"}\n')
     write_meme(motifs, out / "filters.meme")
     matches.to_csv(out / "matches.tsv", sep="\t", index=False, float_format="%.4g")
     if not args.no_logos:
