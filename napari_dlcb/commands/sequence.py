@@ -285,14 +285,14 @@ def _config(args: argparse.Namespace):
 def _model_kwargs(arch: str, filters: int | None) -> dict:
     """Architecture arguments from ``--filters`` (CLI defaults sized for a CPU)."""
     if arch == "deepbind":  # else SequenceConfig.DEEPBIND_DEFAULTS
-        return {"filters": filters} if filters else {}
+        return {"filters": filters} if filters is not None else {}
     if arch == "basset":
-        return {"filters": (filters, 200, 200)} if filters else {}
+        return {"filters": (filters, 200, 200)} if filters is not None else {}
     if arch == "danq":  # DanQ's 320 filters / 320 LSTM units are a GPU model; 64/64 fits a CPU
         f = filters or 64
         return {"filters": f, "lstm": f, "hidden": 2 * f}
     if arch == "deepsea":
-        return {"filters": (filters, filters * 3 // 2, filters * 3)} if filters else {}
+        return {"filters": (filters, filters * 3 // 2, filters * 3)} if filters is not None else {}
     return {}
 
 
