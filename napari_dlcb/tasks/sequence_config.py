@@ -121,7 +121,7 @@ class SequenceConfig(TaskConfig):
             value = self.model_kwargs.get(key)
             for v in value if isinstance(value, (tuple, list)) else [value]:
                 if v is not None:
-                    check_int(key, v, high=100_000)
+                    check_int(key, v, low=0 if key == "hidden" else 1, high=100_000)
         if not isinstance(self.device, str) or not self.device.strip():
             raise DlcbError(f"device must be 'auto', 'cpu', 'cuda' or 'mps', got {self.device!r}")
         return self
