@@ -27,7 +27,7 @@ from pathlib import Path
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.atomic import PendingDir, fsync_tree, sweep_stale
 
-__all__ = ["RESULT_MARK", "check_out", "result_folder"]
+__all__ = ["RESULT_MARK", "check_out", "check_out_file", "result_folder"]
 
 #: file that marks a folder as a napari-dlcb result (so ``--overwrite`` may replace it)
 RESULT_MARK = ".napari-dlcb-result.json"
@@ -80,6 +80,7 @@ def check_out(
     --------
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> (d / "images").mkdir()
     >>> check_out(d / "pred", inputs=[d / "images"]).name
     'pred'
     >>> check_out(d / "images" / "pred", inputs=[d / "images"])  # doctest: +ELLIPSIS
@@ -97,11 +98,56 @@ def check_out(
     return out
 
 
+def check_out_file(
+    out: str | os.PathLike,
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    option: str = "--out",
+) -> Path:
+    """Check an output *file* (a table, a map) before any work; return it (absolute).
+
+    Refuses, in one line, a file that is or lies inside an input, an existing
+    folder, a device or pipe (``/dev/null``), a path under a file and a place
+    that cannot be written. Write it with :func:`napari_dlcb.io.atomic.atomic_write`.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "t.tsv").write_text("seq")
+    >>> check_out_file(d / "p.tsv", inputs=[d / "t.tsv"]).name
+    'p.tsv'
+    >>> check_out_file(d / "t.tsv", inputs=[d / "t.tsv"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    napari_dlcb.errors.DlcbError: --out ... is the input ...
+    """
+    out = Path(os.path.abspath(os.fspath(out)))
+    _check_not_input(out, inputs, option)
+    try:
+        st = out.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as err:
+        raise DlcbError(f"{option} {out}: {err.strerror or err}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise DlcbError(f"{option} {out} is a folder; give a file name")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise DlcbError(f"{option} {out} is not a regular file (a device, a pipe?)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DlcbError(f"{option} {out}: {parent} is a file, not a folder")
+            break
+    _check_writable(out, option)
+    return out
+
+
 def _check_not_input(out: Path, inputs: Iterable[str | os.PathLike | None], option: str) -> None:
     real_out = Path(os.path.realpath(out))
     for given in inputs:
-        if given is None:
-            continue
+        if given is None or not os.path.lexists(os.fspath(given)):
+            continue  # a word ("builtin", "jaspar") or a missing file: nothing to overwrite
         src = Path(os.path.realpath(os.path.abspath(os.fspath(given))))
         if real_out == src:
             how = "is"

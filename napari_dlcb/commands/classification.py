@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 
 from napari_dlcb.commands._args import add_device
+from napari_dlcb.commands._outputs import check_out, check_out_file
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.atomic import atomic_write
 from napari_dlcb.io.imagefolder import find_image_folder, list_images, read_images
 
 __all__ = [
@@ -139,6 +141,10 @@ def _say(msg: str) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``train classification``."""
+    # refused before any work: an --out that is an input, a file, a device or others' files
+    check_out(
+        args.out, kind="model", inputs=[args.images, getattr(args, "base", None)], overwrite=True
+    )
     try:
         classes, files, labels = find_image_folder(args.images)
     except DlcbError as err:
@@ -269,6 +275,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_dlcb.models.saved import load_model
 
     del _classifier
+    out = check_out_file(args.out, inputs=[args.images, args.model, args.heatmaps])
+    if args.heatmaps:
+        check_out(args.heatmaps, inputs=[args.images, args.model], overwrite=True)
     folder = Path(args.images)
     if not folder.is_dir():
         raise DlcbError(f"not a folder: {folder}")
@@ -293,9 +302,8 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     for k, name in enumerate(meta.classes):
         table[f"prob_{name}"] = probs[:, k]
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, sep="\t", index=False, float_format="%.6g")
+    atomic_write(out, lambda tmp: table.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
     _say(f"wrote {len(table)} predictions to {out}")
     return 0
 
@@ -346,6 +354,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     from napari_dlcb.models.saved import load_model
 
     del _classifier
+    out = check_out_file(args.out, inputs=[args.image, args.model])
     model, meta = load_model(args.model, device="cpu")
     image = np.asarray(read_image(args.image))
     if image.ndim not in (2, 3):
@@ -389,9 +398,8 @@ def run_saliency(args: argparse.Namespace) -> int:
         from napari_dlcb.data.crops import unprepare_map
 
         smap = unprepare_map(smap, image.shape[:2])
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(out, smap.astype(np.float32))
+    atomic_write(out, lambda tmp: tifffile.imwrite(tmp, smap.astype(np.float32)))
     cls = meta.classes[res.target] if res.target < len(meta.classes) else str(res.target)
     extra = ""
     if "completeness_error" in res.extra:

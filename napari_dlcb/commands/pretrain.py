@@ -80,9 +80,14 @@ def pretrain_config(args: argparse.Namespace) -> Any:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """Handle ``pretrain classification``."""
+    from napari_dlcb.commands._outputs import check_out
     from napari_dlcb.commands.classification import drive_training
     from napari_dlcb.io.imagefolder import list_images, read_images
 
+    # refused before any work: an --out that is an input, a file, a device or others' files
+    check_out(
+        args.out, kind="model", inputs=[args.images, getattr(args, "base", None)], overwrite=True
+    )
     folder = Path(args.images)
     if not folder.is_dir():
         raise DlcbError(f"not a folder: {folder}")

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 from napari_dlcb.commands._args import add_device
+from napari_dlcb.commands._outputs import check_out, check_out_file
 from napari_dlcb.commands._report import describe_event, say
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.atomic import atomic_write
 from napari_dlcb.tasks.sequence_config import ARCHITECTURES
 
 __all__ = ["external_options", "load_model", "note", "register"]
@@ -174,6 +176,8 @@ def _train(args: argparse.Namespace) -> int:
     from napari_dlcb.tasks.sequence import SequenceTask
     from napari_dlcb.training.engine import fit_to_end
 
+    inputs = [args.table, args.fasta, args.bed, args.base, *(args.signal_labels or "").split(",")]
+    check_out(args.out, kind="model", inputs=inputs, overwrite=True)
     config = _config(args)
     seqs, y, tasks, val_index, negatives = _training_data(args)
     note(f"{len(seqs)} sequences, {len(tasks)} task(s): {', '.join(tasks)}; negatives: {negatives}")
@@ -218,14 +222,14 @@ def _config(args: argparse.Namespace):
 def _model_kwargs(arch: str, filters: int | None) -> dict:
     """Architecture arguments from ``--filters`` (CLI defaults sized for a CPU)."""
     if arch == "deepbind":  # else SequenceConfig.DEEPBIND_DEFAULTS
-        return {"filters": filters} if filters else {}
+        return {"filters": filters} if filters is not None else {}
     if arch == "basset":
-        return {"filters": (filters, 200, 200)} if filters else {}
+        return {"filters": (filters, 200, 200)} if filters is not None else {}
     if arch == "danq":  # DanQ's 320 filters / 320 LSTM units are a GPU model; 64/64 fits a CPU
         f = filters or 64
         return {"filters": f, "lstm": f, "hidden": 2 * f}
     if arch == "deepsea":
-        return {"filters": (filters, filters * 3 // 2, filters * 3)} if filters else {}
+        return {"filters": (filters, filters * 3 // 2, filters * 3)} if filters is not None else {}
     return {}
 
 
@@ -310,6 +314,7 @@ def _predict(args: argparse.Namespace) -> int:
     from napari_dlcb.data.dna import read_sequence_table
     from napari_dlcb.inference.sequence import predict_sequences
 
+    out = check_out_file(args.out, inputs=[args.table, args.model])
     model, meta = load_model(args)
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
     from napari_dlcb.data.dna import one_hot
@@ -327,8 +332,7 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         for j, name in enumerate(meta.classes):
             df[f"score_{name}"] = prob[:, j]
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, sep="\t", index=False, float_format="%.6g")
+    atomic_write(out, lambda tmp: df.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
     note(f"wrote {len(df)} rows to {out} (mean score {float(np.mean(prob)):.3f})")
     return 0

@@ -13,8 +13,10 @@ import argparse
 from pathlib import Path
 
 from napari_dlcb.commands._args import add_device
+from napari_dlcb.commands._outputs import RESULT_MARK, check_out, check_out_file
 from napari_dlcb.commands.sequence import external_options, load_model, note
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.io.atomic import atomic_write
 
 __all__ = ["register"]
 
@@ -107,9 +109,14 @@ def _mutation_map(args: argparse.Namespace) -> int:
     from napari_dlcb.inference.sequence import check_sequence_length
     from napari_dlcb.interpret.ism import mutation_map
 
+    out = check_out_file(args.out, inputs=[args.fasta, args.model])
     model, meta = load_model(args)
-    if args.sequence:
+    if args.sequence is not None:
         seq = args.sequence.strip()
+        if not seq:
+            raise DlcbError("--sequence is empty; give the DNA sequence (A, C, G, T)")
+    elif not args.fasta:
+        raise DlcbError("give --sequence or --fasta")
     else:
         from napari_dlcb.io.genome import parse_region, read_fasta, read_fasta_records
 
@@ -123,9 +130,13 @@ def _mutation_map(args: argparse.Namespace) -> int:
     m = mutation_map(
         model, x, target=_parse_targets(args.target, meta.classes), batch_size=args.batch_size
     )[0]
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, m)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, m)
+
+    atomic_write(out, save)
     note(
         f"wrote {out}: shape {m.shape} (base A,C,G,T x position x task), largest effect {float(np.abs(m).max()):.3f}"
     )
@@ -138,6 +149,7 @@ def _score_variants(args: argparse.Namespace) -> int:
     from napari_dlcb.interpret.variants import score_variants
     from napari_dlcb.io.genome import parse_region, read_fasta, read_vcf
 
+    out = check_out_file(args.out, inputs=[args.fasta, args.vcf, args.model])
     model, meta = load_model(args)
     if args.region:  # through the index when there is one (io.tabix), else read and filtered
         parts = [read_vcf(args.vcf, region=parse_region(r)) for r in args.region]
@@ -149,9 +161,8 @@ def _score_variants(args: argparse.Namespace) -> int:
     else:
         variants = read_vcf(args.vcf)
     table = score_variants(model, read_fasta(args.fasta), variants, meta=meta)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, sep="\t", index=False, float_format="%.6g")
+    atomic_write(out, lambda tmp: table.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
     bad = table[table["status"] != "ok"]
     for row in bad.itertuples():
         note(f"not scored: {row.chrom}:{row.pos} {row.ref}>{row.alt}: {row.status}")
@@ -168,14 +179,15 @@ def _motifs(args: argparse.Namespace) -> int:
         write_meme,
     )
 
+    out = check_out(args.out, inputs=[args.table, args.model, args.database], overwrite=True)
     model, meta = load_model(args)
     df = read_sequence_table(args.table, sequence_column=args.sequence_column)
     x = one_hot(df[args.sequence_column].astype(str).tolist())
     motifs = filter_motifs(model, x, threshold=args.threshold)
     db = load_motif_database(args.database)
     matches = match_motifs(motifs, db)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_MARK).write_text('{"command": "motifs"}\n')
     write_meme(motifs, out / "filters.meme")
     matches.to_csv(out / "matches.tsv", sep="\t", index=False, float_format="%.4g")
     if not args.no_logos:

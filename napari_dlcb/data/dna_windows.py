@@ -8,6 +8,7 @@ holds sequence). No torch here.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def read_sequence_table(
     p = Path(path)
     if not p.exists():
         raise DlcbError(f"sequence table not found: {p}")
+    if not p.is_dir() and not stat.S_ISREG(p.stat().st_mode):  # a pipe would block forever
+        raise DlcbError(f"sequence table is not a regular file (a pipe or a device?): {p}")
     if p.stat().st_size == 0:
         raise DlcbError(f"sequence table is empty: {p}")
     name = p.name.lower().removesuffix(".gz")

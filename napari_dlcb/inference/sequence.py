@@ -202,6 +202,8 @@ def predict_sequences(
     from napari_dlcb.device import resolve_device
     from napari_dlcb.models.state import preserve_model_state
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DlcbError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     if not isinstance(x, np.ndarray):
         x = one_hot(list(x))
     scale = None

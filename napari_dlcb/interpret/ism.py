@@ -54,6 +54,8 @@ def _prepare(x, device) -> torch.Tensor:
         if arr.dtype.kind not in "biuf":
             raise DlcbError(f"x must be a numeric one-hot array (N, 4, L), got dtype {arr.dtype}")
         t = torch.as_tensor(arr.astype(np.float32, copy=False), device=device)
+    if not bool(torch.isfinite(t).all()):
+        raise DlcbError("x has NaN or infinite values; one-hot DNA holds 0s and 1s (or N = 0.25)")
     if t.ndim == 2:
         t = t[None]
     if t.ndim != 3 or t.shape[1] != 4:
@@ -267,6 +269,8 @@ def mutation_map(
     >>> bool((m * x.numpy()[..., None] == 0).all())  # zero at the reference bases
     True
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DlcbError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     xt = _prepare(x, "cpu")
     N, _, L = xt.shape
     end = L if end is None else int(end)

@@ -105,6 +105,8 @@ def filter_motifs(
     list of Motif
         One per filter, named ``filter<i>``; ``n_sites`` counts the subsequences.
     """
+    if not (isinstance(threshold, (int, float)) and threshold >= 0 and threshold < float("inf")):
+        raise DlcbError(f"threshold must be a finite number >= 0, got {threshold!r}")
     import torch
 
     from napari_dlcb.models.state import preserve_model_state

@@ -166,6 +166,7 @@ def iter_saliency(
     """
     if method not in METHODS:
         raise DlcbError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
+    _check_inputs(x, window=window, stride=stride, n_samples=n_samples, n_steps=n_steps)
     common = {
         "target": target,
         "classes": classes,
@@ -215,3 +216,17 @@ _ONE_SHOT = {
     "gradcam": gradcam,
     "occlusion": occlusion,
 }
+
+
+def _check_inputs(x: Any, **sizes: int | None) -> None:
+    """The prediction rule for interpretation too: NaN/Inf or complex pixels and sizes < 1 refused."""
+    from napari_dlcb.data.normalize import check_finite
+
+    arr = np.asarray(x)
+    if arr.dtype.kind == "c":
+        raise DlcbError(f"the image has {arr.dtype} pixels; interpretation needs real numbers")
+    if arr.dtype.kind == "f":
+        check_finite(arr, "the image")
+    for name, value in sizes.items():
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise DlcbError(f"{name} must be a whole number of at least 1, got {value!r}")

@@ -201,6 +201,8 @@ def export_onnx(
     >>> out.dynamic_axes, out.max_abs_diff < 1e-4
     ({0: 'batch', 2: 'length'}, True)
     """
+    if not (isinstance(atol, (int, float)) and 0 < atol < float("inf")):
+        raise DlcbError(f"atol must be a finite number > 0, got {atol!r}")
     _need_onnx()
     if meta is None:
         if not isinstance(model, (str, os.PathLike)):

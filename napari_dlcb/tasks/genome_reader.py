@@ -26,7 +26,13 @@ from typing import Any
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.regions import Region
 
-__all__ = ["GENOME_SUFFIXES", "genome_file_kind", "get_genome_reader", "read_genome_files"]
+__all__ = [
+    "GENOME_SUFFIXES",
+    "genome_file_kind",
+    "get_genome_reader",
+    "read_genome_files",
+    "read_genome_layers",
+]
 
 #: field of the Genome view -> file name endings it takes (lower case)
 GENOME_SUFFIXES = {
@@ -54,11 +60,49 @@ def genome_file_kind(path: str | os.PathLike) -> str | None:
 
 
 def get_genome_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list] | None:
-    """npe2 reader contribution: a reader when every path is a genome file, else None."""
+    """npe2 reader contribution: a reader when every path is a genome file, else None.
+
+    Declines (None) a path that is missing or not a regular file (a pipe or a
+    device would block the reader). The reader never raises into napari: see
+    :func:`read_genome_layers`.
+    """
+    import stat
+
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths or any(genome_file_kind(p) is None for p in paths):
         return None
-    return read_genome_files
+    for p in paths:
+        try:
+            if not stat.S_ISREG(os.stat(p).st_mode):
+                return None
+        except OSError:
+            return None
+    return read_genome_layers
+
+
+def read_genome_layers(path: PathOrPaths) -> list[tuple[Any, ...]]:
+    """:func:`read_genome_files` for napari: a file that cannot be read is reported, not raised.
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+        The layers, or napari's "nothing to add" value ``[(None,)]`` after an
+        :class:`~napari_dlcb.io._npe2.UnreadableFileWarning` (one line) when the
+        files cannot be read (corrupt, truncated, not what their name says).
+    """
+    import warnings
+
+    from napari_dlcb.io._npe2 import UnreadableFileWarning
+
+    try:
+        return read_genome_files(path)
+    except (DlcbError, OSError, MemoryError, ValueError, EOFError) as exc:
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        warnings.warn(f"napari-dlcb: {text}", UnreadableFileWarning, stacklevel=2)
+    except Exception as exc:  # noqa: BLE001 - a reader hook must never raise into napari
+        text = f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]} (please report it)"
+        warnings.warn(f"napari-dlcb: {text}", UnreadableFileWarning, stacklevel=2)
+    return [(None,)]
 
 
 def genome_fields(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:

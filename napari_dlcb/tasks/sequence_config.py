@@ -117,6 +117,11 @@ class SequenceConfig(TaskConfig):
             self.max_time = check_positive("max_time", self.max_time)
         if not isinstance(self.model_kwargs, dict):
             raise DlcbError(f"model_kwargs must be a dict, got {type(self.model_kwargs).__name__}")
+        for key in ("filters", "hidden", "lstm"):
+            value = self.model_kwargs.get(key)
+            for v in value if isinstance(value, (tuple, list)) else [value]:
+                if v is not None:
+                    check_int(key, v, low=0 if key == "hidden" else 1, high=100_000)
         if not isinstance(self.device, str) or not self.device.strip():
             raise DlcbError(f"device must be 'auto', 'cpu', 'cuda' or 'mps', got {self.device!r}")
         return self

@@ -43,6 +43,10 @@ _PRELOAD = [
     "napari_dlcb.models.saved",
     "napari_dlcb.inference.segment",
     "napari_dlcb.io._npe2",
+    "napari_dlcb.commands.classification",
+    "napari_dlcb.commands.sequence",
+    "napari_dlcb.commands.export",
+    "napari_dlcb.commands.pretrain",
 ]
 _CTX: list = []
 

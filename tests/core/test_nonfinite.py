@@ -61,3 +61,38 @@ def test_check_finite_is_the_one_rule():
         check_finite(np.array([np.nan, 1.0, np.nan, 2.0]), "x")
     with pytest.raises(DlcbError, match="x has 64 NaN or infinite pixels"):
         check_pixels(np.full((8, 8), -np.inf, np.float32), "x")
+
+
+# ----------------------------------------------------------------- interpretation (issue 12)
+@pytest.mark.parametrize("method", ["gradients", "integrated-gradients", "occlusion", "smoothgrad"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_saliency_refuses_nonfinite_pixels_like_prediction(method, bad):
+    from torch import nn
+
+    from napari_dlcb.errors import DlcbError
+    from napari_dlcb.interpret.saliency import saliency
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    img = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    saliency(model, img, method=method, target=0, window=4, n_steps=2, n_samples=2)  # clean: fine
+    img[3, 5] = bad
+    with pytest.raises(DlcbError, match=r"NaN (or infinite )?pixels") as err:
+        saliency(model, img, method=method, target=0, window=4, n_steps=2, n_samples=2)
+    assert "\n" not in str(err.value)
+
+
+def test_mutation_map_refuses_nonfinite_dna():
+    import torch
+    from torch import nn
+
+    from napari_dlcb.errors import DlcbError
+    from napari_dlcb.interpret.ism import mutation_map
+
+    model = nn.Sequential(nn.Conv1d(4, 2, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten())
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (1, 20)), 4).permute(0, 2, 1).float()
+    assert mutation_map(model, x, device="cpu").shape == (1, 4, 20, 2)
+    x[0, 1, 4] = float("nan")
+    with pytest.raises(DlcbError, match="NaN or infinite"):
+        mutation_map(model, x, device="cpu")
+    with pytest.raises(DlcbError, match="batch size must be"):
+        mutation_map(model, x.nan_to_num(), batch_size=-1, device="cpu")
