@@ -23,7 +23,13 @@ from napari_dlcb.tasks.base import (
 )
 from napari_dlcb.tasks.segmentation.live import LIVE_SALIENCY, PREVIEW_SHARE
 
-__all__ = ["FULL_PATCH", "QUICK_EPOCH_SECONDS", "QUICK_PATCH", "SegmentationConfig"]
+__all__ = [
+    "FULL_PATCH",
+    "QUICK_EPOCH_SECONDS",
+    "QUICK_PATCH",
+    "SegmentationConfig",
+    "config_and_start",
+]
 
 #: quick mode: an epoch ends after this many seconds (at least one step), so the
 #: learning curve gets a point every few seconds on any CPU
@@ -243,3 +249,29 @@ class SegmentationConfig(TaskConfig):
     def fit_options(self) -> dict[str, Any]:
         """The fields that ``fit`` may override, as a dict."""
         return {k: getattr(self, k) for k in self.FIT_FIELDS}
+
+
+def config_and_start(
+    config: SegmentationConfig | None, options: dict[str, Any]
+) -> tuple[SegmentationConfig, Any]:
+    """The validated config and an in-memory ``(model, meta)`` start, if given.
+
+    Parameters
+    ----------
+    config : SegmentationConfig or None
+        The base config (defaults when None).
+    options : dict
+        Field overrides; a ``base`` given as a ``(model, meta)`` tuple is
+        popped and returned as the start, and recorded by its parent name.
+
+    Returns
+    -------
+    tuple
+        ``(config, start)``; ``start`` is None unless an in-memory model was given.
+    """
+    start = None
+    if isinstance(options.get("base"), tuple):
+        start = options.pop("base")
+        options["base"] = getattr(start[1], "parent", None) or "in-memory"
+    cfg = config if config is not None else SegmentationConfig()
+    return cfg.replace(**options), start  # a validated copy

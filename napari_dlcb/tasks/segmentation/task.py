@@ -44,7 +44,7 @@ from napari_dlcb.data.patches import PatchDataset, TileDataset
 from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.tasks.base import Task
-from napari_dlcb.tasks.segmentation.config import SegmentationConfig
+from napari_dlcb.tasks.segmentation.config import SegmentationConfig, config_and_start
 from napari_dlcb.tasks.segmentation.live import LivePreview
 from napari_dlcb.tasks.segmentation.prepare import (
     checked_images,
@@ -77,18 +77,6 @@ __all__ = ["SegmentationTask", "SegmentationTrainer"]
 Region = tuple[slice, slice]
 #: keyword arguments of ``fit`` that are not config fields (live view, checkpoints)
 _OLD_NAMES = {"preview_saliency": "live_saliency"}
-
-
-def _config_of(
-    config: SegmentationConfig | None, options: dict[str, Any]
-) -> tuple[SegmentationConfig, Any]:
-    """The validated config and an in-memory ``(model, meta)`` start, if given."""
-    start = None
-    if isinstance(options.get("base"), tuple):
-        start = options.pop("base")
-        options["base"] = getattr(start[1], "parent", None) or "in-memory"
-    cfg = config if config is not None else SegmentationConfig()
-    return cfg.replace(**options), start  # a validated copy
 
 
 class SegmentationTask(Task):
@@ -126,7 +114,7 @@ class SegmentationTask(Task):
         config: SegmentationConfig | None = None,
         **options: Any,
     ) -> None:
-        cfg, start = _config_of(config, dict(options))
+        cfg, start = config_and_start(config, dict(options))
         self.config = cfg
         imgs, labs = checked_images(images, labels, cfg.channel_axis)
         self._images = [np.asarray(im) for im in images]  # references: to recognise a preview
