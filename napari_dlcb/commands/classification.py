@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_dlcb.commands._args import add_device
+from napari_dlcb.commands._args import add_device, positive_float
 from napari_dlcb.commands._outputs import check_out, check_out_file
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
@@ -65,10 +65,10 @@ def register(train, predict, top) -> None:
         "--blocks", default="2,2,2", help="residual blocks per stage for --base none, e.g. 1,1,1"
     )
     p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--max-minutes", type=positive_float(), default=None, help="wall-clock budget")
     p.add_argument(
         "--max-cpu-minutes",
-        type=float,
+        type=positive_float(),
         default=None,
         help="CPU-time budget of this process (fair on a shared machine); stops cleanly",
     )
@@ -378,7 +378,7 @@ def run_saliency(args: argparse.Namespace) -> int:
             )
         x = Normalizer.from_dict(meta.normalization)(cyx, channel_axis=0)
         prep = None
-    window = args.window or max(1, min(x.shape[-2:]) // 8)
+    window = args.window if args.window is not None else max(1, min(x.shape[-2:]) // 8)
     res = saliency(
         model,
         x,

@@ -81,6 +81,7 @@ def table_training_data(
     df = read_sequence_table(path, sequence_column=sequence_column, label_columns=label_columns)
     seqs = df[sequence_column].astype(str).tolist()
     y = df[list(label_columns)].to_numpy(np.float32)
+    _check_labels(y, label_columns, Path(path).name)
     if negatives == "dinucleotide-shuffle":
         neg = shuffled_negatives(seqs, seed=seed)
         seqs = seqs + neg
@@ -196,3 +197,14 @@ class OneHotDataset(torch.utils.data.Dataset):
         if self.rc_augment and torch.rand(()) < 0.5:
             x = x.flip(0, 1)
         return x, self.y[i]
+
+
+def _check_labels(y: np.ndarray, columns: Sequence[str], name: str) -> None:
+    """Refuse infinite labels and a label column that is NaN (unlabelled) throughout."""
+    if np.isinf(y).any():
+        raise DlcbError(f"{name}: infinite labels in {', '.join(columns)}; labels must be finite")
+    empty = [str(c) for c, col in zip(columns, y.T, strict=True) if np.isnan(col).all()]
+    if empty:
+        raise DlcbError(
+            f"{name}: every label of {', '.join(empty)} is NaN (unlabelled); nothing to learn from"
+        )

@@ -652,9 +652,6 @@ CASES = [
 #: cases that do not yet end cleanly (exit 0 or a misleading line), kept visible as strict
 #: xfails so each fix turns one into a pass; see benchmarks/RESULTS.md "Hostile corpus"
 KNOWN = {
-    **{f"{v}-{n}": "option not validated (exit 0)" for v in ("train-classification", "pretrain-classification")
-       for n in ("max-minutes-nan",)},
-    "saliency-window-zero": "--window 0 is read as the default window (exit 0)",
     **{f"{v}-image-{k}": "a pipe/device in an ImageFolder is skipped without a word (exit 0)"
        for v in ("train-classification", "pretrain-classification", "predict-classification",
                  "tune-classification") for k in ("fifo", "dev-zero")},
@@ -664,8 +661,6 @@ KNOWN = {
     **{f"{v}-image-complex": "complex pixels cast to real with a warning (exit 0)"
        for v in ("train-classification", "pretrain-classification", "predict-classification",
                  "saliency")},
-    "train-sequence-table-nan-labels": "NaN labels not refused (exit 0)",
-    "train-sequence-table-inf-labels": "Inf labels not refused (exit 0)",
     "train-classification-out-holds-a-model": "no --overwrite on this verb yet: replaces the model",
     "train-sequence-out-holds-a-model": "no --overwrite on this verb yet: replaces the model",
 }  # fmt: skip
