@@ -18,7 +18,7 @@ from napari_dlcb.commands._outputs import check_out, check_out_file
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.io.atomic import atomic_write
-from napari_dlcb.io.imagefolder import find_image_folder, list_images, read_images
+from napari_dlcb.io.imagefolder import check_real, find_image_folder, list_images, read_images
 
 __all__ = [
     "drive_training",
@@ -43,6 +43,7 @@ def register(train, predict, top) -> None:
     )
     p.add_argument("--images", required=True, type=Path, help="ImageFolder: DIR/<class>/*.png|tif")
     p.add_argument("--out", required=True, type=Path, help="model folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     p.add_argument(
         "--base", default="builtin", help="builtin, none (random init) or a model folder"
     )
@@ -143,7 +144,10 @@ def run_train(args: argparse.Namespace) -> int:
     """Handle ``train classification``."""
     # refused before any work: an --out that is an input, a file, a device or others' files
     check_out(
-        args.out, kind="model", inputs=[args.images, getattr(args, "base", None)], overwrite=True
+        args.out,
+        kind="model",
+        inputs=[args.images, getattr(args, "base", None)],
+        overwrite=args.overwrite,
     )
     try:
         classes, files, labels = find_image_folder(args.images)
@@ -359,6 +363,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     image = np.asarray(read_image(args.image))
     if image.ndim not in (2, 3):
         raise DlcbError(f"{args.image.name} is not a 2-D grey or RGB image (shape {image.shape})")
+    check_real(image, args.image.name)
     target = _resolve_target(args.target, list(meta.classes))
     if meta.task == "classification":
         from napari_dlcb.data.crops import prepare_images

@@ -32,6 +32,7 @@ def register_pretrain(top: Any) -> None:
     )
     p.add_argument("--images", required=True, type=Path, help="folder of PNG/TIFF crops or images")
     p.add_argument("--out", required=True, type=Path, help="model folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     p.add_argument("--base", default="none", help="none (new encoder), builtin or a model folder")
     p.add_argument("--width", type=int, default=32, help="encoder width for --base none")
     p.add_argument("--blocks", default="2,2,2", help="residual blocks per stage for --base none")
@@ -89,7 +90,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     # refused before any work: an --out that is an input, a file, a device or others' files
     check_out(
-        args.out, kind="model", inputs=[args.images, getattr(args, "base", None)], overwrite=True
+        args.out,
+        kind="model",
+        inputs=[args.images, getattr(args, "base", None)],
+        overwrite=args.overwrite,
     )
     folder = Path(args.images)
     if not folder.is_dir():

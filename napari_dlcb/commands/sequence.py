@@ -85,6 +85,7 @@ def _register_train(train_sub) -> None:
         "targets, Pearson r)",
     )
     p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     p.add_argument(
         "--arch",
         "--architecture",
@@ -177,7 +178,7 @@ def _train(args: argparse.Namespace) -> int:
     from napari_dlcb.training.engine import fit_to_end
 
     inputs = [args.table, args.fasta, args.bed, args.base, *(args.signal_labels or "").split(",")]
-    check_out(args.out, kind="model", inputs=inputs, overwrite=True)
+    check_out(args.out, kind="model", inputs=inputs, overwrite=args.overwrite)
     config = _config(args)
     seqs, y, tasks, val_index, negatives = _training_data(args)
     note(f"{len(seqs)} sequences, {len(tasks)} task(s): {', '.join(tasks)}; negatives: {negatives}")

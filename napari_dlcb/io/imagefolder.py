@@ -15,6 +15,7 @@ from napari_dlcb.errors import DlcbError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "check_real",
     "find_image_folder",
     "image_label_pairs",
     "list_images",
@@ -28,15 +29,25 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
 
 def list_images(folder: Path) -> list[Path]:
-    """All PNG/TIFF files under ``folder`` (recursively, hidden entries skipped), sorted."""
+    """All PNG/TIFF files under ``folder`` (recursively, hidden entries skipped), sorted.
+
+    An entry with an image suffix that is a pipe or a device is refused by name
+    rather than skipped (the same rule as :func:`stem_files`).
+    """
     folder = Path(folder)
-    return sorted(
-        f
-        for f in folder.rglob("*")
-        if f.is_file()
-        and f.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in f.relative_to(folder).parts)
-    )
+    found = []
+    for f in folder.rglob("*"):
+        if f.suffix.lower() not in IMAGE_SUFFIXES or any(
+            part.startswith(".") for part in f.relative_to(folder).parts
+        ):
+            continue
+        if f.is_file():
+            found.append(f)
+        elif f.exists() and not f.is_dir():
+            raise DlcbError(
+                f"cannot read '{f.name}' in {folder}: not a regular file (a device or a pipe?)"
+            )
+    return sorted(found)
 
 
 def find_image_folder(folder: Path) -> tuple[list[str], list[Path], list[int]]:
@@ -93,6 +104,7 @@ def read_images(files: list[Path]) -> list[np.ndarray]:
         im = np.asarray(read_image(f))
         if im.ndim not in (2, 3):
             raise DlcbError(f"{f.name} is not a 2-D grey or RGB image (shape {im.shape})")
+        check_real(im, f.name)
         out.append(im)
     return out
 
@@ -172,3 +184,24 @@ def _check_label_values(path: Path, lab: np.ndarray) -> None:
         f"label image {path.name} holds {lab.dtype} values that are not whole numbers; "
         "labels are integers (0 = unlabelled)"
     )
+
+
+def check_real(image: np.ndarray, name: str) -> None:
+    """Refuse complex pixels and NaN/infinite ones (the training and prediction rule).
+
+    Examples
+    --------
+    >>> check_real(np.ones((2, 2), np.complex64), "c.tif")
+    Traceback (most recent call last):
+    ...
+    napari_dlcb.errors.DlcbError: c.tif has complex64 pixels; a model needs real intensities
+    """
+    if image.dtype.kind == "c":
+        raise DlcbError(f"{name} has {image.dtype} pixels; a model needs real intensities")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        bad = int((~np.isfinite(image)).sum())
+        what = "NaN" if not np.isinf(image).any() else "NaN or infinite"
+        raise DlcbError(
+            f"{name} has {bad} {what} pixels; replace them (e.g. with 0) or crop them away: "
+            "napari-dlcb does not guess values"
+        )
