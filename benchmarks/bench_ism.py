@@ -5,7 +5,9 @@ Issue 3 target (2 CPU threads, one sequence, Basset-size model: conv 300x19,
 fast >= 10x naive, >= 5x tangermeme ``saturation_mutagenesis(fast=True)``,
 a 200-bp viewport within 0.3 s. Also a DeepBind-size model at L = 1000.
 
-Run: ``python benchmarks/bench_ism.py [--repeats 3] [--threads 2]``. Prints a
+Run: ``python benchmarks/bench_ism.py [--repeats 3] [--threads 2] [--trained]``
+(``--trained`` adds the shipped, trained ``builtin:dna-encode``: random and
+trained weights side by side). Prints a
 markdown table; timings are the best of ``--repeats`` runs (wall clock) plus
 the CPU time of that run.
 """
@@ -46,6 +48,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument(
+        "--trained",
+        action="store_true",
+        help="add the shipped, trained builtin:dna-encode (128 x 24, DeepBind-style) at L=1000",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -56,6 +63,11 @@ def main():
             1000,
         ),
     }
+    if args.trained:  # trained weights (float16 on disk, run in float32 as shipped)
+        from napari_dlcb.inference.sequence import load_sequence_model
+
+        trained, _ = load_sequence_model("builtin:dna-encode", device="cpu")
+        cases["builtin:dna-encode (trained, 128x24, 5 tasks), L=1000"] = (trained, 1000)
     print(
         f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}"
     )
