@@ -169,16 +169,17 @@ def evaluate(model: torch.nn.Module, tasks: list[str]) -> dict:
 def train(seqs, y, tasks, *, seed: int, base=None, minutes: float = 30.0, **fit):
     """A SequenceTask run to the end; returns (trainer, Finished event, seconds)."""
     torch.manual_seed(seed)
+    arch = {} if base is not None else {"model_kwargs": dict(MODEL)}  # a base brings its own
     trainer = SequenceTask(
         seqs,
         y,
         task_names=tasks,
         arch="deepbind",
         base=base,
-        model_kwargs=None if base is not None else dict(MODEL),
         val_fraction=fit.pop("val_fraction", 0.1),
         seed=seed,
         device="cpu",
+        **arch,
     )
     t0 = time.perf_counter()
     settings = {**FIT, **fit}
