@@ -182,6 +182,7 @@ def _new_store(
     )
 
 
+# over 80 lines only by its signature and docstring (20 documented options)
 def predict_zarr(
     model: Any,
     source: Any,
@@ -267,7 +268,6 @@ def predict_zarr(
     >>> events[-1]["done"], events[-1]["total"], open_prediction(out)[0].shape
     (6, 6, (2, 200, 300))
     """
-    # over 80 lines only by its signature and docstring (20 documented options)
     activation = check_activation(activation)
     settings = BlockSettings.check(
         block=block,

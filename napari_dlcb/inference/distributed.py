@@ -155,6 +155,7 @@ def _default_client(client: Any) -> Any:
         ) from err
 
 
+# over 80 lines only by its signature and docstring (18 documented options)
 def predict_zarr_distributed(
     model_dir: str | os.PathLike,
     source: Any,
@@ -212,7 +213,6 @@ def predict_zarr_distributed(
     pathlib.Path
         ``dest``.
     """
-    # over 80 lines only by its signature and docstring (18 documented options)
     from napari_dlcb.models.saved import load_meta
 
     client = _default_client(client)

@@ -83,8 +83,13 @@ def _check_meta(meta: ModelMeta) -> None:
 
 
 def _image_cyx(image: Any, channel_axis: int | None, in_channels: int) -> np.ndarray:
-    """The image as (C, Y, X) by the one channel rule, checked against the model."""
+    """The image as (C, Y, X) by the one channel rule, checked against the model.
+
+    NaN/Inf pixels, a boolean or complex dtype and too small a size are refused,
+    as in training.
+    """
     from napari_dlcb.data.images import to_cyx
+    from napari_dlcb.data.normalize import check_pixels
 
     cyx = to_cyx(image, channel_axis)
     if cyx.shape[0] != in_channels:
@@ -92,6 +97,7 @@ def _image_cyx(image: Any, channel_axis: int | None, in_channels: int) -> np.nda
             f"the image has {cyx.shape[0]} channel(s) but the model expects {in_channels}"
             + ("; pass channel_axis" if channel_axis is None and np.ndim(image) == 3 else "")
         )
+    check_pixels(cyx, "the image", channel_axis=0)
     return cyx
 
 
@@ -118,13 +124,9 @@ def segment(
     image : array-like
         2-D grey image, or multichannel with ``channel_axis`` (an RGB last
         axis is recognised without it), any dtype and size.
-    tile, batch_size, device, amp, progress
-        As for :func:`~napari_dlcb.inference.tiled.predict_tiled`.
-    halo : int, optional
-        Context pixels around each tile. Default: the model's declared halo
-        (e.g. a BioImage.IO output halo), else 32.
-    channel_axis : int, optional
-        Channel axis of a multichannel image.
+    tile, halo, batch_size, device, channel_axis, amp, progress
+        As for :func:`~napari_dlcb.inference.tiled.predict_tiled`; ``halo``
+        defaults to the model's declared halo (e.g. a BioImage.IO output halo), else 32.
     **postprocess
         Options for :func:`~napari_dlcb.inference.postprocess.labels_from_probabilities`
         (e.g. ``min_size=30`` for instance models), over the model's own
@@ -138,8 +140,8 @@ def segment(
     Raises
     ------
     DlcbError
-        An image with NaN or infinite pixels (refused, as in training: no value
-        is guessed for them), boolean or complex pixels, or under 8 pixels a side.
+        An image with NaN or infinite pixels (refused as in training: no value is
+        guessed), boolean or complex pixels, or under 8 pixels a side.
 
     Examples
     --------
@@ -157,7 +159,6 @@ def segment(
     With a saved model folder or the built-in model: ``segment("my_model/", img)``,
     ``segment("builtin", img)``.
     """
-    from napari_dlcb.data.normalize import check_pixels
     from napari_dlcb.inference.postprocess import labels_from_probabilities
     from napari_dlcb.inference.tiled import predict_tiled
 
@@ -165,9 +166,6 @@ def segment(
     _check_meta(meta)
     spec = InferenceSpec.from_meta(meta)
     cyx = _image_cyx(image, channel_axis, spec.in_channels)
-    check_pixels(
-        cyx, "the image", channel_axis=0
-    )  # NaN/Inf, dtype and size: refused, as in training
     prob = predict_tiled(
         model,
         cyx,

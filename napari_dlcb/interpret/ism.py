@@ -273,12 +273,7 @@ def mutation_map(
         raise DlcbError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     xt = _prepare(x, "cpu")
     N, _, L = xt.shape
-    end = L if end is None else int(end)
-    start = int(start)
-    if not 0 <= start < end <= L:
-        raise DlcbError(f"start/end {start}-{end} do not fit the sequence length {L}")
-    step = max(1, batch_size // 3)
-    regions = [(s, min(end, s + step)) for s in range(start, end, step)]
+    regions = _regions(L, start, end, batch_size)
     out: np.ndarray | None = None
     done = 0
     options = {"target": target, "batch_size": batch_size, "device": device, "method": method}
@@ -291,6 +286,29 @@ def mutation_map(
             progress(done, N * len(regions))
     assert out is not None
     return out
+
+
+def _regions(length: int, start: int, end: int | None, batch_size: int) -> list[tuple[int, int]]:
+    """Check ``start``/``end`` and cut ``[start, end)`` into regions of a third of a batch.
+
+    Parameters
+    ----------
+    length : int
+        The sequence length.
+    start, end, batch_size
+        As for :func:`mutation_map`.
+
+    Returns
+    -------
+    list of (int, int)
+        Half-open position ranges, each mutated in one batch of up to ``batch_size``.
+    """
+    end = length if end is None else int(end)
+    start = int(start)
+    if not 0 <= start < end <= length:
+        raise DlcbError(f"start/end {start}-{end} do not fit the sequence length {length}")
+    step = max(1, batch_size // 3)
+    return [(s, min(end, s + step)) for s in range(start, end, step)]
 
 
 def naive_mutation_map(model: nn.Module, x, **kwargs) -> np.ndarray:

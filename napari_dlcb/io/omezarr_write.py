@@ -254,14 +254,8 @@ def write_ome_zarr(
 
     p = Path(path)
     arr, label_arrays = _checked(p, data, labels, axes=axes, kind=kind)
-    n = _n_levels(arr.shape, axes, n_levels)
-    geometry = {
-        "axes": axes,
-        "chunks": chunks,
-        "n_levels": n,
-        "scale": scale,
-        "translate": translate,
-    }
+    geometry = {"axes": axes, "chunks": chunks, "scale": scale, "translate": translate}
+    geometry["n_levels"] = _n_levels(arr.shape, axes, n_levels)
     with OmeZarrBuilder(p, version=version) as out:
         targets = [(out.image(arr.shape, arr.dtype, name=name, kind=kind, **geometry), arr)]
         for key, lab in label_arrays.items():
