@@ -150,16 +150,82 @@ def export_bioimageio(
     """
     v05 = spec_v05()
     model, meta = _resolve(model, meta)
-    out = Path(out).expanduser()
-    if out.suffix.lower() != ".zip":
-        raise DlcbError(f"a BioImage.IO package is a .zip file, not {out.name!r}")
-    if out.is_dir():
-        raise DlcbError(f"cannot write the package to {out}: it is a folder")
+    out = _package_path(out)
     from napari_dlcb.models.saved import export_torchscript
 
     ts = export_torchscript(model, _example(meta))
     geometry = _geometry(ts, meta)
     x_raw = _test_input(meta, geometry, test_image, channel_axis)
+    texts = {"description": description, "authors": authors, "license": license, "tags": tags}
+    digest, onnx_diff, onnx_error = _write_package(
+        out, v05, model, meta, ts, geometry, x_raw, onnx=onnx, name=name or out.stem, texts=texts
+    )
+    from napari_dlcb.models.trust import trust
+
+    # our own TorchScript, as save_model's: loading the package back needs no consent
+    trust(out, sha256=digest, note="BioImage.IO package written by napari-dlcb")
+    weights = ("torchscript", "onnx") if onnx_diff is not None else ("torchscript",)
+    passed, summary = check_package(out) if test else (None, "")
+    return BioimageioExport(out, weights, onnx_diff, onnx_error, passed, summary)
+
+
+def _package_path(out: str | os.PathLike) -> Path:
+    """``out`` as a path, checked to name a ``.zip`` file that is not a folder.
+
+    Parameters
+    ----------
+    out : str or path-like
+        Where the package goes.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out`` with ``~`` expanded.
+    """
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".zip":
+        raise DlcbError(f"a BioImage.IO package is a .zip file, not {out.name!r}")
+    if out.is_dir():
+        raise DlcbError(f"cannot write the package to {out}: it is a folder")
+    return out
+
+
+def _write_package(
+    out: Path,
+    v05: Any,
+    model: Any,
+    meta: ModelMeta,
+    ts: Any,
+    geometry: Geometry,
+    x_raw: np.ndarray,
+    *,
+    onnx: bool,
+    name: str,
+    texts: dict[str, Any],
+) -> tuple[str, float | None, str | None]:
+    """Write the package in a temporary folder next to ``out``, then move it to ``out``.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The ``.zip`` to write (replaced atomically).
+    v05 : module
+        ``bioimageio.spec.model.v0_5``.
+    model, meta, ts, geometry, x_raw
+        The network, its metadata, its TorchScript export, its input geometry
+        and the raw test input.
+    onnx, name
+        As for :func:`export_bioimageio` (``name`` already defaulted).
+    texts : dict
+        ``description``, ``authors``, ``license`` and ``tags`` for the description.
+
+    Returns
+    -------
+    digest : str
+        The sha256 of the TorchScript weights.
+    onnx_diff, onnx_error : float or None, str or None
+        As :class:`BioimageioExport` ``onnx_max_abs_diff`` and ``onnx_error``.
+    """
     y = _predict(ts, meta, x_raw)
     parent = lineage(meta)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,31 +235,14 @@ def export_bioimageio(
         onnx_diff, onnx_error = None, None
         if onnx:
             onnx_diff, onnx_error = _write_onnx(model, meta, work / "weights.onnx")
-        descr = build_description(
-            v05,
-            meta,
-            geometry,
-            files,
-            parent,
-            onnx_diff is not None,
-            name=name or out.stem,
-            description=description,
-            authors=authors,
-            license=license,
-            tags=tags,
-        )
+        with_onnx = onnx_diff is not None
+        descr = build_description(v05, meta, geometry, files, parent, with_onnx, name=name, **texts)
         package = _save(descr, work / "package.zip")
         digest = sha256_of(files["weights"])
         os.replace(package, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    from napari_dlcb.models.trust import trust
-
-    # our own TorchScript, as save_model's: loading the package back needs no consent
-    trust(out, sha256=digest, note="BioImage.IO package written by napari-dlcb")
-    weights = ("torchscript", "onnx") if onnx_diff is not None else ("torchscript",)
-    passed, summary = check_package(out) if test else (None, "")
-    return BioimageioExport(out, weights, onnx_diff, onnx_error, passed, summary)
+    return digest, onnx_diff, onnx_error
 
 
 # -------------------------------------------------------------------------- the model

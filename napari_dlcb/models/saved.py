@@ -126,13 +126,7 @@ def save_model(
         return folder
     if world > 1:
         meta.extra["world_size"] = world
-    if folder.exists() and not folder.is_dir():
-        raise DlcbError(f"cannot save a model to {folder}: it is a file")
-    if folder.is_dir() and not (folder / METADATA_FILE).is_file() and _extra_files(folder, True):
-        raise DlcbError(
-            f"cannot save a model to {folder}: it is a folder with other files in it "
-            "(choose a new or empty folder, or an earlier model folder to replace)"
-        )
+    _check_destination(folder)
     name = meta.architecture["name"]
     if name != "torchscript":
         _check_architecture(model, meta.architecture)
@@ -140,8 +134,49 @@ def save_model(
     text = json.dumps(
         {"format_version": FORMAT_VERSION, **meta.to_dict()}, indent=2, default=json_default
     )
-    # the whole folder is built beside its destination and renamed into place at once, so
-    # a kill or a full disk leaves the previous model or the new one, never a mix of both
+    _write_folder(folder, model, exported, text)
+    if name == "torchscript":  # a program the user already agreed to run, now ours
+        from napari_dlcb.models.trust import trust
+
+        trust(folder / TORCHSCRIPT_FILE, note="written by napari-dlcb")
+    return folder
+
+
+def _check_destination(folder: Path) -> None:
+    """Refuse a file, or a folder with other files in it, as the place of a model folder.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        Where :func:`save_model` is asked to write.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise DlcbError(f"cannot save a model to {folder}: it is a file")
+    if folder.is_dir() and not (folder / METADATA_FILE).is_file() and _extra_files(folder, True):
+        raise DlcbError(
+            f"cannot save a model to {folder}: it is a folder with other files in it "
+            "(choose a new or empty folder, or an earlier model folder to replace)"
+        )
+
+
+def _write_folder(folder: Path, model: nn.Module, exported: Any, text: str) -> None:
+    """Write the model folder's three files (keeping its other entries), all at once.
+
+    The whole folder is built beside its destination and renamed into place at once,
+    so a kill or a full disk leaves the previous model or the new one, never a mix
+    of both.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The model folder.
+    model : torch.nn.Module
+        The network whose weights are saved.
+    exported : torch.jit.ScriptModule
+        Its TorchScript export.
+    text : str
+        The ``metadata.json`` text.
+    """
     pending = PendingDir(folder, overwrite=True, zarr_only=False)
     try:
         pending.path.mkdir(parents=True)
@@ -159,11 +194,6 @@ def save_model(
         raise DlcbError(f"cannot save the model to {folder}: {err.strerror or err}") from None
     finally:
         pending.discard()
-    if name == "torchscript":  # a program the user already agreed to run, now ours
-        from napari_dlcb.models.trust import trust
-
-        trust(folder / TORCHSCRIPT_FILE, note="written by napari-dlcb")
-    return folder
 
 
 def _extra_files(folder: Path, foreign_only: bool = False) -> list[Path]:

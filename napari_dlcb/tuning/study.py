@@ -26,12 +26,11 @@ parameters, value, state, seconds and worker) and ``study.json``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,9 @@ from napari_dlcb.tuning.records import (
     finish_study,
     open_storage,
     release_stale_trials,
-    save_trial_model,
 )
 from napari_dlcb.tuning.space import Param, SearchSpace
+from napari_dlcb.tuning.trial import TrialEpoch, TrialFinished, run_trial
 
 __all__ = [
     "STRATEGIES",
@@ -67,31 +66,6 @@ class TrialStarted:
 
     number: int
     params: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TrialEpoch:
-    """A trial finished an epoch; ``value`` is its validation metric."""
-
-    number: int
-    epoch: int
-    value: float
-    train_loss: float
-    val_loss: float
-
-
-@dataclass(frozen=True)
-class TrialFinished:
-    """A trial ended: ``state`` is "complete", "pruned" or "fail"."""
-
-    number: int
-    state: str
-    value: float
-    params: dict[str, Any]
-    seconds: float
-    worker: str = "local"
-    message: str = ""
-    curve: list[dict[str, float]] = field(default_factory=list, repr=False)
 
 
 @dataclass(frozen=True)
@@ -259,27 +233,14 @@ def tune(
     t0 = time.perf_counter()
     deadline = None if budget_minutes is None else time.time() + 60 * float(budget_minutes)
     stop = stop or threading.Event()
+    limits: dict[str, Any] = {"deadline": deadline, "n_trials": n_trials, "stop": stop}
+    sampling: dict[str, Any] = {"seed": seed, "strategy": strategy, "prune": prune}
     if spec is not None:
         reason = yield from _tune_on_cluster(
-            spec,
-            study,
-            planner,
-            space,
-            out,
-            storage,
-            scheduler,
-            n_workers,
-            seed=seed,
-            strategy=strategy,
-            prune=prune,
-            deadline=deadline,
-            n_trials=n_trials,
-            stop=stop,
+            spec, study, planner, space, out, storage, scheduler, n_workers, **sampling, **limits
         )
     else:
-        reason = yield from _tune_here(
-            objective, study, planner, space, out, seed, deadline, n_trials, stop
-        )
+        reason = yield from _tune_here(objective, study, planner, space, out, seed, **limits)
     yield finish_study(study, objective, out, reason, time.perf_counter() - t0)
 
 
@@ -389,89 +350,3 @@ def _tune_on_cluster(
     if stop.is_set():
         return "cancelled"
     return "budget" if deadline is not None and time.time() >= deadline - 5 else "completed"
-
-
-def run_trial(
-    objective: Objective,
-    space: SearchSpace,
-    trial: Any,
-    out: Path,
-    seed: int,
-    deadline: float | None,
-    stop: threading.Event | None = None,
-    worker: str = "local",
-) -> Iterator[Any]:
-    """Train one trial's task, report its curve, tell optuna; return a TrialFinished.
-
-    A generator: it yields :class:`TrialEpoch` events and returns the
-    :class:`TrialFinished` (``result = yield from run_trial(...)``).
-    ``deadline`` is a ``time.time()`` stamp.
-    """
-    stop = stop or threading.Event()
-    from optuna.trial import TrialState
-
-    from napari_dlcb.training.events import EpochEnd, Finished, Started
-
-    t0 = time.perf_counter()
-    params = dict(trial.params)
-    trial_stop = threading.Event()
-    curve: list[dict[str, float]] = []
-    pruned = False
-    try:
-        config = objective.configure({**space.fixed, **params, "seed": seed + trial.number})
-        task = objective.make_task(config)
-        options = objective.fit_options(config)
-        if deadline is not None:
-            options["max_time"] = max(deadline - time.time(), 1.0)
-        finished, baseline = None, None
-        for ev in task.fit(stop=trial_stop, **options):
-            if stop.is_set():
-                trial_stop.set()
-            if isinstance(ev, EpochEnd) and not ev.partial:
-                value = objective.epoch_value(ev)
-                curve.append(
-                    {
-                        "epoch": ev.epoch,
-                        "value": value,
-                        "train_loss": ev.train_loss,
-                        "val_loss": ev.val_loss,
-                    }
-                )
-                yield TrialEpoch(trial.number, ev.epoch, value, ev.train_loss, ev.val_loss)
-                if math.isfinite(value):
-                    trial.report(value, ev.epoch)
-                    if trial.should_prune():
-                        pruned = True
-                        trial_stop.set()
-            elif isinstance(ev, Started):
-                baseline = ev.baseline
-            elif isinstance(ev, Finished):
-                finished = ev
-                if ev.best_epoch == -1 and baseline:
-                    # fine-tuning did not beat the starting weights, which the task kept:
-                    # the trial is worth what they score (epoch -1 in the history)
-                    finished = dataclasses.replace(
-                        ev, history=[{"epoch": -1, **baseline}, *ev.history]
-                    )
-        value = objective.trial_value(task, finished)
-        trial.set_user_attr("curve", curve)
-        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
-        trial.set_user_attr("worker", worker)
-        trial.set_user_attr("config", config.to_dict())
-        if pruned:
-            trial.study.tell(trial, state=TrialState.PRUNED)
-            state = "pruned"
-        elif not math.isfinite(value):
-            trial.study.tell(trial, state=TrialState.FAIL)
-            state, value = "fail", math.nan
-        else:
-            save_trial_model(task, out, trial.number)
-            trial.study.tell(trial, value)
-            state = "complete"
-        message = ""
-    except DlcbError as err:  # a configuration that cannot train: the study goes on
-        trial.study.tell(trial, state=TrialState.FAIL)
-        state, value, message = "fail", math.nan, str(err).splitlines()[0]
-    return TrialFinished(
-        trial.number, state, value, params, time.perf_counter() - t0, worker, message, curve
-    )
