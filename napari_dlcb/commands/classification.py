@@ -35,6 +35,22 @@ SALIENCY_METHODS = ("integrated-gradients", "gradients", "smoothgrad", "gradcam"
 
 def register(train, predict, top) -> None:
     """Add the classification verbs to the ``train``/``predict`` sub-parsers and ``saliency``."""
+    _add_train(train)
+    _add_predict(predict)
+    _add_saliency(top)
+    from napari_dlcb.commands.pretrain import register_pretrain
+
+    register_pretrain(top)
+
+
+def _add_train(train: Any) -> None:
+    """Add ``train classification``.
+
+    Parameters
+    ----------
+    train : argparse._SubParsersAction
+        The sub-parsers it is added to.
+    """
     p = train.add_parser(
         "classification",
         help="fine-tune a cell classifier on an ImageFolder (one sub-folder per class)",
@@ -91,6 +107,15 @@ def register(train, predict, top) -> None:
     p.add_argument("--attention-dim", type=int, default=64, help="MIL instance embedding size")
     p.set_defaults(func=run_train)
 
+
+def _add_predict(predict: Any) -> None:
+    """Add ``predict classification``.
+
+    Parameters
+    ----------
+    predict : argparse._SubParsersAction
+        The sub-parsers it is added to.
+    """
     q = predict.add_parser(
         "classification",
         help="classify every image in a folder (sub-folders included)",
@@ -112,6 +137,15 @@ def register(train, predict, top) -> None:
     add_device(q)
     q.set_defaults(func=run_predict)
 
+
+def _add_saliency(top: Any) -> None:
+    """Add ``saliency``.
+
+    Parameters
+    ----------
+    top : argparse._SubParsersAction
+        The sub-parsers it is added to.
+    """
     s = top.add_parser(
         "saliency",
         help="write a saliency/attribution map of a saved model for one image",
@@ -130,10 +164,6 @@ def register(train, predict, top) -> None:
     s.add_argument("--layer", default=None, help="Grad-CAM layer name")
     add_device(s)
     s.set_defaults(func=run_saliency)
-
-    from napari_dlcb.commands.pretrain import register_pretrain
-
-    register_pretrain(top)
 
 
 def _say(msg: str) -> None:

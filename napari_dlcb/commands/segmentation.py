@@ -39,6 +39,18 @@ _RESUMABLE = {"epochs", "max_time", "early_stopping", "device", "preview_interva
 
 def register(train, predict, top) -> None:
     """Add the segmentation verbs to the ``train`` and ``predict`` sub-parsers."""
+    _add_train(train)
+    _add_predict(predict)
+
+
+def _add_train(train: Any) -> None:
+    """Add ``train segmentation``.
+
+    Parameters
+    ----------
+    train : argparse._SubParsersAction
+        The sub-parsers it is added to.
+    """
     p = train.add_parser(
         "segmentation",
         help="fine-tune a U-Net on images + label images paired by file stem",
@@ -104,6 +116,15 @@ def register(train, predict, top) -> None:
     )
     p.set_defaults(func=run_train)
 
+
+def _add_predict(predict: Any) -> None:
+    """Add ``predict segmentation``.
+
+    Parameters
+    ----------
+    predict : argparse._SubParsersAction
+        The sub-parsers it is added to.
+    """
     q = predict.add_parser(
         "segmentation",
         help="segment every image in a folder with a saved model",

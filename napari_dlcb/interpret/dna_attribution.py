@@ -173,20 +173,14 @@ def dna_integrated_gradients(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        ``(N, 4, L) -> (N, T)`` logits.
-    x : array-like
-        One-hot ``(N, 4, L)``.
-    target : int
-        Output to explain.
+    model, x, target, device
+        As for :func:`gradient_x_input`.
     baseline : {"uniform", "zeros"}
         Reference input.
     n_steps : int
         Riemann steps along the path.
     batch_size : int
         Sequences per captum call.
-    device : str or torch.device
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
 
     Returns
     -------
@@ -272,18 +266,12 @@ def deeplift_shap(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        ``(N, 4, L) -> (N, T)`` logits.
-    x : array-like
-        One-hot ``(N, 4, L)``.
-    target : int
-        Output to explain.
+    model, x, target, device
+        As for :func:`gradient_x_input`.
     n_shuffles : int
         References per sequence.
     batch_size : int
         Sequences per block.
-    device : str or torch.device
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
     seed : int
         Seed of the shuffles.
 

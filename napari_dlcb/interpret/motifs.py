@@ -269,6 +269,39 @@ def match_motifs(
         warnings.simplefilter("ignore", category=UserWarning)  # few targets: see the docstring
         p, score, offset, overlap, strand = tomtom(qs, ts, n_score_bins=int(bins), n_jobs=1)
     n_t = len(database)
+    df = _match_table(used, database, p, score, offset, overlap, strand)
+    widths = np.minimum(
+        np.repeat([q.width for q in used], n_t), np.tile([t.width for t in database], len(used))
+    )
+    df = df[df["overlap"] >= np.minimum(min_overlap, widths)]
+    df = df.sort_values(["filter", "p_value"], kind="stable").reset_index(drop=True)
+    return df[MATCH_COLUMNS]
+
+
+def _match_table(
+    used: list[Motif],
+    database: list[Motif],
+    p: np.ndarray,
+    score: np.ndarray,
+    offset: np.ndarray,
+    overlap: np.ndarray,
+    strand: np.ndarray,
+) -> pd.DataFrame:
+    """TOMTOM's (query, target) matrices as one row per pair, with e- and q-values.
+
+    Parameters
+    ----------
+    used, database : list of Motif
+        The queries matched and the targets.
+    p, score, offset, overlap, strand : numpy.ndarray
+        memelite's ``tomtom`` results, each ``(len(used), len(database))``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`match_motifs`, unfiltered and unsorted.
+    """
+    n_t = len(database)
     df = pd.DataFrame(
         {
             "filter": np.repeat([q.name for q in used], n_t),
@@ -285,12 +318,7 @@ def match_motifs(
     )
     df["e_value"] = df["p_value"] * n_t
     df["q_value"] = df.groupby("filter", sort=False)["p_value"].transform(_bh)
-    widths = np.minimum(
-        np.repeat([q.width for q in used], n_t), np.tile([t.width for t in database], len(used))
-    )
-    df = df[df["overlap"] >= np.minimum(min_overlap, widths)]
-    df = df.sort_values(["filter", "p_value"], kind="stable").reset_index(drop=True)
-    return df[MATCH_COLUMNS]
+    return df
 
 
 def _bh(p: Any) -> np.ndarray:
@@ -373,7 +401,30 @@ def scan_motifs(
     n_tests = sum(2 * x.shape[0] * (x.shape[2] - m.width + 1) for m in usable)
     if not tables:
         return pd.DataFrame(columns=[*columns, "relative_score"])
-    df = pd.concat(tables, ignore_index=True)
+    out = _site_table(pd.concat(tables, ignore_index=True), usable, n_tests)
+    if min_relative_score is not None:
+        out = out[out["relative_score"] >= min_relative_score]
+    return out.sort_values(["sequence", "start", "motif"], kind="stable").reset_index(drop=True)
+
+
+def _site_table(df: pd.DataFrame, usable: list[Motif], n_tests: int) -> pd.DataFrame:
+    """FIMO hits (memelite's) as :func:`scan_motifs` reports them, with q- and relative scores.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The hits of every motif, as ``fimo`` returns them (``motif_name`` is
+        the motif's index in ``usable``).
+    usable : list of Motif
+        The motifs scanned for.
+    n_tests : int
+        Positions and strands scanned, over all motifs (for the q-values).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`scan_motifs`, unfiltered and unsorted.
+    """
     k = df["motif_name"].astype(int).to_numpy()
     out = pd.DataFrame(
         {
@@ -390,9 +441,7 @@ def scan_motifs(
     lo_hi = np.array([_score_range(usable[i]) for i in range(len(usable))])
     lo, hi = lo_hi[k, 0], lo_hi[k, 1]
     out["relative_score"] = (out["score"] - lo) / np.where(hi > lo, hi - lo, 1.0)
-    if min_relative_score is not None:
-        out = out[out["relative_score"] >= min_relative_score]
-    return out.sort_values(["sequence", "start", "motif"], kind="stable").reset_index(drop=True)
+    return out
 
 
 def _score_range(m: Motif, eps: float = 1e-4) -> tuple[float, float]:
