@@ -206,17 +206,7 @@ def predict_sequences(
         raise DlcbError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     if not isinstance(x, np.ndarray):
         x = one_hot(list(x))
-    scale = None
-    if meta is not None:
-        check_sequence_length(meta, x.shape[2])
-        if meta.extra.get("rc_average", True) is False:
-            rc_average = False
-        if meta.extra.get("task_type") == "regression":
-            activation = "none"
-            scale = (
-                np.asarray(meta.extra["target_mean"], np.float32),
-                np.asarray(meta.extra["target_std"], np.float32),
-            )
+    rc_average, activation, scale = _meta_options(meta, x.shape[2], rc_average, activation)
     dev = resolve_device(device)
     outs = []
     with preserve_model_state(model):
@@ -237,6 +227,42 @@ def predict_sequences(
     if scale is not None:  # regression: back from the standardised training scale
         out = out * scale[1] + scale[0]
     return out
+
+
+def _meta_options(
+    meta: ModelMeta | None, length: int, rc_average: bool, activation: str
+) -> tuple[bool, str, tuple[np.ndarray, np.ndarray] | None]:
+    """Check the sequence length against ``meta`` and apply its overrides.
+
+    Parameters
+    ----------
+    meta : ModelMeta or None
+        The model's metadata, if known.
+    length : int
+        The sequence length in bp.
+    rc_average, activation
+        As asked of :func:`predict_sequences`.
+
+    Returns
+    -------
+    rc_average, activation
+        As the model allows: an external model may turn strand averaging off,
+        and a regression model's outputs are not squashed.
+    scale : (mean, std) or None
+        A regression model's training-label scale, to map outputs back to it.
+    """
+    if meta is None:
+        return rc_average, activation, None
+    check_sequence_length(meta, length)
+    if meta.extra.get("rc_average", True) is False:
+        rc_average = False
+    if meta.extra.get("task_type") != "regression":
+        return rc_average, activation, None
+    scale = (
+        np.asarray(meta.extra["target_mean"], np.float32),
+        np.asarray(meta.extra["target_std"], np.float32),
+    )
+    return rc_average, "none", scale
 
 
 def predict_track(

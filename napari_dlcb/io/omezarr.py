@@ -161,7 +161,6 @@ def read_multiscale(
     >>> [lv.shape for lv in levels], meta["axes"]
     ([(64, 64), (32, 32)], 'yx')
     """
-    import dask.array as da
     import zarr
 
     p = Path(path)
@@ -178,13 +177,7 @@ def read_multiscale(
         axes = "".join((a["name"] if isinstance(a, dict) else a) for a in ms["axes"])
     except (KeyError, IndexError, TypeError) as exc:
         raise DlcbError(f"cannot read '{p.name}': not an OME-Zarr multiscale image") from exc
-    try:
-        arrays = [group[q] for q in paths]
-        levels = [da.from_zarr(a) for a in arrays]
-    except (KeyError, FileNotFoundError, ValueError, TypeError) as exc:
-        raise DlcbError(f"cannot read '{p.name}': a resolution level is missing") from exc
-    if not levels:
-        raise DlcbError(f"cannot read '{p.name}': not an OME-Zarr multiscale image")
+    arrays, levels = _open_levels(group, paths, p)
     # sparse label images and napari-dlcb's own stores omit empty chunks on purpose
     if "image-label" not in attrs and SPARSE_ATTR not in dict(group.attrs):
         _warn_missing(arrays[0], p, " (full resolution)")
@@ -204,6 +197,37 @@ def read_multiscale(
         "version": version,
     }
     return levels, meta
+
+
+def _open_levels(group: Any, paths: list[str], p: Path) -> tuple[list[Any], list[da.Array]]:
+    """The resolution levels of a multiscale group, as Zarr arrays and lazily as dask arrays.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The multiscale image's group.
+    paths : list of str
+        Its datasets' paths, full resolution first.
+    p : pathlib.Path
+        The image's path, for messages.
+
+    Returns
+    -------
+    arrays : list of zarr.Array
+        The levels as stored.
+    levels : list of dask.array.Array
+        The same, lazily.
+    """
+    import dask.array as da
+
+    try:
+        arrays = [group[q] for q in paths]
+        levels = [da.from_zarr(a) for a in arrays]
+    except (KeyError, FileNotFoundError, ValueError, TypeError) as exc:
+        raise DlcbError(f"cannot read '{p.name}': a resolution level is missing") from exc
+    if not levels:
+        raise DlcbError(f"cannot read '{p.name}': not an OME-Zarr multiscale image")
+    return arrays, levels
 
 
 def ome_zarr_label_names(path: str | os.PathLike) -> list[str]:
