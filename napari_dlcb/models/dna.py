@@ -137,21 +137,9 @@ class Basset(nn.Sequential):
         hidden: Sequence[int] = (1000, 1000),
         dropout: float = 0.3,
     ):
-        layers: list[nn.Module] = []
-        c_in, L = 4, int(length)
-        for f, k, p in zip(filters, kernels, pools):
-            layers += [
-                nn.Conv1d(c_in, f, k, padding=k // 2),
-                nn.BatchNorm1d(f),
-                nn.ReLU(),
-                nn.MaxPool1d(p),
-            ]
-            L = (L + 2 * (k // 2) - k + 1) // p
-            c_in = f
-        if L < 1:
-            raise DlcbError(
-                f"Basset needs longer windows: {length} bp is too short for pools {tuple(pools)}"
-            )
+        dropouts = [0.0] * len(filters)
+        layers, c_in, out_length = _conv_blocks(filters, kernels, pools, dropouts, basset=True)
+        L = _checked_length("Basset", length, out_length, pools)
         layers.append(nn.Flatten())
         n_in = c_in * L
         for h in hidden:
@@ -172,14 +160,38 @@ class Basset(nn.Sequential):
 
 
 def _conv_blocks(
-    filters: Sequence[int], kernels: Sequence[int], pools: Sequence[int], dropouts: Sequence[float]
+    filters: Sequence[int],
+    kernels: Sequence[int],
+    pools: Sequence[int],
+    dropouts: Sequence[float],
+    *,
+    basset: bool = False,
 ) -> tuple[list[nn.Module], int, Callable[[int], int]]:
-    """Conv (``k // 2`` padding), ReLU, max-pool (if > 1), dropout; and the length map."""
+    """Conv (``k // 2`` padding), ReLU, max-pool (if > 1), dropout; and the length map.
+
+    Parameters
+    ----------
+    filters, kernels, pools, dropouts : sequence
+        Per block (dropout 0: none).
+    basset : bool
+        Basset's blocks: a batch norm between conv and ReLU, and a max-pool
+        even of size 1 (the layer indices of saved Basset weights).
+
+    Returns
+    -------
+    layers : list of torch.nn.Module
+        The blocks' layers.
+    channels : int
+        Channels out of the last block.
+    out_length : callable
+        Input length in bp -> output length.
+    """
     layers: list[nn.Module] = []
     c_in = 4
     for f, k, p, d in zip(filters, kernels, pools, dropouts):
-        layers += [nn.Conv1d(c_in, f, k, padding=k // 2), nn.ReLU()]
-        if p > 1:
+        layers.append(nn.Conv1d(c_in, f, k, padding=k // 2))
+        layers += [nn.BatchNorm1d(f), nn.ReLU()] if basset else [nn.ReLU()]
+        if p > 1 or basset:
             layers.append(nn.MaxPool1d(p))
         if d:
             layers.append(nn.Dropout(d))
@@ -191,6 +203,38 @@ def _conv_blocks(
         return L
 
     return layers, c_in, out_length
+
+
+def _checked_length(
+    name: str, length: int, out_length: Callable[[int], int], pools: int | Sequence[int]
+) -> int:
+    """The length after the conv blocks, refused when the windows are too short for them.
+
+    Parameters
+    ----------
+    name : str
+        The architecture, for the message.
+    length : int
+        Input length in bp.
+    out_length : callable
+        The blocks' length map (from :func:`_conv_blocks`).
+    pools : int or sequence of int
+        The blocks' pools (one int: a single pool), for the message.
+
+    Returns
+    -------
+    int
+        ``out_length(length)``, at least 1.
+    """
+    L = out_length(int(length))
+    if L < 1:
+        too_short = (
+            f"is shorter than pool {pools}"
+            if isinstance(pools, int)
+            else f"is too short for pools {tuple(pools)}"
+        )
+        raise DlcbError(f"{name} needs longer windows: {length} bp {too_short}")
+    return L
 
 
 class DeepSEA(nn.Sequential):
@@ -233,11 +277,7 @@ class DeepSEA(nn.Sequential):
         if not len(filters) == len(kernels) == len(pools) == len(dropouts):
             raise DlcbError("DeepSEA needs as many kernels, pools and dropouts as filters")
         layers, c, out_length = _conv_blocks(filters, kernels, pools, dropouts)
-        L = out_length(int(length))
-        if L < 1:
-            raise DlcbError(
-                f"DeepSEA needs longer windows: {length} bp is too short for pools {tuple(pools)}"
-            )
+        L = _checked_length("DeepSEA", length, out_length, pools)
         super().__init__(
             *layers,
             nn.Flatten(),
@@ -318,9 +358,7 @@ class DanQ(nn.Sequential):
         dropout: Sequence[float] = (0.2, 0.5),
     ):
         layers, c, out_length = _conv_blocks([filters], [kernel_size], [pool], [dropout[0]])
-        L = out_length(int(length))
-        if L < 1:
-            raise DlcbError(f"DanQ needs longer windows: {length} bp is shorter than pool {pool}")
+        L = _checked_length("DanQ", length, out_length, pool)
         super().__init__(
             *layers,
             BiLSTM(c, lstm),

@@ -15,7 +15,7 @@ in the CLI, the dock and Python.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.tasks.base import (
@@ -30,6 +30,45 @@ from napari_dlcb.training.frozen import check_mode
 __all__ = ["BALANCES", "CellsConfig", "ClassificationConfig", "MILConfig", "PretrainConfig"]
 
 BALANCES = ("loss", "sampler", None)
+
+
+def _check_network(cfg: ClassificationConfig | PretrainConfig) -> None:
+    """Check the from-scratch network's ``width`` and ``blocks`` (normalised in place).
+
+    Parameters
+    ----------
+    cfg : ClassificationConfig or PretrainConfig
+        The config being validated.
+    """
+    cfg.width = check_int("width", cfg.width, low=1, high=512)
+    cfg.blocks = tuple(check_int("blocks per stage", b, high=64) for b in cfg.blocks)
+    if not cfg.blocks:
+        raise DlcbError("blocks needs at least one stage, e.g. (2, 2, 2)")
+
+
+_Config = TypeVar("_Config", "ClassificationConfig", "PretrainConfig")
+
+
+def _check_run(cfg: _Config) -> _Config:
+    """Check the options every training run shares, from ``batch_size`` to ``device``.
+
+    Parameters
+    ----------
+    cfg : ClassificationConfig or PretrainConfig
+        The config being validated (normalised in place).
+
+    Returns
+    -------
+    ClassificationConfig or PretrainConfig
+        ``cfg``.
+    """
+    cfg.batch_size = check_int("batch size", cfg.batch_size, high=65_536)
+    cfg.weight_decay = check_positive("weight decay", cfg.weight_decay, allow_zero=True)
+    if cfg.early_stopping is not None:
+        cfg.early_stopping = check_int("early stopping", cfg.early_stopping, low=0)
+    cfg.seed = check_int("seed", cfg.seed, low=0)
+    cfg.device = str(cfg.device)
+    return cfg
 
 
 @dataclasses.dataclass
@@ -111,20 +150,11 @@ class ClassificationConfig(TaskConfig):
         self.val_fraction = check_fraction("validation fraction", self.val_fraction)
         self.balance = None if self.balance in ("none", "None") else self.balance
         check_choice("class balancing", self.balance, BALANCES)
-        self.width = check_int("width", self.width, low=1, high=512)
-        self.blocks = tuple(check_int("blocks per stage", b, high=64) for b in self.blocks)
-        if not self.blocks:
-            raise DlcbError("blocks needs at least one stage, e.g. (2, 2, 2)")
+        _check_network(self)
         self.epochs = check_int("epochs", self.epochs, high=100_000)
         if self.lr is not None:
             self.lr = check_positive("learning rate", self.lr, high=10.0)
-        self.batch_size = check_int("batch size", self.batch_size, high=65_536)
-        self.weight_decay = check_positive("weight decay", self.weight_decay, allow_zero=True)
-        if self.early_stopping is not None:
-            self.early_stopping = check_int("early stopping", self.early_stopping, low=0)
-        self.seed = check_int("seed", self.seed, low=0)
-        self.device = str(self.device)
-        return self
+        return _check_run(self)
 
 
 @dataclasses.dataclass
@@ -304,10 +334,7 @@ class PretrainConfig(TaskConfig):
         self.base = "none" if self.base is None else str(self.base)
         if self.input_size is not None:
             self.input_size = check_int("input size", self.input_size, low=8, high=1024)
-        self.width = check_int("width", self.width, low=1, high=512)
-        self.blocks = tuple(check_int("blocks per stage", b, high=64) for b in self.blocks)
-        if not self.blocks:
-            raise DlcbError("blocks needs at least one stage, e.g. (2, 2, 2)")
+        _check_network(self)
         self.noise = check_positive("noise", self.noise, high=10.0, allow_zero=True)
         self.mask_fraction = check_fraction("mask fraction", self.mask_fraction)
         self.mask_patch = check_int("mask patch", self.mask_patch, low=1, high=256)
@@ -317,10 +344,4 @@ class PretrainConfig(TaskConfig):
         self.val_fraction = check_fraction("validation fraction", self.val_fraction)
         self.epochs = check_int("epochs", self.epochs, high=100_000)
         self.lr = check_positive("learning rate", self.lr, high=10.0)
-        self.batch_size = check_int("batch size", self.batch_size, high=65_536)
-        self.weight_decay = check_positive("weight decay", self.weight_decay, allow_zero=True)
-        if self.early_stopping is not None:
-            self.early_stopping = check_int("early stopping", self.early_stopping, low=0)
-        self.seed = check_int("seed", self.seed, low=0)
-        self.device = str(self.device)
-        return self
+        return _check_run(self)
