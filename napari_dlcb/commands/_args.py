@@ -12,7 +12,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["add_device", "device_name", "int_in", "positive_float"]
+__all__ = ["add_crop_training_options", "add_device", "device_name", "int_in", "positive_float"]
 
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
@@ -93,3 +93,27 @@ def add_device(parser: argparse.ArgumentParser) -> None:
         metavar="{auto,cpu,cuda,cuda:N,mps}",
         help="where to run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps",
     )
+
+
+def add_crop_training_options(parser: argparse.ArgumentParser, *, cpu_help: str) -> None:
+    """Add the budget, augmentation, device and seed options of the crop-classifier verbs.
+
+    ``--early-stopping``, ``--max-minutes``, ``--max-cpu-minutes``, ``--no-augment``,
+    ``--device`` and ``--seed``, in this order (``train classification`` and
+    ``pretrain classification``).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's parser.
+    cpu_help : str
+        The help of ``--max-cpu-minutes``.
+    """
+    parser.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
+    parser.add_argument(
+        "--max-minutes", type=positive_float(), default=None, help="wall-clock budget"
+    )
+    parser.add_argument("--max-cpu-minutes", type=positive_float(), default=None, help=cpu_help)
+    parser.add_argument("--no-augment", action="store_true")
+    add_device(parser)
+    parser.add_argument("--seed", type=int, default=0)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_dlcb.commands._args import add_device, positive_float
+from napari_dlcb.commands._args import add_crop_training_options, add_device
 from napari_dlcb.commands._outputs import check_out, check_out_file
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
@@ -44,13 +44,7 @@ def register(train, predict, top) -> None:
 
 
 def _add_train(train: Any) -> None:
-    """Add ``train classification``.
-
-    Parameters
-    ----------
-    train : argparse._SubParsersAction
-        The sub-parsers it is added to.
-    """
+    """Add ``train classification`` to the ``train`` sub-parsers."""
     p = train.add_parser(
         "classification",
         help="fine-tune a cell classifier on an ImageFolder (one sub-folder per class)",
@@ -81,17 +75,9 @@ def _add_train(train: Any) -> None:
     p.add_argument(
         "--blocks", default="2,2,2", help="residual blocks per stage for --base none, e.g. 1,1,1"
     )
-    p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
-    p.add_argument("--max-minutes", type=positive_float(), default=None, help="wall-clock budget")
-    p.add_argument(
-        "--max-cpu-minutes",
-        type=positive_float(),
-        default=None,
-        help="CPU-time budget of this process (fair on a shared machine); stops cleanly",
+    add_crop_training_options(
+        p, cpu_help="CPU-time budget of this process (fair on a shared machine); stops cleanly"
     )
-    p.add_argument("--no-augment", action="store_true")
-    add_device(p)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--mil",
         action="store_true",
@@ -109,13 +95,7 @@ def _add_train(train: Any) -> None:
 
 
 def _add_predict(predict: Any) -> None:
-    """Add ``predict classification``.
-
-    Parameters
-    ----------
-    predict : argparse._SubParsersAction
-        The sub-parsers it is added to.
-    """
+    """Add ``predict classification`` to the ``predict`` sub-parsers."""
     q = predict.add_parser(
         "classification",
         help="classify every image in a folder (sub-folders included)",
@@ -139,13 +119,7 @@ def _add_predict(predict: Any) -> None:
 
 
 def _add_saliency(top: Any) -> None:
-    """Add ``saliency``.
-
-    Parameters
-    ----------
-    top : argparse._SubParsersAction
-        The sub-parsers it is added to.
-    """
+    """Add the top-level ``saliency`` verb."""
     s = top.add_parser(
         "saliency",
         help="write a saliency/attribution map of a saved model for one image",

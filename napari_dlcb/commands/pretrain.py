@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_dlcb.commands._args import add_device, positive_float
+from napari_dlcb.commands._args import add_crop_training_options
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
 
@@ -44,17 +44,7 @@ def register_pretrain(top: Any) -> None:
     p.add_argument("--mask-fraction", type=float, default=0.4, help="share of patches hidden")
     p.add_argument("--mask-patch", type=int, default=4, help="side of a hidden patch (px)")
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
-    p.add_argument("--max-minutes", type=positive_float(), default=None, help="wall-clock budget")
-    p.add_argument(
-        "--max-cpu-minutes",
-        type=positive_float(),
-        default=None,
-        help="CPU-time budget; stops cleanly",
-    )
-    p.add_argument("--no-augment", action="store_true")
-    add_device(p)
-    p.add_argument("--seed", type=int, default=0)
+    add_crop_training_options(p, cpu_help="CPU-time budget; stops cleanly")
     p.set_defaults(func=run_pretrain)
 
 

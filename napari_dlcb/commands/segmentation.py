@@ -44,13 +44,7 @@ def register(train, predict, top) -> None:
 
 
 def _add_train(train: Any) -> None:
-    """Add ``train segmentation``.
-
-    Parameters
-    ----------
-    train : argparse._SubParsersAction
-        The sub-parsers it is added to.
-    """
+    """Add ``train segmentation`` to the ``train`` sub-parsers."""
     p = train.add_parser(
         "segmentation",
         help="fine-tune a U-Net on images + label images paired by file stem",
@@ -118,13 +112,7 @@ def _add_train(train: Any) -> None:
 
 
 def _add_predict(predict: Any) -> None:
-    """Add ``predict segmentation``.
-
-    Parameters
-    ----------
-    predict : argparse._SubParsersAction
-        The sub-parsers it is added to.
-    """
+    """Add ``predict segmentation`` to the ``predict`` sub-parsers."""
     q = predict.add_parser(
         "segmentation",
         help="segment every image in a folder with a saved model",

@@ -170,18 +170,7 @@ def export_bioimageio(
 
 
 def _package_path(out: str | os.PathLike) -> Path:
-    """``out`` as a path, checked to name a ``.zip`` file that is not a folder.
-
-    Parameters
-    ----------
-    out : str or path-like
-        Where the package goes.
-
-    Returns
-    -------
-    pathlib.Path
-        ``out`` with ``~`` expanded.
-    """
+    """``out`` as a path (``~`` expanded), checked to name a ``.zip`` file, not a folder."""
     out = Path(out).expanduser()
     if out.suffix.lower() != ".zip":
         raise DlcbError(f"a BioImage.IO package is a .zip file, not {out.name!r}")
