@@ -82,6 +82,51 @@ def _weights_differ(folder: Path) -> bool:
     return any(not np.array_equal(v.numpy(), ref[k].numpy()) for k, v in saved.state_dict().items())
 
 
+class _StallSampler:
+    """A thread that records the main thread's stack whenever the event loop is late.
+
+    The probe's ``_last`` timestamp is the last time the loop served its timer; when it is
+    more than ``after_ms`` old, the main thread's innermost frames are recorded (at most
+    once per stall), so that the longest stalls can be attributed to code.
+    """
+
+    def __init__(self, probe, *, after_ms: float = 120.0) -> None:
+        import threading
+
+        self.probe = probe
+        self.after_s = after_ms / 1000
+        self.main = threading.main_thread().ident
+        self.stacks: list[tuple[float, list[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+
+    def _run(self) -> None:
+        import traceback
+
+        seen = None
+        while not self._stop.wait(0.02):
+            last = self.probe._last
+            if last is None or last == seen:
+                continue
+            late = time.perf_counter() - last
+            if late > self.after_s:
+                frame = sys._current_frames().get(self.main)
+                if frame is not None:
+                    lines = [ln.strip() for ln in traceback.format_stack(frame)[-6:]]
+                    ev = frame.f_locals.get("e") if frame.f_code.co_name == "event" else None
+                    if ev is not None:  # which Qt event the main window was handling
+                        lines.append(f"Qt event {type(ev).__name__} type {int(ev.type())}")
+                    self.stacks.append((round(late * 1000), lines))
+                seen = last
+
+
 def _train(app, widget, seconds: float) -> dict:
     from napari_dlcb._widgets._common import EventLoopProbe
 
@@ -113,6 +158,8 @@ def _train(app, widget, seconds: float) -> dict:
     widget._on_event = event_recorded
     probe = EventLoopProbe(interval_ms=10)
     probe.start()
+    sampler = _StallSampler(probe)
+    sampler.start()
     probe_t0 = time.perf_counter()
     t0 = time.perf_counter()
     widget.train_btn.click()
@@ -123,6 +170,7 @@ def _train(app, widget, seconds: float) -> dict:
     stopped = _wait(app, lambda: not widget.is_training, 60)
     stop_latency = time.perf_counter() - t_stop
     probe.stop()
+    sampler.stop()
     gaps = np.diff(times) if len(times) > 1 else np.array([np.nan])
     # when the longest stalls happened (s after the click), to set beside the overlays
     ends = np.cumsum(probe.gaps_ms) / 1000 - (t0 - probe_t0)
@@ -137,6 +185,8 @@ def _train(app, widget, seconds: float) -> dict:
             (round(probe.gaps_ms[i]), round(float(ends[i]), 1)) for i in worst
         ],
         "overlays_at_s": [round(t - t0, 1) for t in times[:12]],
+        # main-thread stacks seen while the loop was > 120 ms late (where the stalls are)
+        "stall_stacks": sampler.stacks[:12],
         "epochs_at_s": [round(t - t0, 1) for t in epochs[:12]],
         "stop_latency_s": round(stop_latency, 2) if stopped else None,
         "epochs_on_curve": len(widget.plot.epochs),

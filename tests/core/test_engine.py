@@ -111,6 +111,31 @@ def test_stop_event_and_close_cancel_cleanly():
     assert not net.training  # original mode restored
 
 
+def test_no_preview_after_stop():
+    """Stop hands the model back at once: no preview is computed after it (issue 8)."""
+    net = _net()
+    stop = threading.Event()
+    seen: list[str] = []
+    for e in fit(
+        net,
+        _data(256),
+        _data(32, seed=1),
+        epochs=100,
+        batch_size=4,
+        device="cpu",
+        stop=stop,
+        preview_interval=0.0,
+        preview=lambda m: np.zeros(2),
+    ):
+        seen.append(type(e).__name__)
+        if isinstance(e, ev.Progress) and e.step == 3:
+            stop.set()
+    assert "Preview" in seen[: seen.index("Progress") + 3]  # previews ran before Stop
+    after = seen[len(seen) - seen[::-1].index("Progress") :]
+    assert "Preview" not in after, after
+    assert seen[-1] == "Finished"
+
+
 def test_divergence_stops_and_restores():
     net = _net()
     before = {k: v.clone() for k, v in net.state_dict().items()}
