@@ -199,10 +199,56 @@ def _train(app, widget, seconds: float) -> dict:
     }
 
 
+def _reference(app, viewer, widget, truth: np.ndarray, seconds: float) -> dict:
+    """The stall floor of this window on this machine: the same redraws, no training.
+
+    Once a second a labels layer the size of the image is rewritten in place and refreshed
+    (as a live preview is) and the dock's status line changes, while nothing trains. The
+    largest stall measured here is what the display itself costs (software OpenGL under
+    Xvfb); a training run's stalls are compared with it.
+    """
+    from qtpy.QtCore import QTimer
+
+    from napari_dlcb._widgets._common import EventLoopProbe
+
+    buf = (truth > 0).astype(np.int32)
+    layer = viewer.add_labels(np.zeros_like(buf), name="reference preview", opacity=0.5)
+    n = [0]
+
+    def tick() -> None:
+        n[0] += 1
+        layer.data[...] = np.roll(buf, n[0], axis=1)
+        layer.refresh(extent=False, highlight=False, thumbnail=False)
+        widget.status.setText(f"reference redraw {n[0]}")
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    probe = EventLoopProbe(interval_ms=10)
+    probe.start()
+    sampler = _StallSampler(probe)
+    sampler.start()
+    timer.start(1000)
+    _wait(app, lambda: False, seconds)
+    timer.stop()
+    probe.stop()
+    sampler.stop()
+    return {
+        "reference_redraws": n[0],
+        "max_stall_ms": round(probe.max_stall_ms, 1),
+        "p99_gap_ms": round(float(np.percentile(probe.gaps_ms, 99)), 1),
+        "stall_stacks": sampler.stacks[:6],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=90.0)
     ap.add_argument("--hog", type=int, default=0, help="busy-loop processes beside it")
+    ap.add_argument(
+        "--reference",
+        action="store_true",
+        help="no training: measure the stalls of the same redraws alone (the display's floor)",
+    )
     args = ap.parse_args()
     import napari
     from qtpy.QtWidgets import QApplication
@@ -226,6 +272,10 @@ def main() -> None:
         widget.epochs_spin.setValue(10_000)  # stopped by the benchmark
         _wait(app, lambda: widget.warmed_up, 120)
         _wait(app, lambda: False, 1.0)  # let the window settle
+        if args.reference:
+            result = _reference(app, viewer, widget, truth, min(args.seconds, 60.0))
+            viewer.close()
+            return _record(args, strokes, load_before, result, "gui_reference")
         result = _train(app, widget, args.seconds)
         result["kept"] = widget.last_finished.kept if widget.last_finished else None
         t = time.perf_counter()
@@ -245,8 +295,12 @@ def main() -> None:
     finally:
         for p in hogs:
             p.kill()
+    _record(args, strokes, load_before, result, "gui_training")
+
+
+def _record(args, strokes, load_before, result: dict, name: str) -> None:
     record(
-        f"gui_training{'_hog' + str(args.hog) if args.hog else ''}",
+        f"{name}{'_hog' + str(args.hog) if args.hog else ''}",
         {
             "protocol": __doc__.strip().splitlines()[5:9],
             "seconds": args.seconds,

@@ -15,7 +15,14 @@ from napari_dlcb.errors import DlcbError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["DEVICE_CHOICES", "data_parallel_rank", "model_device", "resolve_device"]
+__all__ = [
+    "DEVICE_CHOICES",
+    "data_parallel_rank",
+    "interactive_threads",
+    "leave_a_core_for_the_viewer",
+    "model_device",
+    "resolve_device",
+]
 
 #: What users may type or pick (``cuda:1`` and friends are accepted too).
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -98,3 +105,70 @@ def data_parallel_rank() -> tuple[int, int]:
     if dist is None or not dist.is_available() or not dist.is_initialized():
         return 0, 1
     return int(dist.get_rank()), int(dist.get_world_size())
+
+
+def interactive_threads(cores: int | None = None, env: dict[str, str] | None = None) -> int | None:
+    """How many CPU threads torch may use while a viewer is open: all cores but one.
+
+    The viewer's event loop needs a core of its own to stay responsive while a model
+    trains or predicts (on 2 cores, 2 torch threads left the GUI's redraws waiting and
+    made each batch slower under load: ``benchmarks/RESULTS.md``, issue 8).
+    ``NAPARI_DLCB_THREADS`` overrides the rule; with ``OMP_NUM_THREADS`` set the user's
+    choice stands (``None``: leave torch as it is).
+
+    Parameters
+    ----------
+    cores : int, optional
+        CPU cores this process may use (default: its CPU affinity).
+    env : dict, optional
+        Environment (default ``os.environ``).
+
+    Returns
+    -------
+    int or None
+        The thread count to use, or None to change nothing.
+
+    Raises
+    ------
+    DlcbError
+        ``NAPARI_DLCB_THREADS`` is not a whole number >= 1.
+
+    Examples
+    --------
+    >>> interactive_threads(2, {}), interactive_threads(8, {}), interactive_threads(1, {})
+    (1, 7, 1)
+    >>> interactive_threads(8, {"OMP_NUM_THREADS": "8"}) is None
+    True
+    >>> interactive_threads(8, {"NAPARI_DLCB_THREADS": "3"})
+    3
+    """
+    import os
+
+    env = os.environ if env is None else env
+    chosen = env.get("NAPARI_DLCB_THREADS", "").strip()
+    if chosen:
+        if not chosen.isdigit() or int(chosen) < 1:
+            raise DlcbError(f"NAPARI_DLCB_THREADS must be a whole number >= 1, got {chosen!r}")
+        return int(chosen)
+    if env.get("OMP_NUM_THREADS", "").strip():
+        return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+    return max(1, int(cores) - 1)
+
+
+def leave_a_core_for_the_viewer() -> int:
+    """Set torch's CPU threads by :func:`interactive_threads` (GUI jobs call this).
+
+    Returns
+    -------
+    int
+        torch's thread count afterwards.
+    """
+    import torch
+
+    n = interactive_threads()
+    if n is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()

@@ -36,6 +36,8 @@ from typing import Any
 
 from qtpy.QtCore import QObject
 
+from napari_dlcb.device import leave_a_core_for_the_viewer
+
 from ._common import notify_error
 
 __all__ = ["Job", "JobRunner", "progress_of"]
@@ -366,6 +368,7 @@ def _job_body(
     takes_stop = "stop" in kwargs
 
     def body() -> Any:
+        leave_a_core_for_the_viewer()  # in the worker: torch is imported here, not in the GUI
         result = func(*args, **kwargs)
         if not inspect.isgenerator(result):
             return result
