@@ -96,6 +96,7 @@ class _StallSampler:
         self.probe = probe
         self.after_s = after_ms / 1000
         self.main = threading.main_thread().ident
+        self.t0 = time.perf_counter()
         self.stacks: list[tuple[float, list[str]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -123,7 +124,7 @@ class _StallSampler:
                     ev = frame.f_locals.get("e") if frame.f_code.co_name == "event" else None
                     if ev is not None:  # which Qt event the main window was handling
                         lines.append(f"Qt event {type(ev).__name__} type {int(ev.type())}")
-                    self.stacks.append((round(late * 1000), lines))
+                    self.stacks.append((round(late * 1000), round(last - self.t0, 1), lines))
                 seen = last
 
 
@@ -186,7 +187,7 @@ def _train(app, widget, seconds: float) -> dict:
         ],
         "overlays_at_s": [round(t - t0, 1) for t in times[:12]],
         # main-thread stacks seen while the loop was > 120 ms late (where the stalls are)
-        "stall_stacks": sampler.stacks[:12],
+        "stall_stacks": sampler.stacks[:40],
         "epochs_at_s": [round(t - t0, 1) for t in epochs[:12]],
         "stop_latency_s": round(stop_latency, 2) if stopped else None,
         "epochs_on_curve": len(widget.plot.epochs),
