@@ -442,6 +442,7 @@ class ModelActions(MotifActions):
             self._error(err)
             return
         self.plot.reset()
+        self._fold = ""  # "fold i/K, " while a k-fold member trains
         self.jobs.run(
             "Training",
             core("napari_dlcb.tasks.sequence:train_on_peaks", takes_stop=True),
@@ -456,13 +457,19 @@ class ModelActions(MotifActions):
 
     def _on_train_event(self, ev: Any) -> None:
         from napari_dlcb.inference.sequence import describe_sequence_model
-        from napari_dlcb.training.events import EpochEnd, Finished
+        from napari_dlcb.training.events import EpochEnd, Finished, Warning
 
-        if isinstance(ev, EpochEnd):
+        if isinstance(ev, Warning) and ev.kind == "fold":  # k-fold: a new member's curves
+            if " finished" not in ev.message and "stopped" not in ev.message:
+                self.plot.reset()
+                self._fold = ev.message.split(":")[0] + ", "
+            self.status.setText(ev.message)
+        elif isinstance(ev, EpochEnd):
             self.plot.add_epoch(ev.epoch, ev.train_loss, ev.val_loss, is_best=ev.is_best)
             auroc = ev.metrics.get("auroc", float("nan"))
             self.status.setText(
-                f"epoch {ev.epoch + 1}: val loss {ev.val_loss:.3f}, AUROC {auroc:.3f}"
+                f"{getattr(self, '_fold', '')}epoch {ev.epoch + 1}: val loss {ev.val_loss:.3f}, "
+                f"AUROC {auroc:.3f}"
             )
         elif isinstance(ev, Finished):
             self.status.setText(f"training finished ({ev.reason}): {ev.kept}")

@@ -23,6 +23,7 @@ from torch import nn
 
 from napari_dlcb.data.onehot import one_hot
 from napari_dlcb.errors import DlcbError
+from napari_dlcb.models.ensemble import member_architecture
 from napari_dlcb.models.saved import ModelMeta, load_model
 
 __all__ = [
@@ -44,7 +45,11 @@ BUILTIN_CAVEAT = (
 
 
 def fixed_length(architecture: dict) -> int | None:
-    """Input length an architecture needs (Basset's, DeepSEA's, DanQ's flatten), or None for any."""
+    """Input length an architecture needs (Basset's, DeepSEA's, DanQ's flatten), or None for any.
+
+    An ensemble's is its members'.
+    """
+    architecture = member_architecture(architecture)
     fixed = architecture.get("name") in ("basset", "deepsea", "danq")
     return int(architecture["length"]) if fixed else None
 
@@ -114,6 +119,8 @@ def describe_sequence_model(meta: ModelMeta, source: str | os.PathLike) -> str:
     built-in dna-encode (deepbind; ...): trained on real ChIP-seq peaks ... GATA3 0.947...
     """
     arch = str(meta.architecture.get("name", "model"))
+    if arch == "ensemble":  # k-fold training
+        arch = f"ensemble of {meta.architecture.get('members')} {member_architecture(meta.architecture).get('name')}"
     tasks = ", ".join(map(str, meta.classes[:8])) + (" ..." if len(meta.classes) > 8 else "")
     source = str(source)
     extra = meta.extra or {}
@@ -149,7 +156,7 @@ def check_sequence_length(meta: ModelMeta, length: int) -> None:
         raise DlcbError(
             f"the model takes {need} bp windows, but the sequences are {length} bp long"
         )
-    k = meta.architecture.get("kernel_size")
+    k = member_architecture(meta.architecture).get("kernel_size")
     if k is not None and length < int(k):
         raise DlcbError(f"sequences of {length} bp are shorter than the model's {k} bp filters")
 

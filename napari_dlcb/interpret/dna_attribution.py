@@ -252,6 +252,23 @@ def unsupported_for_deeplift(model: nn.Module) -> list[str]:
     return bad
 
 
+def _check_deeplift(model: nn.Module) -> None:
+    """Refuse, in one line, models DeepLIFT/SHAP cannot attribute: recurrent ones, ensembles."""
+    from napari_dlcb.models.ensemble import Ensemble
+
+    rnn = _recurrent_layers(model)
+    if rnn:
+        raise DlcbError(
+            f"DeepLIFT/SHAP does not support recurrent layers ({', '.join(rnn)}): "
+            "use gradient x input or integrated gradients for this model"
+        )
+    if isinstance(model, Ensemble):  # its probability average is a nonlinearity captum misses
+        raise DlcbError(
+            "DeepLIFT/SHAP does not support ensemble models (k-fold training): use gradient x "
+            "input or integrated gradients for this model"
+        )
+
+
 def deeplift_shap(
     model: nn.Module,
     x,
@@ -288,17 +305,13 @@ def deeplift_shap(
     DlcbError
         For recurrent models (e.g. DanQ): captum's DeepLift has no rule for
         an LSTM; use :func:`gradient_x_input` or :func:`dna_integrated_gradients`.
+        Also for an :class:`~napari_dlcb.models.ensemble.Ensemble` (k-fold training).
     """
     from captum.attr import DeepLiftShap
 
     from napari_dlcb.data.onehot import decode, dinucleotide_shuffle, one_hot
 
-    rnn = _recurrent_layers(model)
-    if rnn:
-        raise DlcbError(
-            f"DeepLIFT/SHAP does not support recurrent layers ({', '.join(rnn)}): "
-            "use gradient x input or integrated gradients for this model"
-        )
+    _check_deeplift(model)
     xt, dev = _prep(model, x, device)
     original, model = model, deeplift_equivalent(model, xt.shape[-1])
     bad = unsupported_for_deeplift(model)

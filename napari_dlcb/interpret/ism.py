@@ -38,6 +38,7 @@ from torch import nn
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.interpret.ism_fast import FastISM, as_local, fast_path_supported, flatten_chain
 from napari_dlcb.models.dna import is_recurrent
+from napari_dlcb.models.ensemble import Ensemble, combine_outputs
 from napari_dlcb.models.state import preserve_model_state
 
 __all__ = ["mutation_map", "iter_mutation_map", "naive_mutation_map", "fast_path_supported"]
@@ -98,8 +99,29 @@ def _mutants_for(x1: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, 
     return i[order] + start, b[order]
 
 
-def _fast_path(model: nn.Module, method: str) -> FastISM | None:
-    """The fast path for ``model``, or None (naive ISM); an error if ``method="fast"`` cannot."""
+class _EnsembleFast:
+    """The fast path of an ensemble: every member's, outputs combined as the ensemble does."""
+
+    def __init__(self, fasts: list[FastISM], combine: str):
+        self.fasts, self.combine = fasts, combine
+
+    def reference(self, x1: torch.Tensor) -> torch.Tensor:
+        """The ensemble's output on one sequence, caching every member's activations."""
+        return combine_outputs(torch.stack([f.reference(x1) for f in self.fasts]), self.combine)
+
+    def mutants(self, pos: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The ensemble's outputs for substitutions (as :meth:`FastISM.mutants`)."""
+        outs = torch.stack([f.mutants(pos, cols) for f in self.fasts])
+        return combine_outputs(outs, self.combine)
+
+
+def _fast_path(model: nn.Module, method: str) -> FastISM | _EnsembleFast | None:
+    """The fast path for ``model``, or None (naive ISM); an error if ``method="fast"`` cannot.
+
+    An :class:`~napari_dlcb.models.ensemble.Ensemble` (k-fold training) takes
+    each member's fast path and combines their outputs; if one member has none,
+    the whole ensemble takes exact naive ISM.
+    """
     if method != "naive" and is_recurrent(model):
         if method == "fast":
             raise DlcbError(
@@ -112,6 +134,11 @@ def _fast_path(model: nn.Module, method: str) -> FastISM | None:
             type(model).__name__,
         )
         return None
+    if isinstance(model, Ensemble) and method != "naive":
+        fasts = [_fast_path(m, method) for m in model.members]
+        if any(f is None for f in fasts):
+            return None
+        return _EnsembleFast(fasts, model.combine)
     chain = flatten_chain(model) if method != "naive" else None
     fast = None
     if chain and as_local(chain[0]) is not None:
@@ -125,7 +152,9 @@ def _fast_path(model: nn.Module, method: str) -> FastISM | None:
     return fast
 
 
-def _reproduces(fast: FastISM, x1: torch.Tensor, ref: torch.Tensor, method: str) -> bool:
+def _reproduces(
+    fast: FastISM | _EnsembleFast, x1: torch.Tensor, ref: torch.Tensor, method: str
+) -> bool:
     """Whether the fast path gives the model's output on ``x1`` (caching its activations)."""
     if torch.allclose(_out2d(fast.reference(x1)), ref, rtol=1e-4, atol=1e-5):
         return True

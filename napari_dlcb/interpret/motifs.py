@@ -72,6 +72,15 @@ def _first_conv(model):
     raise DlcbError("the model has no Conv1d layer to read filter motifs from")
 
 
+def _first_convs(model) -> list[tuple[str, Any]]:
+    """``(name prefix, first Conv1d)`` of the model, or of every member of an ensemble."""
+    from napari_dlcb.models.ensemble import Ensemble
+
+    if isinstance(model, Ensemble):
+        return [(f"member{i}_", _first_conv(m)) for i, m in enumerate(model.members)]
+    return [("", _first_conv(model))]
+
+
 def filter_motifs(
     model,
     x,
@@ -86,7 +95,9 @@ def filter_motifs(
     Parameters
     ----------
     model : torch.nn.Module
-        DNA model whose first ``Conv1d`` reads the one-hot input.
+        DNA model whose first ``Conv1d`` reads the one-hot input; for an
+        :class:`~napari_dlcb.models.ensemble.Ensemble` (k-fold training) the
+        filters of every member.
     x : array-like
         One-hot ``(N, 4, L)`` sequences (e.g. the positives).
     threshold : float
@@ -103,40 +114,48 @@ def filter_motifs(
     Returns
     -------
     list of Motif
-        One per filter, named ``filter<i>``; ``n_sites`` counts the subsequences.
+        One per filter, named ``filter<i>`` (an ensemble's ``member<j>_filter<i>``);
+        ``n_sites`` counts the subsequences.
     """
     if not (isinstance(threshold, (int, float)) and threshold >= 0 and threshold < float("inf")):
         raise DlcbError(f"threshold must be a finite number >= 0, got {threshold!r}")
     import torch
 
+    from napari_dlcb.device import resolve_device
     from napari_dlcb.models.state import preserve_model_state
 
-    conv = _first_conv(model)
+    convs = _first_convs(model)
     x = np.asarray(x, np.float32)
     if x.ndim != 3 or x.shape[1] != 4:
         raise DlcbError(f"x must be one-hot DNA (N, 4, L), got {x.shape}")
+    motifs = []
+    with preserve_model_state(model), torch.no_grad():
+        model.eval()
+        for prefix, conv in convs:
+            dev = resolve_device(device) if device is not None else conv.weight.device
+            conv.to(dev)
+            acts = [
+                conv(torch.as_tensor(x[i : i + batch_size], device=dev)).cpu().numpy()
+                for i in range(0, len(x), batch_size)
+            ]
+            motifs += _conv_motifs(conv, np.concatenate(acts), x, threshold, prefix, trim)
+    return motifs
+
+
+def _conv_motifs(
+    conv: Any, a: np.ndarray, x: np.ndarray, threshold: float, prefix: str, trim: bool
+) -> list[Motif]:
+    """One motif per filter of ``conv`` from its activations ``a`` ``(N, F, Lo)`` on ``x``."""
     k, d, pad = conv.kernel_size[0], conv.dilation[0], conv.padding
     s = conv.stride[0]
     if isinstance(pad, str):
         pad = 0 if pad == "valid" else d * (k - 1) // 2
     else:
         pad = pad[0]
-    F_ = conv.out_channels
-    acts = []
-    from napari_dlcb.device import resolve_device
-
-    dev = resolve_device(device) if device is not None else conv.weight.device
-    with preserve_model_state(model), torch.no_grad():
-        model.eval()
-        conv.to(dev)
-        for i in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[i : i + batch_size], device=dev)
-            acts.append(conv(xb).cpu().numpy())
-    a = np.concatenate(acts)  # (N, F, Lo)
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad)))
     offs = np.arange(k) * d
     motifs = []
-    for f in range(F_):
+    for f in range(conv.out_channels):
         af = a[:, f]
         mx = af.max()
         counts = np.zeros((4, k))
@@ -148,7 +167,7 @@ def filter_motifs(
                 sub = xp[seq_i[:, None], :, idx]  # (n, k, 4)
                 counts = sub.sum(0).T
                 n = len(seq_i)
-        m = Motif(f"filter{f}", counts, n, {"max_activation": float(mx)})
+        m = Motif(f"{prefix}filter{f}", counts, n, {"max_activation": float(mx)})
         motifs.append(m.trimmed() if trim else m)
     return motifs
 

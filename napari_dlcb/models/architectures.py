@@ -52,6 +52,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module] | str] = {
     "deepsea": "napari_dlcb.models.dna:DeepSEA",
     "danq": "napari_dlcb.models.dna:DanQ",
     "cellclf": "napari_dlcb.models.classifier:CellClassifier",
+    "ensemble": "napari_dlcb.models.ensemble:Ensemble",
 }
 _RESOLVED: dict[str, Callable[..., nn.Module]] = {}  # "module:attribute" -> object
 

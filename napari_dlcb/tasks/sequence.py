@@ -15,6 +15,10 @@ cross-entropy (NaN targets are ignored, so multitask tables may have gaps),
 Adam, learning-rate decay on plateau, early stopping on the validation loss,
 and reverse-complement augmentation. Predictions (see
 :mod:`napari_dlcb.inference.sequence`) average both strands.
+
+Small data (fewer than 5,000 rows, no explicit validation rows) trains K = 5
+members by k-fold cross-validation and saves their ensemble
+(:mod:`napari_dlcb.tasks.sequence_kfold`; ``folds=1`` trains one model).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from napari_dlcb.inference.sequence import (
     predict_sequences,
 )
 from napari_dlcb.models.dna import ARCHITECTURES, build_dna_model
+from napari_dlcb.models.ensemble import Ensemble, member_architecture
 from napari_dlcb.models.saved import ModelMeta, save_model
 from napari_dlcb.tasks.base import Task
 from napari_dlcb.tasks.sequence_config import TASK_TYPES, SequenceConfig
@@ -46,6 +51,7 @@ from napari_dlcb.tasks.sequence_data import (
     bed_training_data,
     table_training_data,
 )
+from napari_dlcb.tasks.sequence_kfold import fit_folds, fold_splits, resolve_folds
 from napari_dlcb.training.events import TrainEvent
 
 __all__ = [
@@ -87,14 +93,15 @@ class SequenceTask(Task):
         ``(N, T)`` labels; NaN = unlabelled. Binary tasks (0/1) train with
         binary cross-entropy and report AUROC; other values (e.g. a bigWig
         mean) make a regression model: targets are standardised with the
-        training rows' mean and SD only, the loss is MSE and the metric
-        Pearson's r.
+        training rows' mean and SD only (k-fold: all rows, one scale shared by
+        the members), the loss is MSE and the metric Pearson's r.
     task_names : list of str, optional
         One name per label column.
     config : SequenceConfig, optional
         Every option (defaults: ``SequenceConfig()``).
     val_index : array of int, optional
-        Explicit validation rows (e.g. a held-out chromosome).
+        Explicit validation rows (e.g. a held-out chromosome); the default
+        rule then trains one model (no k-fold).
     trained_on : str, optional
         Where the data came from, kept in the model's metadata (``extra["trained_on"]``).
     **options
@@ -106,7 +113,7 @@ class SequenceTask(Task):
     >>> rng = np.random.default_rng(0)
     >>> seqs = ["".join(rng.choice(list("ACGT"), 30)) for _ in range(40)]
     >>> y = np.array([[s.count("GATA") > 0] for s in seqs], np.float32)
-    >>> t = SequenceTask(seqs, y, model_kwargs={"filters": 4, "kernel_size": 5, "hidden": 0})
+    >>> t = SequenceTask(seqs, y, model_kwargs={"filters": 4, "kernel_size": 5, "hidden": 0}, folds=1)
     >>> t.run(epochs=1).epochs_run
     1
     """
@@ -141,16 +148,27 @@ class SequenceTask(Task):
         if len(self.task_names) != T:
             raise DlcbError(f"{len(self.task_names)} task names for {T} label columns")
         self.length = L = x.shape[2]
-        self.model, self.architecture, parent = self._build_model(L)
-        self.train_index, self.val_index = self._split(len(x), val_index)
+        self.folds = resolve_folds(
+            self.config.folds,
+            len(x),
+            val_index is not None,
+            distributed=int(os.environ.get("WORLD_SIZE", "1") or 1) > 1,
+        )
+        self.model, self.architecture, parent = self._build_model(L, self.config.seed)
+        self.members: list[nn.Module] = []
+        self.fold_index: list[tuple[np.ndarray, np.ndarray]] = []
+        if self.folds > 1:  # k-fold: every row trains K-1 members and validates one
+            self.fold_index = fold_splits(len(x), self.folds, self.config.seed)
+            self.members = [self.model] + [
+                self._build_model(L, self.config.seed + i)[0] for i in range(1, self.folds)
+            ]
+            self.train_index, self.val_index = np.arange(len(x)), np.arange(0)
+        else:
+            self.train_index, self.val_index = self._split(len(x), val_index)
         self.task_type = _task_type(y, self.config.task_type)
         y, target_extra = self._standardise(y)
-        self.train = OneHotDataset(
-            x[self.train_index], y[self.train_index], rc_augment=self.config.rc_augment
-        )
-        self.val = (
-            OneHotDataset(x[self.val_index], y[self.val_index]) if len(self.val_index) else None
-        )
+        self._x, self._y = x, y
+        self.train, self.val = self.fold_data(self.train_index, self.val_index)
         self.meta = ModelMeta(
             task="sequence",
             architecture=self.architecture,
@@ -172,6 +190,8 @@ class SequenceTask(Task):
             },
         )
         self.history: list[dict] = []
+        if self.folds > 1:
+            self.set_members(self.members)
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -184,7 +204,26 @@ class SequenceTask(Task):
         """Seed of the split and of training."""
         return self.config.seed
 
-    def _build_model(self, L: int) -> tuple[nn.Module, dict, str | None]:
+    def fold_data(
+        self, train_index: np.ndarray, val_index: np.ndarray
+    ) -> tuple[OneHotDataset, OneHotDataset | None]:
+        """The training and validation datasets of these rows (no validation set if none)."""
+        x, y = self._x, self._y
+        train = OneHotDataset(x[train_index], y[train_index], rc_augment=self.config.rc_augment)
+        return train, (OneHotDataset(x[val_index], y[val_index]) if len(val_index) else None)
+
+    def set_members(self, members: Sequence[nn.Module]) -> None:
+        """Make the task's model the ensemble of ``members`` (one member: that network)."""
+        member = member_architecture(self.architecture)
+        if len(members) == 1:
+            self.model, self.architecture = members[0], member
+        else:
+            combine = "probability" if self.task_type == "binary" else "mean"
+            self.model = Ensemble.of(members, member, combine)
+            self.architecture = self.model.architecture()
+        self.meta.architecture = self.architecture
+
+    def _build_model(self, L: int, seed: int) -> tuple[nn.Module, dict, str | None]:
         cfg = self.config
         if cfg.base is not None:
             base_model, base_meta = load_sequence_model(cfg.base, device="cpu")
@@ -198,7 +237,7 @@ class SequenceTask(Task):
                 kwargs.setdefault("length", L)
             elif cfg.arch == "deepbind":
                 kwargs["kernel_size"] = min(kwargs.get("kernel_size", 24), L)
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(seed)
             model = build_dna_model(cfg.arch, n_tasks=len(self.task_names), **kwargs)
             arch, parent = dict(model.config), None
         check_sequence_length(ModelMeta("sequence", arch, self.task_names), L)
@@ -231,43 +270,80 @@ class SequenceTask(Task):
     def fit(self, *, stop: Any = None, **options: Any) -> Iterator[TrainEvent]:
         """Yield the engine's training events (see :func:`napari_dlcb.training.engine.fit`).
 
+        With ``self.folds > 1`` the K members train one after another
+        (:func:`napari_dlcb.tasks.sequence_kfold.fit_folds`): a
+        ``Warning(kind="fold")`` before and after each, one ``Finished`` at the end.
+
         Parameters
         ----------
         stop : threading.Event, optional
-            Ends training cleanly; the best scored weights are kept.
+            Ends training cleanly; the best scored weights are kept (k-fold:
+            the members of the folds finished so far).
         **options
             :class:`SequenceConfig` fit options overriding the config for this
             run (``epochs``, ``lr``, ``batch_size``, ``weight_decay``,
             ``early_stopping``, ``lr_patience``, ``max_time``); anything else
             goes to the engine (``epoch_seconds=``, ``validate_start=``...).
         """
+        if self.folds > 1:
+            yield from fit_folds(self, stop=stop, **options)
+            return
+        yield from self.fit_one(
+            self.model,
+            self.train,
+            self.val,
+            seed=self.seed,
+            stop=stop,
+            options=options,
+            record=self.meta.extra,
+            history=self.history,
+        )
+
+    def fit_one(
+        self,
+        model: nn.Module,
+        train: OneHotDataset,
+        val: OneHotDataset | None,
+        *,
+        seed: int,
+        stop: Any,
+        options: dict[str, Any],
+        record: dict,
+        history: list[dict],
+    ) -> Iterator[TrainEvent]:
+        """Train one network on ``train`` (early stopping on ``val``); yield the events.
+
+        ``record["training"]`` gets the run's summary and ``history`` one row
+        per epoch; ``options`` as for :meth:`fit`.
+        """
         from napari_dlcb.training.engine import fit
         from napari_dlcb.training.events import EpochEnd, Finished, Warning
         from napari_dlcb.training.losses import balancing_weights, masked_mse, weighted_bce
         from napari_dlcb.training.metrics import binary_metrics, pearson_metric
 
+        options = dict(options)
         mine = self.config.fit_options()
         ours = {k: options.pop(k) for k in list(options) if k in mine}
         run = self.config.replace(**ours) if ours else self.config
         opts = run.fit_options()
         patience = opts.pop("early_stopping")
         binary = self.task_type == "binary"
-        pos_weight = balancing_weights(self.train.y.numpy()) if binary else None
+        pos_weight = balancing_weights(train.y.numpy()) if binary else None
         loss = masked_mse if not binary else "bce"
         if pos_weight is not None:  # rare positives: weight them (issue 10), and say so
             loss = weighted_bce(pos_weight)
             self.meta.extra["pos_weight"] = [round(float(w), 3) for w in pos_weight]
         t0 = time.perf_counter()
         events = fit(
-            self.model,
-            self.train,
-            self.val,
+            model,
+            train,
+            val,
             loss=loss,
             metrics=binary_metrics if binary else pearson_metric,
-            monitor="val_loss" if self.val is not None else "train_loss",
-            early_stopping=patience if self.val is not None else None,
+            monitor="val_loss" if val is not None else "train_loss",
+            early_stopping=patience if val is not None else None,
             device=self.config.device,
-            seed=self.config.seed,
+            seed=seed,
             stop=stop,
             **opts,
             **options,
@@ -277,17 +353,18 @@ class SequenceTask(Task):
             yield Warning("class-weighting", f"rare positives: positive-class weight {w}")
         for ev in events:
             if isinstance(ev, EpochEnd):
-                self.history.append(
+                history.append(
                     {"epoch": ev.epoch, "train_loss": ev.train_loss, "val_loss": ev.val_loss}
                     | ev.metrics
                 )
             if isinstance(ev, Finished):
-                self.meta.extra["training"] = {
+                record["training"] = {
                     "reason": ev.reason,
                     "best_epoch": ev.best_epoch,
+                    "best_score": ev.best_score,
                     "epochs_run": ev.epochs_run,
                     "kept": ev.kept,
-                    "history": self.history,
+                    "history": history,
                     "seconds": round(time.perf_counter() - t0, 2),
                 }
             yield ev

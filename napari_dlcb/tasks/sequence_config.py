@@ -53,7 +53,16 @@ class SequenceConfig(TaskConfig):
     lr_patience : int
         Halve the learning rate after this many epochs without improvement.
     max_time : float or None
-        Stop after this many seconds.
+        Stop after this many seconds (per member with k-fold training).
+    folds : int or None
+        K-fold training (Angermueller et al. 2016: k-fold cross-validation when
+        data is small): K members, each with one fold as its validation split,
+        saved as one model predicting their mean; their K validation scores are
+        the cross-validated estimate. None (default): 5 folds when there are
+        fewer than 5,000 training rows and no explicit validation rows, else a
+        single model; 1: a single model on a ``val_fraction`` split (the tuner
+        and the torchrun path always train one). See
+        :mod:`napari_dlcb.tasks.sequence_kfold`.
 
     Examples
     --------
@@ -82,6 +91,7 @@ class SequenceConfig(TaskConfig):
     early_stopping: int | None = 15
     lr_patience: int = 5
     max_time: float | None = None
+    folds: int | None = None
 
     #: DeepBind options when training from scratch (``model_kwargs`` overrides them):
     #: many short filters and a linear read-out, from the same study
@@ -115,6 +125,8 @@ class SequenceConfig(TaskConfig):
             self.early_stopping = check_int("early_stopping", self.early_stopping)
         if self.max_time is not None:
             self.max_time = check_positive("max_time", self.max_time)
+        if self.folds is not None:
+            self.folds = check_int("folds", self.folds, low=1, high=100)
         if not isinstance(self.model_kwargs, dict):
             raise DlcbError(f"model_kwargs must be a dict, got {type(self.model_kwargs).__name__}")
         for key in ("filters", "hidden", "lstm"):

@@ -108,8 +108,13 @@ class SequenceObjective(Objective):
         """The task for one trial (this objective's data, the trial's config)."""
         from napari_dlcb.tasks.sequence import SequenceTask
 
-        return SequenceTask(
-            self.x, self.y, task_names=self.task_names, config=config, val_index=self.val_index
+        return SequenceTask(  # one model per trial (k-fold would multiply the study's cost)
+            self.x,
+            self.y,
+            task_names=self.task_names,
+            config=config,
+            val_index=self.val_index,
+            folds=1,
         )
 
     def trial_value(self, task: Task, finished: Any) -> float:

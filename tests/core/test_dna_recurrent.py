@@ -133,7 +133,7 @@ def test_cli_trains_and_scores_with_architecture(arch, filters, epochs, table, t
     args = ["train", "sequence", "--table", str(train), "--out", str(out)]
     args += ["--architecture", arch, "--filters", str(filters), "--epochs", str(epochs)]
     args += ["--batch-size", "32"]
-    args += ["--lr", "0.003", "--device", "cpu", "--seed", "0"]
+    args += ["--lr", "0.003", "--device", "cpu", "--seed", "0", "--folds", "1"]
     assert main(args) == 0 and (out / "model.pt").is_file()  # TorchScript export too
     model, meta = load_sequence_model(out, device="cpu")
     assert meta.architecture["name"] == arch and meta.architecture["length"] == L

@@ -42,6 +42,7 @@ def test_regression_trainer_learns_a_count_and_uses_training_statistics():
         model_kwargs={"filters": 8, "kernel_size": 8, "hidden": 0},
         device="cpu",
         seed=0,
+        folds=1,
     )
     assert t.task_type == "regression" and t.meta.output_activation == "none"
     # targets standardised with the training rows only
@@ -117,7 +118,7 @@ def test_cli_trains_on_signal_and_predicts_values(tmp_path):
         [
             "train", "sequence", "--fasta", str(fa), "--bed", str(bed), "--window", "200",
             "--bed-labels", "none", "--signal-labels", str(bg), "--out", str(out),
-            "--epochs", "40", "--filters", "8", "--lr", "0.005", "--batch-size", "16", "--device", "cpu", "--seed", "0",
+            "--epochs", "40", "--filters", "8", "--lr", "0.005", "--batch-size", "16", "--device", "cpu", "--seed", "0", "--folds", "1",
         ]
     )  # fmt: skip
     assert rc == 0

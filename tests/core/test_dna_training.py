@@ -98,6 +98,8 @@ def test_cli_train_predict_interpret(table, tmp_path):
             "cpu",
             "--seed",
             "1",
+            "--folds",
+            "1",
         ]
     )
     assert rc == 0 and (out / "model.pt").is_file() and (out / "weights.safetensors").is_file()
@@ -164,7 +166,12 @@ def test_trainer_multitask_nan_masking_and_fine_tuning(tmp_path):
     y[:80, 0] = 1
     y[80:, 1] = np.nan  # unlabelled for task 1
     t = SequenceTrainer(
-        seqs, y, task_names=["a", "b"], model_kwargs={"filters": 4, "kernel_size": 8}, device="cpu"
+        seqs,
+        y,
+        task_names=["a", "b"],
+        model_kwargs={"filters": 4, "kernel_size": 8},
+        device="cpu",
+        folds=1,
     )
     fin = fit_to_end(t.fit(epochs=2, batch_size=32))
     assert fin.epochs_run == 2 and len(t.history) == 2
@@ -172,11 +179,11 @@ def test_trainer_multitask_nan_masking_and_fine_tuning(tmp_path):
     p = predict_sequences(*load_sequence_model(folder)[:1], seqs[:5])
     assert p.shape == (5, 2)
     # fine-tune to a single new task: body kept, new read-out
-    t2 = SequenceTrainer(seqs, y[:, :1], task_names=["c"], base=str(folder), device="cpu")
+    t2 = SequenceTrainer(seqs, y[:, :1], task_names=["c"], base=str(folder), device="cpu", folds=1)
     torch.testing.assert_close(t2.model[0].weight, t.model[0].weight)
     assert t2.model[-1].out_features == 1 and t2.meta.parent == str(folder)
     # a task the base model knows keeps its read-out row
-    t3 = SequenceTrainer(seqs, y, task_names=["new", "A"], base=str(folder), device="cpu")
+    t3 = SequenceTrainer(seqs, y, task_names=["new", "A"], base=str(folder), device="cpu", folds=1)
     torch.testing.assert_close(t3.model[-1].weight[1], t.model[-1].weight[0])
     assert not torch.equal(t3.model[-1].weight[0], t.model[-1].weight[1])
     # Basset needs its window length
@@ -186,6 +193,7 @@ def test_trainer_multitask_nan_masking_and_fine_tuning(tmp_path):
         arch="basset",
         model_kwargs={"filters": (8, 8, 8), "pools": (2, 2, 2), "hidden": (8, 8)},
         device="cpu",
+        folds=1,
     )
     with pytest.raises(DlcbError, match="takes 40 bp windows, but the sequences are 30 bp"):
         tb.predict([s[:30] for s in seqs[:3]])
@@ -263,6 +271,7 @@ def test_sequence_config_validates_and_the_cli_builds_it(tmp_path, table):
         ({"val_fraction": 1.0}, r"val_fraction must be a fraction in \[0, 1\)"),
         ({"arch": "resnet"}, "unknown architecture 'resnet'"),
         ({"weight_decay": -1}, "weight_decay must be a finite number >= 0"),
+        ({"folds": 0}, "folds must be from 1 to 100"),
     ]:
         with pytest.raises(DlcbError, match=match):
             SequenceConfig(**bad).validate()
@@ -273,6 +282,6 @@ def test_sequence_config_validates_and_the_cli_builds_it(tmp_path, table):
     # the task's own fit options come from the config (and a call may override them)
     seqs, y = _planted(40), np.ones((40, 1), np.float32)
     y[::2] = 0
-    t = SequenceTask(seqs, y, config=SequenceConfig(epochs=2, batch_size=8, device="cpu"))
+    t = SequenceTask(seqs, y, config=SequenceConfig(epochs=2, batch_size=8, device="cpu", folds=1))
     assert t.run().epochs_run == 2 and t.run(epochs=1).epochs_run == 1
     assert t.meta.extra["training"]["epochs_run"] == 1

@@ -48,7 +48,7 @@ def test_balancing_weights_and_weighted_loss():
 
 def test_rare_positives_are_weighted_and_auprc_reported():
     seqs, y = _imbalanced()
-    cfg = SequenceConfig(epochs=2, batch_size=32, device="cpu", seed=0)
+    cfg = SequenceConfig(epochs=2, batch_size=32, device="cpu", seed=0, folds=1)
     task = SequenceTask(seqs, y, config=cfg)
     events = list(task.fit())
     warn = [e for e in events if isinstance(e, Warning) and e.kind == "class-weighting"]
