@@ -213,6 +213,8 @@ class TrainingRun:
         o = self.o
         if o.preview is None or time.perf_counter() - self.last_preview < o.preview_interval:
             return None
+        if self.stopped():  # after Stop no preview: it would only delay handing the model back
+            return None
         was = self.model.training
         self.model.eval()
         try:
@@ -282,8 +284,7 @@ class TrainingRun:
             totals["loss"] += lv * bs
             totals["seen"] += bs
             yield Progress(epoch=epoch, step=step, steps=steps, loss=lv)
-            # after Stop no preview: it would only delay handing the model back
-            pv = None if self.stopped() else self.run_preview(epoch, step)
+            pv = self.run_preview(epoch, step)
             if pv is not None:
                 yield pv
             epoch_over = o.epoch_seconds is not None and time.perf_counter() - t0 >= o.epoch_seconds
@@ -405,7 +406,7 @@ class TrainingRun:
                     break
                 seconds = time.perf_counter() - t0
                 yield from self.end_epoch(epoch, train_loss, totals["seen"], seconds, partial)
-                pv = None if self.stopped() else self.run_preview(epoch, -1)
+                pv = self.run_preview(epoch, -1)
                 if pv is not None:
                     yield pv
                 reason = self.reason_to_stop()
