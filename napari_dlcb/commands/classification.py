@@ -66,6 +66,13 @@ def register(train, predict, top) -> None:
         "--blocks", default="2,2,2", help="residual blocks per stage for --base none, e.g. 1,1,1"
     )
     p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
+    p.add_argument(
+        "--head-warmup",
+        type=int,
+        default=None,
+        help="full mode: epochs training only the new head on frozen features first "
+        "(default 30 for a 'pretrain classification' encoder, else 0)",
+    )
     p.add_argument("--max-minutes", type=positive_float(), default=None, help="wall-clock budget")
     p.add_argument(
         "--max-cpu-minutes",
@@ -253,6 +260,7 @@ def train_config(args: argparse.Namespace) -> Any:
         epochs=args.epochs,
         lr=args.lr,
         early_stopping=args.early_stopping,
+        head_warmup=getattr(args, "head_warmup", None),
         seed=args.seed,
         device=args.device,
         **extra,
