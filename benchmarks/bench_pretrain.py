@@ -5,9 +5,11 @@ The 4,000 BloodMNIST training images are split into 100 labelled ones
 the official validation split (never used for training or model selection):
 
 - *scratch*: ``train classification --base none`` on the 100 labelled images;
-- *pretrained*: ``pretrain classification`` (denoising autoencoder) on all
-  4,000 images without their labels, then ``train classification --base
-  MODEL_DIR`` on the same 100 labelled images.
+- *pretrained*: ``pretrain classification`` (denoising autoencoder; by
+  default it decodes from the pooled features) on all 4,000 images without
+  their labels, then ``train classification --base MODEL_DIR`` on the same
+  100 labelled images (by default the new head is first trained alone on the
+  frozen encoder's features for 30 epochs, then every layer: LP-FT).
 
 Both arms use the same network (``--width``, ``--blocks``), epochs, seed and
 10 % of the labelled images as their own validation split; early stopping is

@@ -75,6 +75,13 @@ def _add_train(train: Any) -> None:
     p.add_argument(
         "--blocks", default="2,2,2", help="residual blocks per stage for --base none, e.g. 1,1,1"
     )
+    p.add_argument(
+        "--head-warmup",
+        type=int,
+        default=None,
+        help="full mode: epochs training only the new head on frozen features first "
+        "(default 30 for a 'pretrain classification' encoder, else 0)",
+    )
     add_crop_training_options(
         p, cpu_help="CPU-time budget of this process (fair on a shared machine); stops cleanly"
     )
@@ -257,6 +264,7 @@ def train_config(args: argparse.Namespace) -> Any:
         epochs=args.epochs,
         lr=args.lr,
         early_stopping=args.early_stopping,
+        head_warmup=getattr(args, "head_warmup", None),
         seed=args.seed,
         device=args.device,
         **extra,

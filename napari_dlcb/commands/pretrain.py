@@ -43,6 +43,13 @@ def register_pretrain(top: Any) -> None:
     p.add_argument("--noise", type=float, default=0.2, help="Gaussian noise (normalised units)")
     p.add_argument("--mask-fraction", type=float, default=0.4, help="share of patches hidden")
     p.add_argument("--mask-patch", type=int, default=4, help="side of a hidden patch (px)")
+    p.add_argument(
+        "--decoder",
+        default="pooled",
+        choices=["pooled", "maps"],
+        help="reconstruct from the pooled features (default; crops centred on their object) "
+        "or from the last feature maps (off-centre content)",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1)
     add_crop_training_options(p, cpu_help="CPU-time budget; stops cleanly")
     p.set_defaults(func=run_pretrain)
@@ -61,6 +68,7 @@ def pretrain_config(args: argparse.Namespace) -> Any:
         noise=args.noise,
         mask_fraction=args.mask_fraction,
         mask_patch=args.mask_patch,
+        decoder=getattr(args, "decoder", "pooled"),
         augment=not args.no_augment,
         val_fraction=args.val_fraction,
         epochs=args.epochs,

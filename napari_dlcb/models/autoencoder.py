@@ -60,7 +60,12 @@ class CellAutoencoder(nn.Module):
         decoder) instead of the last feature map. Pooled features are nearly
         translation invariant, so this cannot place what it reconstructs and
         learns little on off-centre objects (measured: reconstruction error
-        0.99 vs 0.27 of the unpooled decoder on random discs); off by default.
+        0.99 vs 0.27 of the unpooled decoder on random discs); off by default
+        here. On crops centred on their cell it is what pretraining should
+        do: the pooled vector is what the classifier's head reads, and only
+        this decoder trains it to summarise the crop, so
+        :class:`~napari_dlcb.tasks.classification_config.PretrainConfig`
+        uses it by default (``decoder="pooled"``).
 
     Examples
     --------

@@ -232,7 +232,8 @@ def load_base(
     parent : str or None
         What to record as ``ModelMeta.parent``.
     info : dict
-        ``input_size`` and ``classes`` of the base, where known.
+        ``input_size`` and ``classes`` of the base, where known, and
+        ``encoder_only`` (pretrained without labels: no head worth keeping).
 
     Examples
     --------
@@ -252,7 +253,11 @@ def load_base(
         return (
             model,
             parent,
-            {"input_size": meta.extra.get("input_size"), "classes": list(meta.classes)},
+            {
+                "input_size": meta.extra.get("input_size"),
+                "classes": list(meta.classes),
+                "encoder_only": bool(meta.extra.get("encoder_only")),
+            },
         )
 
 

@@ -140,6 +140,7 @@ class ClassificationTrainer(Task):
         self.channel_axis = channel_axis
         in_ch = most_common_channels(images, channel_axis)
         self.model, self.parent, info = self._build_model(in_ch)
+        self.encoder_only_base = bool(info.get("encoder_only"))
         size = cfg.input_size
         if size is None:
             size = common_side(images, channel_axis, info.get("input_size"))
@@ -290,22 +291,38 @@ class ClassificationTrainer(Task):
             "max_time": max_time,
             **engine_options,
         }
+        warmup = 0 if quick else self.head_warmup_epochs(cfg)
         events = (
             self._fit_quick(common, preview_extra)
             if quick
-            else self._fit_full(common, preview_extra)
+            else self._fit_full(common, preview_extra, warmup)
         )
         t0 = time.perf_counter()
+        extra = {"head_warmup": warmup} if warmup else {}
         for ev in events:
             if isinstance(ev, Finished):
                 self.finished = ev
-                self.record_run(ev, seconds=time.perf_counter() - t0, mode=cfg.mode)
+                self.record_run(ev, seconds=time.perf_counter() - t0, mode=cfg.mode, **extra)
             yield ev
 
+    def head_warmup_epochs(self, cfg: ClassificationConfig | None = None) -> int:
+        """Epochs of head-only training before full fine-tuning (``config.head_warmup``).
+
+        None means 30 for an encoder pretrained without labels (its head is
+        new and random), else 0.
+        """
+        cfg = cfg if cfg is not None else self.config
+        if cfg.head_warmup is not None:
+            return int(cfg.head_warmup)
+        return 30 if self.encoder_only_base else 0
+
     def _fit_full(
-        self, common: dict[str, Any], preview_extra: Callable[[], Any] | None
+        self, common: dict[str, Any], preview_extra: Callable[[], Any] | None, warmup: int = 0
     ) -> Iterator[TrainEvent]:
         from napari_dlcb.data.augment import Augment
+
+        if warmup > 0:
+            self._warm_up_head(common, warmup)
 
         aug = (
             Augment(flips=True, rot90=True, scale=(0.85, 1.15), intensity=0.15, noise=0.02)
@@ -328,6 +345,22 @@ class ClassificationTrainer(Task):
             preview=with_extra(self._confusion if has_val else None, preview_extra),
             **common,
         )
+
+    def _warm_up_head(self, common: dict[str, Any], epochs: int) -> None:
+        """LP-FT's first step: fit the linear head on the frozen backbone's features.
+
+        Quick mode's recipe (cached features of the dihedral views, lr 1e-2),
+        run silently: the full fine-tuning that follows reports the progress.
+        ``stop`` and ``max_time`` are honoured.
+        """
+        if not (hasattr(self.model, "head") and hasattr(self.model, "features")):
+            raise DlcbError("this model has no linear head to warm up; use head warm-up 0")
+        keep = ("loss", "metrics", "monitor", "batch_size", "weight_decay", "device", "seed")
+        warm = {k: common[k] for k in keep if k in common}
+        warm.update(epochs=epochs, lr=1e-2, early_stopping=None, optimizer="adamw")
+        warm.update(stop=common.get("stop"), max_time=common.get("max_time"))
+        for _ in self._fit_quick(warm, None):
+            pass
 
     def _fit_quick(
         self, common: dict[str, Any], preview_extra: Callable[[], Any] | None

@@ -30,6 +30,8 @@ from napari_dlcb.training.frozen import check_mode
 __all__ = ["BALANCES", "CellsConfig", "ClassificationConfig", "MILConfig", "PretrainConfig"]
 
 BALANCES = ("loss", "sampler", None)
+#: what the pretraining autoencoder reconstructs from
+DECODERS = ("pooled", "maps")
 
 
 def _check_network(cfg: ClassificationConfig | PretrainConfig) -> None:
@@ -102,6 +104,13 @@ class ClassificationConfig(TaskConfig):
     early_stopping : int or None
         Epochs without improvement before stopping; None: the mode's default
         (full: ``max(5, epochs // 3)``, quick: 15); 0: never.
+    head_warmup : int or None
+        Full mode: first train the new linear head for this many epochs on
+        the frozen backbone's features (as ``"quick"`` does), then fine-tune
+        every layer (LP-FT, Kumar et al. 2022: a random head's gradients
+        otherwise distort the pretrained features). None: 30 epochs when the
+        base is an encoder pretrained without labels (``pretrain
+        classification``), else 0; 0: off.
     seed : int
         Seeds the split, the augmentation, new weights and the engine.
     device : str
@@ -130,6 +139,7 @@ class ClassificationConfig(TaskConfig):
     batch_size: int = 64
     weight_decay: float = 1e-4
     early_stopping: int | None = None
+    head_warmup: int | None = None
     seed: int = 0
     device: str = "auto"
 
@@ -154,6 +164,8 @@ class ClassificationConfig(TaskConfig):
         self.epochs = check_int("epochs", self.epochs, high=100_000)
         if self.lr is not None:
             self.lr = check_positive("learning rate", self.lr, high=10.0)
+        if self.head_warmup is not None:
+            self.head_warmup = check_int("head warm-up", self.head_warmup, low=0, high=100_000)
         return _check_run(self)
 
 
@@ -263,6 +275,8 @@ class MILConfig(ClassificationConfig):
             raise DlcbError(
                 "a MIL classifier trains every layer (mode 'full'); quick mode needs crops of cells"
             )
+        if self.head_warmup:
+            raise DlcbError("a MIL classifier has no linear head to warm up; use head warm-up 0")
         self.pooling = str(self.pooling).strip().lower().replace("_", "-")
         check_choice("MIL pooling", self.pooling, ("attention", "noisy-and"))
         self.attention_dim = check_int("attention dim", self.attention_dim, low=2, high=1024)
@@ -288,6 +302,12 @@ class PretrainConfig(TaskConfig):
         Share of ``mask_patch`` x ``mask_patch`` squares hidden (set to 0).
     mask_patch : int
         Side of the hidden squares in pixels.
+    decoder : {"pooled", "maps"}
+        Reconstruct from the globally pooled features (the vector the
+        classifier's head reads, so pretraining makes *it* summarise the
+        crop; for crops centred on their object) or from the last feature
+        maps (keeps positions; for off-centre content). See
+        :class:`~napari_dlcb.models.autoencoder.CellAutoencoder`.
     augment : bool
         A random rotation/flip of every crop each time it is seen.
     val_fraction : float
@@ -312,6 +332,7 @@ class PretrainConfig(TaskConfig):
     noise: float = 0.2
     mask_fraction: float = 0.4
     mask_patch: int = 4
+    decoder: str = "pooled"
     augment: bool = True
     val_fraction: float = 0.1
     epochs: int = 20
@@ -338,6 +359,8 @@ class PretrainConfig(TaskConfig):
         self.noise = check_positive("noise", self.noise, high=10.0, allow_zero=True)
         self.mask_fraction = check_fraction("mask fraction", self.mask_fraction)
         self.mask_patch = check_int("mask patch", self.mask_patch, low=1, high=256)
+        self.decoder = str(self.decoder).strip().lower()
+        check_choice("autoencoder decoder", self.decoder, DECODERS)
         if self.noise == 0 and self.mask_fraction == 0:
             raise DlcbError("noise and mask fraction are both 0: a denoising autoencoder needs one")
         self.augment = bool(self.augment)

@@ -98,7 +98,7 @@ class AutoencoderPretrainer(Task):
         )  # fmt: skip
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.model = CellAutoencoder(encoder=encoder)
+            self.model = CellAutoencoder(encoder=encoder, pooled=cfg.decoder == "pooled")
         size = cfg.input_size or common_side(images, channel_axis, info.get("input_size"))
         prep = prepare_images(images, size=size, channels=in_ch, channel_axis=channel_axis)
         self.notes = list(prep.notes)
@@ -278,6 +278,7 @@ class AutoencoderPretrainer(Task):
                     "noise": cfg.noise,
                     "mask_fraction": cfg.mask_fraction,
                     "mask_patch": cfg.mask_patch,
+                    "decoder": cfg.decoder,
                     "n_images": self.n_images,
                     "n_val": int(len(self.x_val)),
                 },

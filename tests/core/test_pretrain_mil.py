@@ -70,8 +70,11 @@ def test_corruption_is_reproducible_and_masks_patches():
 
 
 def test_autoencoder_learns_and_its_encoder_is_a_base(tmp_path):
-    ims = _blobs(48)
-    pre = AutoencoderPretrainer(ims, val_fraction=0.25, batch_size=16, lr=1e-2, seed=0, **SMALL)
+    ims = _blobs(48)  # off-centre discs: the decoder needs the feature maps' positions
+    pre = AutoencoderPretrainer(
+        ims, val_fraction=0.25, batch_size=16, lr=1e-2, seed=0, decoder="maps", **SMALL
+    )
+    assert not pre.model.pooled
     before = pre.reconstruction_error()
     fin = pre.run(epochs=12)
     after = pre.reconstruction_error()
@@ -82,6 +85,7 @@ def test_autoencoder_learns_and_its_encoder_is_a_base(tmp_path):
     assert meta["task"] == "classification" and meta["classes"] == []
     assert meta["extra"]["encoder_only"] and meta["extra"]["input_size"] == 16
     assert meta["extra"]["pretraining"]["method"] == "denoising autoencoder"
+    assert meta["extra"]["pretraining"]["decoder"] == "maps"
     # the encoder is what a classifier fine-tunes from
     tr = ClassificationTrainer(ims[:12], [0, 1] * 6, ["a", "b"], base=str(folder), device="cpu")
     assert tr.parent == str(folder) and tr.model.n_classes == 2 and tr.input_size == 16
@@ -95,6 +99,42 @@ def test_autoencoder_learns_and_its_encoder_is_a_base(tmp_path):
     model, emeta = load_model(folder)
     with pytest.raises(DlcbError, match="pretrained without labels"):
         predict_proba(model, emeta, ims[:2])
+
+
+def test_head_warmup_trains_the_new_head_on_frozen_features_first(tmp_path):
+    """LP-FT: an encoder pretrained without labels gets its head trained alone first."""
+    ims = _blobs(24)
+    pre = AutoencoderPretrainer(ims, val_fraction=0.25, batch_size=16, seed=0, **SMALL)
+    assert pre.model.pooled  # the default decoder reads the pooled features
+    pre.run(epochs=1)
+    folder = pre.save(tmp_path / "ae")
+    labels = [0, 1] * 6
+    tr = ClassificationTrainer(ims[:12], labels, ["a", "b"], base=str(folder), device="cpu")
+    assert tr.encoder_only_base and tr.head_warmup_epochs() == 30  # the default for encoders
+    scratch = ClassificationTrainer(ims[:12], labels, ["a", "b"], base="none", **SMALL)
+    assert not scratch.encoder_only_base and scratch.head_warmup_epochs() == 0
+    off = ClassificationTrainer(ims[:12], labels, ["a", "b"], base=str(folder), head_warmup=0)
+    assert off.head_warmup_epochs() == 0
+    # the warm-up moves the head only; the backbone and its BN statistics stay as pretrained
+    stem = {k: v.clone() for k, v in tr.model.stem.state_dict().items()}
+    head = tr.model.head.weight.detach().clone()
+    common = {"loss": tr._loss(), "monitor": "val_loss", "batch_size": 8, "device": "cpu"}
+    tr._warm_up_head(common, 3)
+    for k, v in tr.model.stem.state_dict().items():
+        torch.testing.assert_close(v, stem[k])
+    assert not torch.allclose(tr.model.head.weight, head)
+    assert all(p.requires_grad for p in tr.model.parameters())
+    # then every layer is fine-tuned, and the run records its warm-up
+    fin = tr.run(epochs=1)
+    assert fin.reason == "completed"
+    assert tr.meta.extra["training_runs"][-1]["head_warmup"] == 30
+    assert not torch.allclose(tr.model.stem[0].weight, stem["0.weight"])
+    with pytest.raises(DlcbError, match="head warm-up"):
+        ClassificationTrainer(ims[:12], labels, ["a", "b"], base=str(folder), head_warmup=-1)
+    with pytest.raises(DlcbError, match="no linear head"):
+        MILConfig(head_warmup=2).validate()
+    with pytest.raises(DlcbError, match="autoencoder decoder"):
+        PretrainConfig(decoder="unet").validate()
 
 
 def test_pretrain_bad_input():
@@ -181,13 +221,32 @@ def test_cli_pretrain_then_fine_tune_records_the_parent(tmp_path, capsys):
          "--base", str(ae), "--epochs", "1", "--device", "cpu"]
     )  # fmt: skip
     assert rc == 0, capsys.readouterr().err
-    assert json.loads((clf / "metadata.json").read_text())["parent"] == str(ae)
+    meta = json.loads((clf / "metadata.json").read_text())
+    assert meta["parent"] == str(ae)
+    assert meta["extra"]["training_runs"][-1]["head_warmup"] == 30  # LP-FT by default
+    assert json.loads((ae / "metadata.json").read_text())["extra"]["pretraining"]["decoder"] == (
+        "pooled"
+    )
     # an ImageFolder is accepted for pretraining too (labels ignored)
     rc = main(
         ["pretrain", "classification", "--images", str(tmp_path / "labelled"), "--out",
-         str(tmp_path / "ae2"), "--base", str(ae), "--epochs", "1", "--device", "cpu"]
+         str(tmp_path / "ae2"), "--base", str(ae), "--epochs", "1", "--device", "cpu",
+         "--decoder", "maps"]
     )  # fmt: skip
     assert rc == 0
+    assert (
+        json.loads((tmp_path / "ae2" / "metadata.json").read_text())["extra"]["pretraining"][
+            "decoder"
+        ]
+        == "maps"
+    )
+    rc = main(
+        ["train", "classification", "--images", str(tmp_path / "labelled"), "--out",
+         str(tmp_path / "clf0"), "--base", str(ae), "--epochs", "1", "--device", "cpu",
+         "--head-warmup", "0"]
+    )  # fmt: skip
+    runs = json.loads((tmp_path / "clf0" / "metadata.json").read_text())["extra"]["training_runs"]
+    assert rc == 0 and "head_warmup" not in runs[-1]
     # predicting with an encoder that has no classes: one line
     capsys.readouterr()
     rc = main(
