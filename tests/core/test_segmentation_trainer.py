@@ -87,6 +87,9 @@ def test_full_mode_instances_learn_and_save_round_trip(nuclei, tmp_path):
     out = tr.save(tmp_path / "m")
     model, meta = load_model(out)
     assert meta.label_kind == "instances" and meta.task == "segmentation"
+    # the threshold was re-chosen on the held-out blocks and travels with the model
+    chosen = tr.meta.extra["training"]["fg_threshold"]
+    assert chosen["base"] == 0.85 and meta.extra["postprocess"]["fg_threshold"] == chosen["chosen"]
     prob2, labels2 = segment((model, meta), img)
     np.testing.assert_allclose(prob, prob2, atol=1e-4)
     ts = torch.jit.load(str(out / "model.pt"))
@@ -211,7 +214,7 @@ def test_live_saliency_explains_current_weights_and_hands_model_back(nuclei, mon
     norm = freeze_normalizer(tr.normalizer, img)
     before, maps = None, []
     for e in tr.fit(
-        epochs=2,
+        epochs=4,  # quick mode: one step per epoch on these strokes, so 4 step previews
         batch_size=4,
         samples_per_epoch=8,
         preview_image=img,

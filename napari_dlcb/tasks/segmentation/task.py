@@ -445,13 +445,13 @@ class SegmentationTask(Task):
             )
             try:
                 for ev in events:
+                    if isinstance(ev, Finished):  # before a caller that stops at it saves
+                        self._record(ev, time.perf_counter() - t0)
                     yield ev
                     if isinstance(ev, Started) and preview is not None and not self._start_shown:
                         first = preview()  # the starting weights, before the first step
                         if first is not None:
                             yield Preview(epoch=ev.start_epoch, step=-1, data=first)
-                    elif isinstance(ev, Finished):
-                        self._record(ev, time.perf_counter() - t0)
             finally:  # closed early (Stop): the engine scores and keeps what was learnt
                 events.close()
 
@@ -467,6 +467,30 @@ class SegmentationTask(Task):
             "annotated_pixels": annotated,
             "kept": finished.kept,
         }
+        self._choose_fg_threshold()
+
+    def _choose_fg_threshold(self) -> None:
+        """Re-choose the instance threshold on the validation annotation (dense instances).
+
+        Scribbles are too sparse and too easy to judge it on: they keep the base's.
+        """
+        if self.config.label_kind != "instances" or not self._val_t:
+            return
+        if self.meta.classes != ["background", "interior", "boundary"]:
+            return
+        from napari_dlcb.inference.calibrate import threshold_on_validation
+
+        images = [self._norm[i] for i in self._val_t]
+        chosen = threshold_on_validation(
+            self.model, images, list(self._val_t.values()), device=self.device
+        )
+        if chosen is not None:
+            post = dict(self.meta.extra.get("postprocess") or {})
+            self.meta.extra["training"]["fg_threshold"] = {
+                "base": post.get("fg_threshold"),
+                "chosen": chosen,
+            }
+            self.meta.extra["postprocess"] = {**post, "fg_threshold": chosen}
 
     # -- results --------------------------------------------------------------------------
     def predict(self, image: Any, **options: Any) -> tuple[np.ndarray, np.ndarray]:
