@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qtpy.QtCore import QObject
+from qtpy.QtCore import QObject, QTimer
 
 from napari_dlcb.device import leave_a_core_for_the_viewer
 
@@ -43,6 +43,25 @@ from ._common import notify_error
 __all__ = ["Job", "JobRunner", "progress_of"]
 
 logger = logging.getLogger(__name__)
+
+
+#: seconds between redraws of a job's activity-dock progress bar
+PBAR_INTERVAL = 0.5
+
+
+def set_progress(bar: Any, value: int) -> None:
+    """Set a ``QProgressBar``'s value without its immediate repaint.
+
+    ``QProgressBar.setValue`` repaints synchronously whenever the shown percentage
+    changes; with a GL canvas in the window each repaint composites the whole
+    window at once (~0.1-0.2 s in software OpenGL). With updates off meanwhile,
+    the change joins the next ordinary, coalesced repaint instead.
+    """
+    bar.setUpdatesEnabled(False)
+    try:
+        bar.setValue(int(value))
+    finally:
+        bar.setUpdatesEnabled(True)  # schedules the ordinary repaint
 
 
 def progress_of(item: Any) -> tuple[int, int | None, str] | None:
@@ -83,6 +102,8 @@ class Job:
     stop: threading.Event
     started: float = field(default_factory=time.perf_counter)
     pbar: Any = None
+    #: when the activity-dock bar was last redrawn (it is redrawn at most twice a second)
+    pbar_drawn: float = 0.0
     cancelled: bool = False
     #: the function takes ``stop=`` and ends cleanly when stopped (its result is kept)
     takes_stop: bool = False
@@ -208,7 +229,6 @@ class JobRunner(QObject):
         body = _job_body(func, args, kwargs, stop)
         worker = create_worker(body, _start_thread=False, _ignore_errors=True)
         job = Job(name=name, kind=kind, worker=worker, stop=stop, takes_stop="stop" in kwargs)
-        job.pbar = self._progress_bar(name, total)
         job.restart = lambda: self.run(name, func, *args, **again, **restart_kwargs)
         worker.yielded.connect(lambda item, j=job: self._yielded(j, item, on_yield))
         worker.returned.connect(lambda value, j=job: self._returned(j, value, on_return))
@@ -220,7 +240,14 @@ class JobRunner(QObject):
         if first and self._on_busy is not None:
             self._on_busy(True)
         worker.start()
+        # the activity dock's bar repaints the window as it is added: in an event-loop
+        # turn of its own, not on top of the click that started the job
+        QTimer.singleShot(0, lambda j=job: self._add_progress_bar(j, total))
         return job
+
+    def _add_progress_bar(self, job: Job, total: int | None) -> None:
+        if not job.finished and job.pbar is None:
+            job.pbar = self._progress_bar(job.name, total)
 
     @staticmethod
     def _progress_bar(name: str, total: int | None) -> Any:
@@ -278,7 +305,11 @@ class JobRunner(QObject):
             if total is not None and job.pbar.total != total:
                 job.pbar.total = total
             job.pbar.n = min(done, job.pbar.total) if job.pbar.total else done
-            job.pbar.refresh()
+            now = time.perf_counter()
+            # every redraw of a bar repaints the window at once (software OpenGL: ~0.1 s)
+            if now - job.pbar_drawn >= PBAR_INTERVAL or done == job.pbar.total:
+                job.pbar_drawn = now
+                job.pbar.refresh()
         if on_yield is not None and not job.finished:
             self._guard(job, on_yield, item)
 

@@ -131,18 +131,18 @@ class LearningCurvePlot(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("dlcb_learning_curve")
-        self.warning_label = QLabel(self)
+        self.image_label = _PixmapView(self)
+        self.image_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.image_label.setMinimumSize(220, 170)
+        # a banner over the top of the plot, outside the layout: showing it moves no
+        # widget, so the window (and napari's canvas) is not laid out again mid-training
+        self.warning_label = QLabel(self.image_label)
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet(_WARN_STYLE)
         self.warning_label.setVisible(False)
 
-        self.image_label = _PixmapView(self)
-        self.image_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
-        self.image_label.setMinimumSize(220, 170)
-
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.warning_label)
         layout.addWidget(self.image_label, 1)
 
         self.epochs: list[int] = []
@@ -233,8 +233,13 @@ class LearningCurvePlot(QWidget):
         if epoch is not None and epoch >= 0 and self.onset is None:
             self.onset = int(epoch)
         self.warning_label.setText("\u26a0 " + message.strip())
+        self._place_warning()
         self.warning_label.setVisible(True)
         self._redraw()
+
+    def _place_warning(self) -> None:
+        width = max(self.image_label.width() - 8, 50)
+        self.warning_label.setGeometry(4, 4, width, self.warning_label.heightForWidth(width))
 
     def clear_warning(self) -> None:
         """Hide the warning banner."""
@@ -251,6 +256,7 @@ class LearningCurvePlot(QWidget):
     # ------------------------------------------------------------------ Qt
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         super().resizeEvent(event)
+        self._place_warning()  # the banner stays as wide as the plot
         self._redraw()
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API

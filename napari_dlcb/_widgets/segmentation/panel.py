@@ -12,17 +12,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -68,12 +71,28 @@ class SegmentationPanel(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self._choices: dict[int, list[Layer]] = {}  # id(combo) -> layers in item order
+        # the settings scroll inside the dock, so it never makes the window taller than
+        # the screen (nor lays the canvas out again when a status line grows); the
+        # buttons and the status line below them are always in view
+        content = QWidget()
+        settings = QVBoxLayout(content)
+        settings.setContentsMargins(6, 6, 6, 0)
+        settings.addWidget(self._data_box())
+        settings.addWidget(self._model_box())
+        settings.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(content)
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        scroll.setMinimumWidth(content.minimumSizeHint().width() + bar)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
-        layout.addWidget(self._data_box())
-        layout.addWidget(self._model_box())
-        layout.addLayout(self._actions())
-        layout.addStretch(1)
+        layout.setContentsMargins(0, 0, 0, 6)
+        layout.addWidget(scroll, 1)
+        actions = self._actions()
+        actions.setContentsMargins(6, 0, 6, 0)
+        layout.addLayout(actions)
         ev = self.viewer.layers.events
         ev.inserted.connect(self._on_layers_changed)
         ev.removed.connect(self._on_layers_changed)

@@ -19,6 +19,7 @@ import numpy as np
 from qtpy.QtWidgets import QFileDialog
 
 from napari_dlcb._widgets._common import notify_info, plane_shape
+from napari_dlcb._widgets._jobs import set_progress
 from napari_dlcb._widgets.segmentation import outputs
 from napari_dlcb._widgets.segmentation.jobs import (
     blockwise_job,
@@ -131,7 +132,7 @@ class PredictMixin:
             return
         total = int(ev.total or 0)
         self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(int(ev.done))
+        set_progress(self.progress, int(ev.done))
         self._set_status(f"Predicting '{name}': {ev.message} {ev.done}/{total}")
 
     def _on_blockwise_done(self, job: Any) -> None:

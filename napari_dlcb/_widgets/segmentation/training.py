@@ -14,6 +14,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from napari_dlcb._widgets._common import ViewportTracker, notify_warning, plane_shape
+from napari_dlcb._widgets._jobs import set_progress
 from napari_dlcb._widgets.segmentation.jobs import Status, TrainerReady, training_job
 from napari_dlcb._widgets.segmentation.settings import config_from_panel
 from napari_dlcb.errors import DlcbError
@@ -315,7 +316,7 @@ class TrainingMixin:
             f"Epoch {epoch}: train {ev.train_loss:.4f} · val {val} · "
             f"{ev.samples_per_s:.1f} samples/s · {ev.seconds:.1f} s/epoch"
         )
-        self.progress.setValue(min(epoch - self._epoch_offset, self._total_epochs))
+        set_progress(self.progress, min(epoch - self._epoch_offset, self._total_epochs))
         self._progress_throttle.cancel()
         self.status.setText(self._epoch_summary)
         if self.plot.onset is not None and not self._overfit_notified:
