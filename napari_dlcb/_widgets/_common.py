@@ -16,6 +16,7 @@ Everything here runs on the Qt main thread unless a docstring says otherwise:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,6 +60,18 @@ def _one_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def _toast(text: str) -> str:
+    """The toast's text: quoted folders shortened to their last part.
+
+    A toast shows only its first wrapped line until expanded, so a long path
+    would push the message out of view; the status line keeps the full text.
+
+    >>> _toast("cannot use '/data/runs/nuclei_2d' as a base model")
+    "cannot use '…/nuclei_2d' as a base model"
+    """
+    return re.sub(r"'/(?:[^'/]+/)+([^'/]+)/?'", r"'…/\1'", text)
+
+
 def notify_error(err: BaseException | str) -> str:
     """Show ``err`` as a one-line napari error notification and return the message.
 
@@ -74,18 +87,18 @@ def notify_error(err: BaseException | str) -> str:
         logger.error("napari-dlcb: unexpected error", exc_info=err)
         detail = _one_line(str(err))
         message = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
-    show_error(message)
+    show_error(_toast(message))
     return message
 
 
 def notify_info(message: str) -> None:
     """Show a one-line info notification."""
-    show_info(_one_line(message))
+    show_info(_toast(_one_line(message)))
 
 
 def notify_warning(message: str) -> None:
     """Show a one-line warning notification."""
-    show_warning(_one_line(message))
+    show_warning(_toast(_one_line(message)))
 
 
 # --------------------------------------------------------------------------- throttling

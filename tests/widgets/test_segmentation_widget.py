@@ -524,6 +524,25 @@ def test_unreadable_model_folder_notifies(small_viewer, qtbot, tmp_path):
     assert widget.trainer is None and widget.train_btn.isEnabled()
 
 
+def test_a_folder_that_is_no_model_says_so_before_and_after_predict(small_viewer, qtbot, tmp_path):
+    """A wrong "Start from" folder: the model line says why; the toast keeps the message short."""
+    folder = tmp_path / "some" / "deep" / "data_folder"
+    folder.mkdir(parents=True)
+    (folder / "img.tif").write_bytes(b"not a model")
+    widget = _dock(small_viewer)
+    widget.base_combo.setCurrentIndex(widget.base_combo.findData("saved"))
+    widget.base_path.setText(str(folder))
+    widget.base_path.editingFinished.emit()
+    assert "data_folder is not a model folder" in widget.model_label.text()
+    assert ", as it is" not in widget.model_label.text()
+    n = len(notification_manager.records)
+    assert widget.predict()
+    qtbot.waitUntil(lambda: widget.predict_worker is None, timeout=60000)
+    errors = _errors_since(n)
+    assert len(errors) == 1 and "'…/data_folder'" in errors[0], errors
+    assert str(folder) in widget.status.text()  # the status line keeps the whole path
+
+
 @pytest.fixture
 def scratch_model(tmp_path):
     """A saved (untrained) scratch U-Net folder named "scratch-model"."""

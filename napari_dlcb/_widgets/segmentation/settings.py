@@ -98,6 +98,9 @@ class ModelInUse:
         if self.trainer is None:
             if not self.base:
                 return "Model: none chosen (Start from a saved model or package)."
+            problem = _not_a_model(self.base)
+            if problem:
+                return f"Model: {base_name(self.base)} {problem}; Predict and Train need a model."
             return f"Model: {base_name(self.base)}, as it is (not trained here)."
         mode = getattr(self.trainer, "mode", "")
         epochs = len(getattr(self.trainer, "history", []) or [])
@@ -106,3 +109,20 @@ class ModelInUse:
             f"Model: trained here from {base_name(self.trained_from)} "
             f"({mode} mode, {epochs} epoch(s)){held}."
         )
+
+
+def _not_a_model(base: str) -> str:
+    """Why a "Start from" path is not a model ("" if it may be one), from file names only."""
+    if base == "builtin" or base.startswith("builtin:"):
+        return ""
+    from napari_dlcb.models.bioimageio_package import is_bioimageio_package
+    from napari_dlcb.models.saved import METADATA_FILE
+
+    path = Path(base).expanduser()
+    if not path.exists():
+        return "does not exist"
+    if (path / METADATA_FILE).is_file() or path.name == METADATA_FILE:
+        return ""
+    if is_bioimageio_package(path):
+        return ""
+    return "is not a model folder (no metadata.json) nor a bioimage.io package"
