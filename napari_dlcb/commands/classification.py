@@ -80,7 +80,7 @@ def _add_train(train: Any) -> None:
         type=int,
         default=None,
         help="full mode: epochs training only the new head on frozen features first "
-        "(default 30 for a 'pretrain classification' encoder, else 0)",
+        "(default: min(30, epochs) for a 'pretrain classification' encoder, else 0)",
     )
     add_crop_training_options(
         p, cpu_help="CPU-time budget of this process (fair on a shared machine); stops cleanly"

@@ -114,7 +114,11 @@ def _register_train(train_sub) -> None:
     p.add_argument(
         "--val-chroms", help="comma-separated chromosomes held out for validation (with --bed)"
     )
-    p.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop training after this many minutes (k-fold: shared by the folds)",
+    )
     _add_folds(p)
     add_device(p)
     p.add_argument("--seed", type=int, default=0)

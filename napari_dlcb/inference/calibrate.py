@@ -5,8 +5,10 @@ base was published with (``meta.extra["postprocess"]["fg_threshold"]``, chosen
 on the base's own validation images) no longer fits: on the Data Science Bowl
 nuclei, the built-in U-Net fine-tuned on 5 images scored foreground IoU 0.825
 with a threshold of 0.7 and 0.800 with the base's 0.85 (``benchmarks/RESULTS.md``).
-:func:`choose_fg_threshold` re-chooses it on the validation pixels of the run
-that fine-tuned the model, the same way the base's was chosen.
+:func:`choose_fg_threshold` re-chooses it on the annotated images of the run
+that fine-tuned the model (training and validation: one number is calibrated,
+and a single validation image is too noisy for it), keeping the base's unless
+another threshold is clearly better.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def choose_fg_threshold(
     *,
     grid: Sequence[float] = FG_GRID,
     min_pixels: int = 500,
+    prefer: float | None = None,
+    min_gain: float = 0.01,
 ) -> float | None:
     """The threshold on foreground probability with the best pixel IoU.
 
@@ -43,6 +47,11 @@ def choose_fg_threshold(
     min_pixels : int
         Fewest annotated pixels, objects and background each, to choose on;
         below that (or without any object) None is returned: keep the base's.
+    prefer : float, optional
+        The threshold in use (the base's): kept unless another scores at
+        least ``min_gain`` more IoU, since a near-flat IoU curve says little.
+    min_gain : float
+        IoU a threshold must add over ``prefer`` to replace it.
 
     Returns
     -------
@@ -74,13 +83,19 @@ def choose_fg_threshold(
     p, y = np.concatenate(probs), np.concatenate(truth)
     if int(y.sum()) < min_pixels or int((~y).sum()) < min_pixels:
         return None
-    best, best_iou = None, -1.0
-    for t in sorted(grid, key=lambda v: abs(v - 0.5)):
+
+    def iou(t: float) -> float:
         pred = p > t
         union = int((pred | y).sum())
-        iou = int((pred & y).sum()) / union if union else 0.0
-        if iou > best_iou + 1e-9:
-            best, best_iou = float(t), iou
+        return int((pred & y).sum()) / union if union else 0.0
+
+    best, best_iou = None, -1.0
+    for t in sorted(grid, key=lambda v: abs(v - 0.5)):
+        score = iou(t)
+        if score > best_iou + 1e-9:
+            best, best_iou = float(t), score
+    if prefer is not None and best_iou < iou(prefer) + min_gain:
+        return float(prefer)
     return best
 
 
@@ -89,9 +104,10 @@ def threshold_on_validation(
     images: Sequence[np.ndarray],
     targets: Sequence[np.ndarray],
     *,
+    prefer: float | None = None,
     device: str = "auto",
 ) -> float | None:
-    """Predict normalised validation images and choose the foreground threshold on them.
+    """Predict normalised annotated images and choose the foreground threshold on them.
 
     Parameters
     ----------
@@ -101,6 +117,8 @@ def threshold_on_validation(
         Normalised (C, Y, X) images.
     targets : sequence of ndarray
         Their class targets (see :func:`choose_fg_threshold`).
+    prefer : float, optional
+        The threshold in use (see :func:`choose_fg_threshold`).
     device : str
         ``"auto"``: CUDA, else MPS, else CPU.
 
@@ -112,4 +130,4 @@ def threshold_on_validation(
     from napari_dlcb.inference.tiled import predict_tiled
 
     fg = [1.0 - predict_tiled(model, im, channel_axis=0, device=device)[0] for im in images]
-    return choose_fg_threshold(fg, targets)
+    return choose_fg_threshold(fg, targets, prefer=prefer)

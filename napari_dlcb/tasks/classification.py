@@ -314,7 +314,8 @@ class ClassificationTrainer(Task):
         cfg = cfg if cfg is not None else self.config
         if cfg.head_warmup is not None:
             return int(cfg.head_warmup)
-        return 30 if self.encoder_only_base else 0
+        has_head = hasattr(self.model, "head") and hasattr(self.model, "features")
+        return min(30, int(cfg.epochs)) if self.encoder_only_base and has_head else 0
 
     def _fit_full(
         self, common: dict[str, Any], preview_extra: Callable[[], Any] | None, warmup: int = 0
@@ -359,8 +360,15 @@ class ClassificationTrainer(Task):
         warm = {k: common[k] for k in keep if k in common}
         warm.update(epochs=epochs, lr=1e-2, early_stopping=None, optimizer="adamw")
         warm.update(stop=common.get("stop"), max_time=common.get("max_time"))
+        first = next(self.model.parameters(), None)
+        home = first.device if first is not None else None
+        t0 = time.perf_counter()
         for _ in self._fit_quick(warm, None):
             pass
+        if home is not None:  # the full stage hands the model back where it was
+            self.model.to(home)
+        if common.get("max_time") is not None:  # one budget for both stages
+            common["max_time"] = max(common["max_time"] - (time.perf_counter() - t0), 1.0)
 
     def _fit_quick(
         self, common: dict[str, Any], preview_extra: Callable[[], Any] | None

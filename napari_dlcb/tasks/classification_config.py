@@ -108,9 +108,10 @@ class ClassificationConfig(TaskConfig):
         Full mode: first train the new linear head for this many epochs on
         the frozen backbone's features (as ``"quick"`` does), then fine-tune
         every layer (LP-FT, Kumar et al. 2022: a random head's gradients
-        otherwise distort the pretrained features). None: 30 epochs when the
-        base is an encoder pretrained without labels (``pretrain
-        classification``), else 0; 0: off.
+        otherwise distort the pretrained features). None: 30 epochs (at most
+        ``epochs``) when the base is an encoder pretrained without labels
+        (``pretrain classification``) and the model has a linear head, else
+        0; 0: off. Not with quick mode, which trains only the head anyway.
     seed : int
         Seeds the split, the augmentation, new weights and the engine.
     device : str
@@ -166,6 +167,8 @@ class ClassificationConfig(TaskConfig):
             self.lr = check_positive("learning rate", self.lr, high=10.0)
         if self.head_warmup is not None:
             self.head_warmup = check_int("head warm-up", self.head_warmup, low=0, high=100_000)
+            if self.head_warmup and self.mode == "quick":
+                raise DlcbError("quick mode trains only the head already; use head warm-up 0")
         return _check_run(self)
 
 

@@ -22,7 +22,7 @@ needs and K times the training time is rarely worth it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -121,10 +121,32 @@ def fit_folds(task: SequenceTask, *, stop: Any = None, **options: Any) -> Iterat
     ------
     TrainEvent
     """
-    K, t0 = task.folds, time.perf_counter()
+    t0 = time.perf_counter()
     kept: list[Any] = []
     records: list[dict] = []
+    try:
+        last = yield from _train_folds(task, stop, options, kept, records)
+    except GeneratorExit:  # closed mid-run (e.g. its dock closed): keep the finished folds
+        if kept:
+            task.set_members(kept)
+        raise
+    yield _finish(task, kept, records, last, time.perf_counter() - t0)
+
+
+def _train_folds(
+    task: SequenceTask, stop: Any, options: dict, kept: list, records: list[dict]
+) -> Generator[TrainEvent, None, Finished | None]:
+    """Train the members fold by fold, appending to ``kept`` and ``records``.
+
+    Returns the last fold's ``Finished`` (None if no fold finished).
+    """
+    K, t0 = task.folds, time.perf_counter()
+    budget = options.get("max_time", task.config.max_time)  # for the whole run, not per fold
     last: Finished | None = None
+
+    def share(i: int) -> float:  # an equal share of what is left to each remaining fold
+        return max((budget - (time.perf_counter() - t0)) / (K - i), 1.0)
+
     for i, (train_idx, val_idx) in enumerate(task.fold_index):
         yield Warning(
             "fold",
@@ -141,7 +163,7 @@ def fit_folds(task: SequenceTask, *, stop: Any = None, **options: Any) -> Iterat
             val,
             seed=task.seed + i,
             stop=stop,
-            options=options,
+            options=options if budget is None else {**options, "max_time": share(i)},
             record=record,
             history=history,
         )
@@ -162,7 +184,7 @@ def fit_folds(task: SequenceTask, *, stop: Any = None, **options: Any) -> Iterat
             yield Warning("fold", f"stopped in fold {i + 1}/{K}: keeping {len(kept)} member(s)")
             break
         yield Warning("fold", f"fold {i + 1}/{K} finished: {_fold_line(rec)}")
-    yield _finish(task, kept, records, last, time.perf_counter() - t0)
+    return last
 
 
 def _score_at_best(finished: Finished | None) -> float | None:

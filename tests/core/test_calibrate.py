@@ -57,3 +57,10 @@ def test_scribbles_keep_the_base_threshold():
     list(task.fit(epochs=1))
     assert "fg_threshold" not in task.meta.extra["training"]
     assert task.meta.extra["postprocess"]["fg_threshold"] == 0.85
+
+
+def test_the_base_threshold_is_kept_unless_another_is_clearly_better():
+    fg, truth = _blobs(0.0)  # best cut between 0.2 and 0.5
+    assert choose_fg_threshold([fg], [truth], prefer=0.4) == 0.4  # as good as the best
+    assert choose_fg_threshold([fg], [truth], prefer=0.9) != 0.9  # 0.9 misses every object
+    assert choose_fg_threshold([fg], [truth], prefer=0.9, min_gain=2.0) == 0.9

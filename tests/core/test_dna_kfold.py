@@ -146,6 +146,14 @@ def test_stop_keeps_the_finished_folds():
     assert ev.reason == "cancelled" and isinstance(ev, Finished)
     assert task.architecture["members"] == 2 and len(task.model.members) == 2
     assert task.meta.extra["cross_validation"]["members"] == 2
+    # closed (not stopped) after two folds, as when a dock closes: both are kept
+    task = SequenceTask(seqs, y, model_kwargs=TINY, device="cpu", epochs=2, folds=3)
+    run = task.fit()
+    for ev in run:
+        if isinstance(ev, Warning) and ev.message.startswith("fold 2/3 finished"):
+            run.close()
+            break
+    assert task.architecture["members"] == 2 and len(task.model.members) == 2
     # stopped in the first fold: that member is kept, as a single network
     stop = threading.Event()
     stop.set()
@@ -231,3 +239,19 @@ def test_attributions_on_an_ensemble(ensemble_dir):
     assert np.isfinite(att.map).all()
     with pytest.raises(DlcbError, match="does not support ensemble"):
         deeplift_shap(model, one_hot([seq]), device="cpu")
+
+
+def test_a_time_budget_is_shared_by_the_folds(monkeypatch):
+    """--max-minutes bounds the whole k-fold run: each fold gets a share of what is left."""
+    seqs, y = _data()
+    task = SequenceTask(seqs, y, model_kwargs=TINY, device="cpu", epochs=1, folds=3, max_time=90)
+    seen, fit_one = [], task.fit_one
+
+    def spy(*args, options, **kw):
+        seen.append(options.get("max_time"))
+        return fit_one(*args, options=options, **kw)
+
+    monkeypatch.setattr(task, "fit_one", spy)
+    fit_to_end(task.fit())
+    # a third of 90 s, then half of what is left, then all of it
+    assert len(seen) == 3 and 25 < seen[0] <= 30 and seen[1] <= 45 and seen[2] <= 90, seen

@@ -127,12 +127,20 @@ def test_head_warmup_trains_the_new_head_on_frozen_features_first(tmp_path):
     # then every layer is fine-tuned, and the run records its warm-up
     fin = tr.run(epochs=1)
     assert fin.reason == "completed"
-    assert tr.meta.extra["training_runs"][-1]["head_warmup"] == 30
+    assert tr.meta.extra["training_runs"][-1]["head_warmup"] == 1  # never more than epochs
+    assert next(tr.model.parameters()).device.type == "cpu"
     assert not torch.allclose(tr.model.stem[0].weight, stem["0.weight"])
     with pytest.raises(DlcbError, match="head warm-up"):
         ClassificationTrainer(ims[:12], labels, ["a", "b"], base=str(folder), head_warmup=-1)
     with pytest.raises(DlcbError, match="no linear head"):
         MILConfig(head_warmup=2).validate()
+    with pytest.raises(DlcbError, match="quick mode"):
+        ClassificationTrainer(ims[:12], labels, ["a", "b"], base=str(folder), mode="quick",
+                              head_warmup=5)  # fmt: skip
+    # a MIL classifier from the same encoder has no head to warm up: none by default
+    mil = MILTrainer(ims[:12], labels, ["a", "b"], base=str(folder), val_fraction=0, device="cpu")
+    assert mil.head_warmup_epochs() == 0
+    assert mil.run(epochs=1).reason == "completed"
     with pytest.raises(DlcbError, match="autoencoder decoder"):
         PretrainConfig(decoder="unet").validate()
 
@@ -223,7 +231,7 @@ def test_cli_pretrain_then_fine_tune_records_the_parent(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     meta = json.loads((clf / "metadata.json").read_text())
     assert meta["parent"] == str(ae)
-    assert meta["extra"]["training_runs"][-1]["head_warmup"] == 30  # LP-FT by default
+    assert meta["extra"]["training_runs"][-1]["head_warmup"] == 1  # LP-FT by default, <= epochs
     assert json.loads((ae / "metadata.json").read_text())["extra"]["pretraining"]["decoder"] == (
         "pooled"
     )

@@ -470,7 +470,7 @@ class SegmentationTask(Task):
         self._choose_fg_threshold()
 
     def _choose_fg_threshold(self) -> None:
-        """Re-choose the instance threshold on the validation annotation (dense instances).
+        """Re-choose the instance threshold on the annotated images (dense instances).
 
         Scribbles are too sparse and too easy to judge it on: they keep the base's.
         """
@@ -480,12 +480,20 @@ class SegmentationTask(Task):
             return
         from napari_dlcb.inference.calibrate import threshold_on_validation
 
-        images = [self._norm[i] for i in self._val_t]
+        post = dict(self.meta.extra.get("postprocess") or {})
+        annotated = {**self._train_t, **self._val_t}
+        if len(annotated) < len(self._train_t) + len(self._val_t):  # blocks of one image
+            annotated = {
+                i: np.maximum(self._train_t[i], self._val_t.get(i, -1)) for i in self._train_t
+            }
         chosen = threshold_on_validation(
-            self.model, images, list(self._val_t.values()), device=self.device
+            self.model,
+            [self._norm[i] for i in annotated],
+            list(annotated.values()),
+            prefer=post.get("fg_threshold"),
+            device=self.device,
         )
         if chosen is not None:
-            post = dict(self.meta.extra.get("postprocess") or {})
             self.meta.extra["training"]["fg_threshold"] = {
                 "base": post.get("fg_threshold"),
                 "chosen": chosen,
