@@ -38,7 +38,7 @@ backgrounds without them (0); NaN for every other task, real or auxiliary, so th
 loss handles them like the rows of the other real data sets. The architecture and the
 linear read-out stay as they are; the shipped model keeps only the real tasks' read-out
 rows. A held-out TF (``--finetune-experiment``: GATA3) loses every matrix with its own
-name, while its family (GATA1/2/4/5/6) stays. Needs ``pip install "napari-dlcb[pretrain]"``
+name, while its family (GATA1/2/4/5/6) stays. Needs ``pip install "napari-dlcb[motifs-db]"``
 (pyjaspar's offline database).
 
 Usage (under ``nice``; 1 thread)::
@@ -67,7 +67,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from napari_dlcb.data.dna import read_sequence_table, shuffled_negatives  # noqa: E402
-from napari_dlcb.data.onehot import sample_motif  # noqa: E402
 from napari_dlcb.inference.sequence import predict_sequences  # noqa: E402
 from napari_dlcb.io.genome import read_fasta_records  # noqa: E402
 from napari_dlcb.models.registry import WEIGHTS_DIR  # noqa: E402
@@ -76,6 +75,9 @@ from napari_dlcb.tasks.sequence import SequenceTask, _adapt_head  # noqa: E402
 from napari_dlcb.training.engine import fit_to_end  # noqa: E402
 from napari_dlcb.training.frozen import frozen_except  # noqa: E402
 from napari_dlcb.training.metrics import auroc  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jaspar_tasks import jaspar_library, motif_rows  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 DEEPBIND = DATA / "deepbind_encode_chipseq"
@@ -151,88 +153,6 @@ def training_data(tasks: list[str], seed: int = 0) -> tuple[list[str], np.ndarra
     # would make the validation loss that early stopping watches depend on batch makeup
     order = np.random.default_rng(seed).permutation(len(seqs))
     return [seqs[i] for i in order], y[order]
-
-
-def jaspar_library(exclude: tuple[str, ...] = ()) -> list[tuple[str, np.ndarray]]:
-    """One representative matrix per TF family of JASPAR 2024 CORE vertebrates.
-
-    Latest version of each matrix; heterodimers (``A::B``) and matrices with no or
-    several family annotations are left out, and so is every matrix whose TF name is in
-    ``exclude`` (case-insensitive; other members of its family stay). Per family the
-    representative is a ChIP-seq matrix if the family has one, 6-20 bp wide, with the
-    highest information content (ties: lowest matrix ID). Returns ``(task name, counts
-    (4, width))`` in family order; the task name is ``"JASPAR:<family>:<TF>"``.
-    """
-    from pyjaspar import jaspardb
-
-    found = jaspardb(release="JASPAR2024").fetch_motifs(
-        collection="CORE", tax_group=["vertebrates"], all_versions=False
-    )
-    drop = {e.upper() for e in exclude}
-    families: dict[str, list] = {}
-    for m in found:
-        if "::" in m.name or len(m.tf_family) != 1 or m.name.upper() in drop:
-            continue
-        counts = np.array([m.counts[b] for b in "ACGT"], float)
-        if not 6 <= counts.shape[1] <= 20:
-            continue
-        p = (counts + 0.1) / (counts + 0.1).sum(0)
-        ic = float((2 + (p * np.log2(p)).sum(0)).sum())
-        chip = str(getattr(m, "data_type", "")).upper().startswith("CHIP")
-        families.setdefault(m.tf_family[0], []).append((chip, round(ic, 6), m.matrix_id, m, counts))
-    out = []
-    for fam in sorted(families):
-        chip, _, _, m, counts = max(families[fam], key=lambda t: (t[0], t[1], _neg_id(t[2])))
-        out.append((f"JASPAR:{fam}:{m.name}", counts))
-    return out
-
-
-def _neg_id(matrix_id: str) -> tuple[int, int]:
-    """Sort key that prefers the lowest matrix ID under ``max``."""
-    base, _, version = matrix_id[2:].partition(".")
-    return (-int(base), -int(version or 0))
-
-
-def motif_rows(
-    motifs: list[tuple[str, np.ndarray]],
-    pool: list[str],
-    n_tasks_before: int,
-    *,
-    per_task: int,
-    seed: int = 0,
-) -> tuple[list[str], np.ndarray]:
-    """Planted-motif rows: per motif, ``per_task`` backgrounds with 1-2 sites (1) and without (0).
-
-    Backgrounds are dinucleotide shuffles of peaks drawn from ``pool``; a site is drawn
-    from the matrix, put on a random strand at a random position (sites may overlap).
-    Columns: the ``n_tasks_before`` earlier tasks, then one per motif; NaN everywhere but
-    the row's own motif column.
-    """
-    rng = np.random.default_rng(10_000 + seed)
-    n_cols = n_tasks_before + len(motifs)
-    seqs: list[str] = []
-    rows = []
-    for k, (_, counts) in enumerate(motifs):
-        picks = [pool[i] for i in rng.choice(len(pool), per_task, replace=False)]
-        backs = shuffled_negatives(picks, seed=int(rng.integers(2**31)))
-        w = counts.shape[1]
-        for b in backs:
-            s = b
-            for _ in range(int(rng.integers(1, 3))):
-                site = sample_motif(counts, rng=rng)
-                if rng.random() < 0.5:
-                    site = site[::-1].translate(_COMPLEMENT)
-                at = int(rng.integers(0, len(s) - w + 1))
-                s = s[:at] + site + s[at + w :]
-            seqs += [s, b]
-        lab = np.full((2 * per_task, n_cols), np.nan, np.float32)
-        lab[0::2, n_tasks_before + k] = 1.0
-        lab[1::2, n_tasks_before + k] = 0.0
-        rows.append(lab)
-    return seqs, np.concatenate(rows)
-
-
-_COMPLEMENT = str.maketrans("ACGT", "TGCA")
 
 
 def pretraining_data(
