@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FG_GRID", "choose_fg_threshold", "threshold_on_validation"]
+__all__ = ["FG_GRID", "choose_fg_threshold", "threshold_on_annotation"]
 
 #: candidate thresholds on ``1 - P(background)``
 FG_GRID = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.3 ... 0.95
@@ -99,7 +99,7 @@ def choose_fg_threshold(
     return best
 
 
-def threshold_on_validation(
+def threshold_on_annotation(
     model: Any,
     images: Sequence[np.ndarray],
     targets: Sequence[np.ndarray],

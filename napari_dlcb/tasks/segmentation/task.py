@@ -478,7 +478,7 @@ class SegmentationTask(Task):
             return
         if self.meta.classes != ["background", "interior", "boundary"]:
             return
-        from napari_dlcb.inference.calibrate import threshold_on_validation
+        from napari_dlcb.inference.calibrate import threshold_on_annotation
 
         post = dict(self.meta.extra.get("postprocess") or {})
         annotated = {**self._train_t, **self._val_t}
@@ -486,11 +486,11 @@ class SegmentationTask(Task):
             annotated = {
                 i: np.maximum(self._train_t[i], self._val_t.get(i, -1)) for i in self._train_t
             }
-        chosen = threshold_on_validation(
+        chosen = threshold_on_annotation(
             self.model,
             [self._norm[i] for i in annotated],
             list(annotated.values()),
-            prefer=post.get("fg_threshold"),
+            prefer=post.get("fg_threshold", 0.5),  # 0.5: the post-processing default
             device=self.device,
         )
         if chosen is not None:
