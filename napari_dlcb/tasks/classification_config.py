@@ -43,7 +43,8 @@ def _check_network(cfg: ClassificationConfig | PretrainConfig) -> None:
         The config being validated.
     """
     cfg.width = check_int("width", cfg.width, low=1, high=512)
-    cfg.blocks = tuple(check_int("blocks per stage", b, high=64) for b in cfg.blocks)
+    blocks = cfg.blocks.split(",") if isinstance(cfg.blocks, str) else cfg.blocks  # "2,2,2"
+    cfg.blocks = tuple(check_int("blocks per stage", b, high=64) for b in blocks)
     if not cfg.blocks:
         raise DlcbError("blocks needs at least one stage, e.g. (2, 2, 2)")
 

@@ -259,8 +259,10 @@ class ClassificationObjective(Objective):
         if self.test is None:
             return None
         from napari_dlcb.inference.classify import predict_proba
+        from napari_dlcb.models.saved import load_model
 
-        probs, _ = predict_proba(model_dir, list(self.test[0]))
+        model, meta = load_model(model_dir, device="cpu")
+        probs, _ = predict_proba(model, meta, list(self.test[0]))
         pred = np.asarray(probs).argmax(1)
         truth = np.asarray(self.test[1])
         return {"test_accuracy": float((pred == truth).mean()), "n_test": int(len(truth))}
@@ -299,7 +301,10 @@ def classification_objective(
         else:
             test_set = (i2, l2)
     cfg = ClassificationConfig.from_dict(
-        {k: tuple(v) if k == "blocks" else v for k, v in (base or {}).items()}
+        {
+            k: tuple(v) if k == "blocks" and not isinstance(v, str) else v
+            for k, v in (base or {}).items()
+        }
     )
     source = {"images": images, "val": val, "test": test}
     return ClassificationObjective(

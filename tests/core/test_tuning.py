@@ -385,3 +385,27 @@ def test_tune_cli_bad_input_is_one_line(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_classification_study_scores_its_test_folder_once(tmp_path, capsys):
+    """`tune classification --test DIR` ends with the best model's test accuracy (was a crash)."""
+    from skimage.io import imsave
+
+    from napari_dlcb.cli import main
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 6)):
+        for label, level in (("dim", 40), ("bright", 200)):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(n):
+                im = np.clip(level + rng.normal(0, 10, (16, 16)), 0, 255).astype(np.uint8)
+                imsave(tmp_path / split / label / f"{i}.png", im, check_contrast=False)
+    code = main(
+        ["tune", "classification", "--images", str(tmp_path / "train"), "--test",
+         str(tmp_path / "test"), "--out", str(tmp_path / "study"), "--base", "none",
+         "--trials", "1", "--epochs", "2", "--fix", "width=16", "--fix", "blocks=1,1,1",
+         "--device", "cpu"]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "test (once, best model only): test_accuracy" in out and "n_test 12" in out, out
