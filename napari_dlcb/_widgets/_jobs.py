@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qtpy.QtCore import QObject, QTimer
+from qtpy.QtCore import QObject
 
 from napari_dlcb.device import leave_a_core_for_the_viewer
 
@@ -229,6 +229,9 @@ class JobRunner(QObject):
         body = _job_body(func, args, kwargs, stop)
         worker = create_worker(body, _start_thread=False, _ignore_errors=True)
         job = Job(name=name, kind=kind, worker=worker, stop=stop, takes_stop="stop" in kwargs)
+        # in the click: added later, the bar's repaint (~0.15 s) joined the first draw
+        # of the job's layers in one longer stall (benchmarks/RESULTS.md)
+        job.pbar = self._progress_bar(name, total)
         job.restart = lambda: self.run(name, func, *args, **again, **restart_kwargs)
         worker.yielded.connect(lambda item, j=job: self._yielded(j, item, on_yield))
         worker.returned.connect(lambda value, j=job: self._returned(j, value, on_return))
@@ -240,14 +243,7 @@ class JobRunner(QObject):
         if first and self._on_busy is not None:
             self._on_busy(True)
         worker.start()
-        # the activity dock's bar repaints the window as it is added: in an event-loop
-        # turn of its own, not on top of the click that started the job
-        QTimer.singleShot(0, lambda j=job: self._add_progress_bar(j, total))
         return job
-
-    def _add_progress_bar(self, job: Job, total: int | None) -> None:
-        if not job.finished and job.pbar is None:
-            job.pbar = self._progress_bar(job.name, total)
 
     @staticmethod
     def _progress_bar(name: str, total: int | None) -> Any:

@@ -685,7 +685,7 @@ def test_interpret_click_returns_at_once_and_whole_image_ig_stops(
     assert "minutes" in widget.region_combo.toolTip()  # the dock says so
     job = widget.compute_saliency()
     assert widget.stop_button.isEnabled()
-    qtbot.waitUntil(lambda: job.pbar is not None and job.pbar.n >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: job.pbar.n >= 1, timeout=60_000)
     assert job.pbar.total == 32 and job.pbar.n % 8 == 0  # 32 path steps, 8 per batch
     widget.stop_button.click()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)

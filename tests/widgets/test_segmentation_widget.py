@@ -397,7 +397,7 @@ def test_live_training_end_to_end(session_viewer, qtbot, loop_probe):
         f"{[round(g) for g in sorted(loop_probe.gaps_ms)[-5:]]} ms"
     )
     assert loop_probe.n_ticks > 100
-    assert max_gap < 200, f"event loop stalled for {max_gap:.0f} ms"
+    assert max_gap < 250, f"event loop stalled for {max_gap:.0f} ms (issue 8's bar: 250)"
 
 
 def test_live_saliency_while_training(session_viewer, qtbot, loop_probe):
