@@ -24,7 +24,14 @@ from napari_dlcb.data.splits import block_mask, stroke_mask, train_val_split
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.tasks.segmentation.start import n_outputs
 
-__all__ = ["Outputs", "checked_images", "make_meta", "output_classes", "split_targets"]
+__all__ = [
+    "Outputs",
+    "checked_images",
+    "make_meta",
+    "output_classes",
+    "rechoose_fg_threshold",
+    "split_targets",
+]
 
 
 def checked_images(
@@ -173,3 +180,46 @@ def make_meta(
     if instances:
         meta.extra["trained_from"] = "scribbles (1 = background, 2 = objects)"
     return meta
+
+
+def rechoose_fg_threshold(
+    model: Any,
+    meta: Any,
+    images: list[np.ndarray],
+    train_t: dict[int, np.ndarray],
+    val_t: dict[int, np.ndarray],
+    *,
+    label_kind: str,
+    device: str,
+) -> None:
+    """Re-choose ``meta``'s instance threshold on every annotated image (in place).
+
+    Only for dense instance labels on a (background, interior, boundary) model with a
+    held-out part: scribbles are too sparse and too easy to judge it on, so they keep
+    the base's. Training and validation targets are used together (one number is
+    calibrated; a single validation image is too noisy for it); the base's threshold
+    is kept unless another is clearly better (:mod:`napari_dlcb.inference.calibrate`).
+    """
+    if label_kind != "instances" or not val_t:
+        return
+    if meta.classes != ["background", "interior", "boundary"]:
+        return
+    from napari_dlcb.inference.calibrate import threshold_on_annotation
+
+    post = dict(meta.extra.get("postprocess") or {})
+    annotated = {**train_t, **val_t}
+    if len(annotated) < len(train_t) + len(val_t):  # held-out blocks of the same images
+        annotated = {i: np.maximum(train_t[i], val_t.get(i, -1)) for i in train_t}
+    chosen = threshold_on_annotation(
+        model,
+        [images[i] for i in annotated],
+        list(annotated.values()),
+        prefer=post.get("fg_threshold", 0.5),  # 0.5: the post-processing default
+        device=device,
+    )
+    if chosen is not None:
+        meta.extra["training"]["fg_threshold"] = {
+            "base": post.get("fg_threshold"),
+            "chosen": chosen,
+        }
+        meta.extra["postprocess"] = {**post, "fg_threshold": chosen}

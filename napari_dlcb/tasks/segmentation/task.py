@@ -50,6 +50,7 @@ from napari_dlcb.tasks.segmentation.prepare import (
     checked_images,
     make_meta,
     output_classes,
+    rechoose_fg_threshold,
     split_targets,
 )
 from napari_dlcb.tasks.segmentation.quick import (
@@ -467,51 +468,18 @@ class SegmentationTask(Task):
             "annotated_pixels": annotated,
             "kept": finished.kept,
         }
-        self._choose_fg_threshold()
-
-    def _choose_fg_threshold(self) -> None:
-        """Re-choose the instance threshold on the annotated images (dense instances).
-
-        Scribbles are too sparse and too easy to judge it on: they keep the base's.
-        """
-        if self.config.label_kind != "instances" or not self._val_t:
-            return
-        if self.meta.classes != ["background", "interior", "boundary"]:
-            return
-        from napari_dlcb.inference.calibrate import threshold_on_annotation
-
-        post = dict(self.meta.extra.get("postprocess") or {})
-        annotated = {**self._train_t, **self._val_t}
-        if len(annotated) < len(self._train_t) + len(self._val_t):  # blocks of one image
-            annotated = {
-                i: np.maximum(self._train_t[i], self._val_t.get(i, -1)) for i in self._train_t
-            }
-        chosen = threshold_on_annotation(
-            self.model,
-            [self._norm[i] for i in annotated],
-            list(annotated.values()),
-            prefer=post.get("fg_threshold", 0.5),  # 0.5: the post-processing default
-            device=self.device,
+        kind, targets = self.config.label_kind, (self._train_t, self._val_t)
+        rechoose_fg_threshold(
+            self.model, self.meta, self._norm, *targets, label_kind=kind, device=self.device
         )
-        if chosen is not None:
-            self.meta.extra["training"]["fg_threshold"] = {
-                "base": post.get("fg_threshold"),
-                "chosen": chosen,
-            }
-            self.meta.extra["postprocess"] = {**post, "fg_threshold": chosen}
 
     # -- results --------------------------------------------------------------------------
     def predict(self, image: Any, **options: Any) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (C, Y, X) and labels for a whole image, tiled."""
         from napari_dlcb.inference.segment import segment
 
-        return segment(
-            (self.model, self.meta),
-            image,
-            channel_axis=self.channel_axis,
-            device=self.device,
-            **options,
-        )
+        model = (self.model, self.meta)
+        return segment(model, image, channel_axis=self.channel_axis, device=self.device, **options)
 
     def save(self, path: str | Path) -> Path:
         """Write the model folder (metadata, safetensors, TorchScript)."""
