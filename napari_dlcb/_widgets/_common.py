@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import QObject, QSize, Qt, QTimer
 from qtpy.QtGui import QPainter
-from qtpy.QtWidgets import QSizePolicy, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QSizePolicy, QWidget
 
 from napari_dlcb._widgets._notify import notify_error, notify_info, notify_warning
 
@@ -437,6 +437,24 @@ def keep_selection(viewer: napari.Viewer) -> Iterator[None]:
             layers._activate_on_insert = True
         elif active is not None and active in layers:
             layers.selection.active = active
+
+
+def combo_box(items: list[str], *, tooltip: str = "") -> QComboBox:
+    """A combo box holding ``items``, with ``tooltip`` (none if empty)."""
+    box = QComboBox()
+    box.addItems(items)
+    if tooltip:
+        box.setToolTip(tooltip)
+    return box
+
+
+def check_box(text: str, *, checked: bool = True, tooltip: str = "") -> QCheckBox:
+    """A check box labelled ``text``, ticked or not, with ``tooltip`` (none if empty)."""
+    box = QCheckBox(text)
+    box.setChecked(checked)
+    if tooltip:
+        box.setToolTip(tooltip)
+    return box
 
 
 def refill_combo(combo: Any, names: list[str], *, default: str | None = None) -> None:

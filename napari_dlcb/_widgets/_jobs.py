@@ -162,6 +162,11 @@ class JobRunner(QObject):
         """The running job of ``kind``, if any."""
         return self.jobs.get(kind)
 
+    def worker(self, kind: str) -> Any:
+        """The worker of the running job of ``kind``, or None."""
+        job = self.jobs.get(kind)
+        return None if job is None else job.worker
+
     # ------------------------------------------------------------------ start
     def run(
         self,

@@ -252,12 +252,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, Pretra
     @property
     def worker(self) -> Any:
         """The worker of the running training job, or None."""
-        job = self.jobs.job("train")
-        return job.worker if job is not None else None
-
-    def _fail(self, err: BaseException | str) -> str:
-        """The one error path outside jobs (see :meth:`JobRunner.report`)."""
-        return self.jobs.report(err)
+        return self.jobs.worker("train")
 
     def _on_busy(self, busy: bool) -> None:
         self.stop_button.setEnabled(busy)
@@ -292,7 +287,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, Pretra
             image, channel_axis = image_2d(self.image_layer)
             labels = np.asarray(self.labels_layer.data)
         except DlcbError as err:
-            self._fail(err)
+            self.jobs.report(err)
             return None
         from napari_dlcb._widgets.classifier_jobs import training_job
 
@@ -405,11 +400,11 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, Pretra
         from napari_dlcb.tasks.cells import LiveCellSaliency
 
         if self.task is None:
-            self._fail("train the classifier first")
+            self.jobs.report("train the classifier first")
             return None
         oid = int(self.labels_layer.selected_label if object_id is None else object_id)
         if not np.any(self.task.crops.ids == oid):
-            self._fail(f"object {oid} is not in the labels layer: select a cell first")
+            self.jobs.report(f"object {oid} is not in the labels layer: select a cell first")
             return None
         request = LiveCellSaliency(oid, method=self.saliency_method.currentText())
         if self.jobs.busy("train"):  # the model is training: never touch it from here
@@ -428,7 +423,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, Pretra
             status=f"saliency of cell {oid} ({request.method})…",
         )
         if job is None:
-            self._fail(f"{self.jobs.job('model').name} is running: wait for it or press Stop")
+            self.jobs.report(f"{self.jobs.job('model').name} is running: wait for it or press Stop")
         return job
 
     def _on_cell_map(self, item: Any, grid: dict[str, Any]) -> None:

@@ -63,6 +63,7 @@ def instance_score(layer: Any) -> float:
 class AnnotationMixin:
     """Layer choice, classes and click-to-annotate of the cell classifier dock."""
 
+    jobs: Any
     viewer: Any
     annotations: dict[int, str]
 
@@ -174,7 +175,7 @@ class AnnotationMixin:
             else:
                 self.annotate(int(value), self.class_combo.currentText() or None)
         except DlcbError as err:  # a click must never raise into napari's mouse handler
-            self._fail(err)
+            self.jobs.report(err)
 
     def annotate(self, object_id: int, class_name: str | None) -> None:
         """Give object ``object_id`` a class (None removes its annotation)."""

@@ -70,6 +70,7 @@ def continuous_colors(
 class EmbeddingMixin:
     """The embedding view of the cell classifier dock."""
 
+    jobs: Any
     viewer: Any
     task: Any
 
@@ -91,7 +92,7 @@ class EmbeddingMixin:
         from napari_dlcb._widgets.classifier_pretrain import FEATURES_AUTOENCODER
 
         if self.jobs.busy("train"):
-            self._fail("training is running: compute the embedding when it has finished")
+            self.jobs.report("training is running: compute the embedding when it has finished")
             return None
         if method is not None:
             self.embedding_method.setCurrentText(method)
@@ -99,7 +100,7 @@ class EmbeddingMixin:
         if self.embedding_source.currentText() == FEATURES_AUTOENCODER:
             job = self.autoencoder_embedding_job(method)
         elif self.task is None or self.probs is None:
-            self._fail(
+            self.jobs.report(
                 "train the classifier first (or pretrain and embed the autoencoder's features)"
             )
             return None
@@ -107,7 +108,9 @@ class EmbeddingMixin:
             job = self._classifier_embedding_job(method)
         if job is None:
             if self.jobs.busy("model"):
-                self._fail(f"{self.jobs.job('model').name} is running: wait for it or press Stop")
+                self.jobs.report(
+                    f"{self.jobs.job('model').name} is running: wait for it or press Stop"
+                )
             return None
         self.embedding_button.setEnabled(False)
         return job
@@ -187,11 +190,11 @@ class EmbeddingMixin:
         """
         layer = self.embedding_layer
         if layer is None or layer not in self.viewer.layers:
-            self._fail("compute the embedding first")
+            self.jobs.report("compute the embedding first")
             return
         if choice is not None:
             if choice not in self._color_choices:
-                self._fail(f"cannot colour by {choice!r}: choose one of the list")
+                self.jobs.report(f"cannot colour by {choice!r}: choose one of the list")
                 return
             self.color_by.blockSignals(True)
             self.color_by.setCurrentText(choice)

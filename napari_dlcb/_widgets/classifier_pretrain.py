@@ -110,7 +110,7 @@ class PretrainMixin:
         from napari_dlcb.io.project import user_cache_dir
 
         if self.jobs.busy("train"):
-            self._fail("training is running: pretrain when it has finished")
+            self.jobs.report("training is running: pretrain when it has finished")
             return None
         try:
             config = self.pretrain_config().validate()
@@ -118,7 +118,7 @@ class PretrainMixin:
             labels = np.asarray(self.labels_layer.data)
             crop = self.config().crop_size
         except DlcbError as err:
-            self._fail(err)
+            self.jobs.report(err)
             return None
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.image_layer.name)[:40] or "image"
         out = user_cache_dir() / "models" / f"pretrained-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -174,7 +174,7 @@ class PretrainMixin:
         from napari_dlcb.tasks.pretrain import iter_object_embedding
 
         if self.pretrained_model is None:
-            self._fail("pretrain first: 'Pretrain on all cells of this image'")
+            self.jobs.report("pretrain first: 'Pretrain on all cells of this image'")
             return None
         image, channel_axis = image_2d(self.image_layer)
         crop = self.config().crop_size
@@ -210,7 +210,7 @@ class PretrainMixin:
             layer = self.image_layer
             image, channel_axis = image_2d(layer)
         except DlcbError as err:
-            self._fail(err)
+            self.jobs.report(err)
             return None
         grid = layer_grid(layer)
         job = self.jobs.run(
@@ -224,7 +224,7 @@ class PretrainMixin:
             status="classifying the image (MIL)…",
         )
         if job is None:
-            self._fail("a MIL classification is running: wait for it or press Stop")
+            self.jobs.report("a MIL classification is running: wait for it or press Stop")
         return job
 
     def _on_mil_result(self, item: Any, grid: dict[str, Any]) -> None:

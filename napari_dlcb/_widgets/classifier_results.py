@@ -72,6 +72,7 @@ def keep_active_layer(viewer: Any) -> Iterator[None]:
 class ResultsMixin:
     """Predictions, export, confusion matrix and saliency layers of the cell classifier dock."""
 
+    jobs: Any
     viewer: Any
     task: Any
 
@@ -140,7 +141,7 @@ class ResultsMixin:
                 notify_info(f"wrote {path}")
                 self.status.setText(f"wrote {path}")
             except DlcbError as err:
-                self._fail(err)
+                self.jobs.report(err)
 
     def show_confusion(self, confusion: np.ndarray, classes: list[str]) -> None:
         """Fill the confusion-matrix table (rows: true class, columns: predicted)."""

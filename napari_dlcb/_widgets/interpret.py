@@ -244,12 +244,7 @@ class InterpretWidget(NetworkViewsMixin, QWidget):
     @property
     def worker(self) -> Any:
         """The worker of the running computation, or None."""
-        job = self.jobs.job("compute")
-        return job.worker if job is not None else None
-
-    def _fail(self, err: BaseException | str) -> str:
-        """The one error path outside jobs (see :meth:`JobRunner.report`)."""
-        return self.jobs.report(err)
+        return self.jobs.worker("compute")
 
     def settings(self) -> InterpretSettings:
         """Current options."""
@@ -275,11 +270,13 @@ class InterpretWidget(NetworkViewsMixin, QWidget):
         try:
             source = self.source()
         except DlcbError as err:
-            self._fail(err)
+            self.jobs.report(err)
             return None
         job = self.jobs.run(name, func, self.models, source, *args, kind="compute", **kwargs)
         if job is None:
-            self._fail(f"{self.jobs.job('compute').name} is running: wait for it or press Stop")
+            self.jobs.report(
+                f"{self.jobs.job('compute').name} is running: wait for it or press Stop"
+            )
         return job
 
     def stop(self) -> None:
@@ -298,7 +295,7 @@ class InterpretWidget(NetworkViewsMixin, QWidget):
         try:
             source = self.source()
         except DlcbError as err:
-            self._fail(err)
+            self.jobs.report(err)
             return None
         if self.models.cached(source) or self.jobs.busy("load"):
             return None
@@ -362,7 +359,7 @@ class InterpretWidget(NetworkViewsMixin, QWidget):
             shape = data.shape[:2] if channel_axis is not None else data.shape
             crop, mask = self._crop_and_region(settings, layer, shape)
         except DlcbError as err:
-            self._fail(err)
+            self.jobs.report(err)
             return None
         return self._start(
             "Saliency",

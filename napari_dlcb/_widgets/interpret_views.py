@@ -104,6 +104,7 @@ def _actmax_job(
 class NetworkViewsMixin:
     """Filters, top activating patches and activation maximisation of the interpretation dock."""
 
+    jobs: Any
     viewer: Any
 
     def _source_layer(self) -> Any:
@@ -143,7 +144,7 @@ class NetworkViewsMixin:
         try:
             layer, data, channel_axis = self._image()
         except DlcbError as err:
-            self._fail(err)
+            self.jobs.report(err)
             return None
         return self._start(
             "Top activating patches",

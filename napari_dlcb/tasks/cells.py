@@ -68,6 +68,49 @@ class CellEmbedding:
     table: Any  # pandas.DataFrame of :meth:`CellClassificationTask.table`
 
 
+def embedding_steps(
+    features: Callable[[], np.ndarray],
+    table: Callable[[], Any],
+    *,
+    method: str = "pca",
+    stop: Any = None,
+    what: str = "network features",
+) -> Generator[JobProgress, None, CellEmbedding | None]:
+    """The steps of every object embedding: features, the 2-D embedding, the table.
+
+    Yields a :class:`~napari_dlcb.training.events.JobProgress` before each step
+    and returns a :class:`CellEmbedding`, or None if ``stop`` was set.
+
+    Parameters
+    ----------
+    features : callable
+        ``features()`` returns the (N, D) feature matrix.
+    table : callable
+        ``table()`` returns the pandas DataFrame of the N objects, in the same order.
+    method : {"pca", "umap", "tsne"}
+        See :func:`napari_dlcb.interpret.embedding.embed`.
+    stop : threading.Event, optional
+        Checked between the steps.
+    what : str
+        What the first step is called in the progress.
+    """
+    from napari_dlcb.interpret.embedding import embed
+
+    note = " (first use compiles code: up to a minute)" if method == "umap" else ""
+    yield JobProgress(0, 3, what)
+    feats = features()
+    if stop is not None and stop.is_set():
+        return None
+    yield JobProgress(1, 3, f"{method} embedding{note}")
+    xy = embed(feats, method=method)
+    if stop is not None and stop.is_set():
+        return None
+    yield JobProgress(2, 3, "measurements")
+    rows = table()
+    yield JobProgress(3, 3, "done")
+    return CellEmbedding(method, xy, rows)
+
+
 class CellClassificationTask(Task):
     """Classify the objects of an instance-labels image from a few labelled cells.
 
@@ -393,21 +436,11 @@ class CellClassificationTask(Task):
         stop : threading.Event, optional
             Checked between the steps.
         """
-        from napari_dlcb.interpret.embedding import embed
-
-        note = " (first use compiles code: up to a minute)" if method == "umap" else ""
-        yield JobProgress(0, 3, "network features")
-        feats = self.features()
-        if stop is not None and stop.is_set():
-            return None
-        yield JobProgress(1, 3, f"{method} embedding{note}")
-        xy = embed(feats, method=method)
-        if stop is not None and stop.is_set():
-            return None
-        yield JobProgress(2, 3, "measurements")
-        table = self.table(probs)
-        yield JobProgress(3, 3, "done")
-        return CellEmbedding(method, xy, table)
+        return (
+            yield from embedding_steps(
+                self.features, lambda: self.table(probs), method=method, stop=stop
+            )
+        )
 
     def cell_saliency(
         self,

@@ -351,24 +351,27 @@ def iter_object_embedding(
     import pandas as pd
 
     from napari_dlcb.data.cells import object_crops, regionprops_table
-    from napari_dlcb.interpret.embedding import embed
     from napari_dlcb.models.saved import load_model
-    from napari_dlcb.tasks.cells import CellEmbedding
+    from napari_dlcb.tasks.cells import embedding_steps
 
-    yield JobProgress(0, 3, "encoder features")
     model, meta = load_model(model_dir, device="cpu")
     size = int(crop_size or meta.extra.get("input_size") or 32)
     oc = object_crops(image, labels, size=size, channel_axis=channel_axis)
-    feats = encoder_features(model, meta, list(oc.crops.astype(np.float32)))
-    if stop is not None and stop.is_set():
-        return None
-    yield JobProgress(1, 3, f"{method} embedding")
-    xy = embed(feats, method=method)
-    if stop is not None and stop.is_set():
-        return None
-    yield JobProgress(2, 3, "measurements")
     ann = {int(k): str(v) for k, v in (annotations or {}).items()}
-    table = pd.DataFrame({"object_id": oc.ids, "annotated": [ann.get(int(i), "") for i in oc.ids]})
-    morph = regionprops_table(labels, image, channel_axis=channel_axis)
-    yield JobProgress(3, 3, "done")
-    return CellEmbedding(method, xy, table.merge(morph, on="object_id", how="left"))
+
+    def table() -> Any:
+        rows = pd.DataFrame(
+            {"object_id": oc.ids, "annotated": [ann.get(int(i), "") for i in oc.ids]}
+        )
+        morph = regionprops_table(labels, image, channel_axis=channel_axis)
+        return rows.merge(morph, on="object_id", how="left")
+
+    return (
+        yield from embedding_steps(
+            lambda: encoder_features(model, meta, list(oc.crops.astype(np.float32))),
+            table,
+            method=method,
+            stop=stop,
+            what="encoder features",
+        )
+    )

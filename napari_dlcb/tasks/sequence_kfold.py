@@ -179,6 +179,8 @@ def _train_folds(
             kept.append(member)
         rec = {"fold": i, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
         rec |= record.get("training", {}) | {"val_score": _score_at_best(last)}
+        if "pos_weight" in task.meta.extra:  # each member's own (its training folds' balance)
+            rec["pos_weight"] = task.meta.extra.pop("pos_weight")
         records.append(rec | {"kept": len(kept) == len(records) + 1})
         if stopped:
             yield Warning("fold", f"stopped in fold {i + 1}/{K}: keeping {len(kept)} member(s)")
@@ -220,6 +222,9 @@ def _finish(
         "sd": round(float(np.std(scores, ddof=1)), 4) if len(scores) > 1 else None,
     }
     task.meta.extra["cross_validation"] = cv
+    weights = [r["pos_weight"] for r in records if r["kept"] and "pos_weight" in r]
+    if weights:  # the members' mean; each member's own is in training.folds
+        task.meta.extra["pos_weight"] = [round(float(w), 3) for w in np.mean(weights, axis=0)]
     task.meta.extra["training"] = {
         "reason": last.reason if last else "none",
         "folds": records,

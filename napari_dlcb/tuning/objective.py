@@ -39,11 +39,17 @@ class Objective(ABC):
         Whether a larger metric is better.
     base : TaskConfig
         The defaults every trial starts from (the search overrides some fields).
+    factory : str or None
+        ``module:function`` that rebuilds the objective from files on a worker.
+    source : dict or None
+        That function's arguments (None for in-memory data).
     """
 
     kind: str = ""
     metric: str = "val_loss"
     direction: str = "minimize"
+    factory: str | None = None
+    source: dict[str, Any] | None = None
 
     def __init__(self, base: TaskConfig) -> None:
         self.base = base.validate()
@@ -99,6 +105,11 @@ class Objective(ABC):
 
     def spec(self) -> dict[str, Any]:
         """A plain dict from which :func:`objective_from_spec` rebuilds this objective."""
+        if self.factory is not None and self.source is not None:
+            return {
+                "factory": self.factory,
+                "arguments": {**self.source, "base": self.base.to_dict()},
+            }
         raise DlcbError(
             f"this {self.kind or 'task'} objective holds in-memory data and cannot run on "
             "other machines; use the CLI (which reads files) for distributed studies"

@@ -68,6 +68,8 @@ class SequenceObjective(Objective):
         How to reload the data on another machine (see :func:`sequence_objective`).
     """
 
+    factory = "napari_dlcb.tuning.objectives:sequence_objective"
+
     kind = "sequence"
     direction = "maximize"
 
@@ -137,15 +139,6 @@ class SequenceObjective(Objective):
             scores = [float(np.corrcoef(pred[:, t], yt[:, t])[0, 1]) for t in range(yt.shape[1])]
         return {f"test_{self.metric}": float(np.nanmean(scores)), "n_test": int(len(pred))}
 
-    def spec(self) -> dict[str, Any]:
-        """How a dask worker rebuilds this objective from its files."""
-        if self.source is None:
-            return super().spec()
-        return {
-            "factory": "napari_dlcb.tuning.objectives:sequence_objective",
-            "arguments": {**self.source, "base": self.base.to_dict()},
-        }
-
 
 def sequence_objective(
     *,
@@ -209,6 +202,8 @@ class ClassificationObjective(Objective):
         How to reload the data on another machine.
     """
 
+    factory = "napari_dlcb.tuning.objectives:classification_objective"
+
     kind = "classification"
     metric = "accuracy"
     direction = "maximize"
@@ -266,15 +261,6 @@ class ClassificationObjective(Objective):
         pred = np.asarray(probs).argmax(1)
         truth = np.asarray(self.test[1])
         return {"test_accuracy": float((pred == truth).mean()), "n_test": int(len(truth))}
-
-    def spec(self) -> dict[str, Any]:
-        """How a dask worker rebuilds this objective from its files."""
-        if self.source is None:
-            return super().spec()
-        return {
-            "factory": "napari_dlcb.tuning.objectives:classification_objective",
-            "arguments": {**self.source, "base": self.base.to_dict()},
-        }
 
 
 def classification_objective(
@@ -335,6 +321,8 @@ class SegmentationObjective(Objective):
         How to reload the data on another machine.
     """
 
+    factory = "napari_dlcb.tuning.objectives:segmentation_objective"
+
     kind = "segmentation"
     direction = "maximize"
 
@@ -388,15 +376,6 @@ class SegmentationObjective(Objective):
             "test_pixel_error": float(np.mean(errors)),
             "test_foreground_iou": float(np.mean(ious)),
             "n_test": len(errors),
-        }
-
-    def spec(self) -> dict[str, Any]:
-        """How a dask worker rebuilds this objective from its files."""
-        if self.source is None:
-            return super().spec()
-        return {
-            "factory": "napari_dlcb.tuning.objectives:segmentation_objective",
-            "arguments": {**self.source, "base": self.base.to_dict()},
         }
 
 

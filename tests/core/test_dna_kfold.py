@@ -255,3 +255,17 @@ def test_a_time_budget_is_shared_by_the_folds(monkeypatch):
     fit_to_end(task.fit())
     # a third of 90 s, then half of what is left, then all of it
     assert len(seen) == 3 and 25 < seen[0] <= 30 and seen[1] <= 45 and seen[2] <= 90, seen
+
+
+def test_kfold_pos_weight_is_each_members_own_and_their_mean():
+    seqs, y = _data(100)
+    y[:] = 0
+    y[::10] = 1  # 10 % positives: every member weights them, by its own training folds
+    task = SequenceTask(seqs, y, model_kwargs=TINY, device="cpu", epochs=1, folds=3)
+    list(task.fit())
+    folds = task.meta.extra["training"]["folds"]
+    per_fold = [f["pos_weight"][0] for f in folds]
+    assert len(per_fold) == 3 and all(5 <= w <= 15 for w in per_fold)  # ~9 each
+    assert len(set(per_fold)) > 1  # not one fold's weight copied to all
+    mean = task.meta.extra["pos_weight"][0]
+    assert mean == pytest.approx(np.mean(per_fold), abs=1e-3)

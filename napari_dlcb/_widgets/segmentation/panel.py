@@ -14,7 +14,6 @@ import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -31,7 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_dlcb._widgets._common import StatusText, notify_error, notify_info
+from napari_dlcb._widgets._common import StatusText, check_box, combo_box, notify_error, notify_info
 from napari_dlcb.data.labels import LABEL_KINDS
 
 if TYPE_CHECKING:
@@ -116,19 +115,17 @@ class SegmentationPanel(QWidget):
         )
         form.addRow("Labels", self.labels_combo)
         form.addRow("", self.new_labels_btn)
-        self.kind_combo = QComboBox()
-        self.kind_combo.addItems(LABEL_KINDS)
-        self.kind_combo.setToolTip(
-            "scribbles: sparse strokes, 0 ignored, 1 background, 2.. classes\n"
+        self.kind_combo = combo_box(
+            list(LABEL_KINDS),
+            tooltip="scribbles: sparse strokes, 0 ignored, 1 background, 2.. classes\n"
             "classes: dense masks, every value a class\n"
-            "instances: dense instance ids, 0 background"
+            "instances: dense instance ids, 0 background",
         )
         form.addRow("Label kind", self.kind_combo)
-        self.autosave_check = QCheckBox("Autosave annotation")
-        self.autosave_check.setChecked(True)
-        self.autosave_check.setToolTip(
-            "Save the labels layer (debounced) to a project store beside the image; "
-            "reopening the image restores it."
+        self.autosave_check = check_box(
+            "Autosave annotation",
+            tooltip="Save the labels layer (debounced) to a project store beside the image; "
+            "reopening the image restores it.",
         )
         form.addRow("", self.autosave_check)
         self.new_labels_btn.clicked.connect(self.add_scribbles_layer)
@@ -172,15 +169,13 @@ class SegmentationPanel(QWidget):
         self.device_label = StatusText(lines=2)
         self.device_label.setText("Device: chosen when training starts")
         form.addRow("", self.device_label)
-        self.preview_check = QCheckBox("Live prediction of the visible region")
-        self.preview_check.setChecked(True)
+        self.preview_check = check_box("Live prediction of the visible region")
         form.addRow("", self.preview_check)
-        self.saliency_combo = QComboBox()
-        self.saliency_combo.addItems(LIVE_SALIENCY_CHOICES)
-        self.saliency_combo.setToolTip(
-            "While training, explain the foreground class on the centre of the visible\n"
+        self.saliency_combo = combo_box(
+            list(LIVE_SALIENCY_CHOICES),
+            tooltip="While training, explain the foreground class on the centre of the visible\n"
             "region with the current weights (blue: against, red: for). Maps are computed\n"
-            "in the training thread and take at most a third of its time."
+            "in the training thread and take at most a third of its time.",
         )
         form.addRow("Live saliency", self.saliency_combo)
         self.base_browse.clicked.connect(self._browse_base)

@@ -118,8 +118,7 @@ class TrainingMixin:
     @property
     def worker(self) -> Any:
         """The training job's worker, or None."""
-        job = self.jobs.job("train")
-        return None if job is None else job.worker
+        return self.jobs.worker("train")
 
     def start_training(self) -> bool:
         """Check the input, then train a new model from "Start from" (False on bad input)."""
