@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from napari_dlcb.commands._args import add_crop_training_options, add_device
-from napari_dlcb.commands._outputs import check_out, check_out_file
+from napari_dlcb.commands._outputs import check_out, check_out_file, write_out_file, write_tsv
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.io.atomic import atomic_write
 from napari_dlcb.io.imagefolder import check_real, find_image_folder, list_images, read_images
 
 __all__ = [
+    "check_model_out",
+    "crop_config_fields",
     "drive_training",
     "parse_blocks",
     "register",
@@ -153,13 +154,7 @@ def _say(msg: str) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``train classification``."""
-    # refused before any work: an --out that is an input, a file, a device or others' files
-    check_out(
-        args.out,
-        kind="model",
-        inputs=[args.images, getattr(args, "base", None)],
-        overwrite=args.overwrite,
-    )
+    check_model_out(args)
     try:
         classes, files, labels = find_image_folder(args.images)
     except DlcbError as err:
@@ -204,6 +199,21 @@ def run_train(args: argparse.Namespace) -> int:
     out = trainer.save(args.out)
     _say(f"saved model to {out}")
     return 0
+
+
+def check_model_out(args: argparse.Namespace) -> None:
+    """Check the ``--out`` model folder of a crop-classifier verb before any work.
+
+    ``train classification`` and ``pretrain classification`` refuse an
+    ``--out`` that is an input (``--images``, ``--base``), a file, a device or
+    a folder of others' files.
+    """
+    check_out(
+        args.out,
+        kind="model",
+        inputs=[args.images, getattr(args, "base", None)],
+        overwrite=args.overwrite,
+    )
 
 
 def drive_training(task: Any, args: argparse.Namespace, *, what: str = "images") -> Any:
@@ -253,22 +263,35 @@ def train_config(args: argparse.Namespace) -> Any:
         config_class = MILConfig
         extra.update(pooling=args.pooling, attention_dim=args.attention_dim)
     return config_class(
-        base=args.base,
         mode=args.mode,
-        input_size=args.input_size,
-        val_fraction=args.val_fraction,
-        augment=not args.no_augment,
         balance=args.balance,
-        width=args.width,
-        blocks=parse_blocks(args.blocks),
-        epochs=args.epochs,
-        lr=args.lr,
-        early_stopping=args.early_stopping,
         head_warmup=getattr(args, "head_warmup", None),
-        seed=args.seed,
-        device=args.device,
+        **crop_config_fields(args),
         **extra,
     ).validate()
+
+
+def crop_config_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields of the options every crop-classifier verb has.
+
+    The encoder (``--base``, ``--input-size``, ``--width``, ``--blocks``), the
+    data (``--val-fraction``, ``--no-augment``) and the run (``--epochs``,
+    ``--lr``, ``--early-stopping``, ``--seed``, ``--device``) of ``train
+    classification`` and ``pretrain classification``.
+    """
+    return {
+        "base": args.base,
+        "input_size": args.input_size,
+        "width": args.width,
+        "blocks": parse_blocks(args.blocks),
+        "val_fraction": args.val_fraction,
+        "augment": not args.no_augment,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "early_stopping": args.early_stopping,
+        "seed": args.seed,
+        "device": args.device,
+    }
 
 
 def parse_blocks(text: str) -> tuple[int, ...]:
@@ -318,8 +341,7 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     for k, name in enumerate(meta.classes):
         table[f"prob_{name}"] = probs[:, k]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: table.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
+    write_tsv(out, table)
     _say(f"wrote {len(table)} predictions to {out}")
     return 0
 
@@ -415,8 +437,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         from napari_dlcb.data.crops import unprepare_map
 
         smap = unprepare_map(smap, image.shape[:2])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: tifffile.imwrite(tmp, smap.astype(np.float32)))
+    write_out_file(out, lambda tmp: tifffile.imwrite(tmp, smap.astype(np.float32)))
     cls = meta.classes[res.target] if res.target < len(meta.classes) else str(res.target)
     extra = ""
     if "completeness_error" in res.extra:
