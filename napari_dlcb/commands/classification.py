@@ -148,10 +148,6 @@ def _add_saliency(top: Any) -> None:
     s.set_defaults(func=run_saliency)
 
 
-def _say(msg: str) -> None:
-    say(msg)
-
-
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``train classification``."""
     check_model_out(args)
@@ -165,7 +161,7 @@ def run_train(args: argparse.Namespace) -> int:
             "class's folder"
         ) from None
     counts = np.bincount(labels, minlength=len(classes))
-    _say(
+    say(
         f"napari-dlcb: {len(files)} images in {len(classes)} classes ("
         + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
         + f"), base {args.base}, mode {args.mode}"
@@ -193,11 +189,11 @@ def run_train(args: argparse.Namespace) -> int:
         val_labels=val_labels,
     )
     for note in trainer.notes:
-        _say(f"note: {note}")
+        say(f"note: {note}")
     side = f"{trainer.input_size}x{trainer.input_size}"
     drive_training(trainer, args, what=f"images ({side})")
     out = trainer.save(args.out)
-    _say(f"saved model to {out}")
+    say(f"saved model to {out}")
     return 0
 
 
@@ -236,12 +232,10 @@ def drive_training(task: Any, args: argparse.Namespace, *, what: str = "images")
     finished = None
     for ev in events:
         if cpu_budget is not None and not stop.is_set() and time.process_time() - cpu0 > cpu_budget:
-            _say(
-                f"CPU budget of {args.max_cpu_minutes:g} min reached: stopping (best weights kept)"
-            )
+            say(f"CPU budget of {args.max_cpu_minutes:g} min reached: stopping (best weights kept)")
             stop.set()
         if isinstance(ev, Started):
-            _say(
+            say(
                 f"training on {ev.device}: {ev.n_train} train / {ev.n_val} validation {what}, "
                 f"{ev.n_trainable:,} of {ev.n_params:,} parameters trainable"
             )
@@ -249,7 +243,7 @@ def drive_training(task: Any, args: argparse.Namespace, *, what: str = "images")
         finished = ev if isinstance(ev, Finished) else finished
         line = describe_event(ev, epochs=args.epochs, t0=t0, cpu0=cpu0)
         if line is not None:
-            _say(line)
+            say(line)
     return finished
 
 
@@ -332,7 +326,7 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         probs, notes = predict_proba(model, meta, images, tta=args.tta, device=args.device)
     for note in notes:
-        _say(f"note: {note}")
+        say(f"note: {note}")
     table = pd.DataFrame(
         {
             "path": [f.relative_to(folder).as_posix() for f in files],
@@ -342,7 +336,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for k, name in enumerate(meta.classes):
         table[f"prob_{name}"] = probs[:, k]
     write_tsv(out, table)
-    _say(f"wrote {len(table)} predictions to {out}")
+    say(f"wrote {len(table)} predictions to {out}")
     return 0
 
 
@@ -364,7 +358,7 @@ def _write_heatmaps(
         target.parent.mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(target, m.astype(np.float32))
     what = meta.extra.get("heatmap", "localisation map")
-    _say(f"wrote {len(maps)} heatmaps ({what}) to {out_dir}")
+    say(f"wrote {len(maps)} heatmaps ({what}) to {out_dir}")
     return probs, notes
 
 
@@ -406,7 +400,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         prep = prepare_images([image], size=size, channels=int(meta.in_channels))
         x = Normalizer.from_dict(meta.normalization)(prep.data[0], channel_axis=0)
         for note in prep.notes:
-            _say(f"note: {note}; the map is resampled back to the image grid")
+            say(f"note: {note}; the map is resampled back to the image grid")
     else:
         from napari_dlcb.data.images import to_cyx
 
@@ -445,5 +439,5 @@ def run_saliency(args: argparse.Namespace) -> int:
             f"; completeness error {res.extra['completeness_error']:.3g} "
             f"({100 * res.extra['relative_completeness_error']:.2f} % of the output change)"
         )
-    _say(f"wrote {args.method} map for class '{cls}' to {out}{extra}")
+    say(f"wrote {args.method} map for class '{cls}' to {out}{extra}")
     return 0
