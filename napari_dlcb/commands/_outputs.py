@@ -20,14 +20,22 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.io.atomic import PendingDir, fsync_tree, sweep_stale
+from napari_dlcb.io.atomic import PendingDir, atomic_write, fsync_tree, sweep_stale
 
-__all__ = ["RESULT_MARK", "check_out", "check_out_file", "result_folder"]
+__all__ = [
+    "RESULT_MARK",
+    "check_out",
+    "check_out_file",
+    "result_folder",
+    "write_out_file",
+    "write_tsv",
+]
 
 #: file that marks a folder as a napari-dlcb result (so ``--overwrite`` may replace it)
 RESULT_MARK = ".napari-dlcb-result.json"
@@ -108,7 +116,7 @@ def check_out_file(
 
     Refuses, in one line, a file that is or lies inside an input, an existing
     folder, a device or pipe (``/dev/null``), a path under a file and a place
-    that cannot be written. Write it with :func:`napari_dlcb.io.atomic.atomic_write`.
+    that cannot be written. Write it with :func:`write_out_file` (or :func:`write_tsv`).
 
     Examples
     --------
@@ -124,23 +132,31 @@ def check_out_file(
     """
     out = Path(os.path.abspath(os.fspath(out)))
     _check_not_input(out, inputs, option)
-    try:
-        st = out.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        st = None
-    except OSError as err:
-        raise DlcbError(f"{option} {out}: {err.strerror or err}") from None
+    st = _stat(out, option)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise DlcbError(f"{option} {out} is a folder; give a file name")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise DlcbError(f"{option} {out} is not a regular file (a device, a pipe?)")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DlcbError(f"{option} {out}: {parent} is a file, not a folder")
-            break
+    _check_parents(out, option, broken_links=False)
     _check_writable(out, option)
     return out
+
+
+def write_out_file(out: Path, write: Callable[[Path], Any]) -> Path:
+    """Write the output file ``out`` checked by :func:`check_out_file`; return it.
+
+    Its folder is created if needed; ``write(tmp)`` writes a temporary file
+    renamed onto ``out`` when done (:func:`napari_dlcb.io.atomic.atomic_write`).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(out, write)
+
+
+def write_tsv(out: Path, table: Any) -> Path:
+    """Write a pandas table to the output file ``out`` as TSV (numbers to 6 significant digits)."""
+    return write_out_file(
+        out, lambda tmp: table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    )
 
 
 def _check_not_input(out: Path, inputs: Iterable[str | os.PathLike | None], option: str) -> None:
@@ -164,23 +180,34 @@ def _check_not_input(out: Path, inputs: Iterable[str | os.PathLike | None], opti
 
 def _check_place(out: Path, option: str) -> None:
     """``out`` is a folder or nothing yet, and every existing parent is a folder."""
-    try:
-        st = out.stat()
-    except FileNotFoundError:
-        st = None
-    except NotADirectoryError:
-        st = None
-    except OSError as err:
-        raise DlcbError(f"{option} {out}: {err.strerror or err}") from None
+    st = _stat(out, option)
     if st is not None and not stat.S_ISDIR(st.st_mode):
         what = "a file" if stat.S_ISREG(st.st_mode) else "not a regular folder (a device, a pipe?)"
         raise DlcbError(f"{option} {out} is {what}; give a folder")
+    _check_parents(out, option, broken_links=True)
+
+
+def _stat(out: Path, option: str) -> os.stat_result | None:
+    """``out``'s status, None when nothing is there yet; one line for any other error."""
+    try:
+        return out.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise DlcbError(f"{option} {out}: {err.strerror or err}") from None
+
+
+def _check_parents(out: Path, option: str, *, broken_links: bool) -> None:
+    """The nearest existing parent of ``out`` is a folder.
+
+    With ``broken_links``, a dangling link met on the way there is refused too.
+    """
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise DlcbError(f"{option} {out}: {parent} is a file, not a folder")
             break
-        if parent.is_symlink():  # a dangling link in the path
+        if broken_links and parent.is_symlink():  # a dangling link in the path
             raise DlcbError(f"{option} {out}: {parent} is a broken link")
 
 

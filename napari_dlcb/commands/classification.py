@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from napari_dlcb.commands._args import add_crop_training_options, add_device
-from napari_dlcb.commands._outputs import check_out, check_out_file
+from napari_dlcb.commands._outputs import check_out, check_out_file, write_out_file, write_tsv
 from napari_dlcb.commands._report import say
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.io.atomic import atomic_write
 from napari_dlcb.io.imagefolder import check_real, find_image_folder, list_images, read_images
 
 __all__ = [
+    "check_model_out",
+    "crop_config_fields",
     "drive_training",
     "parse_blocks",
     "register",
@@ -147,19 +148,9 @@ def _add_saliency(top: Any) -> None:
     s.set_defaults(func=run_saliency)
 
 
-def _say(msg: str) -> None:
-    say(msg)
-
-
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``train classification``."""
-    # refused before any work: an --out that is an input, a file, a device or others' files
-    check_out(
-        args.out,
-        kind="model",
-        inputs=[args.images, getattr(args, "base", None)],
-        overwrite=args.overwrite,
-    )
+    check_model_out(args)
     try:
         classes, files, labels = find_image_folder(args.images)
     except DlcbError as err:
@@ -170,7 +161,7 @@ def run_train(args: argparse.Namespace) -> int:
             "class's folder"
         ) from None
     counts = np.bincount(labels, minlength=len(classes))
-    _say(
+    say(
         f"napari-dlcb: {len(files)} images in {len(classes)} classes ("
         + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
         + f"), base {args.base}, mode {args.mode}"
@@ -198,12 +189,27 @@ def run_train(args: argparse.Namespace) -> int:
         val_labels=val_labels,
     )
     for note in trainer.notes:
-        _say(f"note: {note}")
+        say(f"note: {note}")
     side = f"{trainer.input_size}x{trainer.input_size}"
     drive_training(trainer, args, what=f"images ({side})")
     out = trainer.save(args.out)
-    _say(f"saved model to {out}")
+    say(f"saved model to {out}")
     return 0
+
+
+def check_model_out(args: argparse.Namespace) -> None:
+    """Check the ``--out`` model folder of a crop-classifier verb before any work.
+
+    ``train classification`` and ``pretrain classification`` refuse an
+    ``--out`` that is an input (``--images``, ``--base``), a file, a device or
+    a folder of others' files.
+    """
+    check_out(
+        args.out,
+        kind="model",
+        inputs=[args.images, getattr(args, "base", None)],
+        overwrite=args.overwrite,
+    )
 
 
 def drive_training(task: Any, args: argparse.Namespace, *, what: str = "images") -> Any:
@@ -226,12 +232,10 @@ def drive_training(task: Any, args: argparse.Namespace, *, what: str = "images")
     finished = None
     for ev in events:
         if cpu_budget is not None and not stop.is_set() and time.process_time() - cpu0 > cpu_budget:
-            _say(
-                f"CPU budget of {args.max_cpu_minutes:g} min reached: stopping (best weights kept)"
-            )
+            say(f"CPU budget of {args.max_cpu_minutes:g} min reached: stopping (best weights kept)")
             stop.set()
         if isinstance(ev, Started):
-            _say(
+            say(
                 f"training on {ev.device}: {ev.n_train} train / {ev.n_val} validation {what}, "
                 f"{ev.n_trainable:,} of {ev.n_params:,} parameters trainable"
             )
@@ -239,7 +243,7 @@ def drive_training(task: Any, args: argparse.Namespace, *, what: str = "images")
         finished = ev if isinstance(ev, Finished) else finished
         line = describe_event(ev, epochs=args.epochs, t0=t0, cpu0=cpu0)
         if line is not None:
-            _say(line)
+            say(line)
     return finished
 
 
@@ -253,22 +257,35 @@ def train_config(args: argparse.Namespace) -> Any:
         config_class = MILConfig
         extra.update(pooling=args.pooling, attention_dim=args.attention_dim)
     return config_class(
-        base=args.base,
         mode=args.mode,
-        input_size=args.input_size,
-        val_fraction=args.val_fraction,
-        augment=not args.no_augment,
         balance=args.balance,
-        width=args.width,
-        blocks=parse_blocks(args.blocks),
-        epochs=args.epochs,
-        lr=args.lr,
-        early_stopping=args.early_stopping,
         head_warmup=getattr(args, "head_warmup", None),
-        seed=args.seed,
-        device=args.device,
+        **crop_config_fields(args),
         **extra,
     ).validate()
+
+
+def crop_config_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields of the options every crop-classifier verb has.
+
+    The encoder (``--base``, ``--input-size``, ``--width``, ``--blocks``), the
+    data (``--val-fraction``, ``--no-augment``) and the run (``--epochs``,
+    ``--lr``, ``--early-stopping``, ``--seed``, ``--device``) of ``train
+    classification`` and ``pretrain classification``.
+    """
+    return {
+        "base": args.base,
+        "input_size": args.input_size,
+        "width": args.width,
+        "blocks": parse_blocks(args.blocks),
+        "val_fraction": args.val_fraction,
+        "augment": not args.no_augment,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "early_stopping": args.early_stopping,
+        "seed": args.seed,
+        "device": args.device,
+    }
 
 
 def parse_blocks(text: str) -> tuple[int, ...]:
@@ -309,7 +326,7 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         probs, notes = predict_proba(model, meta, images, tta=args.tta, device=args.device)
     for note in notes:
-        _say(f"note: {note}")
+        say(f"note: {note}")
     table = pd.DataFrame(
         {
             "path": [f.relative_to(folder).as_posix() for f in files],
@@ -318,9 +335,8 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     for k, name in enumerate(meta.classes):
         table[f"prob_{name}"] = probs[:, k]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: table.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
-    _say(f"wrote {len(table)} predictions to {out}")
+    write_tsv(out, table)
+    say(f"wrote {len(table)} predictions to {out}")
     return 0
 
 
@@ -342,7 +358,7 @@ def _write_heatmaps(
         target.parent.mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(target, m.astype(np.float32))
     what = meta.extra.get("heatmap", "localisation map")
-    _say(f"wrote {len(maps)} heatmaps ({what}) to {out_dir}")
+    say(f"wrote {len(maps)} heatmaps ({what}) to {out_dir}")
     return probs, notes
 
 
@@ -384,7 +400,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         prep = prepare_images([image], size=size, channels=int(meta.in_channels))
         x = Normalizer.from_dict(meta.normalization)(prep.data[0], channel_axis=0)
         for note in prep.notes:
-            _say(f"note: {note}; the map is resampled back to the image grid")
+            say(f"note: {note}; the map is resampled back to the image grid")
     else:
         from napari_dlcb.data.images import to_cyx
 
@@ -415,8 +431,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         from napari_dlcb.data.crops import unprepare_map
 
         smap = unprepare_map(smap, image.shape[:2])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: tifffile.imwrite(tmp, smap.astype(np.float32)))
+    write_out_file(out, lambda tmp: tifffile.imwrite(tmp, smap.astype(np.float32)))
     cls = meta.classes[res.target] if res.target < len(meta.classes) else str(res.target)
     extra = ""
     if "completeness_error" in res.extra:
@@ -424,5 +439,5 @@ def run_saliency(args: argparse.Namespace) -> int:
             f"; completeness error {res.extra['completeness_error']:.3g} "
             f"({100 * res.extra['relative_completeness_error']:.2f} % of the output change)"
         )
-    _say(f"wrote {args.method} map for class '{cls}' to {out}{extra}")
+    say(f"wrote {args.method} map for class '{cls}' to {out}{extra}")
     return 0

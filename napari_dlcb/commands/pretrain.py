@@ -57,42 +57,25 @@ def register_pretrain(top: Any) -> None:
 
 def pretrain_config(args: argparse.Namespace) -> Any:
     """The :class:`~napari_dlcb.tasks.classification_config.PretrainConfig` of the options."""
-    from napari_dlcb.commands.classification import parse_blocks
+    from napari_dlcb.commands.classification import crop_config_fields
     from napari_dlcb.tasks.classification_config import PretrainConfig
 
     return PretrainConfig(
-        base=args.base,
-        input_size=args.input_size,
-        width=args.width,
-        blocks=parse_blocks(args.blocks),
         noise=args.noise,
         mask_fraction=args.mask_fraction,
         mask_patch=args.mask_patch,
         decoder=getattr(args, "decoder", "pooled"),
-        augment=not args.no_augment,
-        val_fraction=args.val_fraction,
-        epochs=args.epochs,
-        lr=args.lr,
         batch_size=args.batch_size,
-        early_stopping=args.early_stopping,
-        seed=args.seed,
-        device=args.device,
+        **crop_config_fields(args),
     ).validate()
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """Handle ``pretrain classification``."""
-    from napari_dlcb.commands._outputs import check_out
-    from napari_dlcb.commands.classification import drive_training
+    from napari_dlcb.commands.classification import check_model_out, drive_training
     from napari_dlcb.io.imagefolder import list_images, read_images
 
-    # refused before any work: an --out that is an input, a file, a device or others' files
-    check_out(
-        args.out,
-        kind="model",
-        inputs=[args.images, getattr(args, "base", None)],
-        overwrite=args.overwrite,
-    )
+    check_model_out(args)
     folder = Path(args.images)
     if not folder.is_dir():
         raise DlcbError(f"not a folder: {folder}")

@@ -135,10 +135,6 @@ def _add_predict(predict: Any) -> None:
     q.set_defaults(func=run_predict)
 
 
-def _say(msg: str) -> None:
-    say(msg)
-
-
 def config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~napari_dlcb.tasks.segmentation.SegmentationConfig` of the options."""
     from napari_dlcb.tasks.segmentation import SegmentationConfig
@@ -251,7 +247,7 @@ def _prepare_checkpoints(ckdir: Path, run: dict, resume: bool) -> bool:
                 )
         return True
     if resume:
-        _say("napari-dlcb: no checkpoint to resume from yet; starting from the beginning")
+        say("napari-dlcb: no checkpoint to resume from yet; starting from the beginning")
     if ckdir.exists():  # checkpoints of the run being replaced (--overwrite)
         shutil.rmtree(ckdir)
     ckdir.mkdir(parents=True)
@@ -276,7 +272,7 @@ def run_train(args: argparse.Namespace) -> int:
     from napari_dlcb.tasks.segmentation import SegmentationTask
     from napari_dlcb.training.events import Started
 
-    _say(
+    say(
         f"napari-dlcb: {len(images)} image pair(s), labels-kind {config.label_kind}, "
         f"base {config.base}, mode {config.mode}"
     )
@@ -288,16 +284,16 @@ def run_train(args: argparse.Namespace) -> int:
     for ev in events:
         if isinstance(ev, Started):
             again = f", resuming after epoch {ev.start_epoch}" if resume else ""
-            _say(
+            say(
                 f"training on {ev.device} ({'AMP' if ev.amp else 'fp32'}), "
                 f"{ev.n_trainable:,} of {ev.n_params:,} parameters trainable{again}"
             )
         else:
             line = describe_event(ev, epochs=args.epochs, t0=t0, rate_unit="patches")
             if line is not None:
-                _say(line)
+                say(line)
     saved = trainer.save(out)
-    _say(f"saved model to {saved}")
+    say(f"saved model to {saved}")
     return 0
 
 
@@ -315,7 +311,7 @@ def run_predict(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             n_objects = _predict_one(model, meta, path, tmp, stem, args)
             n_obj = f", {n_objects} objects" if meta.label_kind == "instances" else ""
-            _say(
+            say(
                 f"[{k}/{len(files)}] {path.name} -> {stem}.tif "
                 f"({time.perf_counter() - t0:.1f}s{n_obj})"
             )
@@ -351,7 +347,7 @@ def _predict_blockwise(model: Any, meta: Any, path: Path, tmp: Path, stem: str, 
 
     image = read_image(path, lazy=path.suffix.lower() != ".png")
     store = tmp / f"{stem}_prob.ome.zarr"
-    _say(f"{path.name}: {image.shape} is large; predicting it block by block")
+    say(f"{path.name}: {image.shape} is large; predicting it block by block")
     for _ in segment_zarr((model, meta), image, store, tile=args.tile, device=args.device):
         pass
     labels = da.from_zarr(str(store / "labels" / "segmentation" / "0"))

@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 from napari_dlcb.commands._args import add_device
-from napari_dlcb.commands._outputs import check_out, check_out_file
+from napari_dlcb.commands._outputs import check_out, check_out_file, write_tsv
 from napari_dlcb.commands._report import describe_event, say
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.io.atomic import atomic_write
 from napari_dlcb.tasks.sequence_config import ARCHITECTURES
 
 __all__ = ["external_options", "load_model", "note", "register"]
@@ -356,7 +355,6 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         for j, name in enumerate(meta.classes):
             df[f"score_{name}"] = prob[:, j]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: df.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
+    write_tsv(out, df)
     note(f"wrote {len(df)} rows to {out} (mean score {float(np.mean(prob)):.3f})")
     return 0

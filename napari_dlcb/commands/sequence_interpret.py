@@ -13,10 +13,15 @@ import argparse
 from pathlib import Path
 
 from napari_dlcb.commands._args import add_device
-from napari_dlcb.commands._outputs import RESULT_MARK, check_out, check_out_file
+from napari_dlcb.commands._outputs import (
+    RESULT_MARK,
+    check_out,
+    check_out_file,
+    write_out_file,
+    write_tsv,
+)
 from napari_dlcb.commands.sequence import external_options, load_model, note
 from napari_dlcb.errors import DlcbError
-from napari_dlcb.io.atomic import atomic_write
 
 __all__ = ["register"]
 
@@ -130,13 +135,12 @@ def _mutation_map(args: argparse.Namespace) -> int:
     m = mutation_map(
         model, x, target=_parse_targets(args.target, meta.classes), batch_size=args.batch_size
     )[0]
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, m)
 
-    atomic_write(out, save)
+    write_out_file(out, save)
     note(
         f"wrote {out}: shape {m.shape} (base A,C,G,T x position x task), largest effect {float(np.abs(m).max()):.3f}"
     )
@@ -161,8 +165,7 @@ def _score_variants(args: argparse.Namespace) -> int:
     else:
         variants = read_vcf(args.vcf)
     table = score_variants(model, read_fasta(args.fasta), variants, meta=meta)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: table.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
+    write_tsv(out, table)
     bad = table[table["status"] != "ok"]
     for row in bad.itertuples():
         note(f"not scored: {row.chrom}:{row.pos} {row.ref}>{row.alt}: {row.status}")

@@ -42,13 +42,28 @@ def target_tensor(target: np.ndarray, binary: bool) -> torch.Tensor:
     return t.long()
 
 
-def _annotated_weights(targets: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-    coords = [np.argwhere(t >= 0) for t in targets]
-    w = np.array([len(c) for c in coords], float)
-    return coords, w / w.sum()
+class _AnnotatedSampler(torch.utils.data.Dataset):
+    """``n`` random crops per epoch, from regions drawn in proportion to their annotation.
+
+    Holds what the random-crop datasets share: the targets, the crop side, the
+    random generator and, per region, its annotated pixels (``coords``) and
+    its share of all of them (``weights``).
+    """
+
+    def __init__(
+        self, targets: Sequence[np.ndarray], *, patch: int, n: int, seed: int, binary: bool
+    ) -> None:
+        self.targets, self.patch, self.n, self.binary = targets, patch, n, binary
+        self.rng = np.random.default_rng(seed)
+        self.coords = [np.argwhere(t >= 0) for t in targets]
+        w = np.array([len(c) for c in self.coords], float)
+        self.weights = w / w.sum()
+
+    def __len__(self) -> int:
+        return self.n
 
 
-class PatchDataset(torch.utils.data.Dataset):
+class PatchDataset(_AnnotatedSampler):
     """``n`` random annotated patches per epoch, augmented (every layer trains).
 
     Nine patches in ten are centred on a random annotated pixel (the rest
@@ -66,13 +81,8 @@ class PatchDataset(torch.utils.data.Dataset):
         seed: int,
         binary: bool,
     ) -> None:
-        self.images, self.targets, self.patch, self.n = images, targets, patch, n
-        self.augment, self.binary = augment, binary
-        self.rng = np.random.default_rng(seed)
-        self.coords, self.weights = _annotated_weights(targets)
-
-    def __len__(self) -> int:
-        return self.n
+        super().__init__(targets, patch=patch, n=n, seed=seed, binary=binary)
+        self.images, self.augment = images, augment
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = self.rng
@@ -117,7 +127,7 @@ class TileDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(im)), target_tensor(t, self.binary)
 
 
-class FeatureDataset(torch.utils.data.Dataset):
+class FeatureDataset(_AnnotatedSampler):
     """Aligned random crops of cached multi-scale features and their targets.
 
     Parameters
@@ -151,13 +161,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         binary: bool,
         teacher: Sequence[torch.Tensor] | None = None,
     ) -> None:
-        self.feats, self.targets, self.n, self.binary = feats, targets, n, binary
-        self.patch, self.teacher = patch, teacher
-        self.rng = np.random.default_rng(seed)
-        self.coords, self.weights = _annotated_weights(targets)
-
-    def __len__(self) -> int:
-        return self.n
+        super().__init__(targets, patch=patch, n=n, seed=seed, binary=binary)
+        self.feats, self.teacher = feats, teacher
 
     def crop(self, k: int, r0: int, c0: int) -> tuple[tuple[torch.Tensor, ...], Any]:
         """The features and target of region ``k`` at (r0, c0), ``patch`` pixels a side."""
