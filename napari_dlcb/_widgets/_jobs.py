@@ -219,14 +219,8 @@ class JobRunner(QObject):
                 return None
             self.cancel(kind)
             self.jobs.pop(kind, None)
-        again = {
-            "kind": kind,
-            "on_yield": on_yield,
-            "on_return": on_return,
-            "on_done": on_done,
-            "total": total,
-            "status": status,
-        }
+        again = {"kind": kind, "on_yield": on_yield, "on_return": on_return, "on_done": on_done}
+        again |= {"total": total, "status": status}
         restart_kwargs = dict(kwargs)
         stop = threading.Event()
         if _accepts_stop(func):
