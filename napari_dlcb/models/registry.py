@@ -46,6 +46,7 @@ __all__ = [
     "WEIGHTS_DIR",
     "list_builtin",
     "builtin_info",
+    "is_model_dir",
     "load_builtin",
     "resolve_base",
 ]
@@ -233,6 +234,37 @@ def load_builtin(
     return model.to(resolve_device(device)).eval(), meta
 
 
+def is_model_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a model :func:`resolve_base` can load, from file names only.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A napari-dlcb model folder (with ``metadata.json``) or that file, or a
+        bioimage.io package (folder, ``bioimageio.yaml``/``rdf.yaml`` or ``.zip``).
+
+    Returns
+    -------
+    bool
+        True for a model folder or a bioimage.io package; no weights are read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> is_model_dir(tempfile.mkdtemp())
+    False
+    """
+    from napari_dlcb.models.bioimageio_package import is_bioimageio_package
+
+    path = Path(path).expanduser()
+    return _is_saved_model(path) or is_bioimageio_package(path)
+
+
+def _is_saved_model(path: Path) -> bool:
+    """A napari-dlcb model folder, or its ``metadata.json``."""
+    return (path / METADATA_FILE).is_file() or path.name == METADATA_FILE
+
+
 def resolve_base(
     base: str | os.PathLike,
     *,
@@ -286,17 +318,17 @@ def resolve_base(
         path = Path(base).expanduser()
         if not path.exists():
             raise DlcbError(f"base model not found: {path}")
-        from napari_dlcb.models.bioimageio import is_bioimageio_package, load_bioimageio
-
-        if (path / METADATA_FILE).is_file() or path.name == METADATA_FILE:
-            model, meta = load_model(path, device=device)
-        elif is_bioimageio_package(path):
-            model, meta = load_bioimageio(path, device=device)
-        else:
+        if not is_model_dir(path):
             raise DlcbError(
                 f"cannot use {str(path)!r} as a base model: expected 'builtin', "
                 "'builtin:<name>', a napari-dlcb model folder or a bioimage.io package"
             )
+        if _is_saved_model(path):
+            model, meta = load_model(path, device=device)
+        else:
+            from napari_dlcb.models.bioimageio import load_bioimageio
+
+            model, meta = load_bioimageio(path, device=device)
         meta.extra["source"] = str(path.resolve())
     if task is not None and meta.task != task:
         raise DlcbError(f"base model {base!s} is a {meta.task} model, not a {task} model")
