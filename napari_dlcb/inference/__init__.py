@@ -27,8 +27,7 @@ a *block* is a piece of storage.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from napari_dlcb.lazy import lazy_exports
 
 _EXPORTS = {
     "predict_tiled": "tiled",
@@ -58,14 +57,5 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+# cache=True: later look-ups skip __getattr__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, cache=True)

@@ -6,7 +6,7 @@ import torch: ``from napari_dlcb.interpret import mutation_map``.
 
 from __future__ import annotations
 
-import importlib
+from napari_dlcb.lazy import lazy_exports
 
 # name -> submodule (lazy: torch is imported only when the name is used)
 _LAZY = {
@@ -34,12 +34,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

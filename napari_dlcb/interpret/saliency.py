@@ -31,7 +31,13 @@ from torch import nn
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.interpret.attribution import Attribution
-from napari_dlcb.interpret.common import METHODS, Region, resolve_layer, run_to_end
+from napari_dlcb.interpret.common import (
+    METHODS,
+    Region,
+    resolve_layer,
+    run_to_end,
+    standard_options,
+)
 from napari_dlcb.interpret.gradcam import gradcam
 from napari_dlcb.interpret.gradients import gradients, smoothgrad
 from napari_dlcb.interpret.integrated_gradients import (
@@ -167,13 +173,7 @@ def iter_saliency(
     if method not in METHODS:
         raise DlcbError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
     _check_inputs(x, window=window, stride=stride, n_samples=n_samples, n_steps=n_steps)
-    common = {
-        "target": target,
-        "classes": classes,
-        "region": region,
-        "channel_axis": channel_axis,
-        "device": device,
-    }
+    common = standard_options(locals())
     if method == "integrated-gradients":
         return (
             yield from iter_integrated_gradients(

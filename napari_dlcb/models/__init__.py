@@ -21,38 +21,29 @@ first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from napari_dlcb.lazy import lazy_exports
 
 _LAZY = {
-    "UNet2D": "napari_dlcb.models.unet",
-    "ModelMeta": "napari_dlcb.models.meta",
-    "InferenceSpec": "napari_dlcb.models.spec",
-    "save_model": "napari_dlcb.models.saved",
-    "load_model": "napari_dlcb.models.saved",
-    "load_meta": "napari_dlcb.models.meta",
-    "register_architecture": "napari_dlcb.models.architectures",
-    "build_model": "napari_dlcb.models.architectures",
-    "list_builtin": "napari_dlcb.models.registry",
-    "load_builtin": "napari_dlcb.models.registry",
-    "resolve_base": "napari_dlcb.models.registry",
-    "load_bioimageio": "napari_dlcb.models.bioimageio",
-    "export_bioimageio": "napari_dlcb.models.bioimageio_export",
-    "export_onnx": "napari_dlcb.models.onnx_export",
-    "preserve_model_state": "napari_dlcb.models.state",
-    "inference_mode_on": "napari_dlcb.models.state",
-    "state_to_cpu": "napari_dlcb.models.state",
+    "UNet2D": "unet",
+    "ModelMeta": "meta",
+    "InferenceSpec": "spec",
+    "save_model": "saved",
+    "load_model": "saved",
+    "load_meta": "meta",
+    "register_architecture": "architectures",
+    "build_model": "architectures",
+    "list_builtin": "registry",
+    "load_builtin": "registry",
+    "resolve_base": "registry",
+    "load_bioimageio": "bioimageio",
+    "export_bioimageio": "bioimageio_export",
+    "export_onnx": "onnx_export",
+    "preserve_model_state": "state",
+    "inference_mode_on": "state",
+    "state_to_cpu": "state",
 }
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

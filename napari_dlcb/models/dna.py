@@ -14,7 +14,10 @@ Zhou & Troyanskaya 2015 (DeepSEA); Quang & Xie 2016 (DanQ).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,15 +91,7 @@ class DeepBind(nn.Sequential):
         if batch_norm:
             conv.append(nn.BatchNorm1d(filters))
         super().__init__(*conv, nn.ReLU(), *tail)
-        self.config = {
-            "name": "deepbind",
-            "n_tasks": n_tasks,
-            "filters": filters,
-            "kernel_size": kernel_size,
-            "hidden": hidden,
-            "dropout": dropout,
-            "batch_norm": bool(batch_norm),
-        }
+        self.config = _config("deepbind", self, locals())
 
 
 class Basset(nn.Sequential):
@@ -147,16 +142,27 @@ class Basset(nn.Sequential):
             n_in = h
         layers.append(nn.Linear(n_in, n_tasks))
         super().__init__(*layers)
-        self.config = {
-            "name": "basset",
-            "n_tasks": n_tasks,
-            "length": int(length),
-            "filters": list(filters),
-            "kernels": list(kernels),
-            "pools": list(pools),
-            "hidden": list(hidden),
-            "dropout": dropout,
-        }
+        self.config = _config("basset", self, locals())
+
+
+def _config(name: str, model: nn.Module, args: dict[str, Any]) -> dict[str, Any]:
+    """The architecture's name and constructor arguments, as JSON (``model.config``).
+
+    ``args`` is the constructor's ``locals()``; the names come from its
+    signature, so a new argument is recorded without a second list here.
+    Sequences become lists and whole numbers ints, so that
+    ``build_dna_model(**config)`` (less the name) builds the same network.
+    """
+    names = list(inspect.signature(type(model).__init__).parameters)[1:]  # not self
+    return {"name": name, **{k: _plain(args[k]) for k in names}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bool) or isinstance(value, (str, float)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return list(value) if isinstance(value, Iterable) else value
 
 
 def _conv_blocks(
@@ -285,16 +291,7 @@ class DeepSEA(nn.Sequential):
             nn.ReLU(),
             nn.Linear(hidden, n_tasks),
         )
-        self.config = {
-            "name": "deepsea",
-            "n_tasks": n_tasks,
-            "length": int(length),
-            "filters": list(filters),
-            "kernels": list(kernels),
-            "pools": list(pools),
-            "dropouts": list(dropouts),
-            "hidden": hidden,
-        }
+        self.config = _config("deepsea", self, locals())
 
 
 class BiLSTM(nn.Module):
@@ -368,17 +365,7 @@ class DanQ(nn.Sequential):
             nn.ReLU(),
             nn.Linear(hidden, n_tasks),
         )
-        self.config = {
-            "name": "danq",
-            "n_tasks": n_tasks,
-            "length": int(length),
-            "filters": filters,
-            "kernel_size": kernel_size,
-            "pool": pool,
-            "lstm": lstm,
-            "hidden": hidden,
-            "dropout": list(dropout),
-        }
+        self.config = _config("danq", self, locals())
 
 
 def is_recurrent(model: nn.Module) -> bool:

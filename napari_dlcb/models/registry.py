@@ -6,14 +6,12 @@ and a model card. Nothing is downloaded.
 
 To add a built-in model, put its three files in ``models/weights/`` and append
 one entry to :data:`BUILTIN_MODELS` (and, if it is the default for its task,
-to :data:`DEFAULT_BUILTIN`)::
+to :data:`DEFAULT_BUILTIN`); the files are named after the model::
 
-    "deepbind-ctcf": BuiltinModel(
-        name="deepbind-ctcf", task="sequence",
-        weights="deepbind_ctcf.safetensors", metadata="deepbind_ctcf.json",
-        card="MODEL_CARD_deepbind_ctcf.md",
-        description="DeepBind CNN for CTCF ChIP-seq peaks (101 bp)",
-    ),
+    _entry("deepbind-ctcf", "sequence", "DeepBind CNN for CTCF ChIP-seq peaks (101 bp)"),
+
+reads ``deepbind_ctcf.safetensors``, ``deepbind_ctcf.json`` and
+``deepbind_ctcf_MODEL_CARD.md``.
 
 Its ``architecture["name"]`` must be registered in
 :data:`napari_dlcb.models.saved.ARCHITECTURES`.
@@ -46,6 +44,7 @@ __all__ = [
     "WEIGHTS_DIR",
     "list_builtin",
     "builtin_info",
+    "is_model_dir",
     "load_builtin",
     "resolve_base",
 ]
@@ -86,44 +85,50 @@ class BuiltinModel:
         return (WEIGHTS_DIR / self.weights).is_file() and (WEIGHTS_DIR / self.metadata).is_file()
 
 
+def _entry(name: str, task: str, description: str, *, card: str = "") -> BuiltinModel:
+    """A table row whose files are named after the model (``dna-encode``: ``dna_encode.json``...)."""
+    stem = name.replace("-", "_")
+    return BuiltinModel(
+        name=name,
+        task=task,
+        weights=f"{stem}.safetensors",
+        metadata=f"{stem}.json",
+        card=card or f"{stem}_MODEL_CARD.md",
+        description=description,
+    )
+
+
 #: The built-in model table: append one entry per model.
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
-    "unet2d-nuclei": BuiltinModel(
-        name="unet2d-nuclei",
-        task="segmentation",
-        weights="unet2d_nuclei.safetensors",
-        metadata="unet2d_nuclei.json",
-        card="MODEL_CARD_unet2d_nuclei.md",
-        description="2-D U-Net for fluorescence nuclei: background / interior / boundary",
-    ),
-    # issue 3 (DNA): made by scripts/pretrain_dna.py; architecture from napari_dlcb.models.dna
-    "dna-multitask": BuiltinModel(
-        name="dna-multitask",
-        task="sequence",
-        weights="dna_multitask.safetensors",
-        metadata="dna_multitask.json",
-        card="dna_multitask_MODEL_CARD.md",
-        description="DeepBind-style multitask DNA CNN, 8 JASPAR TFs (CTCF, GATA3, FOXA1, SPI1, SOX2, MAFK, CEBPB, POU5F1), simulated data",
-    ),
-    # issue 13: made by scripts/pretrain_dna_encode.py from real ChIP-seq peaks
-    "dna-encode": BuiltinModel(
-        name="dna-encode",
-        task="sequence",
-        weights="dna_encode.safetensors",
-        metadata="dna_encode.json",
-        card="dna_encode_MODEL_CARD.md",
-        description="DeepBind-style multitask DNA CNN trained on real ChIP-seq peaks: "
-        "ARID3A, FOXM1, GATA3 (ENCODE), POU5F1 (Oct4), MAFK (101 bp)",
-    ),
-    # issue 4 (cells): made by scripts/pretrain_classifier.py
-    "cellclf-nuclei": BuiltinModel(
-        name="cellclf-nuclei",
-        task="classification",
-        weights="cellclf_nuclei.safetensors",
-        metadata="cellclf_nuclei.json",
-        card="cellclf_nuclei_MODEL_CARD.md",
-        description="compact ResNet crop classifier pretrained on synthetic nuclei (32 px)",
-    ),
+    entry.name: entry
+    for entry in (
+        _entry(
+            "unet2d-nuclei",
+            "segmentation",
+            "2-D U-Net for fluorescence nuclei: background / interior / boundary",
+            card="MODEL_CARD_unet2d_nuclei.md",
+        ),
+        # issue 3 (DNA): made by scripts/pretrain_dna.py; architecture from napari_dlcb.models.dna
+        _entry(
+            "dna-multitask",
+            "sequence",
+            "DeepBind-style multitask DNA CNN, 8 JASPAR TFs (CTCF, GATA3, FOXA1, SPI1, SOX2, "
+            "MAFK, CEBPB, POU5F1), simulated data",
+        ),
+        # issue 13: made by scripts/pretrain_dna_encode.py from real ChIP-seq peaks
+        _entry(
+            "dna-encode",
+            "sequence",
+            "DeepBind-style multitask DNA CNN trained on real ChIP-seq peaks: "
+            "ARID3A, FOXM1, GATA3 (ENCODE), POU5F1 (Oct4), MAFK (101 bp)",
+        ),
+        # issue 4 (cells): made by scripts/pretrain_classifier.py
+        _entry(
+            "cellclf-nuclei",
+            "classification",
+            "compact ResNet crop classifier pretrained on synthetic nuclei (32 px)",
+        ),
+    )
 }
 
 #: What ``base="builtin"`` means for each task.
@@ -233,6 +238,37 @@ def load_builtin(
     return model.to(resolve_device(device)).eval(), meta
 
 
+def is_model_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a model :func:`resolve_base` can load, from file names only.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A napari-dlcb model folder (with ``metadata.json``) or that file, or a
+        bioimage.io package (folder, ``bioimageio.yaml``/``rdf.yaml`` or ``.zip``).
+
+    Returns
+    -------
+    bool
+        True for a model folder or a bioimage.io package; no weights are read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> is_model_dir(tempfile.mkdtemp())
+    False
+    """
+    from napari_dlcb.models.bioimageio_package import is_bioimageio_package
+
+    path = Path(path).expanduser()
+    return _is_saved_model(path) or is_bioimageio_package(path)
+
+
+def _is_saved_model(path: Path) -> bool:
+    """A napari-dlcb model folder, or its ``metadata.json``."""
+    return (path / METADATA_FILE).is_file() or path.name == METADATA_FILE
+
+
 def resolve_base(
     base: str | os.PathLike,
     *,
@@ -286,17 +322,17 @@ def resolve_base(
         path = Path(base).expanduser()
         if not path.exists():
             raise DlcbError(f"base model not found: {path}")
-        from napari_dlcb.models.bioimageio import is_bioimageio_package, load_bioimageio
-
-        if (path / METADATA_FILE).is_file() or path.name == METADATA_FILE:
-            model, meta = load_model(path, device=device)
-        elif is_bioimageio_package(path):
-            model, meta = load_bioimageio(path, device=device)
-        else:
+        if not is_model_dir(path):
             raise DlcbError(
                 f"cannot use {str(path)!r} as a base model: expected 'builtin', "
                 "'builtin:<name>', a napari-dlcb model folder or a bioimage.io package"
             )
+        if _is_saved_model(path):
+            model, meta = load_model(path, device=device)
+        else:
+            from napari_dlcb.models.bioimageio import load_bioimageio
+
+            model, meta = load_bioimageio(path, device=device)
         meta.extra["source"] = str(path.resolve())
     if task is not None and meta.task != task:
         raise DlcbError(f"base model {base!s} is a {meta.task} model, not a {task} model")

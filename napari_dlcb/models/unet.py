@@ -22,6 +22,7 @@ The module is TorchScript-compatible (``torch.jit.script``), which is how
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 
 import torch
 import torch.nn.functional as F
@@ -171,24 +172,12 @@ class UNet2D(nn.Module):
 
     # -- parameter groups ---------------------------------------------------------------
     def encoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the encoder (down-sampling path and bottleneck).
-
-        Returns
-        -------
-        iterator of torch.nn.Parameter
-        """
-        yield from self.down.parameters()
-        yield from self.bottleneck.parameters()
+        """Parameters of the encoder (down-sampling path and bottleneck)."""
+        return chain(self.down.parameters(), self.bottleneck.parameters())
 
     def decoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the decoder (up-sampling path and the 1x1 head).
-
-        Returns
-        -------
-        iterator of torch.nn.Parameter
-        """
-        yield from self.up.parameters()
-        yield from self.head.parameters()
+        """Parameters of the decoder (up-sampling path and the 1x1 head)."""
+        return chain(self.up.parameters(), self.head.parameters())
 
     def reset_head(self, n_classes: int) -> None:
         """Replace the final 1x1 convolution for a new number of classes.
@@ -272,16 +261,8 @@ class UNet2D(nn.Module):
         return x[:, :, top : top + h, left : left + w]
 
     def forward(self, x: Tensor) -> Tensor:
-        """Predict class logits.
+        """Class logits ``(B, n_classes, Y, X)`` of ``x`` (as in :meth:`encode`).
 
-        Parameters
-        ----------
-        x : torch.Tensor, shape (B, C, Y, X)
-            Normalised float input of any spatial size.
-
-        Returns
-        -------
-        torch.Tensor, shape (B, n_classes, Y, X)
-            Class logits (apply softmax over dim 1 for probabilities).
+        Apply a softmax over dim 1 for probabilities.
         """
         return self.decode(self.encode(x), [x.shape[-2], x.shape[-1]])

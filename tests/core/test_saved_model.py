@@ -17,6 +17,7 @@ from napari_dlcb.errors import DlcbError
 from napari_dlcb.models import architectures, saved
 from napari_dlcb.models.registry import (
     BUILTIN_MODELS,
+    is_model_dir,
     list_builtin,
     load_builtin,
     resolve_base,
@@ -488,6 +489,20 @@ def test_resolve_base_saved_folder(saved_dir):
     x = torch.randn(1, 1, 20, 20)
     with torch.no_grad():
         assert torch.equal(model(x), net(x))
+
+
+def test_is_model_dir_from_file_names(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    assert not is_model_dir(folder)
+    assert not is_model_dir(tmp_path / "missing")
+    (folder / "metadata.json").write_text("{}")
+    assert is_model_dir(folder)
+    assert is_model_dir(str(folder / "metadata.json"))
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "rdf.yaml").write_text("type: model\n")
+    assert is_model_dir(package)
 
 
 def test_resolve_base_errors(tmp_path, saved_dir):

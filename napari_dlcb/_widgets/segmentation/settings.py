@@ -115,14 +115,10 @@ def _not_a_model(base: str) -> str:
     """Why a "Start from" path is not a model ("" if it may be one), from file names only."""
     if base == "builtin" or base.startswith("builtin:"):
         return ""
-    from napari_dlcb.models.bioimageio_package import is_bioimageio_package
-    from napari_dlcb.models.saved import METADATA_FILE
+    from napari_dlcb.models.registry import is_model_dir
 
-    path = Path(base).expanduser()
-    if not path.exists():
+    if not Path(base).expanduser().exists():
         return "does not exist"
-    if (path / METADATA_FILE).is_file() or path.name == METADATA_FILE:
-        return ""
-    if is_bioimageio_package(path):
+    if is_model_dir(base):
         return ""
     return "is not a model folder (no metadata.json) nor a bioimage.io package"
