@@ -27,7 +27,8 @@ def lazy_exports(
     package : str
         The package's ``__name__``.
     exports : mapping of str to str
-        Public name -> the submodule of ``package`` that defines it.
+        Public name -> the submodule of ``package`` that defines it, or a
+        module's full name (``"napari_dlcb.data.labels"``) for a name that moved.
     cache : bool
         Store a name in the package once loaded, so later look-ups skip
         ``__getattr__``.
@@ -48,7 +49,8 @@ def lazy_exports(
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        full = module if module.startswith("napari_dlcb.") else f"{package}.{module}"
+        value = getattr(importlib.import_module(full), name)
         if cache:
             setattr(sys.modules[package], name, value)
         return value

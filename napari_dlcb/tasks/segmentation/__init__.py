@@ -16,8 +16,7 @@ only with the task.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from napari_dlcb.lazy import lazy_exports
 
 _EXPORTS = {
     "SegmentationConfig": "config",
@@ -38,18 +37,5 @@ _MOVED = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-    elif name in _MOVED:
-        module = importlib.import_module(_MOVED[name])
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_MOVED))
+# cache=True: later look-ups skip __getattr__
+__getattr__, __dir__ = lazy_exports(__name__, {**_EXPORTS, **_MOVED}, cache=True)
