@@ -6,6 +6,7 @@ Torch is imported inside the handlers only, so building the parser is cheap.
 from __future__ import annotations
 
 import argparse
+import math
 import threading
 import time
 from pathlib import Path
@@ -225,8 +226,10 @@ def drive_training(task: Any, args: argparse.Namespace, *, what: str = "images")
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     stop = threading.Event()
-    events = task.fit(
-        max_time=None if args.max_minutes is None else args.max_minutes * 60, stop=stop
+    events = task.fit(  # no live previews: nobody sees them here
+        max_time=None if args.max_minutes is None else args.max_minutes * 60,
+        stop=stop,
+        preview_interval=math.inf,
     )
     cpu_budget = None if args.max_cpu_minutes is None else args.max_cpu_minutes * 60
     finished = None

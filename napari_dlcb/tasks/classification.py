@@ -43,7 +43,7 @@ from napari_dlcb.device import resolve_device
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.inference.classify import predict_crops
 from napari_dlcb.models.classifier import load_base
-from napari_dlcb.tasks.base import Task
+from napari_dlcb.tasks.base import LiveBudget, Task
 from napari_dlcb.tasks.classification_config import ClassificationConfig
 from napari_dlcb.training.engine import fit
 from napari_dlcb.training.events import Finished, TrainEvent
@@ -62,11 +62,31 @@ def with_extra(
         return preview
 
     def combined(net: nn.Module) -> dict[str, Any] | None:
-        out = dict(preview(net)) if preview is not None else {}
+        out = dict((preview(net) if preview is not None else None) or {})
         out.update(extra() or {})
         return out or None
 
     return combined
+
+
+#: the live confusion matrix takes at most this share of the training thread's time
+#: (it predicts the whole validation set: unbudgeted, a third of a BloodMNIST epoch)
+CONFUSION_SHARE = 0.2
+
+
+def budgeted(
+    view: Callable[[nn.Module], dict[str, Any]], share: float = CONFUSION_SHARE
+) -> Callable[[nn.Module], dict[str, Any] | None]:
+    """``view`` run only when its :class:`~napari_dlcb.tasks.base.LiveBudget` allows (else None)."""
+    budget = LiveBudget(share)
+
+    def run(net: nn.Module) -> dict[str, Any] | None:
+        if not budget.due():
+            return None
+        with budget.spend():
+            return view(net)
+
+    return run
 
 
 def _check_labels(labels: np.ndarray, classes: list[str], n_images: int) -> None:
@@ -343,7 +363,7 @@ class ClassificationTrainer(Task):
             train,
             val,
             sampler=self._sampler(self.y_train),
-            preview=with_extra(self._confusion if has_val else None, preview_extra),
+            preview=with_extra(budgeted(self._confusion) if has_val else None, preview_extra),
             **common,
         )
 

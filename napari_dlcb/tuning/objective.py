@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 from napari_dlcb.errors import DlcbError
 from napari_dlcb.tasks.base import Task, TaskConfig
@@ -43,6 +43,8 @@ class Objective(ABC):
         ``module:function`` that rebuilds the objective from files on a worker.
     source : dict or None
         That function's arguments (None for in-memory data).
+    fit_defaults : dict
+        Keyword arguments every trial's ``task.fit`` gets.
     """
 
     kind: str = ""
@@ -50,6 +52,7 @@ class Objective(ABC):
     direction: str = "minimize"
     factory: str | None = None
     source: dict[str, Any] | None = None
+    fit_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, base: TaskConfig) -> None:
         self.base = base.validate()
@@ -71,8 +74,8 @@ class Objective(ABC):
         """A task on this objective's training/validation data with ``config``."""
 
     def fit_options(self, config: TaskConfig) -> dict[str, Any]:
-        """Extra keyword arguments for ``task.fit`` (default none)."""
-        return {}
+        """Extra keyword arguments for ``task.fit`` (:attr:`fit_defaults`)."""
+        return dict(self.fit_defaults)
 
     def epoch_value(self, event: Any) -> float:
         """The metric of one ``EpochEnd`` (NaN if absent)."""

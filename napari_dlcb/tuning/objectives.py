@@ -13,6 +13,7 @@ already in memory (the GUI's layers) run in this process only.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from napari_dlcb.errors import DlcbError
 from napari_dlcb.tasks.base import Task, TaskConfig
 from napari_dlcb.tuning.objective import Objective
 from napari_dlcb.tuning.space import Param, SearchSpace
+
+#: trials are not watched live: no preview work in their training threads
+UNWATCHED = {"preview_interval": math.inf}
 
 __all__ = [
     "ClassificationObjective",
@@ -69,6 +73,7 @@ class SequenceObjective(Objective):
     """
 
     factory = "napari_dlcb.tuning.objectives:sequence_objective"
+    fit_defaults = UNWATCHED
 
     kind = "sequence"
     direction = "maximize"
@@ -203,6 +208,7 @@ class ClassificationObjective(Objective):
     """
 
     factory = "napari_dlcb.tuning.objectives:classification_objective"
+    fit_defaults = UNWATCHED
 
     kind = "classification"
     metric = "accuracy"
@@ -322,6 +328,7 @@ class SegmentationObjective(Objective):
     """
 
     factory = "napari_dlcb.tuning.objectives:segmentation_objective"
+    fit_defaults = UNWATCHED
 
     kind = "segmentation"
     direction = "maximize"

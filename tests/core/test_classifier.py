@@ -828,3 +828,22 @@ def test_cell_task_implements_the_task_interface(tmp_path):
     with torch.no_grad():
         ref = torch.softmax(model.eval()(torch.from_numpy(x)), 1).numpy()
     np.testing.assert_allclose(ref, probs, atol=1e-5)
+
+
+def test_live_confusion_keeps_to_its_share_of_the_time():
+    import time
+
+    from napari_dlcb.tasks.classification import budgeted
+
+    calls = []
+
+    def slow(net):
+        calls.append(net)
+        time.sleep(0.05)
+        return {"confusion": 1}
+
+    view = budgeted(slow, share=0.2)
+    assert view("a") == {"confusion": 1}
+    assert view("b") is None  # due again only after 4 x 0.05 s of training
+    time.sleep(0.25)
+    assert view("c") == {"confusion": 1} and calls == ["a", "c"]
