@@ -41,12 +41,8 @@ def register(train_sub, predict_sub, top_sub) -> None:
     _register_predict(predict_sub)
 
 
-def _register_train(train_sub) -> None:
-    p = train_sub.add_parser(
-        "sequence",
-        help="train or fine-tune a DNA CNN (DeepBind / Basset) on a sequence table or on BED peaks",
-        description="Train a DNA model from --table FILE, or from --fasta GENOME --bed PEAKS (windows centred on peaks).",
-    )
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """The data options of ``train sequence``: a table, or a genome with peaks."""
     src = p.add_argument_group("data (a table, or a genome with peaks)")
     src.add_argument("--table", help="TSV/CSV sequence table (gzip ok)")
     src.add_argument("--fasta", help="genome FASTA (with --bed)")
@@ -83,6 +79,15 @@ def _register_train(train_sub) -> None:
         help="auto: binary when every label is 0 or 1, else regression (MSE on standardised "
         "targets, Pearson r)",
     )
+
+
+def _register_train(train_sub) -> None:
+    p = train_sub.add_parser(
+        "sequence",
+        help="train or fine-tune a DNA CNN (DeepBind / Basset) on a sequence table or on BED peaks",
+        description="Train a DNA model from --table FILE, or from --fasta GENOME --bed PEAKS (windows centred on peaks).",
+    )
+    _add_data_options(p)
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     p.add_argument(
