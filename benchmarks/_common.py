@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -40,3 +41,13 @@ def record(name: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2, default=float))
     print(json.dumps(result, indent=2, default=float))
     return path
+
+
+def add_user_options(ap: argparse.ArgumentParser, passed: str) -> None:
+    """``--seed`` and ``--plain`` (run the CLI with only ``passed``: what a user gets)."""
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help=f"what a user gets: only {passed}; every other option at the CLI's default",
+    )

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import add_user_options
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "bloodmnist_28"
 REFERENCE_ACC = 0.958
@@ -70,13 +72,7 @@ def main() -> None:
         "--extra", default="--width 32 --blocks 2,2,2", help="more train options, space separated"
     )
     ap.add_argument("--no-tta", dest="tta", action="store_false")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--plain",
-        action="store_true",
-        help="what a user gets: only --images/--out/--seed/--device and the --max-minutes budget "
-        "(every other option at the CLI's default, including --base and --epochs)",
-    )
+    add_user_options(ap, "--images/--out/--seed/--device and the --max-minutes budget")
     a = ap.parse_args()
     npz = np.load(DATA / "bloodmnist_train_val.npz")
     raw = json.loads((DATA / "classes.json").read_text())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import record, shared_data
+from _common import add_user_options, record, shared_data
 
 
 def main() -> None:
@@ -28,13 +28,7 @@ def main() -> None:
     ap.add_argument("--base", default="builtin")
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--extra", default="")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--plain",
-        action="store_true",
-        help="what a user gets: only the data, --labels-kind classes, --seed, --device and the "
-        "--max-minutes budget (--base, --epochs and --extra are not passed)",
-    )
+    add_user_options(ap, "the data, --labels-kind classes, --seed, --device and --max-minutes")
     args = ap.parse_args()
     src = shared_data() / "isbi2012_em_membrane" / "train"
     from napari_dlcb.io.images import read_image
