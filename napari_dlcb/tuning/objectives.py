@@ -328,7 +328,7 @@ class SegmentationObjective(Objective):
     """
 
     factory = "napari_dlcb.tuning.objectives:segmentation_objective"
-    fit_defaults = UNWATCHED
+    # no fit_defaults: a segmentation task previews only when given a preview image
 
     kind = "segmentation"
     direction = "maximize"

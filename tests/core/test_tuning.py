@@ -409,3 +409,18 @@ def test_classification_study_scores_its_test_folder_once(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "test (once, best model only): test_accuracy" in out and "n_test 12" in out, out
+
+
+def test_trials_are_not_previewed_and_every_task_accepts_its_fit_defaults():
+    from napari_dlcb.tasks.segmentation import SegmentationConfig
+    from napari_dlcb.tuning.objectives import (
+        UNWATCHED,
+        ClassificationObjective,
+        SegmentationObjective,
+        SequenceObjective,
+    )
+
+    assert ClassificationObjective.fit_defaults == SequenceObjective.fit_defaults == UNWATCHED
+    seg = SegmentationObjective.fit_defaults  # its config validates what reaches it
+    fields = {k: v for k, v in seg.items() if k in SegmentationConfig.FIT_FIELDS}
+    SegmentationConfig().replace(**fields)
