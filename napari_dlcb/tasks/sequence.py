@@ -313,7 +313,8 @@ class SequenceTask(Task):
     ) -> Iterator[TrainEvent]:
         """Train one network on ``train`` (early stopping on ``val``); yield the events.
 
-        ``record["training"]`` gets the run's summary and ``history`` one row
+        ``record["training"]`` gets the run's summary (``record["pos_weight"]`` the
+        positive-class weights, when used) and ``history`` one row
         per epoch; ``options`` as for :meth:`fit`.
         """
         from napari_dlcb.training.engine import fit
@@ -332,7 +333,8 @@ class SequenceTask(Task):
         loss = masked_mse if not binary else "bce"
         if pos_weight is not None:  # rare positives: weight them (issue 10), and say so
             loss = weighted_bce(pos_weight)
-            self.meta.extra["pos_weight"] = [round(float(w), 3) for w in pos_weight]
+            record["pos_weight"] = [round(float(w), 3) for w in pos_weight]
+            self.meta.extra["pos_weight"] = record["pos_weight"]  # k-fold: replaced by the mean
         t0 = time.perf_counter()
         events = fit(
             model,

@@ -179,8 +179,8 @@ def _train_folds(
             kept.append(member)
         rec = {"fold": i, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
         rec |= record.get("training", {}) | {"val_score": _score_at_best(last)}
-        if "pos_weight" in task.meta.extra:  # each member's own (its training folds' balance)
-            rec["pos_weight"] = task.meta.extra.pop("pos_weight")
+        if "pos_weight" in record:  # each member's own (its training folds' balance)
+            rec["pos_weight"] = record["pos_weight"]
         records.append(rec | {"kept": len(kept) == len(records) + 1})
         if stopped:
             yield Warning("fold", f"stopped in fold {i + 1}/{K}: keeping {len(kept)} member(s)")
