@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import QObject, QSize, Qt, QTimer
 from qtpy.QtGui import QPainter
-from qtpy.QtWidgets import QCheckBox, QComboBox, QSizePolicy, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFrame,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_dlcb._widgets._notify import notify_error, notify_info, notify_warning
 
@@ -455,6 +463,24 @@ def check_box(text: str, *, checked: bool = True, tooltip: str = "") -> QCheckBo
     if tooltip:
         box.setToolTip(tooltip)
     return box
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """A vertical layout for ``widget``'s rows, inside a scroll area that fills it.
+
+    A tall dock then scrolls inside napari's dock area instead of growing the
+    window past the screen.
+    """
+    content = QWidget()
+    layout = QVBoxLayout(content)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.NoFrame)
+    area.setWidget(content)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
+    return layout
 
 
 def refill_combo(combo: Any, names: list[str], *, default: str | None = None) -> None:

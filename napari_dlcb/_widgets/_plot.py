@@ -37,6 +37,7 @@ _BG = "#262930"  # napari dark theme
 _FG = "#d1d2d4"
 _TRAIN = "#4fa3ff"
 _VAL = "#ff9f43"
+EMPTY_HINT = "The loss per epoch appears here\nwhen training starts."
 _WARN_STYLE = (
     "QLabel { background: #8a5a00; color: white; font-weight: bold;"
     " padding: 4px; border-radius: 3px; }"
@@ -338,10 +339,18 @@ class LearningCurvePlot(QWidget):
             self._extra_artists.append(
                 ax.axvspan(state["onset"], end, color="#ff6b6b", alpha=0.15, lw=0)
             )
-        ax.relim()
-        ax.autoscale_view()
+        # no epoch yet: a hint instead of autoscaled axes around nothing (-0.04..0.04)
+        ax.tick_params(labelbottom=bool(epochs), labelleft=bool(epochs))
         if epochs:
+            ax.relim()
+            ax.autoscale_view()
             ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        else:
+            ax.set_xlim(0.0, 1.0)
+            ax.set_ylim(0.0, 1.0)
+            self._extra_artists.append(
+                ax.text(0.5, 0.5, EMPTY_HINT, ha="center", va="center", color=_FG, fontsize=8)
+            )
         w, h = state["size"]
         dpi = 90 * state["ratio"]
         self._figure.set_dpi(dpi)

@@ -39,11 +39,15 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QTableWidget,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_dlcb._widgets._common import ThrottledCall, layer_grid, notify_warning
+from napari_dlcb._widgets._common import (
+    ThrottledCall,
+    layer_grid,
+    notify_warning,
+    scrolling_layout,
+)
 from napari_dlcb._widgets._jobs import JobRunner
 from napari_dlcb._widgets._plot import LearningCurvePlot
 from napari_dlcb._widgets.classifier_annotate import ANNOTATION_LAYER, AnnotationMixin
@@ -218,7 +222,7 @@ class CellClassifierWidget(AnnotationMixin, ResultsMixin, EmbeddingMixin, Pretra
         emb = QFormLayout()
         emb.addRow("embedding", emb_row)
         emb.addRow("colour by", self.color_by)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)

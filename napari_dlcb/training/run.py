@@ -211,7 +211,9 @@ class TrainingRun:
     def run_preview(self, epoch: int, step: int) -> Preview | None:
         """A :class:`Preview` of the current weights, at most every ``preview_interval`` s."""
         o = self.o
-        if o.preview is None or time.perf_counter() - self.last_preview < o.preview_interval:
+        if o.preview is None or o.preview_interval == math.inf:  # inf: never, not once
+            return None
+        if time.perf_counter() - self.last_preview < o.preview_interval:
             return None
         if self.stopped():  # after Stop no preview: it would only delay handing the model back
             return None

@@ -44,7 +44,8 @@ class Objective(ABC):
     source : dict or None
         That function's arguments (None for in-memory data).
     fit_defaults : dict
-        Keyword arguments every trial's ``task.fit`` gets.
+        Keyword arguments every trial's ``task.fit`` gets: by default no live
+        previews (nobody watches a trial; they would only slow it down).
     """
 
     kind: str = ""
@@ -52,7 +53,7 @@ class Objective(ABC):
     direction: str = "minimize"
     factory: str | None = None
     source: dict[str, Any] | None = None
-    fit_defaults: ClassVar[dict[str, Any]] = {}
+    fit_defaults: ClassVar[dict[str, Any]] = {"preview_interval": math.inf}
 
     def __init__(self, base: TaskConfig) -> None:
         self.base = base.validate()

@@ -13,7 +13,6 @@ already in memory (the GUI's layers) run in this process only.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,6 @@ from napari_dlcb.errors import DlcbError
 from napari_dlcb.tasks.base import Task, TaskConfig
 from napari_dlcb.tuning.objective import Objective
 from napari_dlcb.tuning.space import Param, SearchSpace
-
-#: trials are not watched live: no preview work in their training threads
-UNWATCHED = {"preview_interval": math.inf}
 
 __all__ = [
     "ClassificationObjective",
@@ -73,7 +69,6 @@ class SequenceObjective(Objective):
     """
 
     factory = "napari_dlcb.tuning.objectives:sequence_objective"
-    fit_defaults = UNWATCHED
 
     kind = "sequence"
     direction = "maximize"
@@ -208,7 +203,6 @@ class ClassificationObjective(Objective):
     """
 
     factory = "napari_dlcb.tuning.objectives:classification_objective"
-    fit_defaults = UNWATCHED
 
     kind = "classification"
     metric = "accuracy"
@@ -328,7 +322,6 @@ class SegmentationObjective(Objective):
     """
 
     factory = "napari_dlcb.tuning.objectives:segmentation_objective"
-    # no fit_defaults: a segmentation task previews only when given a preview image
 
     kind = "segmentation"
     direction = "maximize"

@@ -191,6 +191,24 @@ def test_preview_throttled_and_lr_decay():
     assert min(lrs) < 1.0 or any(isinstance(e, ev.Warning) and e.kind == "lr_decay" for e in evs)
 
 
+def test_infinite_preview_interval_never_previews():
+    """``preview_interval=inf`` (the CLI, tuning trials) means no preview, not one at the start."""
+    calls: list[bool] = []
+    evs = list(
+        fit(
+            _net(),
+            _data(),
+            _data(16, 5),
+            epochs=2,
+            device="cpu",
+            preview_interval=math.inf,
+            preview=lambda m: calls.append(m.training) or np.zeros(2),
+        )
+    )
+    assert calls == []
+    assert not any(isinstance(e, ev.Preview) for e in evs)
+
+
 def test_bad_requests_raise_clear_errors():
     with pytest.raises(DlcbError):
         list(fit(_net(), TensorDataset(torch.zeros(0, 4), torch.zeros(0).long()), device="cpu"))

@@ -412,15 +412,19 @@ def test_classification_study_scores_its_test_folder_once(tmp_path, capsys):
 
 
 def test_trials_are_not_previewed_and_every_task_accepts_its_fit_defaults():
+    import math
+
     from napari_dlcb.tasks.segmentation import SegmentationConfig
     from napari_dlcb.tuning.objectives import (
-        UNWATCHED,
         ClassificationObjective,
         SegmentationObjective,
         SequenceObjective,
     )
 
-    assert ClassificationObjective.fit_defaults == SequenceObjective.fit_defaults == UNWATCHED
-    seg = SegmentationObjective.fit_defaults  # its config validates what reaches it
-    fields = {k: v for k, v in seg.items() if k in SegmentationConfig.FIT_FIELDS}
-    SegmentationConfig().replace(**fields)
+    for cls in (ClassificationObjective, SegmentationObjective, SequenceObjective):
+        assert cls.fit_defaults == {"preview_interval": math.inf}, cls
+    # the segmentation config takes inf as "no previews"; other bad values still fail
+    cfg = SegmentationConfig().replace(**SegmentationObjective.fit_defaults)
+    assert cfg.preview_interval == math.inf
+    with pytest.raises(DlcbError, match="preview_interval"):
+        SegmentationConfig().replace(preview_interval=-1.0)

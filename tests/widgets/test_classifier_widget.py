@@ -61,6 +61,39 @@ def _nuclei_viewer(make_napari_viewer):
     return viewer, source
 
 
+def test_tall_dock_scrolls_instead_of_growing_the_window(make_napari_viewer, qtbot):
+    """The Cell classifier dock is taller than a laptop screen: it scrolls, the window stays."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    qtbot.wait(50)
+    widget = CellClassifierWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Cell classifier", area="right")
+    qtbot.wait(200)
+    area = widget.findChild(QScrollArea)
+    assert area is not None and area.widget().isAncestorOf(widget.train_button)
+    assert area.widget().sizeHint().height() > 800  # the content is taller than the window
+    assert window.height() <= 800, window.height()
+
+
+def test_empty_learning_curve_shows_a_hint_not_axes(make_napari_viewer, qtbot):
+    from napari_dlcb._widgets._plot import EMPTY_HINT
+
+    viewer = make_napari_viewer(show=True)
+    widget = CellClassifierWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Cell classifier", area="right")
+    curve = widget.curve
+    qtbot.waitUntil(lambda: curve.n_renders >= 1 and not curve.rendering, timeout=5000)
+    texts = [t.get_text() for t in curve._ax.texts]
+    assert texts == [EMPTY_HINT] and not curve._ax.xaxis.get_tick_params()["labelbottom"]
+    n = curve.n_renders
+    curve.add_epoch(1, 0.9, 1.0, is_best=True)
+    qtbot.waitUntil(lambda: curve.n_renders > n and not curve.rendering, timeout=5000)
+    assert len(curve._ax.texts) == 0 and curve._ax.get_xlim() == (0.5, 1.5)
+
+
 def test_dock_builds_the_core_config(make_napari_viewer):
     """The dock's fields become the same CellsConfig that Python callers build."""
     from napari_dlcb.tasks.cells import CellsConfig

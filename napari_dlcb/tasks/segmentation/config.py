@@ -9,6 +9,7 @@ build a :class:`SegmentationConfig`; a bad value gets the same one-line
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, ClassVar
 
@@ -103,7 +104,7 @@ class SegmentationConfig(TaskConfig):
         at 0.855-0.856 (untouched: 0.857) and AP50 at 0.73-0.74 for three stroke
         seeds; weight 1 gave 0.849-0.855, weight 0 lost 0.1 AP50.
     preview_interval : float
-        Fewest seconds between two live overlays.
+        Fewest seconds between two live overlays; ``math.inf``: none at all.
     preview_share : float
         Largest share of the training thread's time the live overlay takes.
     live_saliency : str, optional
@@ -207,9 +208,10 @@ class SegmentationConfig(TaskConfig):
         self.early_stopping = _optional("early_stopping", self.early_stopping, check_int)
         self.max_time = _optional("max_time", self.max_time, check_positive)
         self.distill = check_positive("distill", self.distill, allow_zero=True, high=100.0)
-        self.preview_interval = check_positive(
-            "preview_interval", self.preview_interval, allow_zero=True
-        )
+        if self.preview_interval != math.inf:  # inf: no live previews (CLI, tuning trials)
+            self.preview_interval = check_positive(
+                "preview_interval", self.preview_interval, allow_zero=True
+            )
         self.preview_share = check_positive("preview_share", self.preview_share, high=1.0)
         if self.live_saliency in ("", "off", "none"):
             self.live_saliency = None

@@ -23,6 +23,7 @@ what was learnt.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -315,7 +316,7 @@ class SegmentationTask(Task):
         cfg, engine_kw = self._fit_options(options)
         train, val, net, groups = self._datasets()
         preview = None
-        if preview_image is not None:
+        if preview_image is not None and cfg.preview_interval != math.inf:
             preview = self._live_preview(preview_image, preview_region, stop=stop)
         engine_kw.setdefault("early_stopping", cfg.early_stopping)
         # channels-last is ~1.4x faster for the U-Net on CPU (benchmarks/RESULTS.md)
