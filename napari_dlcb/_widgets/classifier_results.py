@@ -126,11 +126,20 @@ class ResultsMixin:
             notify_warning(f"could not attach per-object features: {err}")
 
     def export_csv(self, path: str) -> Any:
-        """Write object id, class, probabilities and regionprops morphology as CSV."""
+        """Write object id, class, probabilities and regionprops morphology as CSV.
+
+        The file is written whole or not at all; a path that cannot be written
+        raises a one-line :class:`DlcbError`.
+        """
+        from napari_dlcb.io.atomic import atomic_write
+
         if self.task is None or self.probs is None:
             raise DlcbError("train the classifier first")
         table = self.task.table(self.probs)
-        table.to_csv(path, index=False)
+        try:
+            atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+        except OSError as err:
+            raise DlcbError(f"could not write {path}: {err.strerror or err}") from None
         return table
 
     def _export_dialog(self) -> None:

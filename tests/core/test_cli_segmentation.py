@@ -143,3 +143,16 @@ def test_unreadable_model(folders, tmp_path, capsys):
         ],
         capsys,
     )
+
+
+def test_a_time_budget_sets_the_epochs_it_holds():
+    """Without --epochs, --max-minutes (not a fixed 30 epochs) ends a budgeted run."""
+    from napari_dlcb.cli import build_parser
+    from napari_dlcb.commands.segmentation import BUDGETED_EPOCHS, DEFAULT_EPOCHS, config_from_args
+
+    base = ["train", "segmentation", "--images", "i", "--labels", "l", "--out", "o"]
+    parse = build_parser().parse_args
+    assert config_from_args(parse(base)).epochs == DEFAULT_EPOCHS == 30
+    budgeted = config_from_args(parse([*base, "--max-minutes", "15"]))
+    assert budgeted.epochs == BUDGETED_EPOCHS and budgeted.max_time == 900
+    assert config_from_args(parse([*base, "--max-minutes", "15", "--epochs", "7"])).epochs == 7

@@ -209,6 +209,12 @@ def test_cell_classifier_end_to_end(make_napari_viewer, qtbot, tmp_path, loop_pr
         "intensity_mean",
         "annotated",
     } <= set(back.columns)
+    # a path that cannot be written: a one-line error, the file already there untouched
+    from napari_dlcb.errors import DlcbError
+
+    with pytest.raises(DlcbError, match="could not write"):
+        widget.export_csv(str(tmp_path / "no such folder" / "cells.csv"))
+    assert len(pd.read_csv(tmp_path / "cells.csv")) == len(table)
 
     # per-cell saliency, in a job; the crop size was chosen from the nuclei (auto)
     labels_layer.selected_label = int(large[0].label)
