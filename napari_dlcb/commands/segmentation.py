@@ -96,7 +96,12 @@ def _add_train(train: Any) -> None:
         default=1e-3,
         help="learning rate of new layers; pretrained ones train at lr x --pretrained-lr-factor",
     )
-    p.add_argument("--pretrained-lr-factor", type=float, default=0.1)
+    p.add_argument(
+        "--pretrained-lr-factor",
+        type=float,
+        default=None,
+        help="learning-rate factor of pretrained layers (default: 0.1 quick, 1 full mode)",
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument(
         "--patch-size", type=int, default=None, help="default: 128 in quick mode, 256 in full mode"

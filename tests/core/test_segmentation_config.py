@@ -43,6 +43,9 @@ def test_mode_defaults_and_old_names():
     assert quick.mode == "quick" and quick.patch == 128 and quick.epoch_limit == 3.0
     full = SegmentationConfig(mode="full").validate()
     assert full.patch == 256 and full.epoch_limit is None and full.samples == 32
+    # pretrained layers: slow under a few strokes (quick), full speed under dense labels
+    assert quick.lr_factor == 0.1 and full.lr_factor == 1.0
+    assert full.replace(pretrained_lr_factor=0.3).lr_factor == 0.3
     assert SegmentationConfig(live_saliency="off").validate().live_saliency is None
     with pytest.raises(DlcbError, match="unknown option 'epoch'"):
         quick.replace(epoch=3)
@@ -64,7 +67,7 @@ def test_cli_and_dock_build_the_same_config():
         device="auto",
         epochs=30,
         lr=1e-3,
-        pretrained_lr_factor=0.1,
+        pretrained_lr_factor=None,
         batch_size=4,
         samples_per_epoch=None,
         epoch_seconds=None,

@@ -262,7 +262,7 @@ class SegmentationTask(Task):
             params,
             new=self._new_params,
             lr=cfg.lr,
-            pretrained_factor=cfg.pretrained_lr_factor,
+            pretrained_factor=cfg.lr_factor,
             pretrained=self.pretrained,
         )
         return train, val, net, groups
