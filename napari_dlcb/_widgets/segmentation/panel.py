@@ -159,8 +159,9 @@ class SegmentationPanel(QWidget):
         self.lr_spin.setSingleStep(1e-4)
         self.lr_spin.setValue(1e-3)
         self.lr_spin.setToolTip(
-            "Learning rate of new layers; pretrained layers train 10x slower,\n"
-            "so a few strokes adjust what the model knew rather than overwrite it."
+            "Learning rate of new layers. In quick mode the pretrained decoder trains\n"
+            "10x slower, so a few strokes adjust what the model knew rather than\n"
+            "overwrite it; in full mode every layer trains at this rate."
         )
         form.addRow("Learning rate", self.lr_spin)
         self.device_combo = QComboBox()
