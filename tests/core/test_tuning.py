@@ -101,6 +101,7 @@ def _data(n, seed):
 
 
 class ToyObjective(Objective):
+    fit_defaults = {}  # noqa: RUF012 - the toy task's fit takes no preview options
     kind = "classification"
     metric = "accuracy"
     direction = "maximize"
