@@ -33,7 +33,6 @@ TRAIN_PIXELS = 2**26
 PREDICT_PIXELS = 2**25
 #: the record of an interrupted run's options and data (``OUT/checkpoints/run.json``)
 RUN_FILE = "run.json"
-#: options that may change when a run is resumed
 #: epochs without --epochs: a fixed count, or (with a --max-minutes budget) as many as the
 #: budget holds. ISBI 2012 with the defaults stopped after 30 epochs in 5.8 of 15 minutes, still
 #: improving, at pixel error 0.097 (benchmarks/RESULTS.md)
@@ -48,6 +47,7 @@ def default_epochs(args: argparse.Namespace) -> int:
     return BUDGETED_EPOCHS if args.max_minutes is not None else DEFAULT_EPOCHS
 
 
+#: options that may change when a run is resumed
 _RESUMABLE = {"epochs", "max_time", "early_stopping", "device", "preview_interval"}
 
 
